@@ -1,0 +1,44 @@
+"""One run: prepare data ─► open run ─► train ─► evaluate ─► record. Composes tasks and decides nothing else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, task
+
+from rnnlab.config import RunConfig
+from tasks import tracking
+from tasks.data import LMCorpus, prepare_data
+from tasks.evaluate import evaluate
+from tasks.train import FitResult, train
+
+
+@task(name="open-run")
+def open_run(cfg: RunConfig, corpus: LMCorpus, parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> str:
+    run_id = tracking.open_run(
+        cfg.experiment, cfg.run_name, cfg.flat(),
+        {"rnnlab.task": cfg.task, "rnnlab.config_digest": cfg.digest(), "data.corpus": corpus.name,
+         "data.checksum": corpus.checksum, "data.vocab_size": str(corpus.vocab_size), **(tags or {})},
+        parent_run_id=parent_run_id,
+    )
+    tracking.log_text(run_id, cfg.to_yaml(), "config.yaml")
+    tracking.log_artifact(run_id, corpus.vocab_path)
+    return run_id
+
+
+@task(name="record")
+def record(run_id: str, fitted: FitResult, metrics: dict[str, float]) -> dict[str, Any]:
+    tracking.log_artifact(run_id, fitted.checkpoint, "checkpoints")
+    return {"diverged_step": fitted.diverged_at, **metrics}
+
+
+@flow(name="train", log_prints=False)
+def train_flow(cfg: RunConfig, parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> dict[str, Any]:
+    corpus = prepare_data(cfg.data)
+    run_id = open_run(cfg, corpus, parent_run_id, tags)
+    with tracking.closing(run_id):
+        fitted = train(cfg, corpus, run_id)
+        metrics = evaluate(cfg, corpus, run_id, fitted) if fitted.diverged_at is None else {}
+        summary = record(run_id, fitted, metrics)
+    return {"run_id": run_id, "experiment": cfg.experiment, "status": "FINISHED",
+            "diverged": fitted.diverged_at is not None, "metrics": summary}

@@ -1,0 +1,138 @@
+"""Word-level recurrent language model (tanh RNN / LSTM / GRU) and the LightningModule that trains it.
+
+Pure torch + Lightning: no file I/O, no tracking. Tensors are time-major: [time, batch].
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rnnlab.config import LMModelConfig, TrainConfig
+
+CELLS = {"rnn_tanh": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+Hidden = list[Any]  # one state per layer: a tensor, or (h, c) for an LSTM
+
+
+class RNNLM(nn.Module):
+    """Embedding → stacked recurrent layers (optional identity skips between them) → linear decoder.
+
+    One fused cuDNN/MKL module per layer, so a residual add can sit between layers at full kernel speed.
+    """
+
+    def __init__(self, vocab_size: int, cfg: LMModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        cell = CELLS[cfg.cell]
+        self.embedding = nn.Embedding(vocab_size, cfg.embedding_size)
+        sizes = [cfg.embedding_size] + [cfg.hidden_size] * cfg.layers
+        self.layers = nn.ModuleList(cell(sizes[i], sizes[i + 1]) for i in range(cfg.layers))
+        self.drop = nn.Dropout(cfg.dropout)
+        self.decoder = nn.Linear(cfg.hidden_size, vocab_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -cfg.init_range, cfg.init_range)
+        if cfg.tied:
+            self.decoder.weight = self.embedding.weight
+
+    def forward(self, tokens: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
+        x = self.drop(self.embedding(tokens))
+        hidden = hidden if hidden is not None else [None] * len(self.layers)
+        new_hidden = []
+        for i, (layer, state) in enumerate(zip(self.layers, hidden)):
+            out, state = layer(x, state)
+            new_hidden.append(state)
+            # The skip needs matching widths, so layer 0 (embedding → hidden) gets one only when they agree.
+            x = self.drop(out + x if self.cfg.residual and out.shape == x.shape else out)
+        return self.decoder(x), new_hidden
+
+
+def detach(hidden: Hidden | None) -> Hidden | None:
+    if hidden is None:
+        return None
+    return [tuple(t.detach() for t in h) if isinstance(h, tuple) else h.detach() for h in hidden]
+
+
+def token_nll(model: RNNLM, inputs: torch.Tensor, targets: torch.Tensor, hidden: Hidden | None) -> tuple[torch.Tensor, Hidden]:
+    """Per-token negative log-likelihood [time, batch] of `targets` given `inputs` and the carried state."""
+    logits, hidden = model(inputs, hidden)
+    nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+    return nll.view_as(targets), hidden
+
+
+class LanguageModel(pl.LightningModule):
+    """Truncated BPTT over consecutive segments: the hidden state is carried from one segment to the next
+    and detached, so gradients flow through `train.bptt` steps while context flows through the whole epoch."""
+
+    def __init__(self, vocab_size: int, model_cfg: dict, train_cfg: dict):
+        super().__init__()
+        self.save_hyperparameters()
+        self.train_cfg = TrainConfig.model_validate(train_cfg)
+        self.net = RNNLM(vocab_size, LMModelConfig.model_validate(model_cfg))
+        self._train_hidden: Hidden | None = None
+        self._eval_hidden: Hidden | None = None
+        self._eval_nll = 0.0
+        self._eval_tokens = 0
+        self.clipped_steps = 0
+        self.optimizer_steps = 0
+        self.max_grad_norm = 0.0
+        self.first_nonfinite_step: int | None = None
+
+    def on_train_epoch_start(self) -> None:
+        self._train_hidden = None
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        inputs, targets = batch
+        nll, hidden = token_nll(self.net, inputs, targets, self._train_hidden)
+        self._train_hidden = detach(hidden)  # detached now, so the previous segment's graph is freed at once
+        loss = nll.mean()
+        self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Runs before Lightning clips, so this is the pre-clip norm: the quantity the clipping ablations are about.
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        norm = float(torch.nn.utils.get_total_norm(grads))
+        clip = self.train_cfg.clip
+        clipped = clip is not None and (
+            norm > clip[1] if clip[0] == "norm" else any(bool((g.abs() > clip[1]).any()) for g in grads)
+        )
+        self.optimizer_steps += 1
+        self.clipped_steps += int(clipped)
+        if math.isfinite(norm):
+            self.max_grad_norm = max(self.max_grad_norm, norm)
+        self.log_dict({"grad_norm": norm, "clipped_share": self.clipped_steps / self.optimizer_steps,
+                       "lr": optimizer.param_groups[0]["lr"]}, on_step=True, on_epoch=False)
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_hidden, self._eval_nll, self._eval_tokens = None, 0.0, 0
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        inputs, targets, mask = batch
+        nll, self._eval_hidden = token_nll(self.net, inputs, targets, self._eval_hidden)
+        self._eval_nll += float((nll * mask).sum())
+        self._eval_tokens += int(mask.sum())
+
+    def on_validation_epoch_end(self) -> None:
+        mean_nll = self._eval_nll / max(self._eval_tokens, 1)
+        self.log_dict({"valid_nll": mean_nll, "valid_ppl": math.exp(min(mean_nll, 700.0))})
+
+    def configure_optimizers(self) -> Any:
+        cfg = self.train_cfg
+        if cfg.optimizer == "sgd":
+            optimizer = torch.optim.SGD(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        else:
+            optimizer = torch.optim.Adam(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if cfg.lr_schedule == "constant":
+            return optimizer
+        if cfg.lr_schedule == "decay":  # Zaremba et al.: lr × decay^(epochs past decay_after)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda epoch: cfg.lr_decay ** max(epoch + 1 - cfg.decay_after, 0))
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=cfg.lr_decay, patience=0)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "valid_ppl", "interval": "epoch"}}

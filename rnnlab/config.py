@@ -1,0 +1,223 @@
+"""One validated, frozen config object per run, built from a YAML file in conf/ plus `key=value` overrides.
+
+The dotted key names used here (`train.clip_norm`) are the same names used for MLflow params,
+study factors and report columns.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key and what is allowed."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(Section):
+    corpus: str = Field("ptb", description="a known corpus (ptb, wikitext-2) or a directory with train/valid[/test] text files")
+    dir: str | None = Field(None, description="data directory; null = $RNNLAB_DATA_DIR, else <project>/data")
+    download: bool = Field(True, description="fetch a missing known corpus from its public source (sha256-checked)")
+
+
+class LMModelConfig(Section):
+    cell: Literal["rnn_tanh", "lstm", "gru"] = "lstm"
+    layers: int = Field(2, ge=1)
+    embedding_size: int = Field(200, ge=1)
+    hidden_size: int = Field(200, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    tied: bool = False
+    residual: bool = Field(False, description="identity skip connections between stacked layers")
+    bidirectional: bool = Field(False, description="always rejected for a language model")
+    init_range: float = Field(0.1, gt=0.0, description="uniform init in [-init_range, init_range]")
+
+    @model_validator(mode="after")
+    def _check(self) -> "LMModelConfig":
+        if self.bidirectional:
+            raise ValueError(
+                "model.bidirectional=true is invalid for a language model: a bidirectional RNN reads the words "
+                "after the one it must predict, so it would see the future and its perplexity would be meaningless. "
+                "Use model.bidirectional only for translation encoders."
+            )
+        if self.tied and self.embedding_size != self.hidden_size:
+            raise ValueError(
+                f"model.tied=true needs model.embedding_size == model.hidden_size "
+                f"(got {self.embedding_size} and {self.hidden_size}): the output layer reuses the embedding matrix"
+            )
+        return self
+
+
+class TrainConfig(Section):
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(20.0, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    lr_schedule: Literal["constant", "decay", "plateau"] = Field(
+        "decay", description="decay: lr *= lr_decay each epoch after decay_after; plateau: lr *= lr_decay when valid ppl stops improving"
+    )
+    lr_decay: float = Field(0.5, gt=0.0, le=1.0)
+    decay_after: int = Field(4, ge=0)
+    batch_size: int = Field(20, ge=1)
+    bptt: int = Field(20, ge=1, description="truncated-BPTT segment length; hidden state carried across segments")
+    max_epochs: int = Field(13, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    clip_norm: float | None = Field(0.25, gt=0.0, description="clip the total gradient norm; null = off")
+    clip_value: float | None = Field(None, gt=0.0, description="clip each gradient element; null = off")
+    val_every_n_steps: int | None = Field(None, ge=1, description="also validate every n steps (null = once per epoch)")
+    log_every_n_steps: int = Field(1, ge=1)
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "cpu"
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads (null = torch default)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        if self.clip_norm is not None and self.clip_value is not None:
+            raise ValueError(
+                f"train.clip_norm={self.clip_norm} and train.clip_value={self.clip_value} are both set: "
+                "choose one way of clipping (set the other to null)"
+            )
+        return self
+
+    @property
+    def clip(self) -> tuple[str, float] | None:
+        if self.clip_norm is not None:
+            return "norm", self.clip_norm
+        if self.clip_value is not None:
+            return "value", self.clip_value
+        return None
+
+
+class EvalConfig(Section):
+    batch_size: int = Field(10, ge=1)
+    splits: tuple[Literal["valid", "test"], ...] = Field(("valid", "test"), description="splits scored after training (test skipped if the corpus has none)")
+
+
+class RunConfig(Section):
+    task: Literal["lm"] = "lm"
+    experiment: str = Field("rnnlab", min_length=1)
+    run_name: str | None = None
+    seed: int = 1
+    data: DataConfig = DataConfig()
+    model: LMModelConfig = LMModelConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted key → value, the form logged as MLflow params."""
+        return flatten(self.model_dump(mode="json"))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def digest(self) -> str:
+        """Identity of the resolved config (part of a run's identity with data checksum and code version)."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def known_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys += known_keys(annotation, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """`a.b=1 c=[1,2] d=null` → nested dict; values are parsed as YAML scalars/lists."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.clip_norm=null)")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: the value {raw!r} is not valid YAML ({err.problem})") from None
+        set_dotted(tree, key, value)
+    return tree
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = tree
+    for i, part in enumerate(parents):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"'{'.'.join(parents[: i + 1])}' is a value, not a section: cannot set '{key}'")
+        node = child
+    node[leaf] = value
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level, got {type(tree).__name__}")
+    return tree
+
+
+def build(tree: dict[str, Any], source: str = "config", schema: type[BaseModel] = RunConfig) -> Any:
+    try:
+        return schema.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(describe(err, source, schema)) from None
+
+
+def load(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    tree = read_yaml(path) if path is not None else {}
+    tree = deep_merge(tree, parse_overrides(overrides or []))
+    return build(tree, str(path) if path is not None else "config")
+
+
+def describe(err: ValidationError, source: str, schema: type[BaseModel]) -> str:
+    keys = known_keys(schema)
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            section = key.rpartition(".")[0]
+            allowed = [k for k in keys if k.rpartition(".")[0] == section]
+            lines.append(f"unknown key '{key}'{hint} (allowed here: {', '.join(allowed)})")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            got = "" if e["type"].startswith("value_error") else f" (got {e['input']!r})"
+            lines.append(f"{key}: {msg}{got}")
+    return f"{source}: invalid config:\n  " + "\n  ".join(lines)

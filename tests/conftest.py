@@ -1,0 +1,77 @@
+"""Test-session set-up: every store (MLflow, Prefect, caches) lives in a temporary project directory, data comes
+from ../shared/data (or $RNNLAB_DATA_DIR), and tiny corpora are cut from it at test time."""
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SESSION_HOME = Path(tempfile.mkdtemp(prefix="rnnlab-tests-"))
+os.environ["RNNLAB_HOME"] = str(SESSION_HOME)
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.pop("RNNLAB_DATA_MIRROR", None)
+os.environ["RNNLAB_DATA_DIR"] = str(Path(os.environ.get("RNNLAB_DATA_DIR") or REPO.parent / "shared" / "data").resolve())
+
+from rnnlab.env import configure  # noqa: E402  (must run before Prefect/MLflow are imported)
+
+configure()
+
+DATA_DIR = Path(os.environ["RNNLAB_DATA_DIR"])
+RUN_CONFIG = REPO / "conf" / "runs" / "ptb_small.yaml"
+
+# The real recipe, shrunk: tiny widths and budgets, same code path.
+TINY = ["model.embedding_size=16", "model.hidden_size=16", "train.max_epochs=2", "train.batch_size=4",
+        "train.bptt=8", "eval.batch_size=3", "train.num_threads=1"]
+
+
+def pytest_configure(config):
+    if not (DATA_DIR / "ptb" / "ptb.train.txt").exists():
+        raise pytest.UsageError(f"test data not found in {DATA_DIR}: set RNNLAB_DATA_DIR to the corpora directory")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(SESSION_HOME, ignore_errors=True)
+
+
+def cut_corpus(target: Path, train_lines: int = 150, valid_lines: int = 40, test_lines: int = 40) -> Path:
+    """A tiny user corpus (train/valid/test.txt) cut from the real PTB files."""
+    target.mkdir(parents=True, exist_ok=True)
+    train = (DATA_DIR / "ptb" / "ptb.train.txt").read_text().splitlines(keepends=True)
+    valid = (DATA_DIR / "ptb" / "ptb.valid.txt").read_text().splitlines(keepends=True)
+    (target / "train.txt").write_text("".join(train[:train_lines]))
+    (target / "valid.txt").write_text("".join(valid[:valid_lines]))
+    (target / "test.txt").write_text("".join(valid[-test_lines:]))
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    return cut_corpus(tmp_path_factory.mktemp("corpus") / "tiny")
+
+
+@pytest.fixture
+def tiny_cfg(tiny_corpus):
+    """The shipped ptb_small config with tiny limits, on the tiny corpus; more overrides may be given."""
+    from rnnlab import config
+
+    def make(*overrides: str, experiment: str = "tests"):
+        return config.load(RUN_CONFIG, [f"data.corpus={tiny_corpus}", f"experiment={experiment}", *TINY, *overrides])
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def rnnlab_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "rnnlab.cli", *args]

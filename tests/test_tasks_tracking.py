@@ -1,0 +1,69 @@
+"""MLflow conventions: SQLite store in the project, provenance on every run, batched metrics, no run left RUNNING."""
+
+import subprocess
+
+import pytest
+
+from tasks import tracking
+from tasks.tracking import MlflowMetricsLogger, closing, open_run
+
+
+def new_run(**tags) -> str:
+    return open_run("tracking-tests", None, {"train.lr": 20.0, "train.clip_norm": None}, tags)
+
+
+def test_default_store_is_sqlite_inside_the_project_mlruns():
+    uri = tracking.tracking_uri()
+    assert uri.startswith("sqlite:///") and uri.endswith("/mlruns/mlflow.db")
+
+
+def test_a_run_records_params_and_provenance():
+    run = tracking.client().get_run(new_run(**{"data.checksum": "abc"}))
+    assert run.data.params == {"train.lr": "20.0", "train.clip_norm": "null"}
+    tags = run.data.tags
+    assert tags["data.checksum"] == "abc"
+    assert len(tags["git.commit"]) == 40 or tags["git.commit"] == "unknown"
+    assert len(tags["rnnlab.code_version"]) == 16
+    for package in ("torch", "lightning", "prefect", "mlflow"):
+        assert tags[f"pkg.{package}"]
+    assert run.info.artifact_uri.startswith("file://") and "/mlruns/artifacts/tracking-tests/" in run.info.artifact_uri
+
+
+@pytest.mark.parametrize("error, status", [(RuntimeError("boom"), "FAILED"), (KeyboardInterrupt(), "KILLED")])
+def test_an_interrupted_or_failed_run_is_never_left_running(error, status):
+    run_id = new_run()
+    with pytest.raises(type(error)):
+        with closing(run_id):
+            raise error
+    run = tracking.client().get_run(run_id)
+    assert run.info.status == status
+    assert run.data.tags["rnnlab.error"].startswith(type(error).__name__)
+
+
+def test_a_completed_block_finishes_the_run():
+    run_id = new_run()
+    with closing(run_id):
+        pass
+    assert tracking.client().get_run(run_id).info.status == "FINISHED"
+
+
+def test_runs_orphaned_by_a_dead_process_are_marked_killed():
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = new_run(pid=str(dead.pid))
+    alive = new_run()  # this process: still running, so left alone
+    new_run()  # opening any run in the experiment sweeps orphans
+    assert tracking.client().get_run(orphan).info.status == "KILLED"
+    assert tracking.client().get_run(alive).info.status == "RUNNING"
+
+
+def test_metrics_logger_batches_values_and_loses_none():
+    run_id = new_run()
+    logger = MlflowMetricsLogger(run_id, flush_every=100, flush_seconds=3600)
+    for step in range(250):
+        logger.log_metrics({"train_loss": 1.0 / (step + 1), "grad_norm": float(step)}, step=step)
+        logger.save()  # Lightning calls save() after every log: it must not flush
+    logger.finalize("success")
+    assert logger.batches_sent == 5  # 500 values in 5 calls, not 250
+    history = tracking.client().get_metric_history(run_id, "grad_norm")
+    assert sorted(m.step for m in history) == list(range(250))

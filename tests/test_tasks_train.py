@@ -1,0 +1,152 @@
+"""Training on tiny real data: truncated BPTT, clipping with the pre-clip norm logged, schedules, seeds, checkpoints."""
+
+import math
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from models.lm import LanguageModel
+from tasks import tracking
+from tasks.data import prepare_lm_corpus
+from tasks.train import fit_lm, lm_columns, load_weights, segment_loader
+
+
+def fit(cfg, callbacks=()):
+    """fit_lm with extra callbacks attached to the Trainer it builds."""
+    corpus = prepare_lm_corpus(cfg.data)
+    run_id = tracking.open_run(cfg.experiment, None, cfg.flat(), {})
+    original = pl.Trainer.__init__
+
+    def with_callbacks(self, *args, **kwargs):
+        kwargs["callbacks"] = [*kwargs["callbacks"], *callbacks]
+        original(self, *args, **kwargs)
+
+    pl.Trainer.__init__ = with_callbacks
+    try:
+        return run_id, fit_lm(cfg, corpus, run_id)
+    finally:
+        pl.Trainer.__init__ = original
+
+
+def history(run_id, key):
+    return [m.value for m in sorted(tracking.client().get_metric_history(run_id, key), key=lambda m: m.step)]
+
+
+class Recorder(pl.Callback):
+    """Gradients as the optimizer sees them (after clipping) and the state each segment starts from."""
+
+    def __init__(self):
+        self.post_clip_norms, self.max_abs_grads, self.start_states = [], [], []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        state = module._train_hidden
+        self.start_states.append(None if state is None else [tuple(t.clone() for t in h) for h in state])
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):  # grads are zeroed at the next step
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        self.post_clip_norms.append(float(torch.nn.utils.get_total_norm(grads)))
+        self.max_abs_grads.append(max(float(g.abs().max()) for g in grads))
+
+
+def test_columns_keep_every_token_in_order():
+    ids = torch.arange(1, 11)
+    inputs, targets, mask = lm_columns(ids, eos_id=0, batch_size=3, pad=True)
+    assert targets.t().reshape(-1)[:10].tolist() == ids.tolist()
+    assert inputs.t().reshape(-1)[:10].tolist() == [0, *range(1, 10)]  # each target's previous token
+    assert mask.sum() == 10
+    trimmed = lm_columns(ids, eos_id=0, batch_size=3, pad=False)[1]
+    assert trimmed.shape == (3, 3)
+
+
+def test_hidden_state_is_carried_across_segments_and_reset_each_epoch(tiny_cfg):
+    recorder = Recorder()
+    cfg = tiny_cfg("train.max_epochs=2", "train.clip_norm=null")
+    fit(cfg, [recorder])
+    steps_per_epoch = len(segment_loader(prepare_lm_corpus(cfg.data).load("train"), 0, 4, 8, pad=False))
+    starts = recorder.start_states
+    assert starts[0] is None and starts[steps_per_epoch] is None  # fresh state at each epoch start
+    assert all(s is not None for s in starts[1:steps_per_epoch])
+    assert all(not t.requires_grad for t in starts[1][0])  # detached: gradients stop at the segment boundary
+
+
+def test_clipping_by_norm_logs_the_pre_clip_norm_and_bounds_the_applied_gradient(tiny_cfg):
+    recorder = Recorder()
+    run_id, result = fit(tiny_cfg("train.clip_norm=0.01"), [recorder])
+    pre_clip = history(run_id, "grad_norm")
+    assert len(pre_clip) == result.steps  # logged every step
+    assert min(pre_clip) > 0.01
+    assert max(recorder.post_clip_norms) == pytest.approx(0.01, rel=1e-4)
+    assert history(run_id, "clipped_share")[-1] == 1.0
+    assert tracking.client().get_run(run_id).data.metrics["max_grad_norm"] == pytest.approx(max(pre_clip))
+
+
+def test_without_clipping_the_optimizer_sees_the_raw_gradient(tiny_cfg):
+    recorder = Recorder()
+    run_id, _ = fit(tiny_cfg("train.clip_norm=null"), [recorder])
+    assert recorder.post_clip_norms == pytest.approx(history(run_id, "grad_norm"), rel=1e-5)
+    assert history(run_id, "clipped_share")[-1] == 0.0
+
+
+def test_clipping_by_value_bounds_every_gradient_element(tiny_cfg):
+    recorder = Recorder()
+    run_id, _ = fit(tiny_cfg("train.clip_norm=null", "train.clip_value=0.001"), [recorder])
+    assert max(recorder.max_abs_grads) <= 0.001 + 1e-9
+    assert history(run_id, "clipped_share")[-1] == 1.0
+
+
+def test_lr_is_halved_each_epoch_after_decay_after(tiny_cfg):
+    run_id, _ = fit(tiny_cfg("train.max_epochs=4", "train.decay_after=2", "train.lr_decay=0.5", "train.lr=1.0"))
+    lrs = sorted(set(history(run_id, "lr")), reverse=True)
+    assert lrs == [1.0, 0.5, 0.25]
+
+
+def test_plateau_schedule_divides_lr_when_validation_stops_improving():
+    module = LanguageModel(10, {"hidden_size": 4, "embedding_size": 4}, {"lr_schedule": "plateau", "lr_decay": 0.25})
+    config = module.configure_optimizers()
+    scheduler = config["lr_scheduler"]["scheduler"]
+    assert config["lr_scheduler"]["monitor"] == "valid_ppl"
+    scheduler.step(100.0)
+    scheduler.step(90.0)
+    assert config["optimizer"].param_groups[0]["lr"] == 20.0
+    scheduler.step(95.0)
+    assert config["optimizer"].param_groups[0]["lr"] == 5.0
+
+
+def test_adam_is_available():
+    module = LanguageModel(10, {"hidden_size": 4, "embedding_size": 4}, {"optimizer": "adam", "lr": 1e-3, "lr_schedule": "constant"})
+    assert isinstance(module.configure_optimizers(), torch.optim.Adam)
+
+
+def test_same_seed_same_run_and_another_seed_another(tiny_cfg):
+    runs = [fit(tiny_cfg(f"seed={seed}", "train.max_epochs=1")) for seed in (7, 7, 8)]
+    losses = [history(run_id, "train_loss") for run_id, _ in runs]
+    assert losses[0] == losses[1]
+    assert losses[0] != losses[2]
+    weights = [load_weights(result.checkpoint) for _, result in runs]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_max_steps_bounds_training_and_checkpoints_load_weights_only(tiny_cfg):
+    run_id, result = fit(tiny_cfg("train.max_steps=5", "train.max_epochs=50"))
+    assert result.steps == 5
+    state = torch.load(result.checkpoint, weights_only=True)
+    assert state["global_step"] == 5
+
+
+def test_best_and_last_checkpoints_and_validation_every_epoch(tiny_cfg):
+    run_id, result = fit(tiny_cfg("train.max_epochs=3"))
+    assert result.checkpoint.endswith("best.ckpt")
+    assert (tracking.Path(result.checkpoint).parent / "last.ckpt").exists()
+    valid = history(run_id, "valid_ppl")
+    assert len(valid) == 3 and all(math.isfinite(v) for v in valid)
+    best_epoch = torch.load(result.checkpoint, weights_only=True)["epoch"]
+    assert valid[best_epoch] == min(valid)
+
+
+def test_a_diverging_run_stops_and_records_the_step(tiny_cfg):
+    run_id, result = fit(tiny_cfg("train.clip_norm=null", "train.lr=1e38", "model.cell=rnn_tanh", "model.init_range=1.0"))
+    assert result.diverged_at is not None and result.diverged_at < result.steps + 1
+    run = tracking.client().get_run(run_id)
+    assert run.data.tags["rnnlab.diverged"] == "true"
+    assert run.data.metrics["diverged_step"] == result.diverged_at
