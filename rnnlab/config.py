@@ -74,7 +74,7 @@ class TrainConfig(Section):
     clip_value: float | None = Field(None, gt=0.0, description="clip each gradient element; null = off")
     val_every_n_steps: int | None = Field(None, ge=1, description="also validate every n steps (null = once per epoch)")
     log_every_n_steps: int = Field(1, ge=1)
-    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "cpu"
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads (null = torch default)")
 
     @model_validator(mode="after")

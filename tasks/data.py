@@ -34,7 +34,7 @@ class DataError(ValueError):
 @dataclass(frozen=True)
 class SourceFile:
     name: str
-    sha256: str | None = None
+    sha256: str | None = None  # None only for a user's own files, which are never downloaded
     url: str | None = None
 
 
@@ -55,7 +55,7 @@ KNOWN_CORPORA: dict[str, CorpusSpec] = {
     "ptb": CorpusSpec("ptb", "ptb", {
         "train": SourceFile("ptb.train.txt", "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf", f"{_PTB}/ptb.train.txt"),
         "valid": SourceFile("ptb.valid.txt", "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2", f"{_PTB}/ptb.valid.txt"),
-        "test": SourceFile("ptb.test.txt", None, f"{_PTB}/ptb.test.txt"),
+        "test": SourceFile("ptb.test.txt", "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0", f"{_PTB}/ptb.test.txt"),
     }),
     "wikitext-2": CorpusSpec("wikitext-2", "wikitext-2", {
         "train": SourceFile("train.txt", "9e9fa1ad55b1c2c95b08e37dd8e653f638fac2c6de904b79e813611eefbc985f", f"{_WT2}/train.txt"),

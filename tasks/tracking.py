@@ -154,7 +154,7 @@ def closing(run_id: str) -> Iterator[str]:
     try:
         yield run_id
     except BaseException as err:
-        killed = isinstance(err, (KeyboardInterrupt, SystemExit))
+        killed = not isinstance(err, Exception)  # Ctrl-C, SystemExit, Prefect's TerminationSignal on SIGTERM
         try:
             set_tags(run_id, {"rnnlab.error": f"{type(err).__name__}: {err}"[:5000]})
         finally:

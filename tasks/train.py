@@ -77,26 +77,40 @@ def eos_index(corpus: LMCorpus) -> int:
 
 
 class Progress(Callback):
-    """One human-readable progress line on stderr every `every_seconds`, and at each validation."""
+    """Training throughput (wall time from the first batch to the last, validation excluded) and one
+    human-readable progress line on stderr every `every_seconds` and at each validation."""
 
     def __init__(self, every_seconds: float = 10.0):
         self.every_seconds = every_seconds
         self.tokens = 0
         self.train_seconds = 0.0
+        self._since: float | None = None  # start of the current uninterrupted stretch of training batches
 
     def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self._last = time.monotonic()
         self._window_tokens = 0
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
-        self._batch_start = time.perf_counter()
+        if self._since is None:
+            self._since = time.perf_counter()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        self.train_seconds += time.perf_counter() - self._batch_start
+        self._batch_end = time.perf_counter()
         self.tokens += batch[1].numel()
         self._window_tokens += batch[1].numel()
         if time.monotonic() - self._last >= self.every_seconds:
             self.report(trainer, module)
+
+    def pause(self) -> None:
+        if self._since is not None:
+            self.train_seconds += self._batch_end - self._since
+            self._since = None
+
+    def on_validation_start(self, trainer, module) -> None:
+        self.pause()
+
+    def on_train_end(self, trainer, module) -> None:
+        self.pause()
 
     def on_validation_end(self, trainer, module) -> None:
         if not trainer.sanity_checking:

@@ -1,0 +1,37 @@
+# rnnlab: the two commands of the README (`make demo`, `make test`) work on a fresh machine.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+# The corpora: ../shared/data when it sits beside the checkout, else data/ (missing corpora are downloaded).
+export RNNLAB_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(CURDIR)/data)
+
+.PHONY: install demo test test-all bench ui clean
+
+install: $(VENV)/.installed
+
+# torch first, pinned: pip then takes the CPU wheel instead of resolving a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+demo: install
+	$(BIN)/rnnlab train conf/runs/ptb_demo.yaml
+
+test: install
+	$(BIN)/python -m pytest
+
+test-all: install
+	$(BIN)/python -m pytest -m ""
+
+bench: install
+	$(BIN)/python benchmarks/bench_data_cache.py
+	$(BIN)/python benchmarks/bench_lm_speed.py
+
+ui: install
+	$(BIN)/rnnlab ui
+
+clean:
+	rm -rf $(VENV) .prefect .cache

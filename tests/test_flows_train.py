@@ -1,0 +1,105 @@
+"""`rnnlab train` end to end on tiny real data: Prefect flow → Lightning → perplexity → MLflow, and its failure modes."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tasks import tracking
+
+from conftest import REPO, RUN_CONFIG, TINY, rnnlab_command
+
+
+def rnnlab(*args, env=None, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(rnnlab_command(*args), capture_output=True, text=True, cwd=REPO, env=env, timeout=600, **kw)
+
+
+def runs(experiment):
+    exp = tracking.client().get_experiment_by_name(experiment)
+    return [] if exp is None else tracking.client().search_runs([exp.experiment_id])
+
+
+def test_train_flow_records_a_complete_run(prefect_server, tiny_cfg):
+    from flows.train import train_flow
+
+    result = train_flow(tiny_cfg(experiment="flow"))
+    assert result["status"] == "FINISHED" and not result["diverged"]
+    run = tracking.client().get_run(result["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.cell"] == "lstm" and run.data.params["train.clip_norm"] == "0.25"
+    for tag in ("prefect.flow_run_id", "data.checksum", "git.commit", "rnnlab.code_version", "pkg.torch"):
+        assert run.data.tags[tag]
+    metrics = run.data.metrics
+    assert metrics["test_ppl"] > 1 and metrics["valid_ppl"] > 1 and metrics["tokens_per_second"] > 0
+    assert len(tracking.client().get_metric_history(run.info.run_id, "grad_norm")) == metrics["train_steps"]
+    artifacts = {a.path for a in tracking.client().list_artifacts(run.info.run_id)}
+    assert artifacts == {"config.yaml", "vocab.txt", "checkpoints", "eval"}
+    assert {a.path for a in tracking.client().list_artifacts(run.info.run_id, "eval")} == {
+        "eval/valid_sentences.csv", "eval/test_sentences.csv"}
+
+
+def test_cli_train_prints_one_json_line_then_evaluate_scores_any_file(tiny_corpus):
+    done = rnnlab("train", str(RUN_CONFIG), f"data.corpus={tiny_corpus}", "experiment=cli", *TINY, "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(done.stdout.strip().splitlines()) == 1  # stdout is for the JSON; progress goes to stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "FINISHED" and result["experiment"] == "cli"
+    assert "rnnlab: epoch 2/2" in done.stderr
+    run_id = result["run_id"]
+
+    scored = rnnlab("evaluate", run_id, "--file", str(tiny_corpus / "test.txt"), "--json")
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    metrics = json.loads(scored.stdout.splitlines()[-1])["metrics"]
+    # the same text scored by the flow's test split and by `evaluate --file` gives the same perplexity
+    assert metrics["file.test.txt.ppl"] == pytest.approx(result["metrics"]["test_ppl"], rel=1e-9)
+    assert tracking.client().get_run(run_id).data.metrics["file.test.txt.ppl"] == metrics["file.test.txt.ppl"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.cel=gru"], "unknown key 'model.cel'; did you mean 'model.cell'?"),
+    (["model.bidirectional=true"], "it would see the future"),
+    (["data.corpus=/nonexistent/corpus"], "data.corpus='/nonexistent/corpus' is neither a known corpus"),
+])
+def test_bad_input_fails_before_any_run_is_created(overrides, message):
+    done = rnnlab("train", str(RUN_CONFIG), "experiment=bad-input", *overrides, "--json")
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert done.stdout == ""
+    assert runs("bad-input") == []
+
+
+def test_missing_split_names_the_file_and_creates_no_run(tmp_path, tiny_corpus):
+    corpus = tmp_path / "no-valid"
+    corpus.mkdir()
+    (corpus / "train.txt").write_text((tiny_corpus / "train.txt").read_text())
+    done = rnnlab("train", str(RUN_CONFIG), f"data.corpus={corpus}", "experiment=bad-input")
+    assert done.returncode == 2
+    assert f"{corpus / 'valid.txt'}: missing valid split" in done.stderr
+    assert runs("bad-input") == []
+
+
+def test_evaluate_names_an_unknown_run():
+    done = rnnlab("evaluate", "0123456789abcdef", "--file", str(RUN_CONFIG))
+    assert done.returncode == 2 and "no run '0123456789abcdef'" in done.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_training_is_recorded_as_killed_not_running(tiny_corpus, sig):
+    experiment = f"interrupted-{sig.name}"
+    process = subprocess.Popen(
+        rnnlab_command("train", str(RUN_CONFIG), f"data.corpus={tiny_corpus}", f"experiment={experiment}", *TINY,
+                       "train.max_epochs=1000"),
+        cwd=REPO, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a non-interactive shell may ignore SIGINT
+    )
+    for line in process.stderr:  # wait until training has started, so the run is open
+        if line.startswith("rnnlab: epoch"):
+            break
+    process.send_signal(sig)
+    process.communicate(timeout=120)
+    assert process.returncode != 0
+    (run,) = runs(experiment)
+    assert run.info.status == "KILLED"
