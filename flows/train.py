@@ -8,21 +8,23 @@ from prefect import flow, task
 
 from rnnlab.config import RunConfig
 from tasks import tracking
-from tasks.data import LMCorpus, prepare_data
+from tasks.data import prepare_data
 from tasks.evaluate import evaluate
 from tasks.train import FitResult, train
 
 
 @task(name="open-run")
-def open_run(cfg: RunConfig, corpus: LMCorpus, parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> str:
+def open_run(cfg: RunConfig, corpus: Any, parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> str:
     run_id = tracking.open_run(
         cfg.experiment, cfg.run_name, cfg.flat(),
         {"rnnlab.task": cfg.task, "rnnlab.config_digest": cfg.digest(), "data.corpus": corpus.name,
-         "data.checksum": corpus.checksum, "data.vocab_size": str(corpus.vocab_size), **(tags or {})},
+         "data.checksum": corpus.checksum, **corpus.facts(), **(tags or {})},
         parent_run_id=parent_run_id,
     )
     tracking.log_text(run_id, cfg.to_yaml(), "config.yaml")
-    tracking.log_artifact(run_id, corpus.vocab_path)
+    for folder, paths in corpus.artifacts().items():
+        for path in paths:
+            tracking.log_artifact(run_id, path, folder or None)
     return run_id
 
 
@@ -34,7 +36,7 @@ def record(run_id: str, fitted: FitResult, metrics: dict[str, float]) -> dict[st
 
 @flow(name="train", log_prints=False)
 def train_flow(cfg: RunConfig, parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> dict[str, Any]:
-    corpus = prepare_data(cfg.data)
+    corpus = prepare_data(cfg)
     run_id = open_run(cfg, corpus, parent_run_id, tags)
     with tracking.closing(run_id):
         fitted = train(cfg, corpus, run_id)

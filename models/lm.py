@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnnlab.config import LMModelConfig, TrainConfig
+from models import optim
+from rnnlab.config import LMModelConfig, LMTrainConfig
 
 CELLS = {"rnn_tanh": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -72,16 +73,16 @@ class LanguageModel(pl.LightningModule):
     def __init__(self, vocab_size: int, model_cfg: dict, train_cfg: dict):
         super().__init__()
         self.save_hyperparameters()
-        self.train_cfg = TrainConfig.model_validate(train_cfg)
+        self.train_cfg = LMTrainConfig.model_validate(train_cfg)
         self.net = RNNLM(vocab_size, LMModelConfig.model_validate(model_cfg))
         self._train_hidden: Hidden | None = None
         self._eval_hidden: Hidden | None = None
         self._eval_nll = 0.0
         self._eval_tokens = 0
-        self.clipped_steps = 0
-        self.optimizer_steps = 0
-        self.max_grad_norm = 0.0
-        self.first_nonfinite_step: int | None = None
+
+    @staticmethod
+    def tokens_in(batch: tuple[torch.Tensor, ...]) -> int:
+        return batch[1].numel()
 
     def on_train_epoch_start(self) -> None:
         self._train_hidden = None
@@ -93,21 +94,6 @@ class LanguageModel(pl.LightningModule):
         loss = nll.mean()
         self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
-
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        # Runs before Lightning clips, so this is the pre-clip norm: the quantity the clipping ablations are about.
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        norm = float(torch.nn.utils.get_total_norm(grads))
-        clip = self.train_cfg.clip
-        clipped = clip is not None and (
-            norm > clip[1] if clip[0] == "norm" else any(bool((g.abs() > clip[1]).any()) for g in grads)
-        )
-        self.optimizer_steps += 1
-        self.clipped_steps += int(clipped)
-        if math.isfinite(norm):
-            self.max_grad_norm = max(self.max_grad_norm, norm)
-        self.log_dict({"grad_norm": norm, "clipped_share": self.clipped_steps / self.optimizer_steps,
-                       "lr": optimizer.param_groups[0]["lr"]}, on_step=True, on_epoch=False)
 
     def on_validation_epoch_start(self) -> None:
         self._eval_hidden, self._eval_nll, self._eval_tokens = None, 0.0, 0
@@ -123,16 +109,4 @@ class LanguageModel(pl.LightningModule):
         self.log_dict({"valid_nll": mean_nll, "valid_ppl": math.exp(min(mean_nll, 700.0))})
 
     def configure_optimizers(self) -> Any:
-        cfg = self.train_cfg
-        if cfg.optimizer == "sgd":
-            optimizer = torch.optim.SGD(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        else:
-            optimizer = torch.optim.Adam(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        if cfg.lr_schedule == "constant":
-            return optimizer
-        if cfg.lr_schedule == "decay":  # Zaremba et al.: lr × decay^(epochs past decay_after)
-            scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lambda epoch: cfg.lr_decay ** max(epoch + 1 - cfg.decay_after, 0))
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=cfg.lr_decay, patience=0)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "valid_ppl", "interval": "epoch"}}
+        return optim.configure(self.parameters(), self.train_cfg, monitor="valid_ppl", mode="min")

@@ -7,13 +7,18 @@ encoder, a source mask in attention, ignored targets in the loss.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from models import optim
+from rnnlab.config import NMTTrainConfig
 
 PAD = 0
 Attention = Literal["none", "dot", "general", "additive"]
@@ -141,3 +146,41 @@ def sequence_nll(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: f
     loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=PAD, reduction="sum",
                            label_smoothing=label_smoothing)
     return loss, int((targets != PAD).sum())
+
+
+class Translator(pl.LightningModule):
+    """Teacher-forced training with token-level cross entropy; validation perplexity is token-weighted."""
+
+    def __init__(self, shape: dict, train_cfg: dict):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = Seq2Seq(Seq2SeqShape(**shape))
+        self.train_cfg = NMTTrainConfig.model_validate(train_cfg)
+        self._nll, self._tokens = 0.0, 0
+
+    @staticmethod
+    def tokens_in(batch: tuple[torch.Tensor, ...]) -> int:
+        return int((batch[-1] != PAD).sum())
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        src, lengths, prev, targets = batch
+        loss, count = sequence_nll(self.net(src, lengths, prev), targets, self.train_cfg.label_smoothing)
+        loss = loss / count
+        self.log("train_loss", loss, on_step=True, on_epoch=False)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._nll, self._tokens = 0.0, 0
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        src, lengths, prev, targets = batch
+        nll, count = sequence_nll(self.net(src, lengths, prev), targets)
+        self._nll += float(nll)
+        self._tokens += count
+
+    def on_validation_epoch_end(self) -> None:
+        mean = self._nll / max(self._tokens, 1)
+        self.log_dict({"valid_nll": mean, "valid_ppl": math.exp(min(mean, 700.0))})
+
+    def configure_optimizers(self) -> Any:
+        return optim.configure(self.parameters(), self.train_cfg, monitor="valid_bleu_greedy", mode="max")

@@ -26,11 +26,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON summary as the last line on stdout")
     p.set_defaults(handler=cmd_train)
 
-    p = commands.add_parser("evaluate", help="perplexity of a trained run on any text file, logged to that run")
+    p = commands.add_parser("evaluate", help="score a trained run on other data, logged to that run: perplexity of a "
+                            "language model on --file, or BLEU/chrF of a translation run on --src/--ref")
     p.add_argument("run_id")
-    p.add_argument("--file", required=True, help="a text file, one sentence per line")
+    p.add_argument("--file", help="language model: a text file, one sentence per line")
+    p.add_argument("--src", help="translation: source sentences, one per line")
+    p.add_argument("--ref", help="translation: reference translations, line by line with --src")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_evaluate)
+
+    p = commands.add_parser("translate", help="translate a file with a trained translation run (to stdout)")
+    p.add_argument("run_id")
+    p.add_argument("--input", required=True, help="source sentences, one per line")
+    p.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy; default: the run's eval.beam)")
+    p.set_defaults(handler=cmd_translate)
 
     p = commands.add_parser("ui", help="the MLflow UI over this project's store (127.0.0.1 by default)")
     p.add_argument("--host", default="127.0.0.1")
@@ -38,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(handler=cmd_ui)
 
     p = commands.add_parser("data", help="prepare (and if needed download) a corpus, printing its sizes")
-    p.add_argument("overrides", nargs="*", help="data.* overrides, e.g. data.corpus=wikitext-2")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.corpus=wikitext-2, or task=nmt data.corpus=chr_en data.src=chr")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_data)
 
@@ -91,29 +100,45 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config.load(args.config, args.overrides)
     _raise_on_sigterm()
     with quietly(args.json):
-        from tasks.data import prepare_lm_corpus
+        from tasks.data import prepare_corpus
 
-        prepare_lm_corpus(cfg.data)  # bad data fails here, with a clear message, before Prefect or MLflow start
+        prepare_corpus(cfg)  # bad data fails here, with a clear message, before Prefect or MLflow start
         from flows.train import train_flow
         from tasks.tracking import tracking_uri
 
         result = train_flow(cfg)
     result["tracking_uri"] = tracking_uri()
     metrics = result["metrics"]
-    shown = ", ".join(f"{k} {metrics[k]:.2f}" for k in ("valid_ppl", "test_ppl") if k in metrics)
+    shown = ", ".join(f"{k} {metrics[k]:.2f}" for k in ("valid_ppl", "test_ppl", "test_bleu", "test_chrf") if k in metrics)
     verdict = f"diverged at step {metrics['diverged_step']}" if result["diverged"] else shown
     return finish(result, args.json, f"rnnlab: run {result['run_id']} in experiment '{cfg.experiment}': {verdict}\n"
                   f"rnnlab: results in {result['tracking_uri']}; browse them with `rnnlab ui`")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if bool(args.file) == bool(args.src or args.ref) or bool(args.src) != bool(args.ref):
+        raise LookupError("give either --file (language model) or both --src and --ref (translation)")
     with quietly(args.json):
-        from tasks.evaluate import evaluate_file
+        if args.file:
+            from tasks.evaluate import evaluate_file
 
-        metrics = evaluate_file(args.run_id, args.file)
-    ppl = next(v for k, v in metrics.items() if k.endswith(".ppl"))
-    return finish({"run_id": args.run_id, "file": args.file, "metrics": metrics}, args.json,
-                  f"rnnlab: perplexity {ppl:.2f} on {args.file} (logged to run {args.run_id})")
+            metrics = evaluate_file(args.run_id, args.file)
+        else:
+            from tasks.nmt import evaluate_pair
+
+            metrics = evaluate_pair(args.run_id, args.src, args.ref)
+    shown = ", ".join(f"{k.rpartition('.')[2]} {v:.2f}" for k, v in metrics.items() if k.endswith(("ppl", "bleu", "chrf")))
+    return finish({"run_id": args.run_id, "file": args.file or args.src, "metrics": metrics}, args.json,
+                  f"rnnlab: {shown} on {args.file or args.src} (logged to run {args.run_id})")
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    with contextlib.redirect_stdout(sys.stderr):
+        from tasks.nmt import translate_file
+
+        translations = translate_file(args.run_id, args.input, args.beam)
+    sys.stdout.write("".join(t + "\n" for t in translations))
+    return 0
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -131,16 +156,15 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     from rnnlab import config
 
-    cfg = config.load(None, [o if o.startswith("data.") else f"data.{o}" for o in args.overrides])
+    cfg = config.load(None, args.overrides)
     with quietly(args.json):
-        from tasks.data import prepare_lm_corpus
+        from tasks.data import prepare_corpus
 
-        corpus = prepare_lm_corpus(cfg.data)
-    sizes = ", ".join(f"{split} {n:,}" for split, n in corpus.tokens.items())
-    return finish({"corpus": corpus.name, "vocab_size": corpus.vocab_size, "tokens": corpus.tokens,
-                   "checksum": corpus.checksum, "cache_dir": corpus.cache_dir}, args.json,
-                  f"rnnlab: {corpus.name}: vocabulary {corpus.vocab_size:,}; tokens with <eos>: {sizes}")
-
+        corpus = prepare_corpus(cfg)
+    sizes = getattr(corpus, "tokens", None) or corpus.pairs
+    shown = ", ".join(f"{split} {n:,}" for split, n in sizes.items())
+    return finish({"corpus": corpus.name, "sizes": sizes, "checksum": corpus.checksum, "cache_dir": corpus.cache_dir},
+                  args.json, f"rnnlab: {corpus.name} ({'sentence pairs' if cfg.task == 'nmt' else 'tokens with <eos>'}): {shown}")
 
 
 if __name__ == "__main__":

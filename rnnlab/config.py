@@ -58,6 +58,8 @@ class LMModelConfig(Section):
 
 
 class TrainConfig(Section):
+    """Shared by both tasks; the defaults are the language-model ones (see NMTTrainConfig)."""
+
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = Field(20.0, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
@@ -67,9 +69,9 @@ class TrainConfig(Section):
     lr_decay: float = Field(0.5, gt=0.0, le=1.0)
     decay_after: int = Field(4, ge=0)
     batch_size: int = Field(20, ge=1)
-    bptt: int = Field(20, ge=1, description="truncated-BPTT segment length; hidden state carried across segments")
     max_epochs: int = Field(13, ge=1)
     max_steps: int | None = Field(None, ge=1)
+    max_minutes: float | None = Field(None, gt=0.0, description="wall-clock training budget (null = none)")
     clip_norm: float | None = Field(0.25, gt=0.0, description="clip the total gradient norm; null = off")
     clip_value: float | None = Field(None, gt=0.0, description="clip each gradient element; null = off")
     val_every_n_steps: int | None = Field(None, ge=1, description="also validate every n steps (null = once per epoch)")
@@ -95,20 +97,64 @@ class TrainConfig(Section):
         return None
 
 
+class LMTrainConfig(TrainConfig):
+    bptt: int = Field(20, ge=1, description="truncated-BPTT segment length; hidden state carried across segments")
+
+
+class NMTTrainConfig(TrainConfig):
+    optimizer: Literal["sgd", "adam"] = "adam"
+    lr: float = Field(1e-3, gt=0.0)
+    lr_schedule: Literal["constant", "decay", "plateau"] = "constant"
+    batch_size: int = Field(64, ge=1, description="sentence pairs per batch")
+    max_epochs: int = Field(10, ge=1)
+    clip_norm: float | None = Field(1.0, gt=0.0, description="clip the total gradient norm; null = off")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+
+
 class EvalConfig(Section):
     batch_size: int = Field(10, ge=1)
     splits: tuple[Literal["valid", "test"], ...] = Field(("valid", "test"), description="splits scored after training (test skipped if the corpus has none)")
 
 
-class RunConfig(Section):
-    task: Literal["lm"] = "lm"
+class ParallelDataConfig(Section):
+    corpus: str = Field("multi30k", description="a known parallel corpus (multi30k, chr_en) or a directory with train/valid[/test].<lang> files")
+    dir: str | None = Field(None, description="data directory; null = $RNNLAB_DATA_DIR, else <project>/data")
+    download: bool = True
+    src: str = Field("de", min_length=1)
+    tgt: str = Field("en", min_length=1)
+    vocab_size: int = Field(8000, ge=16, description="SentencePiece vocabulary per language, trained on the train split")
+    max_len: int = Field(100, ge=1, description="training pairs longer than this many subwords (either side) are filtered")
+
+
+class NMTModelConfig(Section):
+    embedding_size: int = Field(256, ge=1)
+    hidden_size: int = Field(512, ge=2)
+    layers: int = Field(1, ge=1)
+    bidirectional: bool = Field(True, description="bidirectional encoder (the decoder is always left to right)")
+    residual: bool = False
+    attention: Literal["none", "dot", "general", "additive"] = "dot"
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "NMTModelConfig":
+        if self.bidirectional and self.hidden_size % 2:
+            raise ValueError(f"model.hidden_size={self.hidden_size} must be even with model.bidirectional=true "
+                             "(each direction gets half)")
+        return self
+
+
+class NMTEvalConfig(Section):
+    batch_size: int = Field(64, ge=1)
+    beam: int = Field(5, ge=1, description="beam size for the final test translation (1 = greedy)")
+    length_penalty: float = Field(1.0, ge=0.0)
+    max_len_ratio: float = Field(2.0, gt=0.0, description="at most ratio × source length + 10 subwords are produced")
+    splits: tuple[Literal["valid", "test"], ...] = ("valid", "test")
+
+
+class RunBase(Section):
     experiment: str = Field("rnnlab", min_length=1)
     run_name: str | None = None
     seed: int = 1
-    data: DataConfig = DataConfig()
-    model: LMModelConfig = LMModelConfig()
-    train: TrainConfig = TrainConfig()
-    eval: EvalConfig = EvalConfig()
 
     def flat(self) -> dict[str, Any]:
         """Dotted key → value, the form logged as MLflow params."""
@@ -122,6 +168,26 @@ class RunConfig(Section):
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
 
 
+class LMRunConfig(RunBase):
+    task: Literal["lm"] = "lm"
+    data: DataConfig = DataConfig()
+    model: LMModelConfig = LMModelConfig()
+    train: LMTrainConfig = LMTrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+
+class NMTRunConfig(RunBase):
+    task: Literal["nmt"] = "nmt"
+    data: ParallelDataConfig = ParallelDataConfig()
+    model: NMTModelConfig = NMTModelConfig()
+    train: NMTTrainConfig = NMTTrainConfig()
+    eval: NMTEvalConfig = NMTEvalConfig()
+
+
+RunConfig = LMRunConfig | NMTRunConfig
+SCHEMAS: dict[str, type[RunBase]] = {"lm": LMRunConfig, "nmt": NMTRunConfig}
+
+
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in tree.items():
@@ -132,7 +198,7 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def known_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:
+def known_keys(model: type[BaseModel] = LMRunConfig, prefix: str = "") -> list[str]:
     keys = []
     for name, field in model.model_fields.items():
         annotation = field.annotation
@@ -192,7 +258,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return tree
 
 
-def build(tree: dict[str, Any], source: str = "config", schema: type[BaseModel] = RunConfig) -> Any:
+def schema_for(tree: dict[str, Any], source: str) -> type[RunBase]:
+    task = tree.get("task", "lm")
+    if task not in SCHEMAS:
+        raise ConfigError(f"{source}: invalid config:\n  task: must be one of {', '.join(map(repr, SCHEMAS))} (got {task!r})")
+    return SCHEMAS[task]
+
+
+def build(tree: dict[str, Any], source: str = "config") -> RunConfig:
+    schema = schema_for(tree, source)
     try:
         return schema.model_validate(tree)
     except ValidationError as err:

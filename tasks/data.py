@@ -6,6 +6,7 @@ the vocabulary is the train split's words in order of first appearance (plus `<u
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 from prefect import task
 
-from rnnlab.config import DataConfig
+from rnnlab.config import DataConfig, RunConfig
 from rnnlab.env import project_dir
 
 EOS, UNK = "<eos>", "<unk>"
@@ -36,6 +37,7 @@ class SourceFile:
     name: str
     sha256: str | None = None  # None only for a user's own files, which are never downloaded
     url: str | None = None
+    gunzip: bool = False  # the URL serves <name>.gz; the checksum is of the decompressed file
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,13 @@ class LMCorpus:
     def vocab_path(self) -> Path:
         return Path(self.cache_dir) / "vocab.txt"
 
+    def facts(self) -> dict[str, str]:
+        return {"data.vocab_size": str(self.vocab_size), **{f"data.tokens.{s}": str(n) for s, n in self.tokens.items()}}
+
+    def artifacts(self) -> dict[str, list[Path]]:
+        """Files a run needs to be used later, by artifact folder."""
+        return {"": [self.vocab_path]}
+
     def load(self, split: str) -> torch.Tensor:
         return torch.load(self.split_path(split), weights_only=True)
 
@@ -102,15 +111,23 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, dest: Path, sha256: str | None) -> Path:
-    """Fetch `url` to `dest`, verifying its sha256; nothing is left at `dest` unless the check passes."""
+MAX_DOWNLOAD_BYTES = 2 << 30  # a decompressed corpus file larger than this is refused (gzip bombs)
+
+
+def download(url: str, dest: Path, sha256: str | None, gunzip: bool = False) -> Path:
+    """Fetch `url` to `dest` (decompressing gzip if asked), verifying the sha256 of what is written;
+    nothing is left at `dest` unless the check passes."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     print(f"rnnlab: downloading {url} → {dest}", file=sys.stderr)
-    digest = hashlib.sha256()
+    digest, written = hashlib.sha256(), 0
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            for block in iter(lambda: response.read(1 << 20), b""):
+            stream = gzip.GzipFile(fileobj=response) if gunzip else response
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                written += len(block)
+                if written > MAX_DOWNLOAD_BYTES:
+                    raise DataError(f"{url}: larger than {MAX_DOWNLOAD_BYTES:,} bytes; refused")
                 digest.update(block)
                 out.write(block)
         if sha256 is not None and digest.hexdigest() != sha256:
@@ -118,7 +135,7 @@ def download(url: str, dest: Path, sha256: str | None) -> Path:
         os.replace(tmp, dest)
     except urllib.error.HTTPError as err:
         raise DataError(f"could not download {url} to {dest}: HTTP {err.code} {err.reason}") from None
-    except (urllib.error.URLError, OSError) as err:
+    except (urllib.error.URLError, OSError, EOFError) as err:
         raise DataError(f"could not download {url} to {dest}: {getattr(err, 'reason', err)}") from None
     finally:
         if os.path.exists(tmp):
@@ -126,9 +143,14 @@ def download(url: str, dest: Path, sha256: str | None) -> Path:
     return dest
 
 
-def source_url(spec: CorpusSpec, source: SourceFile) -> str | None:
+def download_missing(folder: str, source: SourceFile, dest: Path) -> Path:
+    """Download a known corpus file from its public source, or from $RNNLAB_DATA_MIRROR/<folder>/<name>."""
     mirror = os.environ.get("RNNLAB_DATA_MIRROR")
-    return f"{mirror.rstrip('/')}/{spec.folder}/{source.name}" if mirror else source.url
+    suffix = ".gz" if source.gunzip else ""
+    url = f"{mirror.rstrip('/')}/{folder}/{source.name}{suffix}" if mirror else source.url
+    if url is None:
+        raise DataError(f"{dest}: missing, and no public source is known for it")
+    return download(url, dest, source.sha256, source.gunzip)
 
 
 def locate_splits(cfg: DataConfig) -> tuple[str, dict[str, Path]]:
@@ -149,10 +171,9 @@ def locate_splits(cfg: DataConfig) -> tuple[str, dict[str, Path]]:
     files: dict[str, Path] = {}
     for split, source in spec.splits.items():
         path = folder / source.name
-        url = source_url(spec, source)
-        if not path.exists() and cfg.download and url:
+        if not path.exists() and cfg.download and source.url:
             try:
-                download(url, path, source.sha256)
+                download_missing(spec.folder, source, path)
             except DataError as err:
                 if split in spec.required:
                     raise
@@ -244,6 +265,15 @@ def build_cache(files: dict[str, Path], target: Path, checksums: dict[str, str])
         shutil.rmtree(staging, ignore_errors=True)
 
 
-@task(name="prepare-data", retries=0)
-def prepare_data(cfg: DataConfig) -> LMCorpus:
-    return prepare_lm_corpus(cfg)
+def prepare_corpus(cfg: "RunConfig") -> "LMCorpus | ParallelCorpus":
+    if cfg.task == "nmt":
+        from tasks.parallel import prepare_parallel_corpus
+
+        d = cfg.data
+        return prepare_parallel_corpus(d.corpus, d.src, d.tgt, d.vocab_size, d.max_len, d.dir, d.download)
+    return prepare_lm_corpus(cfg.data)
+
+
+@task(name="prepare-data")
+def prepare_data(cfg: "RunConfig") -> "LMCorpus | ParallelCorpus":
+    return prepare_corpus(cfg)

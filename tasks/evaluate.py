@@ -10,6 +10,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -17,7 +18,7 @@ import yaml
 from prefect import task
 
 from models.lm import RNNLM, token_nll
-from rnnlab.config import RunConfig, build
+from rnnlab.config import LMRunConfig, RunConfig, build
 from tasks.data import EOS, LMCorpus, encode, read_lines, read_vocab, words
 from tasks.train import FitResult, lm_columns, load_weights
 from tasks.tracking import download_artifact, get_run, log_artifact, log_metrics
@@ -59,13 +60,13 @@ def perplexity(net: RNNLM, ids: torch.Tensor, eos_id: int, batch_size: int, bptt
     return Perplexity(float(losses.sum()), len(ids)), sentence_table(losses, ids, eos_id)
 
 
-def load_net(cfg: RunConfig, vocab_size: int, checkpoint: str | Path) -> RNNLM:
+def load_net(cfg: LMRunConfig, vocab_size: int, checkpoint: str | Path) -> RNNLM:
     net = RNNLM(vocab_size, cfg.model)
     net.load_state_dict(load_weights(checkpoint))
     return net
 
 
-def score_splits(cfg: RunConfig, corpus: LMCorpus, run_id: str, fitted: FitResult) -> dict[str, float]:
+def score_splits(cfg: LMRunConfig, corpus: LMCorpus, run_id: str, fitted: FitResult) -> dict[str, float]:
     net = load_net(cfg, corpus.vocab_size, fitted.checkpoint)
     eos = read_vocab(corpus.vocab_path).index(EOS)
     metrics: dict[str, float] = {}
@@ -84,7 +85,11 @@ def score_splits(cfg: RunConfig, corpus: LMCorpus, run_id: str, fitted: FitResul
 
 
 @task(name="evaluate")
-def evaluate(cfg: RunConfig, corpus: LMCorpus, run_id: str, fitted: FitResult) -> dict[str, float]:
+def evaluate(cfg: RunConfig, corpus: Any, run_id: str, fitted: FitResult) -> dict[str, float]:
+    if cfg.task == "nmt":
+        from tasks.nmt import score_nmt
+
+        return score_nmt(cfg, corpus, run_id, fitted)
     return score_splits(cfg, corpus, run_id, fitted)
 
 

@@ -8,7 +8,9 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -17,7 +19,7 @@ from prefect import task
 from torch.utils.data import DataLoader, Dataset
 
 from models.lm import LanguageModel
-from rnnlab.config import RunConfig
+from rnnlab.config import LMRunConfig, RunConfig
 from rnnlab.env import project_dir
 from tasks.data import EOS, LMCorpus, read_vocab
 from tasks.tracking import MlflowMetricsLogger, log_metrics, set_tags
@@ -96,8 +98,9 @@ class Progress(Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         self._batch_end = time.perf_counter()
-        self.tokens += batch[1].numel()
-        self._window_tokens += batch[1].numel()
+        tokens = module.tokens_in(batch)
+        self.tokens += tokens
+        self._window_tokens += tokens
         if time.monotonic() - self._last >= self.every_seconds:
             self.report(trainer, module)
 
@@ -131,8 +134,38 @@ class Progress(Callback):
             parts.append(f"{self._window_tokens / (now - self._last):,.0f} tok/s")
         if valid and "valid_ppl" in m:
             parts.append(f"valid ppl {float(m['valid_ppl']):.2f}")
+        if valid and "valid_bleu_greedy" in m:
+            parts.append(f"valid BLEU {float(m['valid_bleu_greedy']):.2f} (greedy)")
         print("rnnlab: " + " · ".join(parts), file=sys.stderr, flush=True)
         self._last, self._window_tokens = now, 0
+
+
+class GradientStats(Callback):
+    """The total gradient norm before clipping, every step, and the share of steps that clipping changed.
+
+    Lightning calls this hook before it clips, so this is the norm the clipping ablations are about."""
+
+    def __init__(self, clip: tuple[str, float] | None):
+        self.clip = clip
+        self.steps = 0
+        self.clipped = 0
+        self.max_norm = 0.0
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, module: pl.LightningModule, optimizer) -> None:
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        norm = float(torch.nn.utils.get_total_norm(grads))
+        if self.clip is not None:
+            kind, threshold = self.clip
+            self.clipped += int(norm > threshold if kind == "norm" else any(bool((g.abs() > threshold).any()) for g in grads))
+        self.steps += 1
+        if math.isfinite(norm):
+            self.max_norm = max(self.max_norm, norm)
+        module.log_dict({"grad_norm": norm, "clipped_share": self.share, "lr": optimizer.param_groups[0]["lr"]},
+                        on_step=True, on_epoch=False)
+
+    @property
+    def share(self) -> float:
+        return self.clipped / max(self.steps, 1)
 
 
 class StopOnDivergence(Callback):
@@ -166,6 +199,7 @@ def build_trainer(cfg: RunConfig, run_id: str, callbacks: list[Callback], logger
     return pl.Trainer(
         max_epochs=cfg.train.max_epochs,
         max_steps=cfg.train.max_steps or -1,
+        max_time=timedelta(minutes=cfg.train.max_minutes) if cfg.train.max_minutes else None,
         gradient_clip_val=clip[1] if clip else None,
         gradient_clip_algorithm=clip[0] if clip else None,
         val_check_interval=cfg.train.val_every_n_steps,
@@ -181,20 +215,16 @@ def build_trainer(cfg: RunConfig, run_id: str, callbacks: list[Callback], logger
     )
 
 
-def fit_lm(cfg: RunConfig, corpus: LMCorpus, run_id: str) -> FitResult:
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
-    eos = eos_index(corpus)
-    train_loader = segment_loader(corpus.load("train"), eos, cfg.train.batch_size, cfg.train.bptt, pad=False)
-    valid_loader = segment_loader(corpus.load("valid"), eos, cfg.eval.batch_size, cfg.train.bptt, pad=True)
-    module = LanguageModel(corpus.vocab_size, cfg.model.model_dump(), cfg.train.model_dump())
+def fit_module(cfg: RunConfig, module: pl.LightningModule, train_loader: DataLoader, valid_loader: DataLoader,
+               run_id: str, monitor: str, mode: str, callbacks: tuple[Callback, ...] = ()) -> FitResult:
+    """Fit with the house callbacks (best/last checkpoints by `monitor`, progress, gradient stats, divergence stop),
+    metrics batched to the run, and a summary of the fit logged at the end."""
     checkpoints = run_dir(run_id) / "checkpoints"
-    best = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor="valid_ppl", mode="min", save_last=True,
+    best = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=monitor, mode=mode, save_last=True,
                            enable_version_counter=False)
-    progress, divergence = Progress(), StopOnDivergence()
+    progress, gradients, divergence = Progress(), GradientStats(cfg.train.clip), StopOnDivergence()
     logger = MlflowMetricsLogger(run_id)
-    trainer = build_trainer(cfg, run_id, [best, progress, divergence], logger)
+    trainer = build_trainer(cfg, run_id, [*callbacks, best, progress, gradients, divergence], logger)
     trainer.fit(module, train_loader, valid_loader)
     checkpoint = best.best_model_path
     if not checkpoint:  # stopped before any validation (tiny max_steps, divergence): the final weights are the best
@@ -203,8 +233,7 @@ def fit_lm(cfg: RunConfig, corpus: LMCorpus, run_id: str) -> FitResult:
     logger.flush()
     tokens_per_second = progress.tokens / progress.train_seconds if progress.train_seconds else 0.0
     summary = {"train_seconds": progress.train_seconds, "tokens_per_second": tokens_per_second,
-               "train_steps": trainer.global_step, "clipped_share": module.clipped_steps / max(module.optimizer_steps, 1),
-               "max_grad_norm": module.max_grad_norm}
+               "train_steps": trainer.global_step, "clipped_share": gradients.share, "max_grad_norm": gradients.max_norm}
     if divergence.diverged_at is not None:
         summary["diverged_step"] = divergence.diverged_at
     log_metrics(run_id, summary, step=trainer.global_step)
@@ -212,8 +241,27 @@ def fit_lm(cfg: RunConfig, corpus: LMCorpus, run_id: str) -> FitResult:
     return FitResult(checkpoint, divergence.diverged_at, trainer.global_step, progress.train_seconds, tokens_per_second)
 
 
+def seed_and_threads(cfg: RunConfig) -> None:
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+
+
+def fit_lm(cfg: LMRunConfig, corpus: LMCorpus, run_id: str) -> FitResult:
+    seed_and_threads(cfg)
+    eos = eos_index(corpus)
+    train_loader = segment_loader(corpus.load("train"), eos, cfg.train.batch_size, cfg.train.bptt, pad=False)
+    valid_loader = segment_loader(corpus.load("valid"), eos, cfg.eval.batch_size, cfg.train.bptt, pad=True)
+    module = LanguageModel(corpus.vocab_size, cfg.model.model_dump(), cfg.train.model_dump())
+    return fit_module(cfg, module, train_loader, valid_loader, run_id, monitor="valid_ppl", mode="min")
+
+
 @task(name="train")
-def train(cfg: RunConfig, corpus: LMCorpus, run_id: str) -> FitResult:
+def train(cfg: RunConfig, corpus: Any, run_id: str) -> FitResult:
+    if cfg.task == "nmt":
+        from tasks.nmt import fit_nmt
+
+        return fit_nmt(cfg, corpus, run_id)
     return fit_lm(cfg, corpus, run_id)
 
 

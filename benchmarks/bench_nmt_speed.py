@@ -1,0 +1,108 @@
+"""Training throughput (target tokens/s) of the shipped seq2seq architecture through rnnlab's path vs a bare
+PyTorch loop over the same batches, alternating sides; then translation speed (sentences/s), greedy and beam 5.
+
+rnnlab's side is the real `fit_nmt` (Lightning Trainer, callbacks, pre-clip gradient norm, metrics batched to
+MLflow); the bare side trains the same `Seq2Seq` module with Adam and clip_grad_norm_ in a plain loop.
+
+    python benchmarks/bench_nmt_speed.py [--steps 100] [--rounds 3] [--run RUN_ID]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("RNNLAB_HOME", tempfile.mkdtemp(prefix="rnnlab-bench-"))
+os.environ.setdefault("RNNLAB_DATA_DIR", str(REPO.parent / "shared" / "data"))
+
+from rnnlab.env import configure  # noqa: E402
+
+configure()
+
+import torch  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+from models.seq2seq import Seq2Seq, Seq2SeqShape, sequence_nll  # noqa: E402
+from rnnlab import config  # noqa: E402
+from tasks import tracking  # noqa: E402
+from tasks.data import prepare_corpus  # noqa: E402
+from tasks.nmt import BucketBatches, PairDataset, collate, fit_nmt, shape_of, translate_ids  # noqa: E402
+
+CONFIG = REPO / "conf" / "runs" / "multi30k_deen.yaml"
+
+
+def bare_tokens_per_second(cfg, corpus, steps: int) -> float:
+    torch.manual_seed(cfg.seed)
+    train = corpus.load("train")
+    batches = BucketBatches([len(t) for t in train["tgt"]], cfg.train.batch_size, cfg.seed)
+    loader = DataLoader(PairDataset(train), batch_sampler=batches, collate_fn=collate)
+    net = Seq2Seq(Seq2SeqShape(**shape_of(cfg, corpus.src_vocab, corpus.tgt_vocab))).train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.train.lr)
+    tokens, start = 0, time.perf_counter()
+    for step, (src, lengths, prev, targets) in enumerate(loader):
+        if step == steps:
+            break
+        optimizer.zero_grad()
+        loss, count = sequence_nll(net(src, lengths, prev), targets, cfg.train.label_smoothing)
+        (loss / count).backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.train.clip_norm)
+        optimizer.step()
+        tokens += count
+    return tokens / (time.perf_counter() - start)
+
+
+def rnnlab_tokens_per_second(cfg, corpus) -> tuple[float, str]:
+    run_id = tracking.open_run(cfg.experiment, "bench", cfg.flat(), {})
+    with tracking.closing(run_id):
+        result = fit_nmt(cfg, corpus, run_id)
+    return result.tokens_per_second, result.checkpoint
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--translate", type=int, default=500, help="test sentences to translate for decoding speed")
+    parser.add_argument("--run", help="time decoding with this trained run's model (e.g. a multi30k_deen run)")
+    args = parser.parse_args()
+    cfg = config.load(CONFIG, [f"train.max_steps={args.steps}", "experiment=bench"])
+    corpus = prepare_corpus(cfg)
+    m = cfg.model
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; seq2seq emb {m.embedding_size}, hidden "
+          f"{m.hidden_size}, bidirectional={m.bidirectional}, attention={m.attention}, vocab {corpus.src_vocab}/"
+          f"{corpus.tgt_vocab}, batch {cfg.train.batch_size}, {args.steps} steps per side per round", flush=True)
+    bare, ours = [], []
+    for round_ in range(args.rounds):
+        bare.append(bare_tokens_per_second(cfg, corpus, args.steps))
+        speed, checkpoint = rnnlab_tokens_per_second(cfg, corpus)
+        ours.append(speed)
+        print(f"round {round_ + 1}: bare {bare[-1]:,.0f} tgt tok/s, rnnlab {ours[-1]:,.0f} tgt tok/s", flush=True)
+    b, o = statistics.median(bare), statistics.median(ours)
+    print(f"median: bare {b:,.0f} tgt tok/s · rnnlab {o:,.0f} tgt tok/s · ratio rnnlab/bare {o / b:.3f}")
+
+    if args.run:  # decoding speed depends on how well the model has learned when to stop: use a trained run
+        from tasks.nmt import load_run
+
+        _, net, _, _ = load_run(args.run, tempfile.mkdtemp())
+        print(f"decoding with the model of run {args.run}")
+    else:
+        from tasks.nmt import load_translator
+
+        net = load_translator(cfg, corpus.src_vocab, corpus.tgt_vocab, checkpoint)
+    sources = corpus.load("test")["src"][: args.translate]
+    for label, beam in (("greedy", 1), ("beam 5", 5)):
+        start = time.perf_counter()
+        translate_ids(net, sources, cfg.eval.batch_size, beam=beam, max_len_ratio=cfg.eval.max_len_ratio)
+        print(f"translation, {label}: {len(sources) / (time.perf_counter() - start):,.1f} sentences/s "
+              f"(batch {cfg.eval.batch_size})")
+
+
+if __name__ == "__main__":
+    main()
