@@ -29,6 +29,7 @@ test-all: install
 bench: install
 	$(BIN)/python benchmarks/bench_data_cache.py
 	$(BIN)/python benchmarks/bench_lm_speed.py
+	$(BIN)/python benchmarks/bench_nmt_speed.py
 
 ui: install
 	$(BIN)/rnnlab ui

@@ -153,6 +153,9 @@ def download_missing(folder: str, source: SourceFile, dest: Path) -> Path:
     return download(url, dest, source.sha256, source.gunzip)
 
 
+_UNAVAILABLE: set[Path] = set()
+
+
 def locate_splits(cfg: DataConfig) -> tuple[str, dict[str, Path]]:
     """Find (and, for a known corpus, fetch if missing) the split files; return the corpus name and its files."""
     if cfg.corpus in KNOWN_CORPORA:
@@ -171,12 +174,13 @@ def locate_splits(cfg: DataConfig) -> tuple[str, dict[str, Path]]:
     files: dict[str, Path] = {}
     for split, source in spec.splits.items():
         path = folder / source.name
-        if not path.exists() and cfg.download and source.url:
+        if not path.exists() and cfg.download and source.url and path not in _UNAVAILABLE:
             try:
                 download_missing(spec.folder, source, path)
             except DataError as err:
                 if split in spec.required:
                     raise
+                _UNAVAILABLE.add(path)  # an optional split: warn once per process, not at every prepare
                 print(f"rnnlab: warning: no {split} split for {spec.name}: {err}", file=sys.stderr)
         if path.exists():
             files[split] = path

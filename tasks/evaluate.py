@@ -105,6 +105,8 @@ def evaluate_file(run_id: str, path: str | Path) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = build(yaml.safe_load(download_artifact(run_id, "config.yaml", tmp).read_text()),
                     f"run {run_id} config.yaml")
+        if cfg.task != "lm":
+            raise LookupError(f"run {run_id} is a {cfg.task} run: score it with --src and --ref, not --file")
         vocab = read_vocab(download_artifact(run_id, "vocab.txt", tmp))
         checkpoint = download_artifact(run_id, "checkpoints/best.ckpt", tmp)
         net = load_net(cfg, len(vocab), checkpoint)

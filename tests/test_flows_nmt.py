@@ -126,3 +126,10 @@ def test_long_or_empty_training_pairs_are_filtered_and_counted_but_test_pairs_ne
     prepared = prepare_parallel_corpus(str(corpus), "src", "tgt", vocab_size=40, max_len=50)
     assert prepared.filtered["train"] == 2 and prepared.pairs["train"] == 3000
     assert prepared.pairs["test"] == 102 and prepared.filtered["test"] == 0
+
+
+def test_language_model_scoring_of_a_translation_run_is_refused_clearly(learned, reversal):
+    done = subprocess.run(rnnlab_command("evaluate", learned["dot"]["run_id"], "--file", str(reversal / "test.src")),
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 2
+    assert "is a nmt run: score it with --src and --ref, not --file" in done.stderr
