@@ -34,7 +34,7 @@ class RNNLM(nn.Module):
         self.embedding = nn.Embedding(vocab_size, cfg.embedding_size)
         sizes = [cfg.embedding_size] + [cfg.hidden_size] * cfg.layers
         self.layers = nn.ModuleList(cell(sizes[i], sizes[i + 1]) for i in range(cfg.layers))
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()  # p=0 would still draw masks
         self.decoder = nn.Linear(cfg.hidden_size, vocab_size)
         for p in self.parameters():
             nn.init.uniform_(p, -cfg.init_range, cfg.init_range)
@@ -66,7 +66,7 @@ def token_nll(model: RNNLM, inputs: torch.Tensor, targets: torch.Tensor, hidden:
     return nll.view_as(targets), hidden
 
 
-class LanguageModel(pl.LightningModule):
+class LanguageModel(optim.ReuseNormForClipping, pl.LightningModule):
     """Truncated BPTT over consecutive segments: the hidden state is carried from one segment to the next
     and detached, so gradients flow through `train.bptt` steps while context flows through the whole epoch."""
 
@@ -89,9 +89,9 @@ class LanguageModel(pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         inputs, targets = batch
-        nll, hidden = token_nll(self.net, inputs, targets, self._train_hidden)
+        logits, hidden = self.net(inputs, self._train_hidden)
         self._train_hidden = detach(hidden)  # detached now, so the previous segment's graph is freed at once
-        loss = nll.mean()
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
         self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 

@@ -23,3 +23,17 @@ def configure(parameters: Iterable[torch.nn.Parameter], cfg: TrainConfig, monito
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=cfg.lr_decay, patience=0)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": monitor, "interval": "epoch"}}
+
+
+class ReuseNormForClipping:
+    """LightningModule mixin: clip by norm with the total norm already computed this step for logging
+    (`pre_clip_norm`, set before clipping), so the norm over all parameters is computed once, not twice."""
+
+    pre_clip_norm: torch.Tensor | None = None
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        norm, self.pre_clip_norm = self.pre_clip_norm, None
+        if gradient_clip_algorithm == "norm" and gradient_clip_val and norm is not None:
+            torch.nn.utils.clip_grads_with_norm_(self.parameters(), gradient_clip_val, norm)
+        else:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)

@@ -66,7 +66,7 @@ class Encoder(nn.Module):
         self.layers = nn.ModuleList(
             nn.LSTM(sizes[i], width, batch_first=True, bidirectional=shape.bidirectional) for i in range(shape.layers))
         self.residual = shape.residual
-        self.drop = nn.Dropout(shape.dropout)
+        self.drop = nn.Dropout(shape.dropout) if shape.dropout > 0 else nn.Identity()
 
     def forward(self, src: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, list]:
         """src [B, S] → outputs [B, S, H] and per layer final (h, c), each [B, H] (directions concatenated)."""
@@ -108,7 +108,7 @@ class Decoder(nn.Module):
         self.combine = nn.Linear(2 * shape.hidden_size, shape.hidden_size) if self.attend else None
         self.out = nn.Linear(shape.hidden_size, shape.tgt_vocab)
         self.residual = shape.residual
-        self.drop = nn.Dropout(shape.dropout)
+        self.drop = nn.Dropout(shape.dropout) if shape.dropout > 0 else nn.Identity()
 
     def forward(self, prev: torch.Tensor, states: list, memory: torch.Tensor, src_mask: torch.Tensor) -> tuple[torch.Tensor, list]:
         """prev [B, T] (teacher forcing, or T=1 while decoding) → logits [B, T, V] and the new states."""
@@ -148,7 +148,7 @@ def sequence_nll(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: f
     return loss, int((targets != PAD).sum())
 
 
-class Translator(pl.LightningModule):
+class Translator(optim.ReuseNormForClipping, pl.LightningModule):
     """Teacher-forced training with token-level cross entropy; validation perplexity is token-weighted."""
 
     def __init__(self, shape: dict, train_cfg: dict):

@@ -82,7 +82,8 @@ class Progress(Callback):
     """Training throughput (wall time from the first batch to the last, validation excluded) and one
     human-readable progress line on stderr every `every_seconds` and at each validation."""
 
-    def __init__(self, every_seconds: float = 10.0):
+    def __init__(self, gradients: "GradientStats | None" = None, every_seconds: float = 10.0):
+        self.gradients = gradients
         self.every_seconds = every_seconds
         self.tokens = 0
         self.train_seconds = 0.0
@@ -126,10 +127,10 @@ class Progress(Callback):
                  + (f"/{trainer.max_steps}" if trainer.max_steps > 0 else "")]
         if "train_loss" in m:
             parts.append(f"loss {float(m['train_loss']):.3f}")
-        if "grad_norm" in m:
-            parts.append(f"grad {float(m['grad_norm']):.3g} (clipped {100 * float(m['clipped_share']):.0f}%)")
-        if "lr" in m:
-            parts.append(f"lr {float(m['lr']):.3g}")
+        g = self.gradients.last if self.gradients else {}
+        if g:
+            parts.append(f"grad {g['grad_norm']:.3g} (clipped {100 * g['clipped_share']:.0f}%)")
+            parts.append(f"lr {g['lr']:.3g}")
         if now > self._last and self._window_tokens:
             parts.append(f"{self._window_tokens / (now - self._last):,.0f} tok/s")
         if valid and "valid_ppl" in m:
@@ -150,18 +151,23 @@ class GradientStats(Callback):
         self.steps = 0
         self.clipped = 0
         self.max_norm = 0.0
+        self.last: dict[str, float] = {}
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, module: pl.LightningModule, optimizer) -> None:
         grads = [p.grad for p in module.parameters() if p.grad is not None]
-        norm = float(torch.nn.utils.get_total_norm(grads))
+        total = torch.nn.utils.get_total_norm(grads)
+        module.pre_clip_norm = total  # the module's clipping reuses it instead of computing it again
+        norm = float(total)
         if self.clip is not None:
             kind, threshold = self.clip
             self.clipped += int(norm > threshold if kind == "norm" else any(bool((g.abs() > threshold).any()) for g in grads))
         self.steps += 1
         if math.isfinite(norm):
             self.max_norm = max(self.max_norm, norm)
-        module.log_dict({"grad_norm": norm, "clipped_share": self.share, "lr": optimizer.param_groups[0]["lr"]},
-                        on_step=True, on_epoch=False)
+        # Straight into the run's batched logger: Lightning's per-step result collection costs more than the values.
+        values = {"grad_norm": norm, "clipped_share": self.share, "lr": optimizer.param_groups[0]["lr"]}
+        trainer.logger.log_metrics(values, step=trainer.global_step)
+        self.last = values
 
     @property
     def share(self) -> float:
@@ -222,7 +228,8 @@ def fit_module(cfg: RunConfig, module: pl.LightningModule, train_loader: DataLoa
     checkpoints = run_dir(run_id) / "checkpoints"
     best = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=monitor, mode=mode, save_last=True,
                            enable_version_counter=False)
-    progress, gradients, divergence = Progress(), GradientStats(cfg.train.clip), StopOnDivergence()
+    gradients, divergence = GradientStats(cfg.train.clip), StopOnDivergence()
+    progress = Progress(gradients)
     logger = MlflowMetricsLogger(run_id)
     trainer = build_trainer(cfg, run_id, [*callbacks, best, progress, gradients, divergence], logger)
     trainer.fit(module, train_loader, valid_loader)
