@@ -17,12 +17,16 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from prefect import task
 
 from rnnlab.config import DataConfig, RunConfig
 from rnnlab.env import project_dir
+
+if TYPE_CHECKING:
+    from tasks.parallel import ParallelCorpus
 
 EOS, UNK = "<eos>", "<unk>"
 FORMAT_VERSION = "lm-words-v1"  # part of the cache key: bump when tokenization changes

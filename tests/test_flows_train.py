@@ -1,10 +1,8 @@
 """`rnnlab train` end to end on tiny real data: Prefect flow → Lightning → perplexity → MLflow, and its failure modes."""
 
 import json
-import os
 import signal
 import subprocess
-import time
 
 import pytest
 

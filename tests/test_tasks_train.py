@@ -1,6 +1,7 @@
 """Training on tiny real data: truncated BPTT, clipping with the pre-clip norm logged, schedules, seeds, checkpoints."""
 
 import math
+from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
@@ -137,7 +138,7 @@ def test_max_steps_bounds_training_and_checkpoints_load_weights_only(tiny_cfg):
 def test_best_and_last_checkpoints_and_validation_every_epoch(tiny_cfg):
     run_id, result = fit(tiny_cfg("train.max_epochs=3"))
     assert result.checkpoint.endswith("best.ckpt")
-    assert (tracking.Path(result.checkpoint).parent / "last.ckpt").exists()
+    assert (Path(result.checkpoint).parent / "last.ckpt").exists()
     valid = history(run_id, "valid_ppl")
     assert len(valid) == 3 and all(math.isfinite(v) for v in valid)
     best_epoch = torch.load(result.checkpoint, weights_only=True)["epoch"]
