@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(BIN)/rnnlab train conf/runs/ptb_demo.yaml
+	$(BIN)/rnnlab study conf/studies/quick.yaml
 
 test: install
 	$(BIN)/python -m pytest
@@ -30,6 +30,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_data_cache.py
 	$(BIN)/python benchmarks/bench_lm_speed.py
 	$(BIN)/python benchmarks/bench_nmt_speed.py
+	$(BIN)/python benchmarks/bench_study_overhead.py
 
 ui: install
 	$(BIN)/rnnlab ui

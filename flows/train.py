@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prefect import flow, task
@@ -29,18 +30,26 @@ def open_run(cfg: RunConfig, corpus: Any, parent_run_id: str | None = None, tags
 
 
 @task(name="record")
-def record(run_id: str, fitted: FitResult, metrics: dict[str, float]) -> dict[str, Any]:
+def record(run_id: str, fitted: FitResult, metrics: dict[str, float], eval_seconds: float) -> dict[str, Any]:
     tracking.log_artifact(run_id, fitted.checkpoint, "checkpoints")
-    return {"diverged_step": fitted.diverged_at, **metrics}
+    tracking.log_metrics(run_id, {"eval_seconds": eval_seconds}, step=fitted.steps)
+    return {"diverged_step": fitted.diverged_at, "fit_seconds": fitted.fit_seconds, "eval_seconds": eval_seconds,
+            **metrics}
+
+
+def run_steps(cfg: RunConfig, corpus: Any, parent_run_id: str | None = None, tags: dict[str, str] | None = None,
+              workdir: str | None = None) -> dict[str, Any]:
+    """open run ─► train ─► evaluate (unless diverged) ─► record; the run is closed whatever happens."""
+    run_id = open_run(cfg, corpus, parent_run_id, tags)
+    with tracking.closing(run_id):
+        fitted = train(cfg, corpus, run_id, workdir)
+        started = time.perf_counter()
+        metrics = evaluate(cfg, corpus, run_id, fitted) if fitted.diverged_at is None else {}
+        summary = record(run_id, fitted, metrics, time.perf_counter() - started)
+    return {"run_id": run_id, "experiment": cfg.experiment, "status": "FINISHED",
+            "diverged": fitted.diverged_at is not None, "metrics": summary}
 
 
 @flow(name="train", log_prints=False)
 def train_flow(cfg: RunConfig, parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> dict[str, Any]:
-    corpus = prepare_data(cfg)
-    run_id = open_run(cfg, corpus, parent_run_id, tags)
-    with tracking.closing(run_id):
-        fitted = train(cfg, corpus, run_id)
-        metrics = evaluate(cfg, corpus, run_id, fitted) if fitted.diverged_at is None else {}
-        summary = record(run_id, fitted, metrics)
-    return {"run_id": run_id, "experiment": cfg.experiment, "status": "FINISHED",
-            "diverged": fitted.diverged_at is not None, "metrics": summary}
+    return run_steps(cfg, prepare_data(cfg), parent_run_id, tags)

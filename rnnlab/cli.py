@@ -26,6 +26,39 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON summary as the last line on stdout")
     p.set_defaults(handler=cmd_train)
 
+    p = commands.add_parser("study", help="run (or resume) a study: every variant × seed of its grid, then the comparison")
+    p.add_argument("study", help="a study file, e.g. conf/studies/lm_clipping.yaml")
+    p.add_argument("overrides", nargs="*", help="study fields (seeds=[1,2] concurrency=1) or run-config keys (train.max_epochs=2)")
+    p.add_argument("--force", action="store_true", help="retrain every cell, even those already finished")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_study)
+
+    p = commands.add_parser("compare", help="a study's table from MLflow: one row per variant, mean ± std over seeds")
+    p.add_argument("study", help="the study's name (its MLflow experiment)")
+    p.add_argument("--parent-run", help="a particular execution of the study (default: the latest)")
+    p.add_argument("--csv", help="also write the full table to this CSV file")
+    p.add_argument("--json", action="store_true", help="print the table as a JSON list of rows instead")
+    p.set_defaults(handler=cmd_compare)
+
+    p = commands.add_parser("report", help="a study's report (Markdown + self-contained HTML + PNGs) from MLflow alone")
+    p.add_argument("study", help="the study's name (its MLflow experiment)")
+    p.add_argument("--parent-run", help="a particular execution of the study (default: the latest)")
+    p.add_argument("--out", default="reports", help="folder for <study>/report.md, report.html and the plots")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_report)
+
+    p = commands.add_parser("server", help="a Prefect server and an MLflow tracking server for this project (127.0.0.1)")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--prefect-port", type=int, default=4200)
+    p.add_argument("--mlflow-port", type=int, default=5000)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_server)
+
+    p = commands.add_parser("serve", help="register the deployments in conf/schedules.yaml (study + cron) and serve them")
+    p.add_argument("--schedules", default="conf/schedules.yaml")
+    p.set_defaults(handler=cmd_serve)
+
     p = commands.add_parser("evaluate", help="score a trained run on other data, logged to that run: perplexity of a "
                             "language model on --file, or BLEU/chrF of a translation run on --src/--ref")
     p.add_argument("run_id")
@@ -54,10 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure()
     from rnnlab.config import ConfigError
+    from rnnlab.servers import ServerError
 
     try:
         return args.handler(args)
-    except (ConfigError, LookupError) as err:
+    except (ConfigError, LookupError, ServerError) as err:
         print(f"rnnlab: error: {err}", file=sys.stderr)
         return 2
     except Exception as err:
@@ -113,6 +147,113 @@ def cmd_train(args: argparse.Namespace) -> int:
     verdict = f"diverged at step {metrics['diverged_step']}" if result["diverged"] else shown
     return finish(result, args.json, f"rnnlab: run {result['run_id']} in experiment '{cfg.experiment}': {verdict}\n"
                   f"rnnlab: results in {result['tracking_uri']}; browse them with `rnnlab ui`")
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from rnnlab.study import load_study
+
+    study = load_study(args.study, args.overrides)  # every cell is validated here, before anything trains
+    _raise_on_sigterm()
+    with quietly(args.json):
+        from tasks.data import prepare_corpus
+
+        for config in {c.config.data: c.config for c in study.cells}.values():
+            prepare_corpus(config)  # bad data fails here, before Prefect or MLflow start
+        print(f"rnnlab: study '{study.name}': {len(study.variants)} variants × {len(study.config.seeds)} seed(s) "
+              f"= {len(study.cells)} cells, {study.config.concurrency} at a time", file=sys.stderr)
+        from flows.study import StudyFailed, study_flow
+
+        try:
+            result = study_flow(args.study, args.overrides, args.force)
+        except StudyFailed as err:
+            print(f"rnnlab: study '{study.name}' failed: {err}", file=sys.stderr)
+            return 1
+    from tasks.compare import comparison, formatted
+    from tasks.tracking import tracking_uri
+
+    table = formatted(comparison(study.name, result["parent_run_id"]))
+    result["tracking_uri"] = tracking_uri()
+    return finish(result, args.json, f"{table.to_string(index=False)}\n"
+                  f"rnnlab: study '{study.name}' (parent run {result['parent_run_id']}): {result['trained']} trained, "
+                  f"{result['reused']} reused, {result['diverged']} diverged\n"
+                  f"rnnlab: report in {result['report']} (and .html); compare again with `rnnlab compare {study.name}`; "
+                  f"browse with `rnnlab ui`")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    with quietly(True):
+        from tasks.compare import comparison, formatted
+
+        table = comparison(args.study, args.parent_run)
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+        print(f"rnnlab: wrote {args.csv}", file=sys.stderr)
+    if args.json:
+        print(table.to_json(orient="records"))
+    else:
+        print(formatted(table).to_string(index=False))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    with quietly(True):
+        from tasks.compare import cell_results
+        from tasks.report import log_report, render
+
+        parent_run_id = cell_results(args.study, args.parent_run)[0].info.run_id
+        folder = Path(args.out) / args.study
+        path = render(args.study, parent_run_id, folder)
+        log_report(parent_run_id, folder)
+    return finish({"study": args.study, "parent_run_id": parent_run_id, "report": str(path),
+                   "html": str(folder / "report.html")}, args.json,
+                  f"rnnlab: report of study '{args.study}' (execution {parent_run_id}): {path} and {folder / 'report.html'}; "
+                  f"logged to the parent run under report/")
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from rnnlab import servers
+
+    if args.action == "stop":
+        stopped = servers.stop_all()
+        return finish({"stopped": stopped}, args.json, f"rnnlab: stopped {', '.join(stopped) or 'nothing (none was running)'}")
+    if args.action == "start":
+        started = {name: servers.start(name, args.host, port)
+                   for name, port in (("prefect", args.prefect_port), ("mlflow", args.mlflow_port))}
+        lines = [f"rnnlab: {name} server up at {state['url']} (pid {state['pid']}, log {state['log']})"
+                 for name, state in started.items()]
+        lines.append(f"rnnlab: use them from another shell with\n  export PREFECT_API_URL={started['prefect']['url']}"
+                     f"\n  export MLFLOW_TRACKING_URI={started['mlflow']['url']}\n"
+                     "rnnlab: `rnnlab serve` and `rnnlab server stop` find them by themselves")
+        return finish(started, args.json, "\n".join(lines))
+    found = servers.status()
+    lines = [f"rnnlab: {name}: " + (f"running at {state.get('url', '')} (pid {state['pid']})"
+                                    + ("" if state.get("healthy", True) else ", NOT answering its health check")
+                                    if state else "not running") for name, state in found.items()]
+    return finish(found, args.json, "\n".join(lines))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from rnnlab import servers
+
+    for variable, url in servers.project_urls().items():
+        os.environ.setdefault(variable, url)  # this project's servers, unless the environment names others
+    if not os.environ.get("PREFECT_API_URL"):
+        raise LookupError("a cron schedule needs a Prefect server: in Prefect's ephemeral mode (no server) schedules "
+                          "never fire. Start one with `rnnlab server start` (or set PREFECT_API_URL), then run "
+                          "`rnnlab serve` again.")
+    from flows.deploy import load_schedules, serve
+
+    schedules = load_schedules(args.schedules)  # every study is validated before anything is registered
+    servers.write_state(servers.SERVE, pid=os.getpid(), schedules=str(args.schedules))
+    print(f"rnnlab: serving {len(schedules)} deployment(s) on {os.environ['PREFECT_API_URL']} "
+          f"(tracking: {os.environ.get('MLFLOW_TRACKING_URI', 'the local SQLite store')}): "
+          + ", ".join(f"study/{s.name} ({s.cron} {s.timezone})" for s, _ in schedules), file=sys.stderr, flush=True)
+    serve(args.schedules)
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -124,7 +124,7 @@ class ValidationBLEU(Callback):
         module.log("valid_bleu_greedy", score)
 
 
-def fit_nmt(cfg: NMTRunConfig, corpus: ParallelCorpus, run_id: str) -> FitResult:
+def fit_nmt(cfg: NMTRunConfig, corpus: ParallelCorpus, run_id: str, workdir: str | None = None) -> FitResult:
     seed_and_threads(cfg)
     train, valid = corpus.load("train"), corpus.load("valid")
     lengths = [len(t) for t in train["tgt"]]
@@ -133,7 +133,7 @@ def fit_nmt(cfg: NMTRunConfig, corpus: ParallelCorpus, run_id: str) -> FitResult
     valid_loader = DataLoader(PairDataset(valid), batch_size=cfg.eval.batch_size, collate_fn=collate)
     module = Translator(shape_of(cfg, corpus.src_vocab, corpus.tgt_vocab), cfg.train.model_dump())
     return fit_module(cfg, module, train_loader, valid_loader, run_id, monitor="valid_bleu_greedy", mode="max",
-                      callbacks=(ValidationBLEU(corpus, cfg),))
+                      callbacks=(ValidationBLEU(corpus, cfg),), workdir=workdir)
 
 
 def load_translator(cfg: NMTRunConfig, src_vocab: int, tgt_vocab: int, checkpoint: str | Path) -> Seq2Seq:
@@ -169,6 +169,9 @@ def score_translations(net: Seq2Seq, cfg: NMTRunConfig, sources: list[torch.Tens
             path = Path(tmp) / f"{name}.{label}.hyp"
             path.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
             log_artifact(run_id, path, "translations")
+        path = Path(tmp) / f"{name}.ref"  # beside the translations, so significance tests need only the store
+        path.write_text("".join(r + "\n" for r in references), encoding="utf-8")
+        log_artifact(run_id, path, "translations")
         if pairs is not None:
             metrics[f"{name}_ppl"] = token_perplexity(net, pairs, cfg.eval.batch_size)
     set_tags(run_id, {"sacrebleu.bleu_signature": bleu_sig, "sacrebleu.chrf_signature": chrf_sig,

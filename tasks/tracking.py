@@ -6,13 +6,16 @@ MLFLOW_TRACKING_URI overrides it (e.g. an MLflow server).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.metadata
 import os
 import platform
+import queue
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +27,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
 
-from rnnlab.env import project_dir
+from rnnlab.env import pid_alive, project_dir
 
 CODE_ROOT = Path(__file__).resolve().parent.parent
 CODE_PACKAGES = ("rnnlab", "flows", "tasks", "models")
@@ -39,10 +42,19 @@ def is_local_store(uri: str) -> bool:
     return uri.startswith("sqlite:///")
 
 
+_READY: set[str] = set()
+
+
 def client() -> MlflowClient:
     uri = tracking_uri()
-    if is_local_store(uri):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if is_local_store(uri) and uri not in _READY:
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        # Two processes opening a new SQLite store at once would both run its schema migrations: one at a time.
+        with open(folder / ".mlflow.db.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        _READY.add(uri)
     return MlflowClient(tracking_uri=uri)
 
 
@@ -86,12 +98,25 @@ def git_state() -> dict[str, str]:
     return {"git.commit": commit, "git.dirty": str(bool(git("status", "--porcelain", "--untracked-files=no"))).lower()}
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def provenance_tags() -> dict[str, str]:
     import torch
 
     tags = {"rnnlab.code_version": code_version(), **git_state(), "python": platform.python_version(),
             "host": socket.gethostname(), "pid": str(os.getpid()), "platform": platform.platform(),
-            "torch.threads": str(torch.get_num_threads()), "cuda": str(torch.cuda.is_available()).lower()}
+            "torch.threads": str(torch.get_num_threads()), "cuda": str(torch.cuda.is_available()).lower(),
+            "cpu": cpu_model(), "cpu.count": str(os.cpu_count())}
+    if torch.cuda.is_available():
+        tags["gpu"] = torch.cuda.get_device_name()
     for name in PACKAGES:
         try:
             tags[f"pkg.{name}"] = importlib.metadata.version(name)
@@ -163,16 +188,6 @@ def closing(run_id: str) -> Iterator[str]:
     close_run(run_id, "FINISHED")
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def mark_orphans(exp_id: str, mlflow: MlflowClient | None = None) -> list[str]:
     """Runs left RUNNING by a process of this host that no longer exists (SIGKILL, power loss) → KILLED."""
     mlflow = mlflow or client()
@@ -186,6 +201,59 @@ def mark_orphans(exp_id: str, mlflow: MlflowClient | None = None) -> list[str]:
             mlflow.set_terminated(run.info.run_id, "KILLED")
             orphans.append(run.info.run_id)
     return orphans
+
+
+def finished_run(experiment: str, cell_key: str) -> dict[str, Any] | None:
+    """The latest FINISHED run of a study cell with this identity (config, data checksum, code version), if any."""
+    mlflow = client()
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = mlflow.search_runs([found.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+                              filter_string=f"tags.`rnnlab.cell_key` = '{cell_key}' and attributes.status = 'FINISHED'")
+    if not runs:
+        return None
+    run = runs[0]
+    return {"run_id": run.info.run_id, "experiment": experiment, "status": "FINISHED", "reused": True,
+            "diverged": run.data.tags.get("rnnlab.diverged") == "true", "metrics": dict(run.data.metrics)}
+
+
+def study_runs(experiment: str, parent_run_id: str | None = None):
+    """(the study execution's parent run, a DataFrame of every cell run of the study) via search_runs."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    found = client().get_experiment_by_name(experiment)
+    if found is None:
+        raise LookupError(f"no study '{experiment}' in the tracking store {tracking_uri()}")
+    if parent_run_id is None:
+        parents = client().search_runs([found.experiment_id], "tags.`rnnlab.role` = 'study'", max_results=1,
+                                       order_by=["attributes.start_time DESC"])
+        if not parents:
+            raise LookupError(f"study '{experiment}' has no recorded execution in {tracking_uri()}")
+        parent = parents[0]
+    else:
+        parent = get_run(parent_run_id)
+        if parent.info.experiment_id != found.experiment_id or parent.data.tags.get("rnnlab.role") != "study":
+            raise LookupError(f"run {parent_run_id} is not an execution of study '{experiment}'")
+    cells = mlflow.search_runs([found.experiment_id], "tags.`rnnlab.role` = 'cell'", output_format="pandas",
+                               max_results=50000)
+    return parent, cells
+
+
+def running_cells(experiment: str) -> list[Any]:
+    mlflow = client()
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    return mlflow.search_runs([found.experiment_id], "attributes.status = 'RUNNING' and tags.`rnnlab.role` = 'cell'",
+                              max_results=1000)
+
+
+def mark_killed(run_id: str, reason: str) -> None:
+    mlflow = client()
+    mlflow.set_tag(run_id, "rnnlab.error", reason)
+    mlflow.set_terminated(run_id, "KILLED")
 
 
 def log_artifact(run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
@@ -211,9 +279,11 @@ def get_run(run_id: str):
 
 
 class MlflowMetricsLogger(Logger):
-    """A Lightning logger that writes to an existing MLflow run, buffering metrics and sending them in
-    batches: one `log_batch` per `flush_every` values or `flush_seconds`, so per-step logging stays cheap
-    even against a remote tracking server."""
+    """A Lightning logger that writes to an existing MLflow run in batches, off the training thread.
+
+    Values are buffered and handed, every `flush_every` values or `flush_seconds`, to a sender thread that makes
+    one `log_batch` call per hand-off: training never waits for the store (SQLite or a server over HTTP), except in
+    `flush()`, which returns once everything logged so far is stored (at checkpoints and at the end)."""
 
     def __init__(self, run_id: str, flush_every: int = 500, flush_seconds: float = 15.0):
         super().__init__()
@@ -221,8 +291,11 @@ class MlflowMetricsLogger(Logger):
         self.flush_every = flush_every
         self.flush_seconds = flush_seconds
         self._buffer: list[Metric] = []
-        self._last_flush = time.monotonic()
+        self._last_hand_off = time.monotonic()
         self._client: MlflowClient | None = None
+        self._outbox: queue.Queue[list[Metric] | None] = queue.Queue()
+        self._sender: threading.Thread | None = None
+        self._error: BaseException | None = None
         self.batches_sent = 0
 
     @property
@@ -247,15 +320,41 @@ class MlflowMetricsLogger(Logger):
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         now = int(time.time() * 1000)
         self._buffer.extend(Metric(k, float(v), now, step or 0) for k, v in metrics.items())
-        if len(self._buffer) >= self.flush_every or time.monotonic() - self._last_flush > self.flush_seconds:
-            self.flush()
+        if len(self._buffer) >= self.flush_every or time.monotonic() - self._last_hand_off > self.flush_seconds:
+            self._hand_off()
+
+    def _hand_off(self) -> None:
+        self._last_hand_off = time.monotonic()
+        if not self._buffer:
+            return
+        if self._sender is None:
+            self.experiment  # noqa: B018  (create the client on this thread, before the sender uses it)
+            self._sender = threading.Thread(target=self._send, name=f"mlflow-metrics-{self.run_id[:8]}", daemon=True)
+            self._sender.start()
+        self._outbox.put(self._buffer)
+        self._buffer = []
+
+    def _send(self) -> None:
+        while True:
+            metrics = self._outbox.get()
+            try:
+                if metrics is None:
+                    return
+                for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+                    self.experiment.log_batch(self.run_id, metrics=metrics[i : i + MAX_METRICS_PER_BATCH])
+                    self.batches_sent += 1
+            except BaseException as err:  # re-raised on the training thread at the next flush
+                self._error = err
+            finally:
+                self._outbox.task_done()
 
     def flush(self) -> None:
-        while self._buffer:
-            batch, self._buffer = self._buffer[:MAX_METRICS_PER_BATCH], self._buffer[MAX_METRICS_PER_BATCH:]
-            self.experiment.log_batch(self.run_id, metrics=batch)
-            self.batches_sent += 1
-        self._last_flush = time.monotonic()
+        """Block until every value logged so far is in the store."""
+        self._hand_off()
+        self._outbox.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
     @rank_zero_only
     def save(self) -> None:
@@ -267,6 +366,10 @@ class MlflowMetricsLogger(Logger):
     @rank_zero_only
     def finalize(self, status: str) -> None:
         self.flush()  # the run's status is set by whoever opened it, once evaluation is done too
+        if self._sender is not None:
+            self._outbox.put(None)
+            self._sender.join()
+            self._sender = None
 
 
 def stderr(message: str) -> None:

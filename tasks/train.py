@@ -82,8 +82,9 @@ class Progress(Callback):
     """Training throughput (wall time from the first batch to the last, validation excluded) and one
     human-readable progress line on stderr every `every_seconds` and at each validation."""
 
-    def __init__(self, gradients: "GradientStats | None" = None, every_seconds: float = 10.0):
+    def __init__(self, gradients: "GradientStats | None" = None, every_seconds: float = 10.0, label: str | None = None):
         self.gradients = gradients
+        self.prefix = f"rnnlab: [{label}] " if label else "rnnlab: "
         self.every_seconds = every_seconds
         self.tokens = 0
         self.train_seconds = 0.0
@@ -137,7 +138,7 @@ class Progress(Callback):
             parts.append(f"valid ppl {float(m['valid_ppl']):.2f}")
         if valid and "valid_bleu_greedy" in m:
             parts.append(f"valid BLEU {float(m['valid_bleu_greedy']):.2f} (greedy)")
-        print("rnnlab: " + " · ".join(parts), file=sys.stderr, flush=True)
+        print(self.prefix + " · ".join(parts), file=sys.stderr, flush=True)
         self._last, self._window_tokens = now, 0
 
 
@@ -146,8 +147,9 @@ class GradientStats(Callback):
 
     Lightning calls this hook before it clips, so this is the norm the clipping ablations are about."""
 
-    def __init__(self, clip: tuple[str, float] | None):
+    def __init__(self, clip: tuple[str, float] | None, every: int = 50):
         self.clip = clip
+        self.every = every
         self.steps = 0
         self.clipped = 0
         self.max_norm = 0.0
@@ -165,13 +167,25 @@ class GradientStats(Callback):
         if math.isfinite(norm):
             self.max_norm = max(self.max_norm, norm)
         # Straight into the run's batched logger: Lightning's per-step result collection costs more than the values.
-        values = {"grad_norm": norm, "clipped_share": self.share, "lr": optimizer.param_groups[0]["lr"]}
+        # The norm every step; the running clipped share every `every` steps (and at the end); the lr when it changes.
+        lr = optimizer.param_groups[0]["lr"]
+        values = {"grad_norm": norm}
+        if self.steps % self.every == 1 or self.every == 1:
+            values["clipped_share"] = self.share
+        if lr != self.last.get("lr"):
+            values["lr"] = lr
         trainer.logger.log_metrics(values, step=trainer.global_step)
-        self.last = values
+        self.last = {"grad_norm": norm, "clipped_share": self.share, "lr": lr}
 
     @property
     def share(self) -> float:
         return self.clipped / max(self.steps, 1)
+
+    def state_dict(self) -> dict[str, Any]:  # kept in checkpoints, so a resumed run's share covers every step
+        return {"steps": self.steps, "clipped": self.clipped, "max_norm": self.max_norm}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps, self.clipped, self.max_norm = state["steps"], state["clipped"], state["max_norm"]
 
 
 class StopOnDivergence(Callback):
@@ -192,7 +206,8 @@ class FitResult:
     checkpoint: str
     diverged_at: int | None
     steps: int
-    train_seconds: float
+    train_seconds: float  # training batches only
+    fit_seconds: float  # the whole of trainer.fit, validation included
     tokens_per_second: float
 
 
@@ -200,7 +215,12 @@ def run_dir(run_id: str) -> Path:
     return project_dir() / ".cache" / "rnnlab" / "runs" / run_id
 
 
-def build_trainer(cfg: RunConfig, run_id: str, callbacks: list[Callback], logger: MlflowMetricsLogger) -> pl.Trainer:
+def cell_dir(cell_key: str) -> Path:
+    """A study cell's checkpoints live by the cell's identity, not its run, so a later run can resume them."""
+    return project_dir() / ".cache" / "rnnlab" / "cells" / cell_key
+
+
+def build_trainer(cfg: RunConfig, workdir: Path, callbacks: list[Callback], logger: MlflowMetricsLogger) -> pl.Trainer:
     clip = cfg.train.clip
     return pl.Trainer(
         max_epochs=cfg.train.max_epochs,
@@ -214,38 +234,64 @@ def build_trainer(cfg: RunConfig, run_id: str, callbacks: list[Callback], logger
         devices=1,
         logger=logger,
         callbacks=callbacks,
-        default_root_dir=str(run_dir(run_id)),
+        default_root_dir=str(workdir),
         num_sanity_val_steps=0,
         enable_progress_bar=False,
         enable_model_summary=False,
     )
 
 
+def resumable(checkpoint: Path, label: str) -> tuple[str, int] | None:
+    """(path, step) of a checkpoint to continue from; an unreadable one (cut off mid-write) is set aside."""
+    if not checkpoint.is_file():
+        return None
+    try:
+        step = int(torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"])
+    except Exception as err:
+        checkpoint.rename(checkpoint.with_suffix(".unreadable"))
+        print(f"rnnlab: {label}: cannot resume from {checkpoint} ({type(err).__name__}); starting again",
+              file=sys.stderr, flush=True)
+        return None
+    print(f"rnnlab: {label}: resuming from {checkpoint} (step {step})", file=sys.stderr, flush=True)
+    return str(checkpoint), step
+
+
 def fit_module(cfg: RunConfig, module: pl.LightningModule, train_loader: DataLoader, valid_loader: DataLoader,
-               run_id: str, monitor: str, mode: str, callbacks: tuple[Callback, ...] = ()) -> FitResult:
+               run_id: str, monitor: str, mode: str, callbacks: tuple[Callback, ...] = (),
+               workdir: str | Path | None = None) -> FitResult:
     """Fit with the house callbacks (best/last checkpoints by `monitor`, progress, gradient stats, divergence stop),
-    metrics batched to the run, and a summary of the fit logged at the end."""
-    checkpoints = run_dir(run_id) / "checkpoints"
+    metrics batched to the run, and a summary of the fit logged at the end.
+
+    `workdir` holds the checkpoints (default: one fresh directory per run); when it already holds a `last.ckpt`
+    (a study cell that was interrupted), training continues from it instead of starting again."""
+    workdir = Path(workdir) if workdir else run_dir(run_id)
+    checkpoints = workdir / "checkpoints"
+    resume_from = resumable(checkpoints / "last.ckpt", cfg.run_name or run_id)
+    if resume_from:
+        set_tags(run_id, {"rnnlab.resumed_from_step": resume_from[1], "rnnlab.resumed_from": resume_from[0]})
     best = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=monitor, mode=mode, save_last=True,
                            enable_version_counter=False)
     gradients, divergence = GradientStats(cfg.train.clip), StopOnDivergence()
-    progress = Progress(gradients)
+    progress = Progress(gradients, label=cfg.run_name)
     logger = MlflowMetricsLogger(run_id)
-    trainer = build_trainer(cfg, run_id, [*callbacks, best, progress, gradients, divergence], logger)
-    trainer.fit(module, train_loader, valid_loader)
+    trainer = build_trainer(cfg, workdir, [*callbacks, best, progress, gradients, divergence], logger)
+    started = time.perf_counter()
+    trainer.fit(module, train_loader, valid_loader, ckpt_path=resume_from[0] if resume_from else None)
+    fit_seconds = time.perf_counter() - started
     checkpoint = best.best_model_path
     if not checkpoint:  # stopped before any validation (tiny max_steps, divergence): the final weights are the best
         checkpoint = str(checkpoints / "best.ckpt")
         trainer.save_checkpoint(checkpoint)
     logger.flush()
     tokens_per_second = progress.tokens / progress.train_seconds if progress.train_seconds else 0.0
-    summary = {"train_seconds": progress.train_seconds, "tokens_per_second": tokens_per_second,
+    summary = {"train_seconds": progress.train_seconds, "fit_seconds": fit_seconds, "tokens_per_second": tokens_per_second,
                "train_steps": trainer.global_step, "clipped_share": gradients.share, "max_grad_norm": gradients.max_norm}
     if divergence.diverged_at is not None:
         summary["diverged_step"] = divergence.diverged_at
     log_metrics(run_id, summary, step=trainer.global_step)
     set_tags(run_id, {"rnnlab.diverged": str(divergence.diverged_at is not None).lower()})
-    return FitResult(checkpoint, divergence.diverged_at, trainer.global_step, progress.train_seconds, tokens_per_second)
+    return FitResult(checkpoint, divergence.diverged_at, trainer.global_step, progress.train_seconds, fit_seconds,
+                     tokens_per_second)
 
 
 def seed_and_threads(cfg: RunConfig) -> None:
@@ -254,22 +300,22 @@ def seed_and_threads(cfg: RunConfig) -> None:
         torch.set_num_threads(cfg.train.num_threads)
 
 
-def fit_lm(cfg: LMRunConfig, corpus: LMCorpus, run_id: str) -> FitResult:
+def fit_lm(cfg: LMRunConfig, corpus: LMCorpus, run_id: str, workdir: str | None = None) -> FitResult:
     seed_and_threads(cfg)
     eos = eos_index(corpus)
     train_loader = segment_loader(corpus.load("train"), eos, cfg.train.batch_size, cfg.train.bptt, pad=False)
     valid_loader = segment_loader(corpus.load("valid"), eos, cfg.eval.batch_size, cfg.train.bptt, pad=True)
     module = LanguageModel(corpus.vocab_size, cfg.model.model_dump(), cfg.train.model_dump())
-    return fit_module(cfg, module, train_loader, valid_loader, run_id, monitor="valid_ppl", mode="min")
+    return fit_module(cfg, module, train_loader, valid_loader, run_id, monitor="valid_ppl", mode="min", workdir=workdir)
 
 
 @task(name="train")
-def train(cfg: RunConfig, corpus: Any, run_id: str) -> FitResult:
+def train(cfg: RunConfig, corpus: Any, run_id: str, workdir: str | None = None) -> FitResult:
     if cfg.task == "nmt":
         from tasks.nmt import fit_nmt
 
-        return fit_nmt(cfg, corpus, run_id)
-    return fit_lm(cfg, corpus, run_id)
+        return fit_nmt(cfg, corpus, run_id, workdir)
+    return fit_lm(cfg, corpus, run_id, workdir)
 
 
 def load_weights(checkpoint: str | Path) -> dict[str, torch.Tensor]:

@@ -65,7 +65,7 @@ def test_a_translation_run_records_signatures_translations_and_subword_models(le
     assert run.data.tags["sacrebleu.bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
     assert run.data.tags["sacrebleu.chrf_signature"].startswith("nrefs:1|case:mixed")
     assert {a.path for a in tracking.client().list_artifacts(run_id, "translations")} == {
-        f"translations/{split}.{kind}.hyp" for split in ("valid", "test") for kind in ("greedy", "beam")}
+        f"translations/{split}.{kind}" for split in ("valid", "test") for kind in ("greedy.hyp", "beam.hyp", "ref")}
     assert {a.path for a in tracking.client().list_artifacts(run_id, "subwords")} == {"subwords/src.model", "subwords/tgt.model"}
     *epochs, final = sorted(tracking.client().get_metric_history(run_id, "valid_bleu_greedy"), key=lambda m: m.step)
     assert len(epochs) == 5  # validation BLEU (greedy) every epoch, then once more for the chosen checkpoint

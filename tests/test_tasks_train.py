@@ -151,3 +151,13 @@ def test_a_diverging_run_stops_and_records_the_step(tiny_cfg):
     run = tracking.client().get_run(run_id)
     assert run.data.tags["rnnlab.diverged"] == "true"
     assert run.data.metrics["diverged_step"] == result.diverged_at
+
+
+def test_a_checkpoint_cut_off_mid_write_is_set_aside_instead_of_resumed(tmp_path):
+    from tasks.train import resumable
+
+    broken = tmp_path / "last.ckpt"
+    broken.write_bytes(b"PK\x03\x04 half a zip file")
+    assert resumable(broken, "cell") is None
+    assert not broken.exists() and (tmp_path / "last.unreadable").exists()
+    assert resumable(tmp_path / "missing.ckpt", "cell") is None

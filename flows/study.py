@@ -1,0 +1,229 @@
+"""A study: prepare each corpus once ─► open the study's parent run ─► every cell × seed as a task (finished cells
+reused, interrupted ones resumed from their checkpoint) ─► comparison table ─► record. Composes, decides nothing else."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from typing import Any
+
+from prefect import flow, task
+from prefect.futures import wait
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
+
+from flows.train import run_steps
+from rnnlab.env import die_with_parent, project_dir
+from rnnlab.study import Cell, Study, load_study, show
+from tasks import tracking
+from tasks.compare import comparison, log_comparison
+from tasks.data import prepare_data
+from tasks.report import build_report
+from tasks.train import cell_dir
+
+
+class StudyFailed(RuntimeError):
+    """Some cells failed (not diverged: crashed); every other cell was trained and recorded."""
+
+
+def cell_key(cell: Cell, data_checksum: str, code_version: str) -> str:
+    """A cell's identity: its resolved config, its data and the code that trains it. Same key, same result."""
+    return hashlib.sha256(f"{cell.config.digest()}|{data_checksum}|{code_version}".encode()).hexdigest()[:16]
+
+
+def data_key(cell: Cell) -> str:
+    return json.dumps(cell.config.data.model_dump(mode="json"), sort_keys=True)
+
+
+@task(name="open-study-run")
+def open_study_run(study: Study, keys: list[str], corpora: dict[str, Any]) -> str:
+    cfg = study.config
+    params = {f"study.{k}": v for k, v in cfg.model_dump(mode="json").items() if k not in ("factors", "exclude")}
+    params.update({f"factor.{k}": json.dumps(v) for k, v in cfg.factors.items()})
+    params["study.exclude"] = json.dumps(cfg.exclude)
+    checksums = {corpus.name: corpus.checksum for corpus in corpora.values()}
+    run_id = tracking.open_run(cfg.study, f"study {cfg.study}", params, {
+        "rnnlab.role": "study", "rnnlab.study": cfg.study, "rnnlab.task": study.cells[0].config.task,
+        "rnnlab.study_file": study.source, "rnnlab.metric": cfg.metric.name, "rnnlab.goal": cfg.metric.goal, "rnnlab.cells": str(len(study.cells)),
+        "data.checksum": ",".join(f"{name}:{sha}" for name, sha in sorted(checksums.items())),
+        **({"mlflow.note.content": cfg.question} if cfg.question else {})})
+    tracking.log_text(run_id, study.definition(), "study.yaml")
+    grid = [{"variant": c.id, "seed": c.seed, "cell_key": key, "run_name": c.name,
+             "factors": {k: show(v) for k, v in c.factors.items()}} for c, key in zip(study.cells, keys)]
+    tracking.log_text(run_id, json.dumps(grid, indent=1), "grid.json")
+    return run_id
+
+
+@task(name="cell")
+def run_cell(cell: Cell, corpus: Any, study: str, parent_run_id: str, key: str, threads: int) -> dict[str, Any]:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    tags = {"rnnlab.role": "cell", "rnnlab.study": study, "rnnlab.cell": cell.id, "rnnlab.cell_key": key,
+            **{f"factor.{k}": show(v) for k, v in cell.factors.items()}}
+    return run_steps(cell.config, corpus, parent_run_id, tags, str(cell_dir(key)))
+
+
+@task(name="sweep-orphans")
+def sweep_orphans(study: str) -> list[str]:
+    """Cell runs left RUNNING by a study execution that is over (a worker or the study killed, on any machine)
+    → KILLED. (Runs of dead processes on this host are swept by pid whenever a run opens.)"""
+    from prefect import get_client
+    from prefect.runtime import flow_run
+
+    swept = []
+    with get_client(sync_client=True) as prefect:
+        for run in tracking.running_cells(study):
+            owner = run.data.tags.get("prefect.flow_run_id")
+            if not owner or owner == str(flow_run.id):
+                continue
+            try:
+                state = prefect.read_flow_run(owner).state
+            except Exception:  # unknown to this Prefect server: nothing can still be writing to it through us
+                state = None
+            if state is None or state.is_final():
+                tracking.mark_killed(run.info.run_id, f"left RUNNING by study execution {owner} "
+                                                      f"({state.name if state else 'unknown to Prefect'})")
+                swept.append(run.info.run_id)
+    return swept
+
+
+def close_stale(study: str, key: str) -> None:
+    """A cell task that failed without closing its run (its worker died): the run is KILLED, not left RUNNING."""
+    from prefect.runtime import flow_run
+
+    for run in tracking.running_cells(study):
+        tags = run.data.tags
+        if tags.get("rnnlab.cell_key") == key and tags.get("prefect.flow_run_id") == str(flow_run.id):
+            tracking.mark_killed(run.info.run_id, "its worker ended before closing the run")
+
+
+@task(name="compare")
+def compare_and_log(study: str, parent_run_id: str) -> list[dict[str, Any]]:
+    table = comparison(study, parent_run_id)
+    log_comparison(parent_run_id, table)
+    return json.loads(table.to_json(orient="records"))
+
+
+class StudyProgress:
+    """One line on stderr: cells done/total, running, failed, diverged, ETA."""
+
+    def __init__(self, total: int, reused: int, slots: int):
+        self.total, self.done, self.slots = total, reused, slots
+        self.failed = self.diverged = 0
+        self.started = time.monotonic()
+        self.trained = 0
+
+    def finished(self, result: dict[str, Any] | None) -> None:
+        self.done += 1
+        self.trained += 1
+        if result is None:
+            self.failed += 1
+        elif result["diverged"]:
+            self.diverged += 1
+
+    def line(self) -> str:
+        left = self.total - self.done
+        running = min(self.slots, left)
+        elapsed = time.monotonic() - self.started
+        eta = "?" if not self.trained else f"{elapsed / self.trained * left / 60:.1f} min"  # cells finish `slots` at a time
+        return (f"rnnlab: study: {self.done}/{self.total} cells done · {running} running · {self.failed} failed · "
+                f"{self.diverged} diverged · {elapsed / 60:.1f} min elapsed · ETA {eta}")
+
+
+def task_runner(study: Study) -> TaskRunner:
+    """Worker processes, not threads: cells in one process would share torch's global RNG (and the GIL), so a
+    cell's result would depend on its neighbours. Local workers start on demand (none when every cell is reused)
+    and die with the study process, even when it is SIGKILLed. Or a Dask cluster: an existing one, or a local
+    cluster of `concurrency` single-threaded worker processes."""
+    runner = study.config.runner
+    if runner.kind == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if runner.address:
+            return DaskTaskRunner(address=runner.address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": study.config.concurrency, "threads_per_worker": 1,
+                                              "processes": True, "dashboard_address": None})
+    return ProcessPoolTaskRunner(max_workers=study.config.concurrency, initializer=die_with_parent)
+
+
+def threads_per_cell(study: Study) -> int:
+    """Torch threads per cell, so that the cells running side by side share the cores instead of fighting
+    (0 = leave torch's default: the cores of a remote Dask worker are not ours to count)."""
+    if study.config.runner.kind == "dask" and study.config.runner.address:
+        return 0
+    return max(1, (os.cpu_count() or 1) // study.config.concurrency)
+
+
+def run_grid(study: Study, corpora: dict[str, Any], keys: list[str], parent_run_id: str, force: bool,
+             runner: TaskRunner) -> tuple[list[dict[str, Any]], list[str]]:
+    results: list[dict[str, Any]] = []
+    failures: list[str] = []
+    todo = []
+    for cell, key in zip(study.cells, keys):
+        found = None if force else tracking.finished_run(study.name, key)
+        if found:
+            results.append({**found, "cell": cell.name})
+        else:
+            if force:
+                shutil.rmtree(cell_dir(key), ignore_errors=True)
+            todo.append((cell, key))
+    progress = StudyProgress(len(study.cells), len(results), max(1, min(study.config.concurrency, len(todo))))
+    if results:
+        print(f"rnnlab: study: reusing {len(results)} finished cell(s); training {len(todo)}", file=sys.stderr)
+    threads = threads_per_cell(study)
+    futures = {runner.submit(run_cell, {"cell": cell, "corpus": corpora[data_key(cell)], "study": study.name,
+                                        "parent_run_id": parent_run_id, "key": key, "threads": threads}): cell
+               for cell, key in todo}
+    pending = set(futures)
+    print(progress.line(), file=sys.stderr, flush=True)
+    while pending:
+        done, pending = wait(list(pending), timeout=30)
+        for future in done:
+            cell = futures[future]
+            try:
+                result = {**future.result(), "cell": cell.name, "reused": False}
+            except Exception as err:  # one broken cell must not stop the study
+                failures.append(f"{cell.name}: {type(err).__name__}: {err}")
+                close_stale(study.name, keys[study.cells.index(cell)])
+                result = None
+            else:
+                results.append(result)
+            progress.finished(result)
+        print(progress.line(), file=sys.stderr, flush=True)
+    return results, failures
+
+
+@flow(name="study", log_prints=False)
+def study_flow(study_file: str, overrides: list[str] | None = None, force: bool = False) -> dict[str, Any]:
+    """Run (or resume) the study in `study_file` with command-line style `overrides`. Takes a path and strings, so
+    that a Prefect deployment (a schedule, `prefect deployment run`) can start it with JSON parameters."""
+    study = load_study(study_file, overrides or [])
+    corpora = {}
+    for cell in study.cells:
+        if data_key(cell) not in corpora:
+            corpora[data_key(cell)] = prepare_data(cell.config)
+    code = tracking.code_version()
+    keys = [cell_key(cell, corpora[data_key(cell)].checksum, code) for cell in study.cells]
+    parent_run_id = open_study_run(study, keys, corpora)
+    with tracking.closing(parent_run_id):
+        sweep_orphans(study.name)
+        with task_runner(study) as runner:
+            results, failures = run_grid(study, corpora, keys, parent_run_id, force, runner)
+        table = compare_and_log(study.name, parent_run_id)
+        counts = {"cells": len(study.cells), "reused": sum(r.get("reused", False) for r in results),
+                  "trained": sum(not r.get("reused", False) for r in results),
+                  "diverged": sum(r["diverged"] for r in results), "failed": len(failures)}
+        tracking.set_tags(parent_run_id, {f"rnnlab.{k}": v for k, v in counts.items()})
+        if failures:
+            tracking.log_text(parent_run_id, "\n".join(failures) + "\n", "failures.txt")
+        report = build_report(study.name, parent_run_id, str(project_dir() / "reports" / study.name))
+        if failures:  # after everything is recorded: the execution (Prefect flow run, parent run) shows as failed
+            raise StudyFailed(f"{len(failures)} of {len(study.cells)} cells failed (the others are recorded, see "
+                              f"`rnnlab compare {study.name}`): " + "; ".join(failures))
+    return {"study": study.name, "parent_run_id": parent_run_id, "experiment": study.name, **counts,
+            "failures": failures, "table": table, "report": report}

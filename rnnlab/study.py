@@ -1,0 +1,191 @@
+"""A study: one question, a grid of variants (the product of `factors`, minus `exclude`) × `seeds`, one base run.
+
+Every cell of the grid is expanded into a full, validated RunConfig before anything trains, so a bad factor key,
+a value of the wrong type or a variant the model rejects fails at once, naming the cell.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from rnnlab.config import (ConfigError, RunConfig, Section, build, deep_merge, describe, flatten, parse_overrides,
+                           read_yaml, set_dotted)
+
+
+class Metric(Section):
+    name: str = Field("valid_ppl", min_length=1, description="the MLflow metric that decides, e.g. valid_ppl or test_bleu")
+    goal: Literal["min", "max"] = Field("min", description="min: lower is better (perplexity); max: higher is better (BLEU)")
+
+
+class Budget(Section):
+    """Per-cell training budget, applied on top of the base config (steps keep results machine-independent)."""
+
+    max_epochs: int | None = Field(None, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    max_minutes: float | None = Field(None, gt=0.0, description="wall-clock cap per cell")
+
+
+class Runner(Section):
+    """Cells never share a process (they would share torch's global RNG), so results do not depend on neighbours."""
+
+    kind: Literal["process", "dask"] = Field("process", description="process: local worker processes; dask: a Dask cluster")
+    address: str | None = Field(None, description="dask: an existing scheduler (tcp://host:8786); null = a local "
+                                                  "cluster of `concurrency` single-threaded worker processes")
+
+
+class StudyConfig(Section):
+    study: str = Field(min_length=1, description="the study's name; also its MLflow experiment")
+    question: str = Field("", description="the question the study answers, in words")
+    base: str = Field(min_length=1, description="the base run config, relative to the study file")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="dotted run-config keys applied on the base")
+    factors: dict[str, list[Any]] = Field(description="run-config key → values; the grid is their product")
+    exclude: list[dict[str, Any]] = Field(default_factory=list, description="factor combinations to leave out")
+    seeds: list[int] = Field([1], min_length=1)
+    metric: Metric = Metric()
+    budget: Budget = Budget()
+    concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="cells trained at once")
+    runner: Runner = Field(Runner(), description="where cells run: `process` (local worker processes, the default) "
+                                                 "or `dask` (a Dask cluster)")
+
+    @field_validator("runner", mode="before")
+    @classmethod
+    def _runner_shorthand(cls, value: Any) -> Any:
+        return {"kind": value} if isinstance(value, str) else value  # `runner: dask` means `runner: {kind: dask}`
+
+    @field_validator("factors")
+    @classmethod
+    def _factors(cls, factors: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        if not factors:
+            raise ValueError("a study needs at least one factor (config key → list of values)")
+        for key, values in factors.items():
+            if key in ("seed", "experiment", "run_name"):
+                raise ValueError(f"'{key}' cannot be a factor (seeds are listed under `seeds`)")
+            if not values:
+                raise ValueError(f"factor '{key}' has an empty list of values")
+            if len({repr(v) for v in values}) != len(values):
+                raise ValueError(f"factor '{key}' lists a value twice: {values}")
+        return factors
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds repeat a value: {seeds}")
+        return seeds
+
+    @model_validator(mode="after")
+    def _exclusions(self) -> "StudyConfig":
+        for rule in self.exclude:
+            unknown = set(rule) - set(self.factors)
+            if unknown:
+                raise ValueError(f"exclude rule {rule} names keys that are not factors: {sorted(unknown)}")
+        return self
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One variant of the grid with one seed, resolved into the config it trains."""
+
+    id: str  # the variant, e.g. "cell=rnn_tanh,clip_norm=null" (the same for every seed)
+    factors: dict[str, Any]
+    seed: int
+    config: RunConfig
+
+    @property
+    def name(self) -> str:
+        return f"{self.id},seed={self.seed}"
+
+
+@dataclass(frozen=True)
+class Study:
+    config: StudyConfig
+    source: str
+    base_tree: dict[str, Any]
+    cells: tuple[Cell, ...]
+
+    @property
+    def name(self) -> str:
+        return self.config.study
+
+    @property
+    def variants(self) -> list[str]:
+        return list(dict.fromkeys(c.id for c in self.cells))
+
+    def definition(self) -> str:
+        return yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False)
+
+
+def show(value: Any) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def variant_id(factors: dict[str, Any]) -> str:
+    return ",".join(f"{key.rpartition('.')[2]}={show(value)}" for key, value in factors.items())
+
+
+def excluded(factors: dict[str, Any], rules: list[dict[str, Any]]) -> bool:
+    return any(all(factors[k] == v for k, v in rule.items()) for rule in rules)
+
+
+def grid(cfg: StudyConfig) -> list[dict[str, Any]]:
+    keys = list(cfg.factors)
+    combos = (dict(zip(keys, values)) for values in itertools.product(*cfg.factors.values()))
+    return [f for f in combos if not excluded(f, cfg.exclude)]
+
+
+STUDY_KEYS = set(StudyConfig.model_fields)
+
+
+def split_overrides(overrides: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Command-line overrides: study fields (seeds=[1,2], concurrency=1, metric.name=…) vs run-config keys."""
+    study, run = {}, {}
+    shorthand = [f"runner.kind={item.partition('=')[2]}" if item.startswith("runner=") else item for item in overrides]
+    for key, value in flatten(parse_overrides(shorthand)).items():
+        target = study if key.partition(".")[0] in STUDY_KEYS else run
+        set_dotted(target, key, value)
+    return study, run
+
+
+def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
+    path = Path(path)
+    study_over, run_over = split_overrides(overrides or [])
+    tree = deep_merge(read_yaml(path), study_over)
+    try:
+        cfg = StudyConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(describe(err, str(path), StudyConfig)) from None
+    base_tree = read_yaml((path.parent / cfg.base).resolve())
+    budget = {f"train.{k}": v for k, v in cfg.budget.model_dump().items() if v is not None}
+    for key, value in {**flatten(cfg.overrides), **budget}.items():
+        base_tree = deep_merge(base_tree, dotted(key, value))
+    clash = sorted(set(flatten(run_over)) & set(cfg.factors))
+    if clash:
+        raise ConfigError(f"{path}: {', '.join(clash)} is a factor of this study: change its values under `factors` "
+                          "instead of overriding it for every cell")
+    base_tree = deep_merge(base_tree, run_over)  # the command line has the last word on everything but the factors
+    combos = grid(cfg)
+    if not combos:
+        raise ConfigError(f"{path}: every combination of the factors is excluded: the grid is empty")
+    cells = []
+    for factors in combos:
+        vid = variant_id(factors)
+        for seed in cfg.seeds:
+            tree = base_tree
+            for key, value in factors.items():
+                tree = deep_merge(tree, dotted(key, value))
+            tree = deep_merge(tree, {"experiment": cfg.study, "seed": seed, "run_name": f"{vid},seed={seed}"})
+            cells.append(Cell(vid, factors, seed, build(tree, f"{path}: cell {vid} (seed {seed})")))
+    return Study(cfg, str(path), base_tree, tuple(cells))
+
+
+def dotted(key: str, value: Any) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    set_dotted(tree, key, value)
+    return tree

@@ -1,0 +1,269 @@
+"""`rnnlab study` and `rnnlab compare` end to end on tiny real data: a grid of cells × seeds as one Prefect flow,
+nested MLflow runs, divergence as a result, resume after SIGKILL, two studies at once on one store."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from conftest import REPO, RUN_CONFIG, TINY, rnnlab_command
+
+
+def tiny_study(folder: Path, name: str, tiny_corpus: Path, factors: dict, seeds=(1,), concurrency=2, **overrides) -> Path:
+    """The shipped ptb_small recipe shrunk to seconds per cell, as a study file."""
+    tiny = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in TINY)}
+    tree = {"study": name, "base": str(RUN_CONFIG), "factors": factors, "seeds": list(seeds), "concurrency": concurrency,
+            "overrides": {**tiny, "data.corpus": str(tiny_corpus), "train.lr_schedule": "constant", **overrides},
+            "metric": {"name": "valid_ppl", "goal": "min"}}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def rnnlab(*args, home: Path, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(rnnlab_command(*args), capture_output=True, text=True, cwd=REPO, timeout=600,
+                          env={**os.environ, "RNNLAB_HOME": str(home)}, **kw)
+
+
+def store(home: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{home / 'mlruns' / 'mlflow.db'}")
+
+
+def cell_runs(home: Path, study: str) -> list:
+    exp = store(home).get_experiment_by_name(study)
+    return [] if exp is None else store(home).search_runs([exp.experiment_id], "tags.`rnnlab.role` = 'cell'")
+
+
+@pytest.fixture(scope="module")
+def clipping_study(tmp_path_factory, tiny_corpus):
+    """A tiny lm_clipping: tanh RNN vs LSTM at a sane lr and at one that must blow up, 2 seeds each, run twice."""
+    home = tmp_path_factory.mktemp("study-home")
+    path = tiny_study(home, "tiny_clipping", tiny_corpus, {"model.cell": ["rnn_tanh", "lstm"], "train.lr": [1.0, 1.0e38]},
+                      seeds=(1, 2), **{"train.clip_norm": None})
+    first = rnnlab("study", str(path), "--json", home=home)
+    assert first.returncode == 0, first.stderr[-4000:]
+    again = rnnlab("study", str(path), "--json", home=home)
+    assert again.returncode == 0, again.stderr[-4000:]
+    return home, json.loads(first.stdout.splitlines()[-1]), json.loads(again.stdout.splitlines()[-1]), first.stderr
+
+
+def test_a_study_records_one_parent_and_one_tagged_child_per_cell_and_seed(clipping_study):
+    home, result, _, stderr = clipping_study
+    assert (result["cells"], result["trained"], result["failed"]) == (8, 8, 0)
+    client = store(home)
+    parent = client.get_run(result["parent_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["rnnlab.role"] == "study"
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"study.yaml", "grid.json", "comparison.csv",
+                                                                            "comparison.md"}
+    children = cell_runs(home, "tiny_clipping")
+    assert len(children) == 8 and all(r.info.status == "FINISHED" for r in children)
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    tags = sorted((r.data.tags["factor.model.cell"], r.data.tags["factor.train.lr"], r.data.params["seed"]) for r in children)
+    assert tags == sorted((c, lr, s) for c in ("rnn_tanh", "lstm") for lr in ("1.0", "1e+38") for s in ("1", "2"))
+    assert len({r.data.tags["rnnlab.cell_key"] for r in children}) == 8
+    assert "8/8 cells done" in stderr and "ETA" in stderr  # the live progress line
+
+
+def test_a_diverged_cell_is_recorded_as_a_result_and_the_study_goes_on(clipping_study):
+    home, result, _, _ = clipping_study
+    assert result["diverged"] == 4  # lr 1e38 blows up every cell; the lr 1 cells still finished and were evaluated
+    for run in cell_runs(home, "tiny_clipping"):
+        blew_up = run.data.tags["factor.train.lr"] == "1e+38"
+        assert (run.data.tags["rnnlab.diverged"] == "true") == blew_up
+        assert ("diverged_step" in run.data.metrics) == blew_up and ("test_ppl" in run.data.metrics) != blew_up
+
+
+def test_running_the_study_again_reuses_every_finished_cell(clipping_study):
+    home, first, again, _ = clipping_study
+    assert (again["trained"], again["reused"]) == (0, 8)
+    assert len(cell_runs(home, "tiny_clipping")) == 8  # nothing trained twice
+    assert again["table"] == first["table"]
+
+
+def test_compare_builds_the_table_from_mlflow_alone(clipping_study, tmp_path):
+    home, result, _, _ = clipping_study
+    done = rnnlab("compare", "tiny_clipping", "--json", "--csv", str(tmp_path / "t.csv"), home=home)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {row["variant"]: row for row in json.loads(done.stdout)}
+    assert set(rows) == {"cell=rnn_tanh,lr=1.0", "cell=rnn_tanh,lr=1e+38", "cell=lstm,lr=1.0", "cell=lstm,lr=1e+38"}
+    runs = [r for r in cell_runs(home, "tiny_clipping") if r.data.tags["rnnlab.cell"] == "cell=lstm,lr=1.0"]
+    valid = pd.Series([r.data.metrics["valid_ppl"] for r in runs])
+    lstm = rows["cell=lstm,lr=1.0"]
+    assert (lstm["seeds"], lstm["finished"], lstm["diverged"]) == (2, 2, 0)
+    assert lstm["valid_ppl_mean"] == pytest.approx(valid.mean()) and lstm["valid_ppl_std"] == pytest.approx(valid.std())
+    blown = rows["cell=lstm,lr=1e+38"]
+    assert (blown["finished"], blown["diverged"]) == (0, 2) and blown["valid_ppl_mean"] is None and not blown["best"]
+    best = min((r for r in rows.values() if r["finished"]), key=lambda r: r["valid_ppl_mean"])
+    assert [r["variant"] for r in rows.values() if r["best"]] == [best["variant"]]
+    assert len(pd.read_csv(tmp_path / "t.csv")) == 4
+    shown = rnnlab("compare", "tiny_clipping", home=home)
+    assert "diverged" in shown.stdout and "valid_ppl (lower is better)" in shown.stdout and " *" in shown.stdout
+
+
+def test_a_bad_study_fails_before_anything_is_recorded(tmp_path, tiny_corpus):
+    path = tiny_study(tmp_path, "bad", tiny_corpus, {"model.bidirectional": [False, True]})
+    done = rnnlab("study", str(path), home=tmp_path)
+    assert done.returncode == 2
+    assert "cell bidirectional=true (seed 1)" in done.stderr and "see the future" in done.stderr
+    assert not (tmp_path / "mlruns").exists()
+
+
+def wait_for(condition, timeout: float = 300, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if condition():
+                return
+        except Exception:  # the store is being written by the other process (locked, or not created yet)
+            pass
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_a_study_killed_mid_cell_resumes_it_and_retrains_nothing_finished(tmp_path, tiny_corpus):
+    path = tiny_study(tmp_path, "tiny_resume", tiny_corpus, {"model.cell": ["lstm", "gru"]}, concurrency=1,
+                      **{"train.max_epochs": 12})
+    study = subprocess.Popen(rnnlab_command("study", str(path)), cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env={**os.environ, "RNNLAB_HOME": str(tmp_path)})
+
+    def gru_checkpointed() -> bool:  # metrics reach the store only after the checkpoint that holds them is written
+        if not (tmp_path / "mlruns" / "mlflow.db").exists() or study.poll() is not None:
+            return study.poll() is not None  # (a study that already ended fails the test below)
+        runs = [r for r in cell_runs(tmp_path, "tiny_resume") if r.data.tags.get("factor.model.cell") == "gru"]
+        return bool(runs) and runs[0].info.status == "RUNNING" and "valid_ppl" in runs[0].data.metrics
+
+    try:
+        wait_for(lambda: (tmp_path / "mlruns" / "mlflow.db").exists(), what="the store")
+        time.sleep(3)  # let the study process create the store's tables before this one opens it
+        wait_for(gru_checkpointed, what="the second cell to save a checkpoint")
+        assert study.poll() is None, "the study ended before it could be interrupted"
+        study.send_signal(signal.SIGKILL)
+        study.wait(30)
+    finally:
+        study.kill()
+    killed_gru = next(r for r in cell_runs(tmp_path, "tiny_resume") if r.data.tags["factor.model.cell"] == "gru")
+    worker = int(killed_gru.data.tags["pid"])
+    wait_for(lambda: not os.path.exists(f"/proc/{worker}") or "Z" in Path(f"/proc/{worker}/stat").read_text().split()[2],
+             timeout=30, what="the cell's worker process to die with the study")
+    lstm_before = [r.info.run_id for r in cell_runs(tmp_path, "tiny_resume") if r.data.tags["factor.model.cell"] == "lstm"]
+
+    again = rnnlab("study", str(path), "--json", home=tmp_path)
+    assert again.returncode == 0, again.stderr[-4000:]
+    summary = json.loads(again.stdout.splitlines()[-1])
+    assert (summary["reused"], summary["trained"]) == (1, 1)
+    runs = cell_runs(tmp_path, "tiny_resume")
+    assert [r.info.run_id for r in runs if r.data.tags["factor.model.cell"] == "lstm"] == lstm_before  # not retrained
+    gru = {r.info.run_id: r for r in runs if r.data.tags["factor.model.cell"] == "gru"}
+    assert sorted(r.info.status for r in gru.values()) == ["FINISHED", "KILLED"]  # the orphan is never left RUNNING
+    resumed = next(r for r in gru.values() if r.info.status == "FINISHED")
+    assert int(resumed.data.tags["rnnlab.resumed_from_step"]) > 0  # continued from its checkpoint, not from zero
+    lstm = next(r for r in runs if r.data.tags["factor.model.cell"] == "lstm")
+    assert resumed.data.metrics["train_steps"] == lstm.data.metrics["train_steps"]  # the same full budget in the end
+    assert all(r.info.status != "RUNNING" for r in store(tmp_path).search_runs(
+        [store(tmp_path).get_experiment_by_name("tiny_resume").experiment_id]))
+
+    forced = rnnlab("study", str(path), "--force", "--json", home=tmp_path)
+    assert forced.returncode == 0 and json.loads(forced.stdout.splitlines()[-1])["trained"] == 2
+    assert [r.info.status for r in cell_runs(tmp_path, "tiny_resume")].count("FINISHED") == 4
+
+
+def test_two_studies_started_together_on_one_store_both_finish(tmp_path, tiny_corpus):
+    paths = [tiny_study(tmp_path, name, tiny_corpus, {"model.cell": ["lstm", "gru"]}, concurrency=1)
+             for name in ("together_a", "together_b")]
+    env = {**os.environ, "RNNLAB_HOME": str(tmp_path)}
+    procs = [subprocess.Popen(rnnlab_command("study", str(p), "--json"), cwd=REPO, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for p in paths]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err[-4000:]
+    for name in ("together_a", "together_b"):
+        runs = cell_runs(tmp_path, name)
+        assert sorted(r.data.tags["factor.model.cell"] for r in runs) == ["gru", "lstm"]
+        assert all(r.info.status == "FINISHED" for r in runs)
+
+
+REPORT_FILES = {"report.md", "report.html", "curve.png", "grad_norm.png", "final.png"}
+
+
+def test_the_study_builds_its_report_and_logs_it_to_the_parent_run(clipping_study):
+    home, result, _, _ = clipping_study
+    assert {p.name for p in (home / "reports" / "tiny_clipping").iterdir()} == REPORT_FILES
+    logged = {a.path for a in store(home).list_artifacts(result["parent_run_id"], "report")}
+    assert logged == {f"report/{name}" for name in REPORT_FILES}
+
+
+def test_a_report_from_the_store_is_byte_identical_when_rebuilt_and_its_numbers_are_mlflows(clipping_study, tmp_path):
+    from html.parser import HTMLParser
+
+    home, result, _, _ = clipping_study
+    for out in ("a", "b"):
+        done = rnnlab("report", "tiny_clipping", "--parent-run", result["parent_run_id"], "--out", str(tmp_path / out),
+                      home=home)
+        assert done.returncode == 0, done.stderr[-3000:]
+    first, second = tmp_path / "a" / "tiny_clipping", tmp_path / "b" / "tiny_clipping"
+    assert {p.name for p in first.iterdir()} == REPORT_FILES
+    for name in REPORT_FILES:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+    text = (first / "report.md").read_text()
+    runs = [r for r in cell_runs(home, "tiny_clipping") if r.data.tags["rnnlab.cell"] == "cell=lstm,lr=1.0"]
+    valid = pd.Series([r.data.metrics["valid_ppl"] for r in runs])
+    assert "| cell=lstm,lr=1.0" in text and f"{valid.mean():.2f} ± {valid.std():.2f}" in text
+    assert "| cell=lstm,lr=1e+38 | 0/2 | 2 | diverged |" in text
+    for run in cell_runs(home, "tiny_clipping"):
+        assert run.info.run_id in text and run.data.tags["git.commit"] in text
+    assert "## Significance" in text and ("not significant" in text or "significant" in text)
+    assert "| model.cell | rnn_tanh → lstm | 2 |" in text  # paired on lr and seed; the diverged pairs are set aside
+
+    class Images(HTMLParser):
+        sources: list = []
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "img":
+                self.sources.append(dict(attrs)["src"])
+
+    parser = Images()
+    parser.feed((first / "report.html").read_text())
+    assert len(parser.sources) == 3 and all(s.startswith("data:image/png;base64,") for s in parser.sources)
+    assert "<table>" in (first / "report.html").read_text()
+
+
+def test_a_translation_study_reports_bleu_and_its_significance_from_the_saved_translations(tmp_path):
+    from test_flows_nmt import NMT_CONFIG, write_reversal_corpus
+
+    corpus = write_reversal_corpus(tmp_path / "reversal")
+    tree = {"study": "tiny_nmt", "base": str(NMT_CONFIG), "seeds": [1], "concurrency": 2,
+            "factors": {"model.attention": ["none", "dot"]},
+            "metric": {"name": "valid_bleu_greedy", "goal": "max"}, "budget": {"max_epochs": 2},
+            "overrides": {"data.corpus": str(corpus), "data.src": "src", "data.tgt": "tgt", "data.vocab_size": 40,
+                          "model.embedding_size": 32, "model.hidden_size": 64, "model.dropout": 0.0,
+                          "train.batch_size": 50, "train.lr": 0.005, "train.max_minutes": None, "eval.beam": 2}}
+    path = tmp_path / "tiny_nmt.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    done = rnnlab("study", str(path), "--json", home=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    rows = {row["variant"]: row for row in result["table"]}
+    assert rows["attention=dot"]["best"] and rows["attention=dot"]["test_bleu_mean"] > rows["attention=none"]["test_bleu_mean"]
+    text = (tmp_path / "reports" / "tiny_nmt" / "report.md").read_text()
+    assert "sacrebleu's paired bootstrap" in text and "| attention=dot | 1 | test BLEU |" in text
+    assert "valid_bleu_greedy (higher is better)" in text
+
+
+def test_a_crashing_cell_is_recorded_failed_and_the_study_finishes_the_others_then_exits_1(tmp_path, tiny_corpus):
+    path = tiny_study(tmp_path, "tiny_crash", tiny_corpus, {"train.batch_size": [4, 1000000]})
+    done = rnnlab("study", str(path), home=tmp_path)
+    assert done.returncode == 1 and "1 of 2 cells failed" in done.stderr
+    runs = {r.data.tags["factor.train.batch_size"]: r for r in cell_runs(tmp_path, "tiny_crash")}
+    assert runs["4"].info.status == "FINISHED"
+    assert runs["1000000"].info.status == "FAILED" and "too short for batch size" in runs["1000000"].data.tags["rnnlab.error"]
+    exp = store(tmp_path).get_experiment_by_name("tiny_crash").experiment_id
+    parent = store(tmp_path).search_runs([exp], "tags.`rnnlab.role` = 'study'")[0]
+    assert parent.info.status == "FAILED" and "1 of 2 cells failed" in parent.data.tags["rnnlab.error"]

@@ -1,0 +1,174 @@
+"""Schedules and scale-out through the stack's own engines: a real Prefect server and MLflow tracking server on
+loopback, a cron deployment served by `rnnlab serve`, every command against the remote store, cells on Dask."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from conftest import REPO, TINY, rnnlab_command
+from test_flows_study import tiny_study
+
+pytestmark = pytest.mark.servers
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def rnnlab(*args, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(rnnlab_command(*args), capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout)
+
+
+def test_serve_without_a_prefect_server_says_so_and_how_to_start_one(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"RNNLAB_HOME": str(tmp_path)}
+    done = rnnlab("serve", "--schedules", str(REPO / "conf" / "schedules.yaml"), env=env)
+    assert done.returncode == 2
+    assert "ephemeral mode" in done.stderr and "rnnlab server start" in done.stderr
+
+
+def test_a_taken_port_is_named_and_nothing_is_left_running(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = rnnlab("server", "start", "--prefect-port", str(port), env={**os.environ, "RNNLAB_HOME": str(tmp_path)})
+    assert done.returncode == 2 and f"port {port} on 127.0.0.1 is already taken" in done.stderr
+    status = rnnlab("server", "status", "--json", env={**os.environ, "RNNLAB_HOME": str(tmp_path)})
+    assert json.loads(status.stdout.splitlines()[-1]) == {"prefect": None, "mlflow": None, "serve": None}
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    """`rnnlab server start` on free loopback ports; everything it started is stopped (and checked dead) after."""
+    home = tmp_path_factory.mktemp("servers-home")
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
+    env["RNNLAB_HOME"] = str(home)
+    started = rnnlab("server", "start", "--prefect-port", str(free_port()), "--mlflow-port", str(free_port()), "--json",
+                     env=env)
+    assert started.returncode == 0, started.stderr[-3000:]
+    state = json.loads(started.stdout.splitlines()[-1])
+    remote = {**env, "PREFECT_API_URL": state["prefect"]["url"], "MLFLOW_TRACKING_URI": state["mlflow"]["url"]}
+    try:
+        yield home, env, remote, state
+    finally:
+        stopped = rnnlab("server", "stop", "--json", env=env)
+        assert stopped.returncode == 0
+        for name in ("prefect", "mlflow"):
+            pid = state[name]["pid"]
+            deadline = time.monotonic() + 30
+            while os.path.exists(f"/proc/{pid}") and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]:
+                assert time.monotonic() < deadline, f"{name} server (pid {pid}) still running after stop"
+                time.sleep(0.2)
+
+
+def prefect_client(url: str):
+    from prefect.client.orchestration import SyncPrefectClient
+
+    return SyncPrefectClient(url)
+
+
+def test_a_served_cron_deployment_is_scheduled_runs_and_records_to_the_mlflow_server(servers, tiny_corpus, tmp_path):
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+
+    home, env, remote, state = servers
+    study = tiny_study(tmp_path, "tiny_scheduled", tiny_corpus, {"model.cell": ["lstm", "gru"]}, concurrency=2)
+    schedules = tmp_path / "schedules.yaml"
+    schedules.write_text(yaml.safe_dump({"deployments": [
+        {"name": "tiny-nightly", "study": study.name, "cron": "0 3 * * *", "timezone": "Europe/Berlin"}]}))
+    serve = subprocess.Popen(rnnlab_command("serve", "--schedules", str(schedules)), cwd=REPO, env=env,
+                             stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.log", "w"), start_new_session=True)
+    try:
+        with prefect_client(state["prefect"]["url"]) as client:
+            deadline = time.monotonic() + 180
+            while True:
+                try:
+                    deployment = client.read_deployment_by_name("study/tiny-nightly")
+                    break
+                except Exception:
+                    assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+                    assert time.monotonic() < deadline, "the deployment was never registered"
+                    time.sleep(1)
+            cron = deployment.schedules[0].schedule
+            assert (cron.cron, cron.timezone) == ("0 3 * * *", "Europe/Berlin")
+
+            def runs(*states):
+                return client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+                    flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(states)))))
+
+            deadline = time.monotonic() + 180
+            while not runs("SCHEDULED"):  # the server's scheduler creates the upcoming runs by itself
+                assert time.monotonic() < deadline, "the scheduler created no upcoming run"
+                time.sleep(2)
+
+            # the ordinary Prefect CLI works on the deployment
+            done = subprocess.run([str(Path(sys.executable).parent / "prefect"), "deployment", "run", "study/tiny-nightly"],
+                                  capture_output=True, text=True, env=remote, timeout=120)
+            assert done.returncode == 0, done.stderr[-2000:]
+            deadline = time.monotonic() + 400
+            while not runs("COMPLETED"):
+                failed = runs("FAILED", "CRASHED")
+                assert not failed, (tmp_path / "serve.log").read_text()[-4000:]
+                assert time.monotonic() < deadline, "the triggered run did not complete"
+                time.sleep(2)
+            flow_run = runs("COMPLETED")[0]
+    finally:
+        os.killpg(serve.pid, signal.SIGTERM)
+        serve.wait(60)
+
+    tracking = MlflowClient(state["mlflow"]["url"])
+    exp = tracking.get_experiment_by_name("tiny_scheduled")
+    cells = tracking.search_runs([exp.experiment_id], "tags.`rnnlab.role` = 'cell'")
+    assert sorted(r.data.tags["factor.model.cell"] for r in cells) == ["gru", "lstm"]
+    for run in cells:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["prefect.deployment_id"] == str(deployment.id)
+        assert run.data.tags["prefect.flow_run_id"] == str(flow_run.id)
+    parent = tracking.search_runs([exp.experiment_id], "tags.`rnnlab.role` = 'study'")[0]
+    assert "report/report.html" in {a.path for a in tracking.list_artifacts(parent.info.run_id, "report")}
+
+
+def test_every_command_works_against_the_mlflow_server_artifacts_included(servers, tiny_corpus, tmp_path):
+    home, env, remote, state = servers
+    remote = {k: v for k, v in remote.items() if k != "PREFECT_API_URL"}  # Prefect stays ephemeral here
+    trained = rnnlab("train", str(REPO / "conf" / "runs" / "ptb_small.yaml"), f"data.corpus={tiny_corpus}",
+                     "experiment=remote", *TINY, "--json", env=remote)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    run_id = json.loads(trained.stdout.splitlines()[-1])["run_id"]
+    scored = rnnlab("evaluate", run_id, "--file", str(tiny_corpus / "test.txt"), "--json", env=remote)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    tracking = MlflowClient(state["mlflow"]["url"])
+    assert "file.test.txt.ppl" in tracking.get_run(run_id).data.metrics
+    assert {a.path for a in tracking.list_artifacts(run_id)} >= {"config.yaml", "vocab.txt", "checkpoints"}
+
+    study = tiny_study(tmp_path, "tiny_remote", tiny_corpus, {"model.cell": ["lstm", "gru"]}, concurrency=2)
+    assert rnnlab("study", str(study), env=remote).returncode == 0
+    compared = rnnlab("compare", "tiny_remote", "--json", env=remote)
+    assert compared.returncode == 0 and len(json.loads(compared.stdout)) == 2
+    reported = rnnlab("report", "tiny_remote", "--out", str(tmp_path / "reports"), env=remote)
+    assert reported.returncode == 0, reported.stderr[-3000:]
+    assert (tmp_path / "reports" / "tiny_remote" / "report.html").stat().st_size > 10_000
+
+
+def test_cells_run_on_a_local_dask_cluster_each_exactly_once(tiny_corpus, tmp_path):
+    study = tiny_study(tmp_path, "tiny_dask", tiny_corpus, {"model.cell": ["lstm", "gru", "rnn_tanh"]}, concurrency=2)
+    done = rnnlab("study", str(study), "runner=dask", "--json", env={**os.environ, "RNNLAB_HOME": str(tmp_path),
+                                                                       "DASK_TEMPORARY_DIRECTORY": str(tmp_path / "dask")})
+    assert done.returncode == 0, done.stderr[-4000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("tiny_dask")
+    cells = client.search_runs([exp.experiment_id], "tags.`rnnlab.role` = 'cell'")
+    assert sorted(r.data.tags["factor.model.cell"] for r in cells) == ["gru", "lstm", "rnn_tanh"]
+    assert all(r.info.status == "FINISHED" for r in cells)
+    assert len({r.data.tags["pid"] for r in cells}) >= 2  # on more than one worker process
