@@ -9,7 +9,8 @@ import os
 import shutil
 import sys
 import time
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from prefect import flow, task
 from prefect.futures import wait
@@ -151,6 +152,23 @@ def task_runner(study: Study) -> TaskRunner:
     return ProcessPoolTaskRunner(max_workers=study.config.concurrency, initializer=die_with_parent)
 
 
+@contextmanager
+def workers_share_this_prefect_api() -> Iterator[None]:
+    """Without a Prefect server, each worker process would start a temporary server of its own (seconds each, on the
+    same database): point them at this process's instead, for as long as the workers live."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    from prefect import get_client
+
+    with get_client(sync_client=True) as prefect:
+        os.environ["PREFECT_API_URL"] = str(prefect.api_url).rstrip("/")
+    try:
+        yield
+    finally:
+        del os.environ["PREFECT_API_URL"]
+
+
 def threads_per_cell(study: Study) -> int:
     """Torch threads per cell, so that the cells running side by side share the cores instead of fighting
     (0 = leave torch's default: the cores of a remote Dask worker are not ours to count)."""
@@ -181,6 +199,30 @@ def run_grid(study: Study, corpora: dict[str, Any], keys: list[str], parent_run_
                for cell, key in todo}
     pending = set(futures)
     print(progress.line(), file=sys.stderr, flush=True)
+    try:
+        collect(pending, futures, study, keys, results, failures, progress)
+    except BaseException:  # Ctrl-C or SIGTERM: interrupt the cells as well, so each records its run as KILLED
+        interrupt_workers()
+        raise
+    return results, failures
+
+
+def interrupt_workers() -> None:
+    import signal
+
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        try:  # the cell workers, not Prefect's own server process
+            if "multiprocessing.spawn" in " ".join(child.cmdline()):
+                child.send_signal(signal.SIGINT)
+        except psutil.Error:
+            pass
+
+
+def collect(pending: set, futures: dict, study: Study, keys: list[str], results: list[dict[str, Any]],
+            failures: list[str], progress: StudyProgress) -> None:
+    """Wait for the cells, one progress line per completion (and every 30 s)."""
     while pending:
         done, pending = wait(list(pending), timeout=30)
         for future in done:
@@ -195,7 +237,6 @@ def run_grid(study: Study, corpora: dict[str, Any], keys: list[str], parent_run_
                 results.append(result)
             progress.finished(result)
         print(progress.line(), file=sys.stderr, flush=True)
-    return results, failures
 
 
 @flow(name="study", log_prints=False)
@@ -212,7 +253,7 @@ def study_flow(study_file: str, overrides: list[str] | None = None, force: bool 
     parent_run_id = open_study_run(study, keys, corpora)
     with tracking.closing(parent_run_id):
         sweep_orphans(study.name)
-        with task_runner(study) as runner:
+        with workers_share_this_prefect_api(), task_runner(study) as runner:
             results, failures = run_grid(study, corpora, keys, parent_run_id, force, runner)
         table = compare_and_log(study.name, parent_run_id)
         counts = {"cells": len(study.cells), "reused": sum(r.get("reused", False) for r in results),

@@ -5,7 +5,6 @@ Pure torch + Lightning: no file I/O, no tracking. Tensors are time-major: [time,
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import lightning.pytorch as pl
@@ -13,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.metrics import perplexity
 from models import optim
 from rnnlab.config import LMModelConfig, LMTrainConfig
 
@@ -91,9 +91,7 @@ class LanguageModel(optim.ReuseNormForClipping, pl.LightningModule):
         inputs, targets = batch
         logits, hidden = self.net(inputs, self._train_hidden)
         self._train_hidden = detach(hidden)  # detached now, so the previous segment's graph is freed at once
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
-        self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True)
-        return loss
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten())  # logged by the trainer's callbacks
 
     def on_validation_epoch_start(self) -> None:
         self._eval_hidden, self._eval_nll, self._eval_tokens = None, 0.0, 0
@@ -106,7 +104,7 @@ class LanguageModel(optim.ReuseNormForClipping, pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         mean_nll = self._eval_nll / max(self._eval_tokens, 1)
-        self.log_dict({"valid_nll": mean_nll, "valid_ppl": math.exp(min(mean_nll, 700.0))})
+        self.log_dict({"valid_nll": mean_nll, "valid_ppl": perplexity(mean_nll)})
 
     def configure_optimizers(self) -> Any:
         return optim.configure(self.parameters(), self.train_cfg, monitor="valid_ppl", mode="min")

@@ -7,7 +7,6 @@ encoder, a source mask in attention, ignored targets in the loss.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from models.metrics import perplexity
 from models import optim
 from rnnlab.config import NMTTrainConfig
 
@@ -165,9 +165,7 @@ class Translator(optim.ReuseNormForClipping, pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         src, lengths, prev, targets = batch
         loss, count = sequence_nll(self.net(src, lengths, prev), targets, self.train_cfg.label_smoothing)
-        loss = loss / count
-        self.log("train_loss", loss, on_step=True, on_epoch=False)
-        return loss
+        return loss / count  # logged by the trainer's callbacks
 
     def on_validation_epoch_start(self) -> None:
         self._nll, self._tokens = 0.0, 0
@@ -180,7 +178,7 @@ class Translator(optim.ReuseNormForClipping, pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         mean = self._nll / max(self._tokens, 1)
-        self.log_dict({"valid_nll": mean, "valid_ppl": math.exp(min(mean, 700.0))})
+        self.log_dict({"valid_nll": mean, "valid_ppl": perplexity(mean)})
 
     def configure_optimizers(self) -> Any:
         return optim.configure(self.parameters(), self.train_cfg, monitor="valid_bleu_greedy", mode="max")

@@ -69,10 +69,17 @@ def table_of(study: str, parent: Any, grid: list[dict[str, Any]], runs: pd.DataF
     return table
 
 
+def number(value: float, digits: int = 2) -> str:
+    """Fixed decimals, except for the astronomically large values of a model that blew up."""
+    if math.isnan(value):
+        return "–"
+    return f"{value:.3g}" if math.isfinite(value) and abs(value) >= 1e6 else f"{value:.{digits}f}"
+
+
 def mean_std(mean: float, std: float, digits: int) -> str:
     if math.isnan(mean):
         return "–"
-    return f"{mean:.{digits}f}" + ("" if math.isnan(std) else f" ± {std:.{digits}f}")
+    return number(mean, digits) + ("" if math.isnan(std) else f" ± {number(std, digits)}")
 
 
 def digits_for(name: str) -> int:

@@ -5,7 +5,6 @@ Per-sentence NLL is kept (one row per line) so reports can bootstrap over test s
 
 from __future__ import annotations
 
-import math
 import re
 import tempfile
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import torch
 import yaml
 from prefect import task
 
+from models.metrics import perplexity as perplexity_of
 from models.lm import RNNLM, token_nll
 from rnnlab.config import LMRunConfig, RunConfig, build
 from tasks.data import EOS, LMCorpus, encode, read_lines, read_vocab, words
@@ -31,7 +31,7 @@ class Perplexity:
 
     @property
     def ppl(self) -> float:
-        return math.exp(self.nll / self.tokens)
+        return perplexity_of(self.nll / self.tokens)
 
 
 @torch.inference_mode()

@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import Callback
 from sacrebleu.metrics import BLEU, CHRF
 from torch.utils.data import DataLoader, Sampler
 
+from models.metrics import perplexity
 from models.search import beam_search, greedy
 from models.seq2seq import PAD, Seq2Seq, Seq2SeqShape, Translator, sequence_nll
 from rnnlab.config import NMTRunConfig, build
@@ -149,7 +150,7 @@ def token_perplexity(net: Seq2Seq, pairs: Pairs, batch_size: int) -> float:
     for src, lengths, prev, targets in loader:
         loss, count = sequence_nll(net(src, lengths, prev), targets)
         nll, tokens = nll + float(loss), tokens + count
-    return math.exp(nll / tokens)
+    return perplexity(nll / tokens)
 
 
 def score_translations(net: Seq2Seq, cfg: NMTRunConfig, sources: list[torch.Tensor], references: list[str],

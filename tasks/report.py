@@ -22,6 +22,7 @@ from prefect import task
 
 from tasks import plots, stats, tracking
 from tasks.compare import as_markdown, cell_results, read_text, table_of
+from tasks.compare import number as compare_number
 
 
 def run_frame(runs: pd.DataFrame, factors: list[str], metric: str) -> pd.DataFrame:
@@ -74,9 +75,9 @@ def significance(frame: pd.DataFrame, baseline: str, task_kind: str, metric: str
 
 
 def number(value: Any, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None:
         return "–"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    return compare_number(value, digits) if isinstance(value, float) else str(value)
 
 
 def md_table(frame: pd.DataFrame) -> str:

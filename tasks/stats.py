@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from models.metrics import perplexity
+
 SEED = 12345
 RESAMPLES = 1000
 ALPHA = 0.05
@@ -81,8 +83,9 @@ def perplexity_bootstrap(system: pd.DataFrame, baseline: pd.DataFrame, resamples
     tokens, a, b = (frame.to_numpy(dtype=float) for frame in (system["tokens"], system["nll"], baseline["nll"]))
     idx = rng.integers(0, len(tokens), size=(resamples, len(tokens)))
     sampled_tokens = tokens[idx].sum(axis=1)
-    deltas = np.exp(a[idx].sum(axis=1) / sampled_tokens) - np.exp(b[idx].sum(axis=1) / sampled_tokens)
-    ppl_a, ppl_b = math.exp(a.sum() / tokens.sum()), math.exp(b.sum() / tokens.sum())
+    with np.errstate(over="ignore", invalid="ignore"):  # a blown-up model's perplexity is inf, not an error
+        deltas = np.exp(a[idx].sum(axis=1) / sampled_tokens) - np.exp(b[idx].sum(axis=1) / sampled_tokens)
+    ppl_a, ppl_b = perplexity(a.sum() / tokens.sum()), perplexity(b.sum() / tokens.sum())
     observed = ppl_a - ppl_b
     flipped = int((deltas >= 0).sum()) if observed < 0 else int((deltas <= 0).sum())
     low, high = np.percentile(deltas, [2.5, 97.5])

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from models.lm import LanguageModel
 from rnnlab.config import LMRunConfig, RunConfig
-from rnnlab.env import project_dir
+from rnnlab.env import keep_freed_memory, project_dir
 from tasks.data import EOS, LMCorpus, read_vocab
 from tasks.tracking import MlflowMetricsLogger, log_metrics, set_tags
 
@@ -82,8 +82,9 @@ class Progress(Callback):
     """Training throughput (wall time from the first batch to the last, validation excluded) and one
     human-readable progress line on stderr every `every_seconds` and at each validation."""
 
-    def __init__(self, gradients: "GradientStats | None" = None, every_seconds: float = 10.0, label: str | None = None):
-        self.gradients = gradients
+    def __init__(self, gradients: "GradientStats | None" = None, losses: "TrainingLoss | None" = None,
+                 every_seconds: float = 10.0, label: str | None = None):
+        self.gradients, self.losses = gradients, losses
         self.prefix = f"rnnlab: [{label}] " if label else "rnnlab: "
         self.every_seconds = every_seconds
         self.tokens = 0
@@ -126,8 +127,8 @@ class Progress(Callback):
         m = trainer.callback_metrics
         parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}", f"step {trainer.global_step}"
                  + (f"/{trainer.max_steps}" if trainer.max_steps > 0 else "")]
-        if "train_loss" in m:
-            parts.append(f"loss {float(m['train_loss']):.3f}")
+        if self.losses and self.losses.last is not None:
+            parts.append(f"loss {self.losses.last:.3f}")
         g = self.gradients.last if self.gradients else {}
         if g:
             parts.append(f"grad {g['grad_norm']:.3g} (clipped {100 * g['clipped_share']:.0f}%)")
@@ -188,15 +189,21 @@ class GradientStats(Callback):
         self.steps, self.clipped, self.max_norm = state["steps"], state["clipped"], state["max_norm"]
 
 
-class StopOnDivergence(Callback):
-    """A non-finite training loss stops training (a finding, not a crash) and remembers the step."""
+class TrainingLoss(Callback):
+    """The training loss every step, straight to the run's batched logger; a non-finite loss stops training
+    (a finding, not a crash) and the step is remembered."""
 
     def __init__(self) -> None:
         self.diverged_at: int | None = None
+        self.last: float | None = None
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None and not torch.isfinite(loss).all():
+        if loss is None:
+            return
+        self.last = float(loss)
+        trainer.logger.log_metrics({"train_loss": self.last}, step=trainer.global_step - 1)
+        if not math.isfinite(self.last):
             self.diverged_at = trainer.global_step
             trainer.should_stop = True
 
@@ -259,7 +266,7 @@ def resumable(checkpoint: Path, label: str) -> tuple[str, int] | None:
 def fit_module(cfg: RunConfig, module: pl.LightningModule, train_loader: DataLoader, valid_loader: DataLoader,
                run_id: str, monitor: str, mode: str, callbacks: tuple[Callback, ...] = (),
                workdir: str | Path | None = None) -> FitResult:
-    """Fit with the house callbacks (best/last checkpoints by `monitor`, progress, gradient stats, divergence stop),
+    """Fit with the house callbacks (best/last checkpoints by `monitor`, progress, loss and gradient stats, divergence stop),
     metrics batched to the run, and a summary of the fit logged at the end.
 
     `workdir` holds the checkpoints (default: one fresh directory per run); when it already holds a `last.ckpt`
@@ -271,10 +278,10 @@ def fit_module(cfg: RunConfig, module: pl.LightningModule, train_loader: DataLoa
         set_tags(run_id, {"rnnlab.resumed_from_step": resume_from[1], "rnnlab.resumed_from": resume_from[0]})
     best = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=monitor, mode=mode, save_last=True,
                            enable_version_counter=False)
-    gradients, divergence = GradientStats(cfg.train.clip), StopOnDivergence()
-    progress = Progress(gradients, label=cfg.run_name)
+    gradients, losses = GradientStats(cfg.train.clip), TrainingLoss()
+    progress = Progress(gradients, losses, label=cfg.run_name)
     logger = MlflowMetricsLogger(run_id)
-    trainer = build_trainer(cfg, workdir, [*callbacks, best, progress, gradients, divergence], logger)
+    trainer = build_trainer(cfg, workdir, [*callbacks, best, losses, gradients, progress], logger)
     started = time.perf_counter()
     trainer.fit(module, train_loader, valid_loader, ckpt_path=resume_from[0] if resume_from else None)
     fit_seconds = time.perf_counter() - started
@@ -286,15 +293,16 @@ def fit_module(cfg: RunConfig, module: pl.LightningModule, train_loader: DataLoa
     tokens_per_second = progress.tokens / progress.train_seconds if progress.train_seconds else 0.0
     summary = {"train_seconds": progress.train_seconds, "fit_seconds": fit_seconds, "tokens_per_second": tokens_per_second,
                "train_steps": trainer.global_step, "clipped_share": gradients.share, "max_grad_norm": gradients.max_norm}
-    if divergence.diverged_at is not None:
-        summary["diverged_step"] = divergence.diverged_at
+    if losses.diverged_at is not None:
+        summary["diverged_step"] = losses.diverged_at
     log_metrics(run_id, summary, step=trainer.global_step)
-    set_tags(run_id, {"rnnlab.diverged": str(divergence.diverged_at is not None).lower()})
-    return FitResult(checkpoint, divergence.diverged_at, trainer.global_step, progress.train_seconds, fit_seconds,
+    set_tags(run_id, {"rnnlab.diverged": str(losses.diverged_at is not None).lower()})
+    return FitResult(checkpoint, losses.diverged_at, trainer.global_step, progress.train_seconds, fit_seconds,
                      tokens_per_second)
 
 
 def seed_and_threads(cfg: RunConfig) -> None:
+    keep_freed_memory()  # also in worker processes that did not come through the CLI
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)

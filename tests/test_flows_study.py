@@ -235,6 +235,7 @@ def test_a_report_from_the_store_is_byte_identical_when_rebuilt_and_its_numbers_
     assert "<table>" in (first / "report.html").read_text()
 
 
+@pytest.mark.slow  # ~1 minute; the BLEU significance itself is tested on constructed cases in test_tasks_stats
 def test_a_translation_study_reports_bleu_and_its_significance_from_the_saved_translations(tmp_path):
     from test_flows_nmt import NMT_CONFIG, write_reversal_corpus
 
@@ -267,3 +268,21 @@ def test_a_crashing_cell_is_recorded_failed_and_the_study_finishes_the_others_th
     exp = store(tmp_path).get_experiment_by_name("tiny_crash").experiment_id
     parent = store(tmp_path).search_runs([exp], "tags.`rnnlab.role` = 'study'")[0]
     assert parent.info.status == "FAILED" and "1 of 2 cells failed" in parent.data.tags["rnnlab.error"]
+
+
+def test_sigterm_stops_a_study_and_its_cells_promptly_leaving_no_run_running(tmp_path, tiny_corpus):
+    path = tiny_study(tmp_path, "tiny_term", tiny_corpus, {"model.cell": ["lstm", "gru"]}, **{"train.max_epochs": 200})
+    study = subprocess.Popen(rnnlab_command("study", str(path)), cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env={**os.environ, "RNNLAB_HOME": str(tmp_path)})
+    try:
+        wait_for(lambda: (tmp_path / "mlruns" / "mlflow.db").exists(), what="the store")
+        time.sleep(3)
+        wait_for(lambda: len([r for r in cell_runs(tmp_path, "tiny_term") if "train_loss" in r.data.metrics]) == 2,
+                 what="both cells to train")
+        study.send_signal(signal.SIGTERM)
+        assert study.wait(90) != 0
+    finally:
+        study.kill()
+    exp = store(tmp_path).get_experiment_by_name("tiny_term").experiment_id
+    runs = store(tmp_path).search_runs([exp])
+    assert len(runs) == 3 and {r.info.status for r in runs} == {"KILLED"}  # the parent and both cells, at once
