@@ -22,7 +22,6 @@ from rnnlab.study import Cell, Study, load_study, show
 from tasks import tracking
 from tasks.compare import comparison, log_comparison
 from tasks.data import prepare_data
-from tasks.report import build_report
 from tasks.train import cell_dir
 
 
@@ -195,12 +194,12 @@ def run_grid(study: Study, corpora: dict[str, Any], keys: list[str], parent_run_
         print(f"rnnlab: study: reusing {len(results)} finished cell(s); training {len(todo)}", file=sys.stderr)
     threads = threads_per_cell(study)
     futures = {runner.submit(run_cell, {"cell": cell, "corpus": corpora[data_key(cell)], "study": study.name,
-                                        "parent_run_id": parent_run_id, "key": key, "threads": threads}): cell
+                                        "parent_run_id": parent_run_id, "key": key, "threads": threads}): (cell, key)
                for cell, key in todo}
     pending = set(futures)
     print(progress.line(), file=sys.stderr, flush=True)
     try:
-        collect(pending, futures, study, keys, results, failures, progress)
+        collect(pending, futures, study, results, failures, progress)
     except BaseException:  # Ctrl-C or SIGTERM: interrupt the cells as well, so each records its run as KILLED
         interrupt_workers()
         raise
@@ -220,18 +219,18 @@ def interrupt_workers() -> None:
             pass
 
 
-def collect(pending: set, futures: dict, study: Study, keys: list[str], results: list[dict[str, Any]],
+def collect(pending: set, futures: dict, study: Study, results: list[dict[str, Any]],
             failures: list[str], progress: StudyProgress) -> None:
     """Wait for the cells, one progress line per completion (and every 30 s)."""
     while pending:
         done, pending = wait(list(pending), timeout=30)
         for future in done:
-            cell = futures[future]
+            cell, key = futures[future]
             try:
                 result = {**future.result(), "cell": cell.name, "reused": False}
             except Exception as err:  # one broken cell must not stop the study
                 failures.append(f"{cell.name}: {type(err).__name__}: {err}")
-                close_stale(study.name, keys[study.cells.index(cell)])
+                close_stale(study.name, key)
                 result = None
             else:
                 results.append(result)
@@ -262,6 +261,8 @@ def study_flow(study_file: str, overrides: list[str] | None = None, force: bool 
         tracking.set_tags(parent_run_id, {f"rnnlab.{k}": v for k, v in counts.items()})
         if failures:
             tracking.log_text(parent_run_id, "\n".join(failures) + "\n", "failures.txt")
+        from tasks.report import build_report  # here, not at import: workers need no matplotlib or scipy
+
         report = build_report(study.name, parent_run_id, str(project_dir() / "reports" / study.name))
         if failures:  # after everything is recorded: the execution (Prefect flow run, parent run) shows as failed
             raise StudyFailed(f"{len(failures)} of {len(study.cells)} cells failed (the others are recorded, see "

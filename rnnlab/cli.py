@@ -199,12 +199,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     with quietly(True):
-        from tasks.compare import cell_results
         from tasks.report import log_report, render
 
-        parent_run_id = cell_results(args.study, args.parent_run)[0].info.run_id
         folder = Path(args.out) / args.study
-        path = render(args.study, parent_run_id, folder)
+        path, parent_run_id = render(args.study, args.parent_run, folder)
         log_report(parent_run_id, folder)
     return finish({"study": args.study, "parent_run_id": parent_run_id, "report": str(path),
                    "html": str(folder / "report.html")}, args.json,

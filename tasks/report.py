@@ -146,8 +146,8 @@ def runs_section(frame: pd.DataFrame) -> str:
     return md_table(shown)
 
 
-def render(study: str, parent_run_id: str | None, out: Path) -> Path:
-    """Write report.md, report.html and the PNGs into `out`; return the Markdown file."""
+def render(study: str, parent_run_id: str | None, out: Path) -> tuple[Path, str]:
+    """Write report.md, report.html and the PNGs into `out`; return the Markdown file and the execution's run id."""
     parent, grid, runs = cell_results(study, parent_run_id)
     parent_id = parent.info.run_id
     definition = yaml.safe_load(read_text(parent_id, "study.yaml"))
@@ -197,7 +197,7 @@ def render(study: str, parent_run_id: str | None, out: Path) -> Path:
     text = "\n".join(sections)
     (out / "report.md").write_text(text, encoding="utf-8")
     (out / "report.html").write_text(html(text, out, study), encoding="utf-8")
-    return out / "report.md"
+    return out / "report.md", parent_id
 
 
 CSS = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}"

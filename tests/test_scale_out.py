@@ -15,6 +15,7 @@ import yaml
 from mlflow import MlflowClient
 
 from conftest import REPO, TINY, rnnlab_command
+from rnnlab.env import pid_alive
 from test_flows_study import tiny_study
 
 pytestmark = pytest.mark.servers
@@ -67,7 +68,7 @@ def servers(tmp_path_factory):
         for name in ("prefect", "mlflow"):
             pid = state[name]["pid"]
             deadline = time.monotonic() + 30
-            while os.path.exists(f"/proc/{pid}") and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]:
+            while pid_alive(pid):
                 assert time.monotonic() < deadline, f"{name} server (pid {pid}) still running after stop"
                 time.sleep(0.2)
 
