@@ -211,12 +211,16 @@ def interrupt_workers() -> None:
 
     import psutil
 
+    workers = []
     for child in psutil.Process().children(recursive=True):
         try:  # the cell workers, not Prefect's own server process
             if "multiprocessing.spawn" in " ".join(child.cmdline()):
                 child.send_signal(signal.SIGINT)
+                workers.append(child)
         except psutil.Error:
             pass
+    # Wait for them to close their runs: once this process exits, they are killed with it (die_with_parent).
+    psutil.wait_procs(workers, timeout=60)
 
 
 def collect(pending: set, futures: dict, study: Study, results: list[dict[str, Any]],
