@@ -7,9 +7,11 @@ reads each cell's fit_seconds (all of trainer.fit) and eval_seconds from MLflow.
 
     overhead = 1 − Σ(fit_seconds + eval_seconds) / (wall × slots)
 
-i.e. the share of the available cell-time spent on anything but training and evaluation: process start-up,
-Prefect, MLflow, data loading, checkpoint upload, and slots left idle at the end of the grid. It is given for the
-flow (the study's parent run, start to end) and for the whole command (imports and Prefect's start included).
+i.e. the share of the available cell-time spent on anything but training and evaluation: worker start-up,
+Prefect, MLflow, data loading, checkpoint upload, slots left idle at the end of the grid, the comparison and the
+report, the workers' exit. It is given for the study flow (from the flow's first line to its last, workers' exit
+included: the `study_seconds` of its result) and for the whole command (Python's start, imports and Prefect's
+temporary server included). Then a timeline: when each cell's run opened and closed, relative to the flow's start.
 """
 
 from __future__ import annotations
@@ -56,13 +58,28 @@ def main() -> None:
     children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     slots = int(parent.data.params["study.concurrency"])
     busy = sum(r.data.metrics.get("fit_seconds", 0.0) + r.data.metrics.get("eval_seconds", 0.0) for r in children)
-    flow_wall = (parent.info.end_time - parent.info.start_time) / 1000
+    flow_wall = result["study_seconds"]
     print(f"study {result['study']}: {len(children)} cells trained, {slots} at a time, "
           f"{result['diverged']} diverged, {result['failed']} failed")
     print(f"cells training + evaluating: {busy:.1f} s summed over cells")
-    for label, wall in (("flow (parent run)", flow_wall), ("whole command", command_wall)):
+    for label, wall in (("study flow", flow_wall), ("whole command", command_wall)):
         print(f"{label:>18}: wall {wall:.1f} s, capacity {wall * slots:.1f} cell-s, "
               f"overhead {100 * (1 - busy / (wall * slots)):.1f}%")
+    timeline(parent, children, flow_wall)
+
+
+def timeline(parent, children, flow_wall: float) -> None:
+    """Where the rest of the time went: each cell's run against the flow's clock (the parent run closes last)."""
+    flow_start = parent.info.end_time / 1000 - flow_wall
+    print(f"{'cell':<44} {'seed':>4} {'opened':>7} {'closed':>7} {'fit':>6} {'eval':>5} {'rest':>5}")
+    for run in sorted(children, key=lambda r: r.info.start_time):
+        fit, evaluation = (run.data.metrics.get(k, 0.0) for k in ("fit_seconds", "eval_seconds"))
+        opened, closed = run.info.start_time / 1000 - flow_start, run.info.end_time / 1000 - flow_start
+        print(f"{run.data.tags['rnnlab.cell']:<44} {run.data.params['seed']:>4} {opened:7.1f} {closed:7.1f} {fit:6.1f} "
+              f"{evaluation:5.1f} {closed - opened - fit - evaluation:5.1f}")
+    last = max(r.info.end_time for r in children) / 1000 - flow_start
+    print(f"first cell opened {min(r.info.start_time for r in children) / 1000 - flow_start:.1f} s into the flow; "
+          f"after the last cell closed: {flow_wall - last:.1f} s (comparison, report)")
 
 
 if __name__ == "__main__":

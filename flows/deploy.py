@@ -1,5 +1,6 @@
 """Studies on a schedule: the deployments named in conf/schedules.yaml (study file, cron, timezone, overrides),
-created on the configured Prefect server and served by this process (`rnnlab serve`)."""
+created on the configured Prefect server and either served by this process (`rnnlab serve`) or registered on a
+Prefect work pool whose workers, on any number of machines, run them (`rnnlab deploy --pool`, `rnnlab worker`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pydantic import Field, ValidationError, model_validator
 
 from rnnlab.config import ConfigError, Section, describe, read_yaml
 from rnnlab.study import load_study
+
+CHECKOUT = Path(__file__).resolve().parent.parent  # the code that work-pool workers run (not the stores' project)
 
 
 class Schedule(Section):
@@ -50,19 +53,49 @@ def load_schedules(path: str | Path) -> list[tuple[Schedule, Path]]:
     return resolved
 
 
-def deployments(path: str | Path) -> list:
+def deployment_fields(schedule: Schedule, study_file: Path, root: Path | None = None) -> dict:
+    """What a deployment of `study` carries: its name, cron schedule and parameters. With `root` (the checkout that
+    workers pull), a study file inside it is given relative to it, so that it resolves on every worker machine."""
     from prefect.schedules import Cron
 
+    if root is not None and study_file.is_relative_to(root):
+        study_file = study_file.relative_to(root)
+    return dict(name=schedule.name, schedules=[Cron(schedule.cron, timezone=schedule.timezone)], tags=["rnnlab"],
+                parameters={"study_file": str(study_file), "overrides": schedule.overrides, "force": schedule.force},
+                description=f"rnnlab study {study_file.name} on cron '{schedule.cron}' ({schedule.timezone})")
+
+
+def deployments(path: str | Path) -> list:
     from flows.study import study_flow
 
-    return [study_flow.to_deployment(
-        name=schedule.name, schedules=[Cron(schedule.cron, timezone=schedule.timezone)], tags=["rnnlab"],
-        parameters={"study_file": str(study_file), "overrides": schedule.overrides, "force": schedule.force},
-        description=f"rnnlab study {study_file.name} on cron '{schedule.cron}' ({schedule.timezone})")
-        for schedule, study_file in load_schedules(path)]
+    return [study_flow.to_deployment(**deployment_fields(schedule, study_file))
+            for schedule, study_file in load_schedules(path)]
 
 
 def serve(path: str | Path) -> None:
     from prefect import serve as prefect_serve
 
     prefect_serve(*deployments(path))
+
+
+def deploy_to_pool(path: str | Path, pool: str, source: str | Path) -> list[str]:
+    """Register the deployments on a Prefect work pool (created, of type `process`, if missing): whichever worker
+    of the pool is free runs a scheduled study, after pulling `source` (this checkout's path, shared by the
+    machines, or a git URL) as its working directory. Returns the deployment ids."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+
+    from flows.study import study_flow
+
+    schedules = load_schedules(path)  # every study validated before anything is registered
+    with get_client(sync_client=True) as prefect:
+        try:
+            prefect.read_work_pool(pool)
+        except ObjectNotFound:
+            prefect.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+    flow = study_flow.from_source(source=str(source), entrypoint="flows/study.py:study_flow")
+    root = Path(source).resolve() if Path(source).is_dir() else None
+    return [str(flow.deploy(**deployment_fields(schedule, study_file, root), work_pool_name=pool, build=False,
+                            push=False, print_next_steps=False))
+            for schedule, study_file in schedules]

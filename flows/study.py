@@ -3,12 +3,14 @@ reused, interrupted ones resumed from their checkpoint) ─► comparison table 
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
 import shutil
 import sys
 import time
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -61,11 +63,22 @@ def open_study_run(study: Study, keys: list[str], corpora: dict[str, Any]) -> st
 def run_cell(cell: Cell, corpus: Any, study: str, parent_run_id: str, key: str, threads: int) -> dict[str, Any]:
     import torch
 
+    gc.enable()  # in case no start_cell_worker ran: a local Dask worker spawned by rnnlab.cli starts with it paused
     if threads:
         torch.set_num_threads(threads)
     tags = {"rnnlab.role": "cell", "rnnlab.study": study, "rnnlab.cell": cell.id, "rnnlab.cell_key": key,
             **{f"factor.{k}": show(v) for k, v in cell.factors.items()}}
-    return run_steps(cell.config, corpus, parent_run_id, tags, str(cell_dir(key)))
+    try:
+        return run_steps(cell.config, corpus, parent_run_id, tags, str(cell_dir(key)))
+    finally:
+        settle_worker()
+
+
+def settle_worker() -> None:
+    """After a cell: collect its garbage, then freeze what is left (the worker's long-lived state) out of the
+    collector's reach, as at the worker's start; so a worker's exit, and the study that waits for it, is quick."""
+    gc.collect()
+    gc.freeze()
 
 
 @task(name="sweep-orphans")
@@ -148,7 +161,31 @@ def task_runner(study: Study) -> TaskRunner:
             return DaskTaskRunner(address=runner.address)
         return DaskTaskRunner(cluster_kwargs={"n_workers": study.config.concurrency, "threads_per_worker": 1,
                                               "processes": True, "dashboard_address": None})
-    return ProcessPoolTaskRunner(max_workers=study.config.concurrency, initializer=die_with_parent)
+    return ProcessPoolTaskRunner(max_workers=study.config.concurrency, initializer=start_cell_worker)
+
+
+def start_cell_worker() -> None:
+    """A local worker's start: die with the study, and freeze what the imports built (torch, Lightning, MLflow:
+    millions of objects) out of the garbage collector's reach. Without that, every full collection walks them, and
+    the interpreter's last collections at exit took ~2 s per worker while the study waited for its pool to close."""
+    die_with_parent()
+    if tracking.is_local_store(tracking.tracking_uri()):
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  (the cells' store: imported while gc is paused)
+    gc.freeze()  # this module, and so everything a cell needs, is imported by the time the initializer runs
+    gc.enable()  # paused during the start-up by rnnlab.env.pause_gc_in_spawned_worker
+
+
+@task(name="start-worker")
+def start_worker() -> int:
+    return os.getpid()
+
+
+def start_workers(runner: TaskRunner, study: Study, cells: int) -> None:
+    """Start the local worker processes now, so that they import torch and Lightning while this process opens the
+    study's run, instead of after it. (A Dask runner's workers are started with the runner.)"""
+    if isinstance(runner, ProcessPoolTaskRunner):
+        for _ in range(min(study.config.concurrency, cells)):
+            runner.submit(start_worker, {})
 
 
 @contextmanager
@@ -176,19 +213,24 @@ def threads_per_cell(study: Study) -> int:
     return max(1, (os.cpu_count() or 1) // study.config.concurrency)
 
 
-def run_grid(study: Study, corpora: dict[str, Any], keys: list[str], parent_run_id: str, force: bool,
-             runner: TaskRunner) -> tuple[list[dict[str, Any]], list[str]]:
-    results: list[dict[str, Any]] = []
-    failures: list[str] = []
-    todo = []
+def split_reused(study: Study, keys: list[str], force: bool) -> tuple[list[dict[str, Any]], list[tuple[Cell, str]]]:
+    """(results of the cells already finished with the same identity, the (cell, key) pairs left to train)."""
+    reused, todo = [], []
     for cell, key in zip(study.cells, keys):
         found = None if force else tracking.finished_run(study.name, key)
         if found:
-            results.append({**found, "cell": cell.name})
+            reused.append({**found, "cell": cell.name})
         else:
             if force:
                 shutil.rmtree(cell_dir(key), ignore_errors=True)
             todo.append((cell, key))
+    return reused, todo
+
+
+def run_grid(study: Study, corpora: dict[str, Any], todo: list[tuple[Cell, str]], reused: list[dict[str, Any]],
+             parent_run_id: str, runner: TaskRunner) -> tuple[list[dict[str, Any]], list[str]]:
+    results = list(reused)
+    failures: list[str] = []
     progress = StudyProgress(len(study.cells), len(results), max(1, min(study.config.concurrency, len(todo))))
     if results:
         print(f"rnnlab: study: reusing {len(results)} finished cell(s); training {len(todo)}", file=sys.stderr)
@@ -233,7 +275,7 @@ def collect(pending: set, futures: dict, study: Study, results: list[dict[str, A
             try:
                 result = {**future.result(), "cell": cell.name, "reused": False}
             except Exception as err:  # one broken cell must not stop the study
-                failures.append(f"{cell.name}: {type(err).__name__}: {err}")
+                failures.append(f"{cell.name}: {why_failed(err)}")
                 close_stale(study.name, key)
                 result = None
             else:
@@ -242,10 +284,18 @@ def collect(pending: set, futures: dict, study: Study, results: list[dict[str, A
         print(progress.line(), file=sys.stderr, flush=True)
 
 
+def why_failed(err: Exception) -> str:
+    if isinstance(err, BrokenProcessPool):  # and the pool ended every other worker's cell with it
+        return ("its worker process died (killed, or out of memory), and the cells running beside it were stopped; "
+                "run the study again to resume them from their checkpoints")
+    return f"{type(err).__name__}: {err}"
+
+
 @flow(name="study", log_prints=False)
 def study_flow(study_file: str, overrides: list[str] | None = None, force: bool = False) -> dict[str, Any]:
     """Run (or resume) the study in `study_file` with command-line style `overrides`. Takes a path and strings, so
     that a Prefect deployment (a schedule, `prefect deployment run`) can start it with JSON parameters."""
+    started = time.perf_counter()
     study = load_study(study_file, overrides or [])
     corpora = {}
     for cell in study.cells:
@@ -253,23 +303,24 @@ def study_flow(study_file: str, overrides: list[str] | None = None, force: bool 
             corpora[data_key(cell)] = prepare_data(cell.config)
     code = tracking.code_version()
     keys = [cell_key(cell, corpora[data_key(cell)].checksum, code) for cell in study.cells]
-    parent_run_id = open_study_run(study, keys, corpora)
-    with tracking.closing(parent_run_id):
-        sweep_orphans(study.name)
-        with workers_share_this_prefect_api(), task_runner(study) as runner:
-            results, failures = run_grid(study, corpora, keys, parent_run_id, force, runner)
-        table = compare_and_log(study.name, parent_run_id)
-        counts = {"cells": len(study.cells), "reused": sum(r.get("reused", False) for r in results),
-                  "trained": sum(not r.get("reused", False) for r in results),
-                  "diverged": sum(r["diverged"] for r in results), "failed": len(failures)}
-        tracking.set_tags(parent_run_id, {f"rnnlab.{k}": v for k, v in counts.items()})
-        if failures:
-            tracking.log_text(parent_run_id, "\n".join(failures) + "\n", "failures.txt")
-        from tasks.report import build_report  # here, not at import: workers need no matplotlib or scipy
+    reused, todo = split_reused(study, keys, force)
+    with workers_share_this_prefect_api(), task_runner(study) as runner:
+        start_workers(runner, study, len(todo))
+        parent_run_id = open_study_run(study, keys, corpora)
+        with tracking.closing(parent_run_id):
+            sweep_orphans(study.name)
+            results, failures = run_grid(study, corpora, todo, reused, parent_run_id, runner)
+            table = compare_and_log(study.name, parent_run_id)
+            counts = {"cells": len(study.cells), "reused": len(reused), "trained": len(todo) - len(failures),
+                      "diverged": sum(r["diverged"] for r in results), "failed": len(failures)}
+            tracking.set_tags(parent_run_id, {f"rnnlab.{k}": v for k, v in counts.items()})
+            if failures:
+                tracking.log_text(parent_run_id, "\n".join(failures) + "\n", "failures.txt")
+            from tasks.report import build_report  # here, not at import: workers need no matplotlib or scipy
 
-        report = build_report(study.name, parent_run_id, str(project_dir() / "reports" / study.name))
-        if failures:  # after everything is recorded: the execution (Prefect flow run, parent run) shows as failed
-            raise StudyFailed(f"{len(failures)} of {len(study.cells)} cells failed (the others are recorded, see "
-                              f"`rnnlab compare {study.name}`): " + "; ".join(failures))
+            report = build_report(study.name, parent_run_id, str(project_dir() / "reports" / study.name))
+            if failures:  # after everything is recorded: the execution (Prefect flow run, parent run) shows as failed
+                raise StudyFailed(f"{len(failures)} of {len(study.cells)} cells failed (the others are recorded, see "
+                                  f"`rnnlab compare {study.name}`): " + "; ".join(failures))
     return {"study": study.name, "parent_run_id": parent_run_id, "experiment": study.name, **counts,
-            "failures": failures, "table": table, "report": report}
+            "failures": failures, "table": table, "report": report, "study_seconds": time.perf_counter() - started}

@@ -13,7 +13,9 @@ import signal
 import sys
 from typing import Any
 
-from rnnlab.env import configure
+from rnnlab.env import configure, pause_gc_in_spawned_worker
+
+pause_gc_in_spawned_worker()  # this module is re-imported first in the worker processes of a study
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +60,21 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("serve", help="register the deployments in conf/schedules.yaml (study + cron) and serve them")
     p.add_argument("--schedules", default="conf/schedules.yaml")
     p.set_defaults(handler=cmd_serve)
+
+    p = commands.add_parser("deploy", help="register the deployments in conf/schedules.yaml on a Prefect work pool, "
+                            "whose workers (`rnnlab worker`, on any machine) run them")
+    p.add_argument("--pool", required=True, help="the work pool (created, of type process, if missing)")
+    p.add_argument("--schedules", default="conf/schedules.yaml")
+    p.add_argument("--source", default=None, help="what workers pull to run a study: this checkout's path (default; "
+                   "the same path on every machine) or a git URL")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_deploy)
+
+    p = commands.add_parser("worker", help="a Prefect worker of a work pool (`prefect worker start`), with this "
+                            "project's environment: runs the studies deployed there")
+    p.add_argument("--pool", required=True)
+    p.add_argument("--limit", type=int, default=1, help="studies at once on this machine (default 1)")
+    p.set_defaults(handler=cmd_worker)
 
     p = commands.add_parser("evaluate", help="score a trained run on other data, logged to that run: perplexity of a "
                             "language model on --file, or BLEU/chrF of a translation run on --src/--ref")
@@ -232,7 +249,8 @@ def cmd_server(args: argparse.Namespace) -> int:
     return finish(found, args.json, "\n".join(lines))
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def use_prefect_server(command: str) -> str:
+    """PREFECT_API_URL: the environment's, else this project's `rnnlab server`; without one, say how to start it."""
     import os
 
     from rnnlab import servers
@@ -242,16 +260,57 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not os.environ.get("PREFECT_API_URL"):
         raise LookupError("a cron schedule needs a Prefect server: in Prefect's ephemeral mode (no server) schedules "
                           "never fire. Start one with `rnnlab server start` (or set PREFECT_API_URL), then run "
-                          "`rnnlab serve` again.")
+                          f"`rnnlab {command}` again.")
+    return os.environ["PREFECT_API_URL"]
+
+
+def tracking_target() -> str:
+    import os
+
+    return os.environ.get("MLFLOW_TRACKING_URI", "the local SQLite store")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from rnnlab import servers
+
+    api = use_prefect_server("serve")
     from flows.deploy import load_schedules, serve
 
     schedules = load_schedules(args.schedules)  # every study is validated before anything is registered
     servers.write_state(servers.SERVE, pid=os.getpid(), schedules=str(args.schedules))
-    print(f"rnnlab: serving {len(schedules)} deployment(s) on {os.environ['PREFECT_API_URL']} "
-          f"(tracking: {os.environ.get('MLFLOW_TRACKING_URI', 'the local SQLite store')}): "
+    print(f"rnnlab: serving {len(schedules)} deployment(s) on {api} (tracking: {tracking_target()}): "
           + ", ".join(f"study/{s.name} ({s.cron} {s.timezone})" for s, _ in schedules), file=sys.stderr, flush=True)
     serve(args.schedules)
     return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    api = use_prefect_server(f"deploy --pool {args.pool}")
+    from flows.deploy import CHECKOUT, deploy_to_pool, load_schedules
+
+    source = args.source or str(CHECKOUT)
+    schedules = load_schedules(args.schedules)
+    with quietly(args.json):
+        ids = deploy_to_pool(args.schedules, args.pool, source)
+    names = [f"study/{s.name}" for s, _ in schedules]
+    return finish({"pool": args.pool, "source": source, "deployments": dict(zip(names, ids))}, args.json,
+                  f"rnnlab: {len(ids)} deployment(s) on work pool '{args.pool}' at {api}: "
+                  + ", ".join(f"{n} ({s.cron} {s.timezone})" for n, (s, _) in zip(names, schedules))
+                  + f"\nrnnlab: on each machine that should run them (with this project installed, RNNLAB_DATA_DIR "
+                  f"and MLFLOW_TRACKING_URI set): `rnnlab worker --pool {args.pool}`")
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import os
+
+    api = use_prefect_server(f"worker --pool {args.pool}")
+    command = [os.path.join(os.path.dirname(sys.executable), "prefect"), "worker", "start", "--pool", args.pool,
+               "--type", "process", "--limit", str(args.limit)]
+    print(f"rnnlab: worker of pool '{args.pool}' on {api} (tracking: {tracking_target()}): {' '.join(command)}",
+          file=sys.stderr, flush=True)
+    os.execv(command[0], command)  # Prefect's own worker, in this environment (configured above); it never returns
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

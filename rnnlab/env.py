@@ -55,6 +55,18 @@ def keep_freed_memory() -> None:
         pass
 
 
+def pause_gc_in_spawned_worker() -> None:
+    """In a process that multiprocessing spawns (a study's cell worker), stop the garbage collector until its start-up
+    is over: importing torch, Lightning and MLflow builds millions of objects, and the full collections that this
+    triggers along the way took ~1 s of its ~5 s start. The worker's initializer freezes the result and re-enables it
+    (`flows.study.start_cell_worker`; a cell re-enables it too, for workers that other pools spawn). Runs at import of
+    the main module, which a spawned child imports first."""
+    if sys.orig_argv[-1:] == ["--multiprocessing-fork"]:  # how multiprocessing starts the interpreter it spawns
+        import gc
+
+        gc.disable()
+
+
 def die_with_parent() -> None:
     """In a worker process: be killed when the process that started it dies (even by SIGKILL), so an interrupted
     study leaves no orphan training on. Linux only; elsewhere a no-op."""

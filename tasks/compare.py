@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from tasks import tracking
@@ -58,7 +59,8 @@ def table_of(study: str, parent: Any, grid: list[dict[str, Any]], runs: pd.DataF
         for name in names:
             values = ok[f"metrics.{name}"].dropna()
             row[f"{name}_mean"] = values.mean() if len(values) else math.nan
-            row[f"{name}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
+            with np.errstate(over="ignore", invalid="ignore"):  # a blown-up model's astronomical values: inf
+                row[f"{name}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
         rows.append(row)
     table = pd.DataFrame(rows)
     table["best"] = False

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import markdown
+import numpy as np
 import pandas as pd
 import yaml
 from prefect import task
@@ -146,6 +147,7 @@ def runs_section(frame: pd.DataFrame) -> str:
     return md_table(shown)
 
 
+@np.errstate(all="ignore")  # a blown-up model's astronomical metrics become inf in tables and plots, quietly
 def render(study: str, parent_run_id: str | None, out: Path) -> tuple[Path, str]:
     """Write report.md, report.html and the PNGs into `out`; return the Markdown file and the execution's run id."""
     parent, grid, runs = cell_results(study, parent_run_id)

@@ -35,7 +35,8 @@ def mean_interval(differences: list[float], confidence: float = 0.95) -> Interva
     mean = float(values.mean())
     if n == 1:
         return Interval(mean, math.nan, math.nan, 1)
-    half = float(stats.t.ppf((1 + confidence) / 2, n - 1) * values.std(ddof=1) / math.sqrt(n))
+    with np.errstate(over="ignore", invalid="ignore"):  # differences between blown-up models: inf
+        half = float(stats.t.ppf((1 + confidence) / 2, n - 1) * values.std(ddof=1) / math.sqrt(n))
     return Interval(mean, mean - half, mean + half, n)
 
 

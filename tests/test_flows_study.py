@@ -174,6 +174,59 @@ def test_a_study_killed_mid_cell_resumes_it_and_retrains_nothing_finished(tmp_pa
     assert [r.info.status for r in cell_runs(tmp_path, "tiny_resume")].count("FINISHED") == 4
 
 
+def test_a_worker_killed_mid_cell_leaves_no_run_running_and_the_next_execution_resumes_it(tmp_path, tiny_corpus):
+    path = tiny_study(tmp_path, "tiny_worker", tiny_corpus, {"model.cell": ["lstm", "gru"]}, concurrency=2,
+                      **{"train.max_epochs": 40})
+    study = subprocess.Popen(rnnlab_command("study", str(path)), cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, env={**os.environ, "RNNLAB_HOME": str(tmp_path)})
+
+    def gru_checkpointed() -> bool:
+        runs = [r for r in cell_runs(tmp_path, "tiny_worker") if r.data.tags.get("factor.model.cell") == "gru"]
+        return bool(runs) and runs[0].info.status == "RUNNING" and "valid_ppl" in runs[0].data.metrics
+
+    try:
+        wait_for(lambda: (tmp_path / "mlruns" / "mlflow.db").exists(), what="the store")
+        time.sleep(3)
+        wait_for(gru_checkpointed, what="the gru cell to save a checkpoint")
+        worker = int(next(r for r in cell_runs(tmp_path, "tiny_worker")
+                          if r.data.tags["factor.model.cell"] == "gru").data.tags["pid"])
+        assert worker != study.pid
+        os.kill(worker, signal.SIGKILL)  # the worker alone: out of memory, or killed by hand
+        _, stderr = study.communicate(timeout=180)
+    finally:
+        study.kill()
+    assert study.returncode == 1 and "its worker process died" in stderr
+    exp = store(tmp_path).get_experiment_by_name("tiny_worker").experiment_id
+    assert all(r.info.status != "RUNNING" for r in store(tmp_path).search_runs([exp]))
+    killed = next(r for r in cell_runs(tmp_path, "tiny_worker") if r.data.tags["factor.model.cell"] == "gru")
+    assert killed.info.status == "KILLED" and "worker" in killed.data.tags["rnnlab.error"]
+
+    again = rnnlab("study", str(path), "--json", home=tmp_path)
+    assert again.returncode == 0, again.stderr[-4000:]
+    runs = cell_runs(tmp_path, "tiny_worker")
+    assert all(r.info.status != "RUNNING" for r in store(tmp_path).search_runs([exp]))
+    for cell in ("lstm", "gru"):
+        assert [r.info.status for r in runs if r.data.tags["factor.model.cell"] == cell].count("FINISHED") == 1
+    resumed = next(r for r in runs if r.data.tags["factor.model.cell"] == "gru" and r.info.status == "FINISHED")
+    assert int(resumed.data.tags["rnnlab.resumed_from_step"]) > 0
+
+
+def test_a_cell_run_left_running_by_an_execution_prefect_knows_nothing_of_is_swept_killed(tmp_path, tiny_corpus):
+    """A worker on another machine died with its cell RUNNING: no pid of this host to check, so the next execution
+    asks Prefect about the flow run that owned it."""
+    import uuid
+
+    path = tiny_study(tmp_path, "tiny_sweep", tiny_corpus, {"model.cell": ["lstm"]})
+    client = store(tmp_path)
+    exp = client.create_experiment("tiny_sweep", artifact_location=(tmp_path / "mlruns" / "artifacts" / "tiny_sweep").as_uri())
+    orphan = client.create_run(exp, tags={"rnnlab.role": "cell", "rnnlab.study": "tiny_sweep", "host": "another-machine",
+                                          "pid": "1", "prefect.flow_run_id": str(uuid.uuid4())}).info.run_id
+    done = rnnlab("study", str(path), "--json", home=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    swept = client.get_run(orphan)
+    assert swept.info.status == "KILLED" and "unknown to Prefect" in swept.data.tags["rnnlab.error"]
+
+
 def test_two_studies_started_together_on_one_store_both_finish(tmp_path, tiny_corpus):
     paths = [tiny_study(tmp_path, name, tiny_corpus, {"model.cell": ["lstm", "gru"]}, concurrency=1)
              for name in ("together_a", "together_b")]

@@ -79,54 +79,85 @@ def prefect_client(url: str):
     return SyncPrefectClient(url)
 
 
-def test_a_served_cron_deployment_is_scheduled_runs_and_records_to_the_mlflow_server(servers, tiny_corpus, tmp_path):
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+def flow_runs(client, deployment_id, *states):
+    from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterId, FlowRunFilter,
+                                                FlowRunFilterState, FlowRunFilterStateType)
 
+    return client.read_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+        flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(states)))))
+
+
+def read_deployment(client, name: str, process: subprocess.Popen, log: Path):
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            return client.read_deployment_by_name(name)
+        except Exception:
+            assert process.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"the deployment {name} was never registered"
+            time.sleep(1)
+
+
+def run_deployment(client, deployment, remote: dict, log: Path, until=("COMPLETED",), timeout: float = 400):
+    """`prefect deployment run` (the ordinary Prefect CLI), then wait until the run reaches one of `until`."""
+    done = subprocess.run([str(Path(sys.executable).parent / "prefect"), "deployment", "run",
+                           f"study/{deployment.name}"], capture_output=True, text=True, env=remote, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    finals = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+    deadline = time.monotonic() + timeout
+    while True:
+        ended = flow_runs(client, deployment.id, *finals)
+        if ended:
+            assert ended[0].state_type.value in until, f"{ended[0].state}: " + log.read_text()[-4000:]
+            return ended[0]
+        assert time.monotonic() < deadline, f"the triggered run did not end: " + log.read_text()[-4000:]
+        time.sleep(2)
+
+
+def start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w"),
+                            start_new_session=True)
+
+
+def stop(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(60)
+
+
+@pytest.fixture(scope="module")
+def served(servers, tiny_corpus, tmp_path_factory):
+    """`rnnlab serve` of two cron deployments: a tiny study, and one whose second cell cannot train."""
     home, env, remote, state = servers
-    study = tiny_study(tmp_path, "tiny_scheduled", tiny_corpus, {"model.cell": ["lstm", "gru"]}, concurrency=2)
-    schedules = tmp_path / "schedules.yaml"
+    folder = tmp_path_factory.mktemp("served")
+    good = tiny_study(folder, "tiny_scheduled", tiny_corpus, {"model.cell": ["lstm", "gru"]}, concurrency=2)
+    broken = tiny_study(folder, "tiny_broken", tiny_corpus, {"train.batch_size": [4, 1000000]}, concurrency=2)
+    schedules = folder / "schedules.yaml"
     schedules.write_text(yaml.safe_dump({"deployments": [
-        {"name": "tiny-nightly", "study": study.name, "cron": "0 3 * * *", "timezone": "Europe/Berlin"}]}))
-    serve = subprocess.Popen(rnnlab_command("serve", "--schedules", str(schedules)), cwd=REPO, env=env,
-                             stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.log", "w"), start_new_session=True)
+        {"name": "tiny-nightly", "study": good.name, "cron": "0 3 * * *", "timezone": "Europe/Berlin"},
+        {"name": "tiny-broken", "study": broken.name, "cron": "0 4 * * *"}]}))
+    log = folder / "serve.log"
+    serve = start(rnnlab_command("serve", "--schedules", str(schedules)), env, log)
     try:
         with prefect_client(state["prefect"]["url"]) as client:
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    deployment = client.read_deployment_by_name("study/tiny-nightly")
-                    break
-                except Exception:
-                    assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-                    assert time.monotonic() < deadline, "the deployment was never registered"
-                    time.sleep(1)
-            cron = deployment.schedules[0].schedule
-            assert (cron.cron, cron.timezone) == ("0 3 * * *", "Europe/Berlin")
-
-            def runs(*states):
-                return client.read_flow_runs(
-                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
-                    flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(states)))))
-
-            deadline = time.monotonic() + 180
-            while not runs("SCHEDULED"):  # the server's scheduler creates the upcoming runs by itself
-                assert time.monotonic() < deadline, "the scheduler created no upcoming run"
-                time.sleep(2)
-
-            # the ordinary Prefect CLI works on the deployment
-            done = subprocess.run([str(Path(sys.executable).parent / "prefect"), "deployment", "run", "study/tiny-nightly"],
-                                  capture_output=True, text=True, env=remote, timeout=120)
-            assert done.returncode == 0, done.stderr[-2000:]
-            deadline = time.monotonic() + 400
-            while not runs("COMPLETED"):
-                failed = runs("FAILED", "CRASHED")
-                assert not failed, (tmp_path / "serve.log").read_text()[-4000:]
-                assert time.monotonic() < deadline, "the triggered run did not complete"
-                time.sleep(2)
-            flow_run = runs("COMPLETED")[0]
+            yield client, {name: read_deployment(client, f"study/{name}", serve, log)
+                           for name in ("tiny-nightly", "tiny-broken")}, log
     finally:
-        os.killpg(serve.pid, signal.SIGTERM)
-        serve.wait(60)
+        stop(serve)
+
+
+def test_a_served_cron_deployment_is_scheduled_runs_and_records_to_the_mlflow_server(servers, served):
+    home, env, remote, state = servers
+    client, deployments, log = served
+    deployment = deployments["tiny-nightly"]
+    cron = deployment.schedules[0].schedule
+    assert (cron.cron, cron.timezone) == ("0 3 * * *", "Europe/Berlin")
+    deadline = time.monotonic() + 180
+    while not flow_runs(client, deployment.id, "SCHEDULED"):  # the server's scheduler creates upcoming runs itself
+        assert time.monotonic() < deadline, "the scheduler created no upcoming run"
+        time.sleep(2)
+
+    flow_run = run_deployment(client, deployment, remote, log)
 
     tracking = MlflowClient(state["mlflow"]["url"])
     exp = tracking.get_experiment_by_name("tiny_scheduled")
@@ -138,6 +169,53 @@ def test_a_served_cron_deployment_is_scheduled_runs_and_records_to_the_mlflow_se
         assert run.data.tags["prefect.flow_run_id"] == str(flow_run.id)
     parent = tracking.search_runs([exp.experiment_id], "tags.`rnnlab.role` = 'study'")[0]
     assert "report/report.html" in {a.path for a in tracking.list_artifacts(parent.info.run_id, "report")}
+
+
+def test_a_scheduled_study_that_fails_is_failed_in_prefect_and_in_mlflow_with_the_reason(servers, served):
+    home, env, remote, state = servers
+    client, deployments, log = served
+
+    flow_run = run_deployment(client, deployments["tiny-broken"], remote, log, until=("FAILED",))
+
+    assert "1 of 2 cells failed" in flow_run.state.message and "too short for batch size" in flow_run.state.message
+    tracking = MlflowClient(state["mlflow"]["url"])
+    exp = tracking.get_experiment_by_name("tiny_broken")
+    parent = tracking.search_runs([exp.experiment_id], "tags.`rnnlab.role` = 'study'")[0]
+    assert parent.info.status == "FAILED" and "1 of 2 cells failed" in parent.data.tags["rnnlab.error"]
+    assert parent.data.tags["prefect.flow_run_id"] == str(flow_run.id)
+    cells = {r.data.tags["factor.train.batch_size"]: r
+             for r in tracking.search_runs([exp.experiment_id], "tags.`rnnlab.role` = 'cell'")}
+    assert cells["4"].info.status == "FINISHED"
+    assert cells["1000000"].info.status == "FAILED" and "too short" in cells["1000000"].data.tags["rnnlab.error"]
+
+
+def test_a_study_deployed_to_a_work_pool_is_run_by_a_worker_of_that_pool(servers, tiny_corpus, tmp_path):
+    """The multi-machine route, on one machine: `rnnlab deploy --pool` registers the deployment on a Prefect work
+    pool; `rnnlab worker` (Prefect's own process worker) picks the run up and records it to the MLflow server."""
+    home, env, remote, state = servers
+    study = tiny_study(tmp_path, "tiny_pooled", tiny_corpus, {"model.cell": ["lstm", "gru"]}, concurrency=2)
+    schedules = tmp_path / "schedules.yaml"
+    schedules.write_text(yaml.safe_dump({"deployments": [
+        {"name": "tiny-pooled", "study": study.name, "cron": "0 5 * * *"}]}))
+    deployed = rnnlab("deploy", "--pool", "tiny-pool", "--schedules", str(schedules), "--json", env=env)
+    assert deployed.returncode == 0, deployed.stderr[-3000:]
+    assert list(json.loads(deployed.stdout.splitlines()[-1])["deployments"]) == ["study/tiny-pooled"]
+    log = tmp_path / "worker.log"
+    worker = start(rnnlab_command("worker", "--pool", "tiny-pool"), {**env, "PREFECT_WORKER_QUERY_SECONDS": "1"}, log)
+    try:
+        with prefect_client(state["prefect"]["url"]) as client:
+            assert client.read_work_pool("tiny-pool").type == "process"
+            deployment = client.read_deployment_by_name("study/tiny-pooled")
+            assert deployment.work_pool_name == "tiny-pool"
+            flow_run = run_deployment(client, deployment, remote, log)
+    finally:
+        stop(worker)
+
+    tracking = MlflowClient(state["mlflow"]["url"])
+    exp = tracking.get_experiment_by_name("tiny_pooled")
+    cells = tracking.search_runs([exp.experiment_id], "tags.`rnnlab.role` = 'cell'")
+    assert sorted(r.data.tags["factor.model.cell"] for r in cells) == ["gru", "lstm"]
+    assert all(r.info.status == "FINISHED" and r.data.tags["prefect.flow_run_id"] == str(flow_run.id) for r in cells)
 
 
 def test_every_command_works_against_the_mlflow_server_artifacts_included(servers, tiny_corpus, tmp_path):
