@@ -169,8 +169,7 @@ def start_cell_worker() -> None:
     millions of objects) out of the garbage collector's reach. Without that, every full collection walks them, and
     the interpreter's last collections at exit took ~2 s per worker while the study waited for its pool to close."""
     die_with_parent()
-    if tracking.is_local_store(tracking.tracking_uri()):
-        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  (the cells' store: imported while gc is paused)
+    tracking.import_store()  # the cells' store, imported while the collector is paused
     gc.freeze()  # this module, and so everything a cell needs, is imported by the time the initializer runs
     gc.enable()  # paused during the start-up by rnnlab.env.pause_gc_in_spawned_worker
 

@@ -45,13 +45,18 @@ def is_local_store(uri: str) -> bool:
 _READY: set[str] = set()
 
 
+def import_store() -> None:
+    """Import the code of the store that `client()` opens (MLflow imports it only then): SQLAlchemy's for SQLite."""
+    if is_local_store(tracking_uri()):
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+
 def client() -> MlflowClient:
     uri = tracking_uri()
     if is_local_store(uri) and uri not in _READY:
         folder = Path(uri.removeprefix("sqlite:///")).parent
         folder.mkdir(parents=True, exist_ok=True)
-        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  (its import, ~0.7 s, need not hold the lock)
-
+        import_store()  # its import, ~0.7 s, need not hold the lock
         # Two processes opening a new SQLite store at once would both run its schema migrations: one at a time.
         with open(folder / ".mlflow.db.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
