@@ -78,10 +78,10 @@ def serve(path: str | Path) -> None:
     prefect_serve(*deployments(path))
 
 
-def deploy_to_pool(path: str | Path, pool: str, source: str | Path) -> list[str]:
+def deploy_to_pool(path: str | Path, pool: str, source: str | Path) -> list[tuple[Schedule, str]]:
     """Register the deployments on a Prefect work pool (created, of type `process`, if missing): whichever worker
     of the pool is free runs a scheduled study, after pulling `source` (this checkout's path, shared by the
-    machines, or a git URL) as its working directory. Returns the deployment ids."""
+    machines, or a git URL) as its working directory. Returns each schedule with its deployment's id."""
     from prefect import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectNotFound
@@ -96,6 +96,6 @@ def deploy_to_pool(path: str | Path, pool: str, source: str | Path) -> list[str]
             prefect.create_work_pool(WorkPoolCreate(name=pool, type="process"))
     flow = study_flow.from_source(source=str(source), entrypoint="flows/study.py:study_flow")
     root = Path(source).resolve() if Path(source).is_dir() else None
-    return [str(flow.deploy(**deployment_fields(schedule, study_file, root), work_pool_name=pool, build=False,
-                            push=False, print_next_steps=False))
+    return [(schedule, str(flow.deploy(**deployment_fields(schedule, study_file, root), work_pool_name=pool,
+                                       build=False, push=False, print_next_steps=False)))
             for schedule, study_file in schedules]

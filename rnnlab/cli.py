@@ -306,16 +306,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     api = use_prefect_server(f"deploy --pool {args.pool}")
-    from flows.deploy import CHECKOUT, deploy_to_pool, load_schedules
+    from flows.deploy import CHECKOUT, deploy_to_pool
 
     source = args.source or str(CHECKOUT)
-    schedules = load_schedules(args.schedules)
     with quietly(args.json):
-        ids = deploy_to_pool(args.schedules, args.pool, source)
-    names = [f"study/{s.name}" for s, _ in schedules]
-    return finish({"pool": args.pool, "source": source, "deployments": dict(zip(names, ids))}, args.json,
-                  f"rnnlab: {len(ids)} deployment(s) on work pool '{args.pool}' at {api}: "
-                  + ", ".join(f"{n} ({s.cron} {s.timezone})" for n, (s, _) in zip(names, schedules))
+        deployed = deploy_to_pool(args.schedules, args.pool, source)
+    return finish({"pool": args.pool, "source": source, "deployments": {f"study/{s.name}": i for s, i in deployed}},
+                  args.json, f"rnnlab: {len(deployed)} deployment(s) on work pool '{args.pool}' at {api}: "
+                  + ", ".join(f"study/{s.name} ({s.cron} {s.timezone})" for s, _ in deployed)
                   + f"\nrnnlab: on each machine that should run them (with this project installed, RNNLAB_DATA_DIR "
                   f"and MLFLOW_TRACKING_URI set): `rnnlab worker --pool {args.pool}`")
 
