@@ -111,7 +111,7 @@ def run_deployment(client, deployment, remote: dict, log: Path, until=("COMPLETE
         if ended:
             assert ended[0].state_type.value in until, f"{ended[0].state}: " + log.read_text()[-4000:]
             return ended[0]
-        assert time.monotonic() < deadline, f"the triggered run did not end: " + log.read_text()[-4000:]
+        assert time.monotonic() < deadline, "the triggered run did not end: " + log.read_text()[-4000:]
         time.sleep(2)
 
 
@@ -128,7 +128,7 @@ def stop(process: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def served(servers, tiny_corpus, tmp_path_factory):
     """`rnnlab serve` of two cron deployments: a tiny study, and one whose second cell cannot train."""
-    home, env, remote, state = servers
+    _, env, _, state = servers
     folder = tmp_path_factory.mktemp("served")
     good = tiny_study(folder, "tiny_scheduled", tiny_corpus, {"model.cell": ["lstm", "gru"]}, concurrency=2)
     broken = tiny_study(folder, "tiny_broken", tiny_corpus, {"train.batch_size": [4, 1000000]}, concurrency=2)
@@ -147,7 +147,7 @@ def served(servers, tiny_corpus, tmp_path_factory):
 
 
 def test_a_served_cron_deployment_is_scheduled_runs_and_records_to_the_mlflow_server(servers, served):
-    home, env, remote, state = servers
+    _, _, remote, state = servers
     client, deployments, log = served
     deployment = deployments["tiny-nightly"]
     cron = deployment.schedules[0].schedule
@@ -172,7 +172,7 @@ def test_a_served_cron_deployment_is_scheduled_runs_and_records_to_the_mlflow_se
 
 
 def test_a_scheduled_study_that_fails_is_failed_in_prefect_and_in_mlflow_with_the_reason(servers, served):
-    home, env, remote, state = servers
+    _, _, remote, state = servers
     client, deployments, log = served
 
     flow_run = run_deployment(client, deployments["tiny-broken"], remote, log, until=("FAILED",))
@@ -192,7 +192,7 @@ def test_a_scheduled_study_that_fails_is_failed_in_prefect_and_in_mlflow_with_th
 def test_a_study_deployed_to_a_work_pool_is_run_by_a_worker_of_that_pool(servers, tiny_corpus, tmp_path):
     """The multi-machine route, on one machine: `rnnlab deploy --pool` registers the deployment on a Prefect work
     pool; `rnnlab worker` (Prefect's own process worker) picks the run up and records it to the MLflow server."""
-    home, env, remote, state = servers
+    _, env, remote, state = servers
     study = tiny_study(tmp_path, "tiny_pooled", tiny_corpus, {"model.cell": ["lstm", "gru"]}, concurrency=2)
     schedules = tmp_path / "schedules.yaml"
     schedules.write_text(yaml.safe_dump({"deployments": [
