@@ -22,7 +22,9 @@ from flows.train import run_steps
 from rnnlab.env import die_with_parent, project_dir
 from rnnlab.study import Cell, Study, load_study, show
 from tasks import tracking
-from tasks.compare import comparison, log_comparison
+from tasks.compare import as_json, comparison, log_comparison
+from tasks.outcome import DIVERGED, FAILED_TO_LEARN
+from tasks.verdict import answer
 from tasks.data import prepare_data
 from tasks.train import cell_dir
 
@@ -49,7 +51,7 @@ def open_study_run(study: Study, keys: list[str], corpora: dict[str, Any]) -> st
     checksums = {corpus.name: corpus.checksum for corpus in corpora.values()}
     run_id = tracking.open_run(cfg.study, f"study {cfg.study}", params, {
         "rnnlab.role": "study", "rnnlab.study": cfg.study, "rnnlab.task": study.cells[0].config.task,
-        "rnnlab.study_file": study.source, "rnnlab.metric": cfg.metric.name, "rnnlab.goal": cfg.metric.goal, "rnnlab.cells": str(len(study.cells)),
+        "rnnlab.study_file": study.source, "rnnlab.question": cfg.question, "rnnlab.metric": cfg.metric.name, "rnnlab.goal": cfg.metric.goal, "rnnlab.cells": str(len(study.cells)),
         "data.checksum": ",".join(f"{name}:{sha}" for name, sha in sorted(checksums.items())),
         **({"mlflow.note.content": cfg.question} if cfg.question else {})})
     tracking.log_text(run_id, study.definition(), "study.yaml")
@@ -116,18 +118,23 @@ def close_stale(study: str, key: str) -> None:
 
 
 @task(name="compare")
-def compare_and_log(study: str, parent_run_id: str) -> list[dict[str, Any]]:
-    table = comparison(study, parent_run_id)
-    log_comparison(parent_run_id, table)
-    return json.loads(table.to_json(orient="records"))
+def compare_and_log(study: str, parent_run_id: str) -> dict[str, Any]:
+    """The comparison table and the study's answer in words: logged to the parent run (its artifacts, and its
+    description, so the answer is on the run's page)."""
+    c = comparison(study, parent_run_id)
+    result = answer(c)
+    log_comparison(c, result)
+    tracking.set_tags(parent_run_id, {"mlflow.note.content": f"{c.question}\n\n**Answer.** {result.text}".strip(),
+                                      "rnnlab.answer": result.text[:5000]})
+    return as_json(c, result)
 
 
 class StudyProgress:
-    """One line on stderr: cells done/total, running, failed, diverged, ETA."""
+    """One line on stderr: cells done/total, running, how the finished ones ended, ETA."""
 
     def __init__(self, total: int, reused: int, slots: int):
         self.total, self.done, self.slots = total, reused, slots
-        self.failed = self.diverged = 0
+        self.crashed = self.diverged = self.failed_to_learn = 0
         self.started = time.monotonic()
         self.trained = 0
 
@@ -135,17 +142,20 @@ class StudyProgress:
         self.done += 1
         self.trained += 1
         if result is None:
-            self.failed += 1
-        elif result["diverged"]:
+            self.crashed += 1
+        elif result["outcome"] == DIVERGED:
             self.diverged += 1
+        elif result["outcome"] == FAILED_TO_LEARN:
+            self.failed_to_learn += 1
 
     def line(self) -> str:
         left = self.total - self.done
         running = min(self.slots, left)
         elapsed = time.monotonic() - self.started
         eta = "?" if not self.trained else f"{elapsed / self.trained * left / 60:.1f} min"  # cells finish `slots` at a time
-        return (f"rnnlab: study: {self.done}/{self.total} cells done · {running} running · {self.failed} failed · "
-                f"{self.diverged} diverged · {elapsed / 60:.1f} min elapsed · ETA {eta}")
+        return (f"rnnlab: study: {self.done}/{self.total} cells done · {running} running · {self.diverged} diverged · "
+                f"{self.failed_to_learn} failed to learn · {self.crashed} crashed · {elapsed / 60:.1f} min elapsed · "
+                f"ETA {eta}")
 
 
 def task_runner(study: Study) -> TaskRunner:
@@ -309,9 +319,10 @@ def study_flow(study_file: str, overrides: list[str] | None = None, force: bool 
         with tracking.closing(parent_run_id):
             sweep_orphans(study.name)
             results, failures = run_grid(study, corpora, todo, reused, parent_run_id, runner)
-            table = compare_and_log(study.name, parent_run_id)
+            compared = compare_and_log(study.name, parent_run_id)
             counts = {"cells": len(study.cells), "reused": len(reused), "trained": len(todo) - len(failures),
-                      "diverged": sum(r["diverged"] for r in results), "failed": len(failures)}
+                      "diverged": sum(r["outcome"] == DIVERGED for r in results),
+                      "failed_to_learn": sum(r["outcome"] == FAILED_TO_LEARN for r in results), "failed": len(failures)}
             tracking.set_tags(parent_run_id, {f"rnnlab.{k}": v for k, v in counts.items()})
             if failures:
                 tracking.log_text(parent_run_id, "\n".join(failures) + "\n", "failures.txt")
@@ -322,4 +333,5 @@ def study_flow(study_file: str, overrides: list[str] | None = None, force: bool 
                 raise StudyFailed(f"{len(failures)} of {len(study.cells)} cells failed (the others are recorded, see "
                                   f"`rnnlab compare {study.name}`): " + "; ".join(failures))
     return {"study": study.name, "parent_run_id": parent_run_id, "experiment": study.name, **counts,
-            "failures": failures, "table": table, "report": report, "study_seconds": time.perf_counter() - started}
+            "failures": failures, "question": compared["question"], "answer": compared["answer"],
+            "table": compared["table"], "report": report, "study_seconds": time.perf_counter() - started}

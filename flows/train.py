@@ -11,6 +11,7 @@ from rnnlab.config import RunConfig
 from tasks import tracking
 from tasks.data import prepare_data
 from tasks.evaluate import evaluate
+from tasks.outcome import DIVERGED, Outcome, judge
 from tasks.train import FitResult, train
 
 
@@ -30,24 +31,28 @@ def open_run(cfg: RunConfig, corpus: Any, parent_run_id: str | None = None, tags
 
 
 @task(name="record")
-def record(run_id: str, fitted: FitResult, metrics: dict[str, float], eval_seconds: float) -> dict[str, Any]:
+def record(run_id: str, outcome: Outcome, fitted: FitResult, metrics: dict[str, float],
+           eval_seconds: float) -> dict[str, Any]:
     tracking.log_artifact(run_id, fitted.checkpoint, "checkpoints")
     tracking.log_metrics(run_id, {"eval_seconds": eval_seconds}, step=fitted.steps)
+    tracking.set_tags(run_id, outcome.tags())
     return {"diverged_step": fitted.diverged_at, "fit_seconds": fitted.fit_seconds, "eval_seconds": eval_seconds,
             **metrics}
 
 
 def run_steps(cfg: RunConfig, corpus: Any, parent_run_id: str | None = None, tags: dict[str, str] | None = None,
               workdir: str | None = None) -> dict[str, Any]:
-    """open run ─► train ─► evaluate (unless diverged) ─► record; the run is closed whatever happens."""
+    """open run ─► train ─► evaluate (unless diverged) ─► judge its outcome ─► record; the run is closed whatever
+    happens."""
     run_id = open_run(cfg, corpus, parent_run_id, tags)
     with tracking.closing(run_id):
         fitted = train(cfg, corpus, run_id, workdir)
         started = time.perf_counter()
         metrics = evaluate(cfg, corpus, run_id, fitted) if fitted.diverged_at is None else {}
-        summary = record(run_id, fitted, metrics, time.perf_counter() - started)
-    return {"run_id": run_id, "experiment": cfg.experiment, "status": "FINISHED",
-            "diverged": fitted.diverged_at is not None, "metrics": summary}
+        outcome = judge(cfg, corpus.output_vocab, metrics, fitted.stop_reason)
+        summary = record(run_id, outcome, fitted, metrics, time.perf_counter() - started)
+    return {"run_id": run_id, "experiment": cfg.experiment, "status": "FINISHED", "outcome": outcome.kind,
+            "outcome_reason": outcome.reason, "diverged": outcome.kind == DIVERGED, "metrics": summary}
 
 
 @flow(name="train", log_prints=False)

@@ -12,8 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.metrics import perplexity
-from models import optim
+from models import metrics, optim
 from rnnlab.config import LMModelConfig, LMTrainConfig
 
 CELLS = {"rnn_tanh": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -103,8 +102,7 @@ class LanguageModel(optim.ReuseNormForClipping, pl.LightningModule):
         self._eval_tokens += int(mask.sum())
 
     def on_validation_epoch_end(self) -> None:
-        mean_nll = self._eval_nll / max(self._eval_tokens, 1)
-        self.log_dict({"valid_nll": mean_nll, "valid_ppl": perplexity(mean_nll)})
+        metrics.log_validation_nll(self, self._eval_nll / max(self._eval_tokens, 1))
 
     def configure_optimizers(self) -> Any:
-        return optim.configure(self.parameters(), self.train_cfg, monitor="valid_ppl", mode="min")
+        return optim.configure(self.parameters(), self.train_cfg, monitor="valid_nll", mode="min")

@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from models.metrics import perplexity
-from models import optim
+from models import metrics, optim
 from rnnlab.config import NMTTrainConfig
 
 PAD = 0
@@ -177,8 +176,7 @@ class Translator(optim.ReuseNormForClipping, pl.LightningModule):
         self._tokens += count
 
     def on_validation_epoch_end(self) -> None:
-        mean = self._nll / max(self._tokens, 1)
-        self.log_dict({"valid_nll": mean, "valid_ppl": perplexity(mean)})
+        metrics.log_validation_nll(self, self._nll / max(self._tokens, 1))
 
     def configure_optimizers(self) -> Any:
         return optim.configure(self.parameters(), self.train_cfg, monitor="valid_bleu_greedy", mode="max")

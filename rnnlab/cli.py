@@ -101,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_data)
 
+    for command in commands.choices.values():
+        command.add_argument("-v", "--verbose", action="store_true",
+                             help="also show the libraries' own logs (Prefect, MLflow, Lightning), hidden by default")
     args = parser.parse_args(argv)
-    configure()
+    configure(verbose=args.verbose)
     from rnnlab.config import ConfigError
     from rnnlab.servers import ServerError
 
@@ -191,11 +194,21 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     table = formatted(comparison(study.name, result["parent_run_id"]))
     result["tracking_uri"] = tracking_uri()
-    return finish(result, args.json, f"{table.to_string(index=False)}\n"
-                  f"rnnlab: study '{study.name}' (parent run {result['parent_run_id']}): {result['trained']} trained, "
-                  f"{result['reused']} reused, {result['diverged']} diverged\n"
+    return finish(result, args.json, f"\n{table.to_string(index=False)}\n\n"
+                  + answer_block(result["question"], result["answer"]) + "\n\n"
+                  f"rnnlab: study '{study.name}' (parent run {result['parent_run_id']}): {result['trained']} cells "
+                  f"trained here, {result['reused']} reused\n"
                   f"rnnlab: report in {result['report']} (and .html); compare again with `rnnlab compare {study.name}`; "
                   f"browse with `rnnlab ui`")
+
+
+def answer_block(question: str, answer: str) -> str:
+    """The question and the study's answer, wrapped for a terminal."""
+    import textwrap
+
+    lines = [f"Question: {question}"] if question else []
+    lines.append(f"Answer: {answer}")
+    return "\n".join(textwrap.fill(line, width=110, subsequent_indent="  ") for line in lines)
 
 
 def import_tracking_store_meanwhile() -> None:
@@ -217,16 +230,19 @@ def import_tracking_store_meanwhile() -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     with quietly(True):
-        from tasks.compare import comparison, formatted
+        from tasks.compare import as_json, comparison, formatted
+        from tasks.verdict import answer
 
-        table = comparison(args.study, args.parent_run)
+        c = comparison(args.study, args.parent_run)
+        result = answer(c)
     if args.csv:
-        table.to_csv(args.csv, index=False)
+        c.table.to_csv(args.csv, index=False)
         print(f"rnnlab: wrote {args.csv}", file=sys.stderr)
     if args.json:
-        print(table.to_json(orient="records"))
+        print(json.dumps(as_json(c, result), default=_json_default))
     else:
-        print(formatted(table).to_string(index=False))
+        print(answer_block(c.question, result.text) + "\n\n" + formatted(c).to_string(index=False) + "\n\n"
+              + "\n".join(f"- {line}" for line in result.basis))
     return 0
 
 

@@ -78,6 +78,13 @@ class TrainConfig(Section):
     log_every_n_steps: int = Field(1, ge=1)
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads (null = torch default)")
+    # The blow-up rule: a run whose training loss has left the uniform guess far behind (upwards) has exploded; it
+    # stops as `diverged` instead of spending the rest of its budget (an exploded model is also the slowest one).
+    blowup_ratio: float | None = Field(1.5, gt=1.0, description="stop as diverged when the mean training loss over "
+                                       "`blowup_window` steps exceeds this × ln(vocabulary size), the loss of a "
+                                       "uniform guess; null = never")
+    blowup_window: int = Field(25, ge=1, description="steps the mean training loss of the blow-up rule is taken over")
+    blowup_after: int = Field(25, ge=0, description="warm-up steps before the blow-up rule applies")
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
@@ -148,6 +155,8 @@ class NMTEvalConfig(Section):
     beam: int = Field(5, ge=1, description="beam size for the final test translation (1 = greedy)")
     length_penalty: float = Field(1.0, ge=0.0)
     max_len_ratio: float = Field(2.0, gt=0.0, description="at most ratio × source length + 10 subwords are produced")
+    min_bleu: float = Field(3.0, ge=0.0, description="a run whose validation BLEU stays below this failed to learn: "
+                            "one constant sentence ('A man in a blue shirt is standing .') scores 2.9 on Multi30k")
     splits: tuple[Literal["valid", "test"], ...] = ("valid", "test")
 
 

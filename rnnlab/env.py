@@ -14,7 +14,20 @@ def project_dir() -> Path:
     return Path(os.environ.get("RNNLAB_HOME") or os.getcwd()).resolve()
 
 
-def configure() -> Path:
+# What a user cannot act on stays off the console unless asked for (`rnnlab … -v`): Prefect's per-task INFO lines,
+# MLflow's INFO logs and artifact-download progress bars. Warnings and errors still show.
+QUIET = {"PREFECT_LOGGING_LEVEL": "WARNING", "MLFLOW_LOGGING_LEVEL": "WARNING",
+         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+VERBOSE = {"PREFECT_LOGGING_LEVEL": "INFO", "MLFLOW_LOGGING_LEVEL": "INFO", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "true",
+           "RNNLAB_VERBOSE": "1"}
+
+
+def verbose() -> bool:
+    return os.environ.get("RNNLAB_VERBOSE") == "1"
+
+
+def configure(verbose: bool = False) -> Path:
+    """Set the defaults below (a user's own environment wins), `verbose` or quiet; worker processes inherit them."""
     home = project_dir()
     home.mkdir(parents=True, exist_ok=True)
     defaults = {
@@ -26,7 +39,7 @@ def configure() -> Path:
         "MPLCONFIGDIR": str(home / ".cache" / "matplotlib"),
         "GIT_PYTHON_REFRESH": "quiet",
     }
-    for key, value in defaults.items():
+    for key, value in {**defaults, **(VERBOSE if verbose else QUIET)}.items():
         os.environ.setdefault(key, value)
     keep_freed_memory()
     return home

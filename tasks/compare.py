@@ -1,4 +1,6 @@
-"""A study's comparison table, from MLflow alone: one row per variant, mean ± std over its seeds.
+"""A study's comparison, from MLflow alone: one row per variant, saying how its seeds ended (trained, diverged,
+failed to learn) and, over the seeds that trained and no others, the deciding metric (a perplexity: geometric mean
+and 95% interval, computed in log space) and the runs' other key figures (mean ± std).
 
 Which cells belong to an execution comes from its parent run's `grid.json`; a cell's result is the latest FINISHED
 run with that cell's identity (so cells reused from an earlier execution count too).
@@ -9,18 +11,39 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from tasks import tracking
+from tasks import stats, tracking
+from tasks.outcome import DIVERGED, FAILED_TO_LEARN, OUTCOMES, TRAINED
 
 KEY_METRICS = ("valid_ppl", "test_ppl", "valid_bleu_greedy", "test_bleu", "test_bleu_greedy", "test_chrf",
                "tokens_per_second", "train_seconds", "clipped_share", "max_grad_norm")
 SHORT = {"tokens_per_second": "tok/s", "train_seconds": "train s", "clipped_share": "clipped",
          "max_grad_norm": "max grad", "valid_bleu_greedy": "valid_bleu"}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    study: str
+    question: str
+    metric: str  # the deciding metric
+    goal: str  # min or max
+    parent_run_id: str
+    factors: dict[str, list[str]]  # factor → its values, in the grid's order (the first is the baseline)
+    runs: pd.DataFrame  # one row per cell × seed with a finished run: variant, seed, run_id, outcome, factors, metrics
+    table: pd.DataFrame  # one row per variant
+
+    @property
+    def log_scale(self) -> bool:
+        return stats.on_log_scale(self.metric)
+
+    @property
+    def better(self) -> str:
+        return "lower" if self.goal == "min" else "higher"
 
 
 def read_text(run_id: str, path: str) -> str:
@@ -40,26 +63,64 @@ def cell_results(study: str, parent_run_id: str | None = None) -> tuple[Any, lis
     return parent, grid, runs.reset_index(drop=True)
 
 
-def comparison(study: str, parent_run_id: str | None = None) -> pd.DataFrame:
-    return table_of(study, *cell_results(study, parent_run_id))
+def recorded_outcome(run: pd.Series) -> str:
+    """The run's `rnnlab.outcome` tag; for runs recorded before outcomes were (an older store), judged the same way
+    from what they did record: diverged, or a perplexity at or above the uniform guess over the vocabulary."""
+    tag = run.get("tags.rnnlab.outcome")
+    if isinstance(tag, str) and tag in OUTCOMES:
+        return tag
+    if run.get("tags.rnnlab.diverged") == "true":
+        return DIVERGED
+    vocab = run.get("tags.data.vocab_size", run.get("tags.data.tgt_vocab"))
+    ppl = run.get("metrics.valid_ppl", math.nan)
+    if isinstance(vocab, str) and vocab.isdigit() and not ppl < int(vocab):
+        return FAILED_TO_LEARN
+    return TRAINED
 
 
-def table_of(study: str, parent: Any, grid: list[dict[str, Any]], runs: pd.DataFrame) -> pd.DataFrame:
+def run_frame(runs: pd.DataFrame, grid: list[dict[str, Any]], metrics: list[str]) -> pd.DataFrame:
+    """One row per cell × seed with a finished run: variant, seed, run_id, outcome (and why), factor values,
+    the step it stopped at if it diverged, and `metrics`; in the grid's order."""
+    if runs.empty:
+        return pd.DataFrame(columns=["variant", "seed", "run_id", "outcome", "reason", "diverged_step", *metrics])
+    frame = pd.DataFrame({
+        "variant": runs["tags.rnnlab.cell"], "seed": runs["params.seed"].astype(int), "run_id": runs["run_id"],
+        "outcome": runs.apply(recorded_outcome, axis=1),
+        "reason": runs.get("tags.rnnlab.outcome_reason", pd.Series("", index=runs.index)).fillna(""),
+        "diverged_step": runs.get("metrics.diverged_step", pd.Series(math.nan, index=runs.index))})
+    for name in metrics:
+        frame[name] = runs.get(f"metrics.{name}", pd.Series(math.nan, index=runs.index))
+    for factor in grid[0]["factors"]:
+        frame[f"factor.{factor}"] = runs[f"tags.factor.{factor}"]
+    order = {(g["variant"], g["seed"]): i for i, g in enumerate(grid)}
+    frame["order"] = [order.get(key, len(order)) for key in zip(frame["variant"], frame["seed"])]
+    return frame.sort_values("order", kind="stable").drop(columns="order").reset_index(drop=True)
+
+
+def comparison(study: str, parent_run_id: str | None = None) -> Comparison:
+    return compare(study, *cell_results(study, parent_run_id))
+
+
+def compare(study: str, parent: Any, grid: list[dict[str, Any]], runs: pd.DataFrame) -> Comparison:
     metric, goal = parent.data.tags["rnnlab.metric"], parent.data.tags["rnnlab.goal"]
-    names = [metric] + [m for m in KEY_METRICS if m != metric]
-    names = [m for m in names if f"metrics.{m}" in runs.columns]
+    names = [metric] + [m for m in KEY_METRICS if m != metric and f"metrics.{m}" in runs.columns]
+    frame = run_frame(runs, grid, names)
+    factors = {k: list(dict.fromkeys(g["factors"][k] for g in grid)) for k in grid[0]["factors"]}
     rows = []
     for variant in dict.fromkeys(g["variant"] for g in grid):
         cells = [g for g in grid if g["variant"] == variant]
-        mine = runs[runs["tags.rnnlab.cell"] == variant] if not runs.empty else runs
-        diverged = mine["tags.rnnlab.diverged"] == "true" if not mine.empty else pd.Series(dtype=bool)
-        ok = mine[~diverged] if not mine.empty else mine
+        mine = frame[frame["variant"] == variant]
+        trained = mine[mine["outcome"] == TRAINED]
         row: dict[str, Any] = {"variant": variant, **cells[0]["factors"], "seeds": len(cells),
-                               "finished": len(ok), "diverged": int(diverged.sum())}
-        for name in names:
-            values = ok[f"metrics.{name}"].dropna()
-            row[f"{name}_mean"] = values.mean() if len(values) else math.nan
-            with np.errstate(over="ignore", invalid="ignore"):  # a blown-up model's astronomical values: inf
+                               **{o: int((mine["outcome"] == o).sum()) for o in OUTCOMES},
+                               "missing": len(cells) - len(mine)}
+        for name in names:  # over the seeds that trained, and no others
+            values = trained[name].dropna()
+            if name == metric or stats.on_log_scale(name):
+                interval = stats.mean_interval(values, log=stats.on_log_scale(name))
+                row.update({f"{name}_mean": interval.mean, f"{name}_low": interval.low, f"{name}_high": interval.high})
+            else:
+                row[f"{name}_mean"] = values.mean() if len(values) else math.nan
                 row[f"{name}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -67,15 +128,26 @@ def table_of(study: str, parent: Any, grid: list[dict[str, Any]], runs: pd.DataF
     scored = table[f"{metric}_mean"].dropna() if f"{metric}_mean" in table else pd.Series(dtype=float)
     if len(scored):
         table.loc[scored.idxmin() if goal == "min" else scored.idxmax(), "best"] = True
-    table.attrs.update(metric=metric, goal=goal, parent_run_id=parent.info.run_id, study=study)
-    return table
+    note = parent.data.tags.get("mlflow.note.content", "")  # where executions recorded before rnnlab.question kept it
+    question = parent.data.tags.get("rnnlab.question", note.partition("\n\n**Answer.**")[0])
+    return Comparison(study, question, metric, goal, parent.info.run_id, factors, frame, table)
 
 
 def number(value: float, digits: int = 2) -> str:
-    """Fixed decimals, except for the astronomically large values of a model that blew up."""
+    """Fixed decimals, but 3 significant digits for very large values."""
     if math.isnan(value):
         return "–"
     return f"{value:.3g}" if math.isfinite(value) and abs(value) >= 1e6 else f"{value:.{digits}f}"
+
+
+def digits_for(name: str) -> int:
+    return 0 if name in ("tokens_per_second", "train_seconds") else 3 if name == "clipped_share" else 1 if "ppl" in name else 2
+
+
+def with_interval(mean: float, low: float, high: float, digits: int) -> str:
+    if math.isnan(mean):
+        return "–"
+    return number(mean, digits) + ("" if math.isnan(low) else f" [{number(low, digits)}, {number(high, digits)}]")
 
 
 def mean_std(mean: float, std: float, digits: int) -> str:
@@ -84,35 +156,49 @@ def mean_std(mean: float, std: float, digits: int) -> str:
     return number(mean, digits) + ("" if math.isnan(std) else f" ± {number(std, digits)}")
 
 
-def digits_for(name: str) -> int:
-    return 0 if name in ("tokens_per_second", "train_seconds") else 3 if name == "clipped_share" else 2
+def outcome_words(row: Any) -> str:
+    """'2/2 trained', '0/2 trained: 2 diverged', '1/3 trained: 1 diverged, 1 failed to learn'."""
+    ended = [f"{getattr(row, o)} {w}" for o, w in ((DIVERGED, "diverged"), (FAILED_TO_LEARN, "failed to learn"),
+                                                   ("missing", "without a result")) if getattr(row, o)]
+    return f"{row.trained}/{row.seeds} trained" + (": " + ", ".join(ended) if ended else "")
 
 
-def formatted(table: pd.DataFrame) -> pd.DataFrame:
-    """The table as people read it: mean ± std per metric, seed counts, diverged cells said in words, best starred."""
-    metric = table.attrs["metric"]
+def formatted(c: Comparison) -> pd.DataFrame:
+    """The table as people read it: outcomes in words, the deciding metric as mean [95% interval] over the seeds
+    that trained (a geometric mean for perplexities), other figures as mean ± std; the best variant starred."""
+    table = c.table
     shown = pd.DataFrame({"variant": table["variant"] + table["best"].map({True: " *", False: ""})})
-    shown["n"] = table["finished"].astype(str) + "/" + table["seeds"].astype(str)
-    shown["diverged"] = table["diverged"]
+    shown["outcome"] = [outcome_words(row) for row in table.itertuples(index=False)]
     for column in table.columns:
-        if column.endswith("_mean"):
-            name = column.removesuffix("_mean")
-            label = f"{name} ({'lower' if table.attrs['goal'] == 'min' else 'higher'} is better)" if name == metric else SHORT.get(name, name)
-            cells = [mean_std(m, s, digits_for(name)) for m, s in zip(table[column], table[f"{name}_std"])]
-            shown[label] = ["diverged" if f == 0 and d else c for c, f, d in zip(cells, table["finished"], table["diverged"])]
+        if not column.endswith("_mean"):
+            continue
+        name = column.removesuffix("_mean")
+        if name == c.metric:
+            label = f"{name} ({'geometric ' if c.log_scale else ''}mean [95% CI], {c.better} is better)"
+        else:
+            label = SHORT.get(name, name)
+        if f"{name}_low" in table:
+            shown[label] = [with_interval(m, lo, hi, digits_for(name))
+                            for m, lo, hi in zip(table[column], table[f"{name}_low"], table[f"{name}_high"])]
+        else:
+            shown[label] = [mean_std(m, s, digits_for(name)) for m, s in zip(table[column], table[f"{name}_std"])]
     return shown
 
 
-def as_markdown(table: pd.DataFrame) -> str:
-    shown = formatted(table)
-    lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)]
-    return "\n".join(lines) + "\n\n* best mean " + table.attrs["metric"] + "; mean ± std over finished seeds.\n"
+def as_markdown(c: Comparison) -> str:
+    return (formatted(c).to_markdown(index=False) + f"\n\n\\* best {c.metric} among variants with a trained seed. "
+            "Statistics are over the seeds that trained, and no others; a perplexity is a geometric mean (its 95% "
+            "interval is a Student-t interval on log perplexity), other figures mean ± std.\n")
 
 
-def log_comparison(parent_run_id: str, table: pd.DataFrame) -> None:
+def as_json(c: Comparison, answer: Any) -> dict[str, Any]:
+    return {"study": c.study, "question": c.question, "answer": answer.text, "metric": c.metric, "goal": c.goal,
+            "parent_run_id": c.parent_run_id, "table": json.loads(c.table.to_json(orient="records"))}
+
+
+def log_comparison(c: Comparison, answer: Any) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        table.to_csv(Path(tmp) / "comparison.csv", index=False)
-        (Path(tmp) / "comparison.md").write_text(as_markdown(table), encoding="utf-8")
+        c.table.to_csv(Path(tmp) / "comparison.csv", index=False)
+        (Path(tmp) / "comparison.md").write_text(f"{answer.text}\n\n{as_markdown(c)}", encoding="utf-8")
         for name in ("comparison.csv", "comparison.md"):
-            tracking.log_artifact(parent_run_id, Path(tmp) / name)
+            tracking.log_artifact(c.parent_run_id, Path(tmp) / name)

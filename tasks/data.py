@@ -85,6 +85,11 @@ class LMCorpus:
         return Path(self.cache_dir) / f"{split}.pt"
 
     @property
+    def output_vocab(self) -> int:
+        """The words a model predicts over: a uniform guess over them has this perplexity."""
+        return self.vocab_size
+
+    @property
     def vocab_path(self) -> Path:
         return Path(self.cache_dir) / "vocab.txt"
 

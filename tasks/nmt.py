@@ -134,7 +134,7 @@ def fit_nmt(cfg: NMTRunConfig, corpus: ParallelCorpus, run_id: str, workdir: str
     valid_loader = DataLoader(PairDataset(valid), batch_size=cfg.eval.batch_size, collate_fn=collate)
     module = Translator(shape_of(cfg, corpus.src_vocab, corpus.tgt_vocab), cfg.train.model_dump())
     return fit_module(cfg, module, train_loader, valid_loader, run_id, monitor="valid_bleu_greedy", mode="max",
-                      callbacks=(ValidationBLEU(corpus, cfg),), workdir=workdir)
+                      vocab_size=corpus.output_vocab, callbacks=(ValidationBLEU(corpus, cfg),), workdir=workdir)
 
 
 def load_translator(cfg: NMTRunConfig, src_vocab: int, tgt_vocab: int, checkpoint: str | Path) -> Seq2Seq:

@@ -78,6 +78,11 @@ class ParallelCorpus:
     def model_path(self, side: str) -> Path:
         return Path(self.cache_dir) / f"{side}.model"
 
+    @property
+    def output_vocab(self) -> int:
+        """The target subwords a model predicts over: a uniform guess over them has this perplexity."""
+        return self.tgt_vocab
+
     def load(self, split: str) -> dict[str, list[torch.Tensor]]:
         return torch.load(Path(self.cache_dir) / f"{split}.pt", weights_only=True)
 

@@ -1,5 +1,10 @@
 """The report's figures (matplotlib, PNG). One colour per variant across every figure; PNGs carry no timestamp or
-version metadata, so the same data gives byte-identical files."""
+version metadata, so the same data gives byte-identical files.
+
+Every figure shows its data: the axes are scaled to the runs that trained, perplexities on a log axis, and a run
+that diverged or failed to learn is drawn as a marked point (×) at its last step, on the edge of the axes when its
+value lies beyond them, instead of stretching the axes until the other runs flatten into a line.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +18,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from tasks.outcome import TRAINED, WORDS  # noqa: E402
+
 STYLE = {"figure.figsize": (7.5, 4.2), "figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3,
          "legend.fontsize": 8, "axes.titlesize": 11, "font.size": 9}
+FAILED_MARKER = {"marker": "X", "markersize": 9, "markeredgecolor": "black", "markeredgewidth": 0.6,
+                 "linestyle": "none", "clip_on": False, "zorder": 5}
 
 
 def colours(variants: list[str]) -> dict[str, tuple]:
@@ -29,25 +38,79 @@ def save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
-def band(curves: list[pd.Series]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Curves of several seeds on their common steps: (steps, mean, min, max)."""
-    frame = pd.concat(curves, axis=1, join="inner").sort_index()
-    return frame.index.to_numpy(), frame.mean(axis=1).to_numpy(), frame.min(axis=1).to_numpy(), frame.max(axis=1).to_numpy()
+def log_axis(values: list[float], log: bool) -> bool:
+    """A log axis for a log-scale metric whose values span more than an order of magnitude; else a linear one,
+    on which a few percent between runs stay readable."""
+    x = [v for v in values if math.isfinite(v) and v > 0]
+    return log and len(x) > 1 and max(x) / min(x) > 10
 
 
-def metric_curves(histories: dict[str, list[pd.Series]], metric: str, colour: dict[str, tuple], path: Path) -> Path:
-    """Validation metric vs step per variant: mean over seeds, band from min to max."""
+def limits(values: list[float], log: bool, pad: float = 0.08) -> tuple[float, float] | None:
+    """Axis limits around the finite values (positive ones on a log axis), with a margin."""
+    x = np.asarray([v for v in values if math.isfinite(v) and (v > 0 or not log)], dtype=float)
+    if not len(x):
+        return None
+    low, high = x.min(), x.max()
+    if log:
+        span = max(math.log10(high / low), 0.1)
+        return low / 10 ** (pad * span), high * 10 ** (pad * span)
+    span = max(high - low, abs(high) * 0.05, 1e-9)
+    return low - pad * span, high + pad * span
+
+
+def mark_beyond(ax: plt.Axes, ended: list[tuple[int, float]], lim: tuple[float, float], colour: tuple, label: str,
+                notes: dict[tuple[int, bool], int]) -> None:
+    """Runs of one variant that did not train: a × at each one's (step, last value); on the axes' edge when that
+    value lies beyond the limits chosen for the runs that trained (a non-finite one on the top edge), the values
+    written beside it. `notes` counts the notes already written at each edge point, so the next goes below them."""
+    beyond: dict[tuple[int, bool], list[float]] = {}
+    for i, (step, y) in enumerate(ended):
+        shown = lim[1] if not math.isfinite(y) else min(max(y, lim[0]), lim[1])
+        ax.plot([step], [shown], color=colour, label=label if i == 0 else None, **FAILED_MARKER)
+        if shown != y:
+            beyond.setdefault((step, shown == lim[1]), []).append(y)
+    for (step, top), values in beyond.items():
+        k = notes.get((step, top), 0)
+        notes[(step, top)] = k + 1
+        ax.annotate(f"{'↑' if top else '↓'} {', '.join(f'{v:.3g}' for v in values)}", (step, lim[1] if top else lim[0]),
+                    xytext=(8, (-4 - 9 * k) if top else (4 + 9 * k)), textcoords="offset points", fontsize=7,
+                    color=colour, va="top" if top else "bottom")
+
+
+def metric_curves(curves: dict[str, list[tuple[str, pd.Series]]], stops: dict[str, list[tuple[str, int]]],
+                  metric: str, log: bool, colour: dict[str, tuple], path: Path) -> Path:
+    """The validation metric vs step. `curves`: per variant, (outcome, series by step) per run; `stops`: per variant,
+    (outcome, step) for runs that stopped before any validation. Runs that trained: the mean over seeds (geometric for
+    perplexities), band min–max. The others: one × each at their last point."""
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots()
-        for variant, curves in histories.items():
-            if not curves:
-                continue
-            steps, mean, low, high = band(curves)
-            ax.plot(steps, mean, color=colour[variant], label=f"{variant} (n={len(curves)})", marker="o", markersize=3)
-            ax.fill_between(steps, low, high, color=colour[variant], alpha=0.2, linewidth=0)
-        if metric.endswith("ppl"):
+        values = [v for runs in curves.values() for o, s in runs if o == TRAINED for v in s] or \
+            [v for runs in curves.values() for _, s in runs for v in s]
+        log = log_axis(values, log)
+        lim = limits(values, log) or (1.0, 10.0)
+        notes: dict[tuple[int, bool], int] = {}
+        for variant, runs in curves.items():
+            good = [s for o, s in runs if o == TRAINED and len(s)]
+            if good:
+                frame = pd.concat(good, axis=1, join="inner").sort_index()
+                middle = np.exp(np.log(frame).mean(axis=1)) if log else frame.mean(axis=1)
+                ax.plot(frame.index, middle, color=colour[variant], marker="o", markersize=3,
+                        label=f"{variant} (trained: {len(good)})")
+                if len(good) > 1:
+                    ax.fill_between(frame.index, frame.min(axis=1), frame.max(axis=1), color=colour[variant],
+                                    alpha=0.2, linewidth=0)
+            ended = [(o, int(s.index[-1]), float(s.iloc[-1])) for o, s in runs if o != TRAINED and len(s)]
+            ended += [(o, step, math.inf) for o, step in stops.get(variant, [])]
+            if ended:
+                how = ", ".join(dict.fromkeys(WORDS[o] for o, _, _ in ended))
+                mark_beyond(ax, [(step, y) for _, step, y in ended], lim, colour[variant], f"{variant}: {how}", notes)
+        if log:
             ax.set_yscale("log")
-        ax.set(xlabel="training step", ylabel=metric, title=f"{metric} during training (mean, band: min–max over seeds)")
+        ax.set_ylim(*lim)
+        ax.set(xlabel="training step", ylabel=metric)
+        ax.set_title(f"{metric} during training", loc="left")
+        ax.set_title(f"line: {'geometric ' if log else ''}mean of the seeds that trained, band: min–max\n"
+                     "×: a run that did not train, at its last validation", loc="right", fontsize=7, color="0.35")
         ax.legend(loc="best")
         return save(fig, path)
 
@@ -76,25 +139,42 @@ def gradient_norms(histories: dict[str, list[pd.Series]], thresholds: dict[str, 
                            label=f"{variant}: clip at {thresholds[variant]:g}")
         ax.set_yscale("log")
         ax.set(xlabel="training step", ylabel="total gradient norm before clipping",
-               title="Pre-clip gradient norm (geometric mean over seeds, band: min–max)")
+               title="pre-clip gradient norm (geometric mean over seeds, band: min–max)")
         ax.legend(loc="best")
         return save(fig, path)
 
 
-def final_metric(table: pd.DataFrame, metric: str, colour: dict[str, tuple], path: Path) -> Path:
-    """The deciding metric per variant, mean with ±1 std error bars; variants with no finished seed say why."""
+def final_metric(table: pd.DataFrame, runs: pd.DataFrame, metric: str, log: bool, colour: dict[str, tuple],
+                 path: Path) -> Path:
+    """The deciding metric per variant: each trained seed as a dot, the (geometric) mean with its 95% interval;
+    a variant that did not train in some seed says so in words above its place."""
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots()
-        positions = np.arange(len(table))
+        trained = runs[runs["outcome"] == TRAINED]
+        values = list(trained[metric].dropna()) + list(table[f"{metric}_low"].dropna()) + \
+            list(table[f"{metric}_high"].dropna())
+        use_log = log_axis(values, log)
+        lim = limits(values, use_log, pad=0.15) or (0.0, 1.0)
         for i, row in enumerate(table.itertuples(index=False)):
-            mean, std = getattr(row, f"{metric}_mean"), getattr(row, f"{metric}_std")
-            if math.isnan(mean):
-                ax.annotate("diverged" if row.diverged else "no result", (i, 0), xycoords=("data", "axes fraction"),
-                            xytext=(0, 8), textcoords="offset points", ha="center", color=colour[row.variant])
-                continue
-            ax.errorbar(i, mean, yerr=0 if math.isnan(std) else std, fmt="o", color=colour[row.variant], capsize=5,
-                        markersize=7)
-        ax.set_xticks(positions, table["variant"], rotation=20, ha="right")
+            seeds = trained[trained["variant"] == row.variant][metric].dropna()
+            ax.plot([i] * len(seeds), seeds, "o", color=colour[row.variant], alpha=0.45, markersize=5)
+            mean, low, high = (getattr(row, f"{metric}_{k}") for k in ("mean", "low", "high"))
+            if not math.isnan(mean):
+                error = None if math.isnan(low) else [[mean - low], [high - mean]]
+                ax.errorbar(i, mean, yerr=error, fmt="D", color=colour[row.variant], capsize=6, markersize=7)
+            if row.trained < row.seeds:
+                words = "\n".join(f"{getattr(row, o)} {WORDS[o]}" for o in ("diverged", "failed_to_learn")
+                                  if getattr(row, o))
+                ax.annotate(words or "no result", (i, 1.0), xycoords=("data", "axes fraction"), xytext=(0, -6),
+                            textcoords="offset points", ha="center", va="top", fontsize=8, color=colour[row.variant],
+                            fontweight="bold")
+        if use_log:
+            ax.set_yscale("log")
+        ax.set_ylim(*lim)
+        ax.set_xticks(np.arange(len(table)), table["variant"], rotation=20, ha="right")
         ax.set_xlim(-0.5, len(table) - 0.5)
-        ax.set(ylabel=metric, title=f"final {metric} per variant (mean ± std over finished seeds)")
+        ax.set(ylabel=metric)
+        ax.set_title(f"final {metric} per variant", loc="left")
+        ax.set_title(f"dots: the seeds that trained\ndiamond: {'geometric ' if log else ''}mean and 95% CI", loc="right",
+                     fontsize=7, color="0.35")
         return save(fig, path)

@@ -1,5 +1,6 @@
-"""A study's report, built from what MLflow recorded and nothing else: the question and the grid, the results table,
-each factor's paired effect, significance against the baseline, plots, and the environment that produced it.
+"""A study's report, built from what MLflow recorded and nothing else: the question and its answer in words, the grid,
+the results table, each factor's effect, significance on the evaluation data, plots, and the environment that
+produced it.
 
 Written as report.md with PNGs beside it and a self-contained report.html; byte-identical when rebuilt from the same
 store (no timestamps, fixed bootstrap seeds, PNGs without metadata).
@@ -22,23 +23,14 @@ import yaml
 from prefect import task
 
 from tasks import plots, stats, tracking
-from tasks.compare import as_markdown, cell_results, read_text, table_of
-from tasks.compare import number as compare_number
-
-
-def run_frame(runs: pd.DataFrame, factors: list[str], metric: str) -> pd.DataFrame:
-    """One row per cell × seed: variant, factor values, seed, diverged, the deciding metric, run id."""
-    frame = pd.DataFrame({"variant": runs["tags.rnnlab.cell"], "seed": runs["params.seed"].astype(int),
-                          "diverged": runs["tags.rnnlab.diverged"] == "true", "run_id": runs["run_id"],
-                          metric: runs.get(f"metrics.{metric}", pd.Series(math.nan, index=runs.index))})
-    for factor in factors:
-        frame[f"factor.{factor}"] = runs[f"tags.factor.{factor}"]
-    return frame.sort_values(["variant", "seed"], kind="stable").reset_index(drop=True)
+from tasks.compare import Comparison, as_markdown, cell_results, compare, number, read_text
+from tasks.outcome import TRAINED, WORDS
+from tasks.verdict import Answer, answer, factor
 
 
 def history(run_id: str, key: str) -> pd.Series:
-    points = sorted(tracking.client().get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
-    series = pd.Series([m.value for m in points], index=[m.step for m in points], dtype=float)
+    points = tracking.metric_history(run_id, key)
+    series = pd.Series([v for _, v in points], index=[s for s, _ in points], dtype=float)
     return series[~series.index.duplicated(keep="first")]  # the final evaluation repeats the last step
 
 
@@ -46,69 +38,88 @@ def artifact_names(run_id: str, folder: str) -> set[str]:
     return {a.path for a in tracking.client().list_artifacts(run_id, folder)}
 
 
-def significance(frame: pd.DataFrame, baseline: str, task_kind: str, metric: str) -> pd.DataFrame:
-    """Each variant against the baseline, seed by seed, on the saved per-sentence scores or test translations."""
+def significance(c: Comparison, task_kind: str) -> pd.DataFrame:
+    """The best variant against each other one, seed by seed, where both trained: a paired bootstrap on the saved
+    per-sentence scores (language models) or test translations (translation)."""
+    best = c.table[c.table["best"]]
+    if best.empty:
+        return pd.DataFrame()
+    best_variant = best.iloc[0]["variant"]
+    trained = c.runs[c.runs["outcome"] == TRAINED]
+    best_runs = trained[trained["variant"] == best_variant].set_index("seed")["run_id"]
     rows = []
-    base_runs = frame[(frame["variant"] == baseline) & ~frame["diverged"]].set_index("seed")["run_id"]
     with tempfile.TemporaryDirectory() as tmp:
         def fetch(run_id: str, path: str) -> Path:
             return tracking.download_artifact(run_id, path, Path(tmp) / run_id)
 
-        for row in frame[(frame["variant"] != baseline) & ~frame["diverged"]].itertuples(index=False):
-            if row.seed not in base_runs:
+        for row in trained[trained["variant"] != best_variant].itertuples(index=False):
+            if row.seed not in best_runs:
                 continue
-            base_id = base_runs[row.seed]
+            best_id = best_runs[row.seed]
             if task_kind == "lm":
                 split = "test" if "eval/test_sentences.csv" in artifact_names(row.run_id, "eval") else "valid"
-                result = stats.perplexity_bootstrap(pd.read_csv(fetch(row.run_id, f"eval/{split}_sentences.csv")),
-                                                    pd.read_csv(fetch(base_id, f"eval/{split}_sentences.csv")))
+                result = stats.perplexity_bootstrap(pd.read_csv(fetch(best_id, f"eval/{split}_sentences.csv")),
+                                                    pd.read_csv(fetch(row.run_id, f"eval/{split}_sentences.csv")))
                 measure = f"{split} perplexity"
             else:
                 split = "test" if "translations/test.ref" in artifact_names(row.run_id, "translations") else "valid"
                 lines = [fetch(r, f"translations/{split}.{kind}").read_text(encoding="utf-8").splitlines()
-                         for r, kind in ((row.run_id, "beam.hyp"), (base_id, "beam.hyp"), (row.run_id, "ref"))]
+                         for r, kind in ((best_id, "beam.hyp"), (row.run_id, "beam.hyp"), (row.run_id, "ref"))]
                 result = stats.bleu_bootstrap(*lines)
                 measure = f"{split} BLEU"
-            rows.append({"variant": row.variant, "seed": row.seed, "measure": measure, "baseline": result.baseline,
-                         "variant_value": result.system, "difference": result.difference, "ci_low": result.ci_low,
+            rows.append({"variant": row.variant, "seed": row.seed, "measure": measure, "variant_value": result.baseline,
+                         "best_value": result.system, "difference": result.difference, "ci_low": result.ci_low,
                          "ci_high": result.ci_high, "p_value": result.p_value, "significant": result.significant})
     return pd.DataFrame(rows)
 
 
-def number(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "–"
-    return compare_number(value, digits) if isinstance(value, float) else str(value)
-
-
 def md_table(frame: pd.DataFrame) -> str:
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(number(v) if isinstance(v, float) else str(v) for v in row) + " |"
-              for row in frame.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
+    return frame.to_markdown(index=False, floatfmt=".2f") + "\n"
 
 
-def effects_section(effects: pd.DataFrame, metric: str, goal: str) -> str:
+def answer_section(c: Comparison, answer: Answer) -> str:
+    question = c.question or "(no question was written down)"
+    return (f"> {question}\n\n**{answer.text}**\n\nThe numbers behind it:\n\n"
+            + "\n".join(f"- {line}" for line in answer.basis) + "\n")
+
+
+def effects_section(c: Comparison, effects: pd.DataFrame) -> str:
     if effects.empty:
         return "No factor could be paired.\n"
+
+    def ratio_or_points(v: float) -> str:
+        return "–" if math.isnan(v) else factor(c, v)
+
     shown = pd.DataFrame({
-        "factor": effects["factor"], "change": effects["from"] + " → " + effects["to"],
-        "pairs": effects["pairs"], f"mean Δ {metric}": effects["mean_difference"],
-        "95% CI": [f"[{number(lo)}, {number(hi)}]" if not math.isnan(lo) else "–"
+        "factor": effects["factor"], "change": effects["from"] + " → " + effects["to"], "with": effects["stratum"],
+        "trained": [f"{a}/{n} → {b}/{m}" for a, n, b, m in
+                    zip(effects["trained_from"], effects["runs_from"], effects["trained_to"], effects["runs_to"])],
+        "Fisher p": ["–" if math.isnan(p) else f"{p:.2g}" for p in effects["outcome_p"]],
+        "pairs that both trained": effects["pairs"],
+        f"{c.metric} {'ratio' if c.log_scale else 'Δ'}": [ratio_or_points(v) for v in effects["mean_difference"]],
+        "95% CI": [f"[{ratio_or_points(lo)}, {ratio_or_points(hi)}]" if not math.isnan(lo) else "–"
                    for lo, hi in zip(effects["ci_low"], effects["ci_high"])],
-        "pairs with a diverged run": effects["diverged_pairs"]})
-    better = "lower" if goal == "min" else "higher"
-    return (f"Each row compares cells that differ only in that factor, with the other factors and the seed held fixed "
-            f"(Δ = changed − original; {better} {metric} is better). Pairs where either run diverged are left out and "
-            f"counted. The interval is Student's t over the pairs.\n\n" + md_table(shown))
+        "lower / higher": [f"{d} / {u}" for d, u in zip(effects["down"], effects["up"])],
+        "sign test p": [f"{p:.2g}" if n else "–" for p, n in zip(effects["sign_p"], effects["pairs"])]})
+    what = ("the geometric mean of the paired perplexity ratios (changed / original, from differences of log "
+            "perplexity)" if c.log_scale else "the mean paired difference (changed − original)")
+    return (f"Each row changes one factor from its first value and holds the other factors and the seed fixed, within "
+            f"each combination of the other factors' values (*with*) and pooled over them (*all*). "
+            f"Outcomes are compared as counts: how many runs trained at each value, with Fisher's exact test. "
+            f"{c.metric} is compared only over the pairs in which both runs trained: {what}, with a Student-t 95% "
+            f"interval, and how many pairs went lower or higher, with the exact sign test ({c.better} is better). "
+            f"A pair in which either run did not train is counted, never averaged.\n\n" + md_table(shown))
 
 
-def significance_section(sig: pd.DataFrame, baseline: str) -> str:
+def significance_section(c: Comparison, sig: pd.DataFrame) -> str:
     if sig.empty:
-        return f"No variant has a finished run to test against the baseline `{baseline}` on the same seed.\n"
+        return ("No two variants trained in the same seed, so there is nothing to test on the evaluation data.\n"
+                if not c.table["best"].any() or len(c.table[c.table["trained"] > 0]) > 1 else
+                "Only one variant trained: there is nothing to test it against.\n")
+    best = c.table[c.table["best"]].iloc[0]["variant"]
     shown = pd.DataFrame({
-        "variant": sig["variant"], "seed": sig["seed"], "measure": sig["measure"], "baseline": sig["baseline"],
-        "variant value": sig["variant_value"], "Δ": sig["difference"],
+        "variant": sig["variant"], "seed": sig["seed"], "measure": sig["measure"], "variant value": sig["variant_value"],
+        f"`{best}`": sig["best_value"], "Δ (best − variant)": sig["difference"],
         "95% CI of Δ": [f"[{number(lo)}, {number(hi)}]" if not math.isnan(lo) else "–"
                         for lo, hi in zip(sig["ci_low"], sig["ci_high"])],
         "p": [f"{p:.4f}" for p in sig["p_value"]],
@@ -120,86 +131,106 @@ def significance_section(sig: pd.DataFrame, baseline: str) -> str:
     plain = []
     for variant, group in sig.groupby("variant", sort=False):
         n_sig = int(group["significant"].sum())
-        verdict = ("is significantly different from" if n_sig == len(group) else
-                   "is **not** significantly different from" if n_sig == 0 else "is only sometimes different from")
-        plain.append(f"- `{variant}` {verdict} the baseline at p < {stats.ALPHA} ({n_sig} of {len(group)} seeds).")
-    return (f"Each variant against the baseline `{baseline}`, seed by seed, with {how}.\n\n" + md_table(shown)
+        plain.append(f"- `{best}` against `{variant}`: the difference exceeds the evaluation data's sampling noise "
+                     f"(p < {stats.ALPHA}) in {n_sig} of {len(group)} seeds in which both trained.")
+    return (f"The best variant `{best}` against each other variant, seed by seed, only where both trained, with {how}. "
+            "This asks whether a difference is larger than the noise of the evaluation sentences for one pair of "
+            "runs; whether it holds across seeds is the factor table's question.\n\n" + md_table(shown)
             + "\n" + "\n".join(plain) + "\n")
 
 
 def environment_section(runs: pd.DataFrame, parent: Any) -> str:
+    def found(column: str) -> list[str]:
+        return sorted(set(runs[column].dropna().astype(str))) if column in runs else []
+
     def values(column: str) -> str:
-        found = sorted(set(runs[column].dropna().astype(str))) if column in runs else []
-        return ", ".join(f"`{v}`" for v in found) or "–"
+        return ", ".join(f"`{v}`" for v in found(column)) or "–"
 
     rows = [("study execution (parent run)", f"`{parent.info.run_id}`"), ("git commit", values("tags.git.commit")),
             ("uncommitted changes", values("tags.git.dirty")), ("code version", values("tags.rnnlab.code_version")),
             ("data checksum", values("tags.data.checksum")), ("python", values("tags.python")),
-            ("platform", values("tags.platform")), ("CPU", values("tags.cpu")), ("CPU count", values("tags.cpu.count")),
-            ("torch threads per cell", values("tags.torch.threads")), ("CUDA", values("tags.cuda"))]
+            ("platform", values("tags.platform")), ("CPU", values("tags.cpu")),
+            ("CPU capability (torch kernels)", values("tags.cpu.capability")), ("CPU count", values("tags.cpu.count")),
+            ("torch threads per cell", values("tags.torch.threads")),
+            ("torch deterministic algorithms", values("tags.torch.deterministic")), ("CUDA", values("tags.cuda"))]
     rows += [(column.removeprefix("tags.pkg."), values(column)) for column in sorted(runs.columns)
              if column.startswith("tags.pkg.")]
-    return md_table(pd.DataFrame(rows, columns=["what", "value"]))
+    text = md_table(pd.DataFrame(rows, columns=["what", "value"]))
+    capabilities = found("tags.cpu.capability")
+    if len(capabilities) > 1 or len(found("tags.torch.threads")) > 1:
+        text = (f"**Warning: the cells of this study ran on different CPU kernels ({', '.join(capabilities)}) or "
+                "thread counts.** Floating-point results differ between them (a lot for chaotic runs), so the "
+                "variants were not compared on equal terms: rerun the study on one kind of machine.\n\n" + text)
+    return text + ("\nResults reproduce bit for bit on the same machine (same CPU capability and thread count), "
+                   "not across machines: other kernels round differently.\n")
 
 
-def runs_section(frame: pd.DataFrame) -> str:
-    shown = frame[["variant", "seed", "run_id"]].assign(result=frame["diverged"].map({True: "diverged", False: "finished"}))
+def runs_section(c: Comparison) -> str:
+    shown = c.runs[["variant", "seed", "run_id"]].assign(outcome=c.runs["outcome"].map(WORDS), why=c.runs["reason"])
     return md_table(shown)
 
 
-@np.errstate(all="ignore")  # a blown-up model's astronomical metrics become inf in tables and plots, quietly
+def figures(c: Comparison, runs: pd.DataFrame, out: Path) -> list[tuple[str, str]]:
+    colour = plots.colours(list(c.table["variant"]))
+    shown = []
+    if c.metric.startswith("valid_"):
+        curves: dict[str, list] = {v: [] for v in c.table["variant"]}
+        stops: dict[str, list] = {v: [] for v in c.table["variant"]}
+        for row in c.runs.itertuples(index=False):
+            series = history(row.run_id, c.metric)
+            if len(series) or row.outcome == TRAINED:
+                curves[row.variant].append((row.outcome, series))
+            elif not math.isnan(row.diverged_step):
+                stops[row.variant].append((row.outcome, int(row.diverged_step)))
+        plots.metric_curves(curves, stops, c.metric, c.log_scale, colour, out / "curve.png")
+        shown.append(("curve.png", f"{c.metric} vs step"))
+    norms = {v: [history(r, "grad_norm") for r in c.runs[c.runs["variant"] == v]["run_id"]] for v in c.table["variant"]}
+    clip = {v: runs[runs["tags.rnnlab.cell"] == v]["params.train.clip_norm"].iloc[0] for v in c.table["variant"]
+            if (runs["tags.rnnlab.cell"] == v).any()}
+    thresholds = {v: None if value in (None, "null") else float(value) for v, value in clip.items()}
+    plots.gradient_norms(norms, thresholds, colour, out / "grad_norm.png")
+    shown.append(("grad_norm.png", "pre-clip gradient norm vs step"))
+    plots.final_metric(c.table, c.runs, c.metric, c.log_scale, colour, out / "final.png")
+    shown.append(("final.png", f"final {c.metric} per variant"))
+    return shown
+
+
 def render(study: str, parent_run_id: str | None, out: Path) -> tuple[Path, str]:
     """Write report.md, report.html and the PNGs into `out`; return the Markdown file and the execution's run id."""
     parent, grid, runs = cell_results(study, parent_run_id)
-    parent_id = parent.info.run_id
-    definition = yaml.safe_load(read_text(parent_id, "study.yaml"))
-    table = table_of(study, parent, grid, runs)
-    metric, goal = table.attrs["metric"], table.attrs["goal"]
-    factors = {k: list(dict.fromkeys(g["factors"][k] for g in grid)) for k in grid[0]["factors"]}
-    variants = list(table["variant"])
-    baseline = variants[0]
-    colour = plots.colours(variants)
+    c = compare(study, parent, grid, runs)
+    definition = yaml.safe_load(read_text(c.parent_run_id, "study.yaml"))
+    result = answer(c)
     out.mkdir(parents=True, exist_ok=True)
-    frame = run_frame(runs, list(factors), metric) if not runs.empty else pd.DataFrame()
 
-    sections = [f"# Study `{study}`\n", f"> {definition.get('question') or '(no question was written down)'}\n"]
-    grid_rows = [(k, ", ".join(f"`{v}`" for v in vals)) for k, vals in factors.items()]
+    sections = [f"# Study `{study}`\n", "## Answer\n", answer_section(c, result)]
+    grid_rows = [(k, ", ".join(f"`{v}`" for v in vals)) for k, vals in c.factors.items()]
     grid_rows += [("seeds", ", ".join(map(str, definition["seeds"]))),
                   ("excluded", json.dumps(definition.get("exclude") or []) if definition.get("exclude") else "none"),
-                  ("deciding metric", f"`{metric}` ({'lower' if goal == 'min' else 'higher'} is better)"),
+                  ("deciding metric", f"`{c.metric}` ({c.better} is better)"),
                   ("budget per cell", ", ".join(f"{k} {v}" for k, v in definition["budget"].items() if v is not None) or "the base config's"),
                   ("base config", f"`{definition['base']}` with {json.dumps(definition.get('overrides') or {})}"),
-                  ("cells", f"{len(variants)} variants × {len(definition['seeds'])} seeds = {len(grid)}")]
+                  ("cells", f"{len(c.table)} variants × {len(definition['seeds'])} seeds = {len(grid)}")]
     sections += ["## The grid\n", md_table(pd.DataFrame(grid_rows, columns=["", "values"]))]
-    sections += ["## Results\n", f"Baseline: `{baseline}`.\n\n" + as_markdown(table)]
-
-    if not frame.empty:
-        effects = stats.factor_effects(frame, factors, metric)
-        sections += ["## Effect of each factor\n", effects_section(effects, metric, goal)]
-        sections += ["## Significance\n", significance_section(
-            significance(frame, baseline, parent.data.tags.get("rnnlab.task", "lm"), metric), baseline)]
-        figures = []
-        finished = frame[~frame["diverged"]]
-        if metric.startswith("valid_"):
-            curves = {v: [history(r, metric) for r in finished[finished["variant"] == v]["run_id"]] for v in variants}
-            figures.append(("curve.png", f"{metric} vs step", plots.metric_curves(curves, metric, colour, out / "curve.png")))
-        norms = {v: [history(r, "grad_norm") for r in frame[frame["variant"] == v]["run_id"]] for v in variants}
-        clip = {v: runs[runs["tags.rnnlab.cell"] == v]["params.train.clip_norm"].iloc[0] for v in variants
-                if (runs["tags.rnnlab.cell"] == v).any()}
-        thresholds = {v: None if c in (None, "null") else float(c) for v, c in clip.items()}
-        figures.append(("grad_norm.png", "pre-clip gradient norm vs step",
-                        plots.gradient_norms(norms, thresholds, colour, out / "grad_norm.png")))
-        figures.append(("final.png", f"final {metric} per variant", plots.final_metric(table, metric, colour, out / "final.png")))
-        sections += ["## Plots\n", "\n".join(f"![{alt}]({name})\n" for name, alt, _ in figures)]
+    sections += ["## Results\n", "Outcomes: *trained*; *diverged* (the loss became NaN/inf, or the blow-up rule "
+                 "stopped it: `train.blowup_*`); *failed to learn* (no better than a uniform guess over the vocabulary, "
+                 "or for translation a BLEU below `eval.min_bleu`).\n\n" + as_markdown(c)]
+    if not c.runs.empty:
+        sections += ["## Effect of each factor\n", effects_section(c, result.effects)]
+        sections += ["## Significance on the evaluation data\n",
+                     significance_section(c, significance(c, parent.data.tags.get("rnnlab.task", "lm")))]
+        with np.errstate(all="ignore"):  # a diverged run's logged values may be inf: drawn on the axes' edge
+            shown = figures(c, runs, out)
+        sections += ["## Plots\n", "\n".join(f"![{alt}]({name})\n" for name, alt in shown)]
         sections += ["## Environment\n", environment_section(runs, parent)]
-        sections += ["## Runs\n", runs_section(frame)]
-    sections += ["## Reproduce\n", f"Rebuild this report from the store: `rnnlab report {study} --parent-run {parent_id}`. "
+        sections += ["## Runs\n", runs_section(c)]
+    sections += ["## Reproduce\n", f"Rebuild this report from the store: `rnnlab report {study} --parent-run {c.parent_run_id}`. "
                  f"Rerun the study from its definition (logged as `study.yaml` on the parent run): "
                  f"`rnnlab study study.yaml` (finished cells are reused; `--force` retrains).\n"]
     text = "\n".join(sections)
     (out / "report.md").write_text(text, encoding="utf-8")
     (out / "report.html").write_text(html(text, out, study), encoding="utf-8")
-    return out / "report.md", parent_id
+    return out / "report.md", c.parent_run_id
 
 
 CSS = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}"

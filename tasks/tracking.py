@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import math
 import importlib.metadata
 import os
 import platform
@@ -121,7 +122,11 @@ def provenance_tags() -> dict[str, str]:
     tags = {"rnnlab.code_version": code_version(), **git_state(), "python": platform.python_version(),
             "host": socket.gethostname(), "pid": str(os.getpid()), "platform": platform.platform(),
             "torch.threads": str(torch.get_num_threads()), "cuda": str(torch.cuda.is_available()).lower(),
-            "cpu": cpu_model(), "cpu.count": str(os.cpu_count())}
+            "torch.deterministic": str(torch.are_deterministic_algorithms_enabled()).lower(),
+            "cpu": cpu_model(), "cpu.count": str(os.cpu_count()),
+            # Which kernels torch runs (AVX2, AVX512, ...): float results differ between them, so a result
+            # reproduces bit for bit only on the same capability (and thread count).
+            "cpu.capability": torch.backends.cpu.get_cpu_capability()}
     if torch.cuda.is_available():
         tags["gpu"] = torch.cuda.get_device_name()
     for name in PACKAGES:
@@ -138,6 +143,21 @@ def provenance_tags() -> dict[str, str]:
         tags["prefect.deployment_id"] = str(deployment.id)
         tags["prefect.deployment_name"] = str(deployment.name)
     return tags
+
+
+# MLflow's SQL store keeps ±inf as ±max-float (1.7976931348623157e308): read such a value back as the inf it was.
+STORED_INF = sys.float_info.max
+
+
+def as_logged(value: float) -> float:
+    """A metric value as it was logged: ±max-float from the store is ±inf again."""
+    return math.copysign(math.inf, value) if abs(value) >= STORED_INF else value
+
+
+def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) of every logged value of a metric, in step order, infinities restored."""
+    points = sorted(client().get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+    return [(m.step, as_logged(m.value)) for m in points]
 
 
 def log_params(run_id: str, params: Mapping[str, Any], mlflow: MlflowClient | None = None) -> None:
@@ -222,7 +242,9 @@ def finished_run(experiment: str, cell_key: str) -> dict[str, Any] | None:
         return None
     run = runs[0]
     return {"run_id": run.info.run_id, "experiment": experiment, "status": "FINISHED", "reused": True,
-            "diverged": run.data.tags.get("rnnlab.diverged") == "true", "metrics": dict(run.data.metrics)}
+            "outcome": run.data.tags.get("rnnlab.outcome", "trained"),
+            "diverged": run.data.tags.get("rnnlab.diverged") == "true",
+            "metrics": {k: as_logged(v) for k, v in run.data.metrics.items()}}
 
 
 def study_runs(experiment: str, parent_run_id: str | None = None):
@@ -245,6 +267,9 @@ def study_runs(experiment: str, parent_run_id: str | None = None):
             raise LookupError(f"run {parent_run_id} is not an execution of study '{experiment}'")
     cells = mlflow.search_runs([found.experiment_id], "tags.`rnnlab.role` = 'cell'", output_format="pandas",
                                max_results=50000)
+    for column in cells.columns:
+        if column.startswith("metrics."):
+            cells[column] = cells[column].map(as_logged, na_action="ignore")
     return parent, cells
 
 

@@ -7,6 +7,7 @@ import math
 import sys
 import time
 import warnings
+from collections import deque
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -19,14 +20,18 @@ from prefect import task
 from torch.utils.data import DataLoader, Dataset
 
 from models.lm import LanguageModel
+from models.metrics import perplexity
 from rnnlab.config import LMRunConfig, RunConfig
-from rnnlab.env import keep_freed_memory, project_dir
+from rnnlab.env import keep_freed_memory, project_dir, verbose
 from tasks.data import EOS, LMCorpus, read_vocab
+from tasks.outcome import uniform_loss
 from tasks.tracking import MlflowMetricsLogger, log_metrics, set_tags
 
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated", category=FutureWarning)
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # rnnlab prints its own progress lines
-warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+if not verbose():  # warnings a user cannot act on: rnnlab handles both cases (see fit_module)
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*could not find the monitored key.*")  # stopped before validating
 
 
 def lm_columns(ids: torch.Tensor, eos_id: int, batch_size: int, pad: bool) -> tuple[torch.Tensor, ...]:
@@ -135,8 +140,8 @@ class Progress(Callback):
             parts.append(f"lr {g['lr']:.3g}")
         if now > self._last and self._window_tokens:
             parts.append(f"{self._window_tokens / (now - self._last):,.0f} tok/s")
-        if valid and "valid_ppl" in m:
-            parts.append(f"valid ppl {float(m['valid_ppl']):.2f}")
+        if valid and "valid_nll" in m:
+            parts.append(f"valid ppl {perplexity(float(m['valid_nll'])):.2f}")
         if valid and "valid_bleu_greedy" in m:
             parts.append(f"valid BLEU {float(m['valid_bleu_greedy']):.2f} (greedy)")
         print(self.prefix + " · ".join(parts), file=sys.stderr, flush=True)
@@ -190,11 +195,18 @@ class GradientStats(Callback):
 
 
 class TrainingLoss(Callback):
-    """The training loss every step, straight to the run's batched logger; a non-finite loss stops training
-    (a finding, not a crash) and the step is remembered."""
+    """The training loss every step, straight to the run's batched logger. Training stops, as a finding (the run is
+    `diverged`), when the loss becomes NaN/inf, or when it blows up: once `after` warm-up steps are past, the mean
+    loss over the last `window` steps exceeds `ratio` × the loss of a uniform guess over the vocabulary. A model that
+    far above guessing has exploded; left to run, it would spend its whole budget, and an exploded network is also
+    the slowest one (measured: an unclipped LSTM at lr 20 ran ~14× slower per step once it had blown up)."""
 
-    def __init__(self) -> None:
-        self.diverged_at: int | None = None
+    def __init__(self, uniform_loss: float, ratio: float | None = None, window: int = 25, after: int = 0) -> None:
+        self.limit = ratio * uniform_loss if ratio else None
+        self.ratio, self.uniform_loss, self.window, self.after = ratio, uniform_loss, window, after
+        self.recent: deque[float] = deque(maxlen=window)
+        self.stopped_at: int | None = None
+        self.stop_reason: str | None = None
         self.last: float | None = None
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
@@ -202,16 +214,30 @@ class TrainingLoss(Callback):
         if loss is None:
             return
         self.last = float(loss)
-        trainer.logger.log_metrics({"train_loss": self.last}, step=trainer.global_step - 1)
+        step = trainer.global_step
+        trainer.logger.log_metrics({"train_loss": self.last}, step=step - 1)
         if not math.isfinite(self.last):
-            self.diverged_at = trainer.global_step
-            trainer.should_stop = True
+            self.stop(trainer, f"the training loss became {self.last} at step {step}")
+            return
+        self.recent.append(self.last)
+        if self.limit is None or step < self.after + self.window or len(self.recent) < self.window:
+            return
+        mean = sum(self.recent) / self.window
+        if mean > self.limit:
+            self.stop(trainer, f"blew up: the mean training loss over steps {step - self.window + 1}–{step} was "
+                               f"{mean:.1f} nats per token, above {self.ratio:g} × {self.uniform_loss:.2f} (a uniform "
+                               f"guess) = {self.limit:.1f} (the blow-up rule, train.blowup_*); stopped at step {step}")
+
+    def stop(self, trainer: pl.Trainer, reason: str) -> None:
+        self.stopped_at, self.stop_reason = trainer.global_step, reason
+        trainer.should_stop = True
 
 
 @dataclass(frozen=True)
 class FitResult:
     checkpoint: str
-    diverged_at: int | None
+    diverged_at: int | None  # the step at which training stopped as diverged (NaN/inf loss, or the blow-up rule)
+    stop_reason: str | None  # why, in words
     steps: int
     train_seconds: float  # training batches only
     fit_seconds: float  # the whole of trainer.fit, validation included
@@ -264,21 +290,25 @@ def resumable(checkpoint: Path, label: str) -> tuple[str, int] | None:
 
 
 def fit_module(cfg: RunConfig, module: pl.LightningModule, train_loader: DataLoader, valid_loader: DataLoader,
-               run_id: str, monitor: str, mode: str, callbacks: tuple[Callback, ...] = (),
+               run_id: str, monitor: str, mode: str, vocab_size: int, callbacks: tuple[Callback, ...] = (),
                workdir: str | Path | None = None) -> FitResult:
-    """Fit with the house callbacks (best/last checkpoints by `monitor`, progress, loss and gradient stats, divergence stop),
-    metrics batched to the run, and a summary of the fit logged at the end.
+    """Fit with the house callbacks (best/last checkpoints by `monitor`, progress, loss and gradient stats, divergence
+    and blow-up stop against a uniform guess over `vocab_size` words), metrics batched to the run, and a summary of
+    the fit logged at the end.
 
     `workdir` holds the checkpoints (default: one fresh directory per run); when it already holds a `last.ckpt`
     (a study cell that was interrupted), training continues from it instead of starting again."""
     workdir = Path(workdir) if workdir else run_dir(run_id)
     checkpoints = workdir / "checkpoints"
     resume_from = resumable(checkpoints / "last.ckpt", cfg.run_name or run_id)
+    set_tags(run_id, {"torch.threads": str(torch.get_num_threads())})  # as set for this run (train.num_threads)
     if resume_from:
         set_tags(run_id, {"rnnlab.resumed_from_step": resume_from[1], "rnnlab.resumed_from": resume_from[0]})
     best = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=monitor, mode=mode, save_last=True,
                            enable_version_counter=False)
-    gradients, losses = GradientStats(cfg.train.clip), TrainingLoss()
+    gradients = GradientStats(cfg.train.clip)
+    losses = TrainingLoss(uniform_loss(vocab_size), cfg.train.blowup_ratio, cfg.train.blowup_window,
+                          cfg.train.blowup_after)
     progress = Progress(gradients, losses, label=cfg.run_name)
     logger = MlflowMetricsLogger(run_id)
     trainer = build_trainer(cfg, workdir, [*callbacks, best, losses, gradients, progress], logger)
@@ -293,12 +323,11 @@ def fit_module(cfg: RunConfig, module: pl.LightningModule, train_loader: DataLoa
     tokens_per_second = progress.tokens / progress.train_seconds if progress.train_seconds else 0.0
     summary = {"train_seconds": progress.train_seconds, "fit_seconds": fit_seconds, "tokens_per_second": tokens_per_second,
                "train_steps": trainer.global_step, "clipped_share": gradients.share, "max_grad_norm": gradients.max_norm}
-    if losses.diverged_at is not None:
-        summary["diverged_step"] = losses.diverged_at
+    if losses.stopped_at is not None:
+        summary["diverged_step"] = losses.stopped_at
     log_metrics(run_id, summary, step=trainer.global_step)
-    set_tags(run_id, {"rnnlab.diverged": str(losses.diverged_at is not None).lower()})
-    return FitResult(checkpoint, losses.diverged_at, trainer.global_step, progress.train_seconds, fit_seconds,
-                     tokens_per_second)
+    return FitResult(checkpoint, losses.stopped_at, losses.stop_reason, trainer.global_step, progress.train_seconds,
+                     fit_seconds, tokens_per_second)
 
 
 def seed_and_threads(cfg: RunConfig) -> None:
@@ -314,7 +343,8 @@ def fit_lm(cfg: LMRunConfig, corpus: LMCorpus, run_id: str, workdir: str | None 
     train_loader = segment_loader(corpus.load("train"), eos, cfg.train.batch_size, cfg.train.bptt, pad=False)
     valid_loader = segment_loader(corpus.load("valid"), eos, cfg.eval.batch_size, cfg.train.bptt, pad=True)
     module = LanguageModel(corpus.vocab_size, cfg.model.model_dump(), cfg.train.model_dump())
-    return fit_module(cfg, module, train_loader, valid_loader, run_id, monitor="valid_ppl", mode="min", workdir=workdir)
+    return fit_module(cfg, module, train_loader, valid_loader, run_id, monitor="valid_nll", mode="min",
+                      vocab_size=corpus.output_vocab, workdir=workdir)
 
 
 @task(name="train")

@@ -3,11 +3,13 @@ nested MLflow runs, divergence as a result, resume after SIGKILL, two studies at
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -16,10 +18,14 @@ from mlflow import MlflowClient
 from conftest import REPO, RUN_CONFIG, TINY, rnnlab_command
 
 
+QUESTION = "Which cell trains, and at which learning rate?"
+
+
 def tiny_study(folder: Path, name: str, tiny_corpus: Path, factors: dict, seeds=(1,), concurrency=2, **overrides) -> Path:
     """The shipped ptb_small recipe shrunk to seconds per cell, as a study file."""
     tiny = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in TINY)}
-    tree = {"study": name, "base": str(RUN_CONFIG), "factors": factors, "seeds": list(seeds), "concurrency": concurrency,
+    tree = {"study": name, "question": QUESTION, "base": str(RUN_CONFIG), "factors": factors, "seeds": list(seeds),
+            "concurrency": concurrency,
             "overrides": {**tiny, "data.corpus": str(tiny_corpus), "train.lr_schedule": "constant", **overrides},
             "metric": {"name": "valid_ppl", "goal": "min"}}
     path = folder / f"{name}.yaml"
@@ -76,7 +82,8 @@ def test_a_diverged_cell_is_recorded_as_a_result_and_the_study_goes_on(clipping_
     assert result["diverged"] == 4  # lr 1e38 blows up every cell; the lr 1 cells still finished and were evaluated
     for run in cell_runs(home, "tiny_clipping"):
         blew_up = run.data.tags["factor.train.lr"] == "1e+38"
-        assert (run.data.tags["rnnlab.diverged"] == "true") == blew_up
+        assert run.data.tags["rnnlab.outcome"] == ("diverged" if blew_up else "trained")
+        assert run.data.tags["rnnlab.outcome_reason"].startswith("the training loss became" if blew_up else "valid_ppl")
         assert ("diverged_step" in run.data.metrics) == blew_up and ("test_ppl" in run.data.metrics) != blew_up
 
 
@@ -87,24 +94,33 @@ def test_running_the_study_again_reuses_every_finished_cell(clipping_study):
     assert again["table"] == first["table"]
 
 
-def test_compare_builds_the_table_from_mlflow_alone(clipping_study, tmp_path):
+def test_compare_builds_the_table_and_the_answer_from_mlflow_alone(clipping_study, tmp_path):
     home, result, _, _ = clipping_study
     done = rnnlab("compare", "tiny_clipping", "--json", "--csv", str(tmp_path / "t.csv"), home=home)
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = {row["variant"]: row for row in json.loads(done.stdout)}
+    compared = json.loads(done.stdout)
+    assert compared["answer"] == result["answer"] and compared["metric"] == "valid_ppl"
+    rows = {row["variant"]: row for row in compared["table"]}
     assert set(rows) == {"cell=rnn_tanh,lr=1.0", "cell=rnn_tanh,lr=1e+38", "cell=lstm,lr=1.0", "cell=lstm,lr=1e+38"}
     runs = [r for r in cell_runs(home, "tiny_clipping") if r.data.tags["rnnlab.cell"] == "cell=lstm,lr=1.0"]
-    valid = pd.Series([r.data.metrics["valid_ppl"] for r in runs])
+    valid = np.array([r.data.metrics["valid_ppl"] for r in runs])
     lstm = rows["cell=lstm,lr=1.0"]
-    assert (lstm["seeds"], lstm["finished"], lstm["diverged"]) == (2, 2, 0)
-    assert lstm["valid_ppl_mean"] == pytest.approx(valid.mean()) and lstm["valid_ppl_std"] == pytest.approx(valid.std())
+    assert (lstm["seeds"], lstm["trained"], lstm["diverged"], lstm["failed_to_learn"]) == (2, 2, 0, 0)
+    assert lstm["valid_ppl_mean"] == pytest.approx(np.exp(np.log(valid).mean()))  # a geometric mean: in log space
+    assert lstm["valid_ppl_low"] < lstm["valid_ppl_mean"] < lstm["valid_ppl_high"]
     blown = rows["cell=lstm,lr=1e+38"]
-    assert (blown["finished"], blown["diverged"]) == (0, 2) and blown["valid_ppl_mean"] is None and not blown["best"]
-    best = min((r for r in rows.values() if r["finished"]), key=lambda r: r["valid_ppl_mean"])
+    assert (blown["trained"], blown["diverged"]) == (0, 2) and blown["valid_ppl_mean"] is None and not blown["best"]
+    best = min((r for r in rows.values() if r["trained"]), key=lambda r: r["valid_ppl_mean"])
     assert [r["variant"] for r in rows.values() if r["best"]] == [best["variant"]]
+    assert f"`{best['variant']}` is best" in compared["answer"] or "are tied" in compared["answer"]
+    assert "Did not train: `cell=rnn_tanh,lr=1e+38` (diverged in 2 of 2 seeds); `cell=lstm,lr=1e+38` (diverged in 2 " \
+           "of 2 seeds)." in compared["answer"]
     assert len(pd.read_csv(tmp_path / "t.csv")) == 4
     shown = rnnlab("compare", "tiny_clipping", home=home)
-    assert "diverged" in shown.stdout and "valid_ppl (lower is better)" in shown.stdout and " *" in shown.stdout
+    assert shown.stdout.startswith("Question: ") and "\nAnswer: " in shown.stdout
+    assert "0/2 trained: 2 diverged" in shown.stdout and " *" in shown.stdout
+    assert "valid_ppl (geometric mean [95% CI], lower is better)" in shown.stdout
+    assert "inf" not in shown.stdout and "nan" not in shown.stdout.lower()
 
 
 def test_a_bad_study_fails_before_anything_is_recorded(tmp_path, tiny_corpus):
@@ -266,14 +282,19 @@ def test_a_report_from_the_store_is_byte_identical_when_rebuilt_and_its_numbers_
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
 
     text = (first / "report.md").read_text()
+    assert text.startswith(f"# Study `tiny_clipping`\n\n## Answer\n\n> {QUESTION}\n\n**{result['answer']}**")
     runs = [r for r in cell_runs(home, "tiny_clipping") if r.data.tags["rnnlab.cell"] == "cell=lstm,lr=1.0"]
-    valid = pd.Series([r.data.metrics["valid_ppl"] for r in runs])
-    assert "| cell=lstm,lr=1.0" in text and f"{valid.mean():.2f} ± {valid.std():.2f}" in text
-    assert "| cell=lstm,lr=1e+38 | 0/2 | 2 | diverged |" in text
+    valid = np.array([r.data.metrics["valid_ppl"] for r in runs])
+    assert re.search(rf"\| cell=lstm,lr=1\.0 \*? *\| 2/2 trained +\| {np.exp(np.log(valid).mean()):.1f} \[", text)
+    assert re.search(r"\| cell=lstm,lr=1e\+38 +\| 0/2 trained: 2 diverged +\| – ", text)
     for run in cell_runs(home, "tiny_clipping"):
         assert run.info.run_id in text and run.data.tags["git.commit"] in text
-    assert "## Significance" in text and ("not significant" in text or "significant" in text)
-    assert "| model.cell | rnn_tanh → lstm | 2 |" in text  # paired on lr and seed; the diverged pairs are set aside
+        assert run.data.tags["cpu.capability"] in text
+    assert "## Significance" in text and "## Effect of each factor" in text
+    # paired on lr and seed: within lr=1.0 both seeds trained; within lr=1e+38 no pair did (counted, not averaged)
+    assert re.search(r"\| model.cell +\| rnn_tanh → lstm +\| lr=1.0 +\| 2/2 → 2/2 +\| 1 +\| 2 ", text)
+    assert re.search(r"\| model.cell +\| rnn_tanh → lstm +\| lr=1e\+38 +\| 0/2 → 0/2 +\| – +\| 0 +\| – ", text)
+    assert "inf" not in text.replace("information", "") and "nan" not in text
 
     class Images(HTMLParser):
         sources: list = []
@@ -298,7 +319,8 @@ def test_a_translation_study_reports_bleu_and_its_significance_from_the_saved_tr
             "metric": {"name": "valid_bleu_greedy", "goal": "max"}, "budget": {"max_epochs": 2},
             "overrides": {"data.corpus": str(corpus), "data.src": "src", "data.tgt": "tgt", "data.vocab_size": 40,
                           "model.embedding_size": 32, "model.hidden_size": 64, "model.dropout": 0.0,
-                          "train.batch_size": 50, "train.lr": 0.005, "train.max_minutes": None, "eval.beam": 2}}
+                          "train.batch_size": 50, "train.lr": 0.005, "train.max_minutes": None, "eval.beam": 2,
+                          "eval.min_bleu": 0.0}}
     path = tmp_path / "tiny_nmt.yaml"
     path.write_text(yaml.safe_dump(tree))
     done = rnnlab("study", str(path), "--json", home=tmp_path)
@@ -307,8 +329,9 @@ def test_a_translation_study_reports_bleu_and_its_significance_from_the_saved_tr
     rows = {row["variant"]: row for row in result["table"]}
     assert rows["attention=dot"]["best"] and rows["attention=dot"]["test_bleu_mean"] > rows["attention=none"]["test_bleu_mean"]
     text = (tmp_path / "reports" / "tiny_nmt" / "report.md").read_text()
-    assert "sacrebleu's paired bootstrap" in text and "| attention=dot | 1 | test BLEU |" in text
-    assert "valid_bleu_greedy (higher is better)" in text
+    assert "sacrebleu's paired bootstrap" in text and re.search(r"\| attention=none +\| +1 \| test BLEU ", text)
+    assert "valid_bleu_greedy (mean [95% CI], higher is better)" in text
+    assert "`attention=dot` is best: validation BLEU (greedy)" in result["answer"]
 
 
 def test_a_crashing_cell_is_recorded_failed_and_the_study_finishes_the_others_then_exits_1(tmp_path, tiny_corpus):

@@ -39,6 +39,21 @@ def test_train_flow_records_a_complete_run(prefect_server, tiny_cfg):
         "eval/valid_sentences.csv", "eval/test_sentences.csv"}
 
 
+def test_the_same_run_on_the_same_machine_gives_identical_numbers(prefect_server, tiny_cfg):
+    """Seeds, data order and kernels fixed: every metric but the clock is bit-identical between two runs here."""
+    from flows.train import train_flow
+
+    first, second = (train_flow(tiny_cfg("train.max_epochs=1", experiment="twice")) for _ in range(2))
+    runs = [tracking.client().get_run(r["run_id"]) for r in (first, second)]
+    clock = {"tokens_per_second", "train_seconds", "fit_seconds", "eval_seconds"}
+    metrics = [{k: v for k, v in run.data.metrics.items() if k not in clock} for run in runs]
+    assert metrics[0] == metrics[1] and "valid_ppl" in metrics[0] and "test_ppl" in metrics[0]
+    for key in ("train_loss", "grad_norm", "valid_nll"):
+        assert tracking.metric_history(first["run_id"], key) == tracking.metric_history(second["run_id"], key)
+    assert runs[0].data.tags["cpu.capability"] == runs[1].data.tags["cpu.capability"]  # recorded with every run
+    assert runs[0].data.tags["rnnlab.outcome"] == "trained" == first["outcome"]
+
+
 def test_cli_train_prints_one_json_line_then_evaluate_scores_any_file(tiny_corpus):
     done = rnnlab("train", str(RUN_CONFIG), f"data.corpus={tiny_corpus}", "experiment=cli", *TINY, "--json")
     assert done.returncode == 0, done.stderr[-3000:]

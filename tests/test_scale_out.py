@@ -234,7 +234,7 @@ def test_every_command_works_against_the_mlflow_server_artifacts_included(server
     study = tiny_study(tmp_path, "tiny_remote", tiny_corpus, {"model.cell": ["lstm", "gru"]}, concurrency=2)
     assert rnnlab("study", str(study), env=remote).returncode == 0
     compared = rnnlab("compare", "tiny_remote", "--json", env=remote)
-    assert compared.returncode == 0 and len(json.loads(compared.stdout)) == 2
+    assert compared.returncode == 0 and len(json.loads(compared.stdout)["table"]) == 2
     reported = rnnlab("report", "tiny_remote", "--out", str(tmp_path / "reports"), env=remote)
     assert reported.returncode == 0, reported.stderr[-3000:]
     assert (tmp_path / "reports" / "tiny_remote" / "report.html").stat().st_size > 10_000

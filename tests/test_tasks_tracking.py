@@ -67,3 +67,22 @@ def test_metrics_logger_batches_values_and_loses_none():
     assert logger.batches_sent == 5  # 500 values in 5 calls, not 250
     history = tracking.client().get_metric_history(run_id, "grad_norm")
     assert sorted(m.step for m in history) == list(range(250))
+
+
+def test_an_infinite_metric_reads_back_as_infinite_not_as_max_float():
+    run_id = new_run()
+    tracking.log_metrics(run_id, {"valid_ppl": float("inf"), "gap": float("-inf"), "train_loss": 6.5}, step=3)
+    stored = tracking.client().get_run(run_id).data.metrics["valid_ppl"]
+    assert stored == 1.7976931348623157e308  # what MLflow's SQL store keeps
+    assert tracking.as_logged(stored) == float("inf") and tracking.as_logged(-stored) == float("-inf")
+    assert tracking.as_logged(6.5) == 6.5
+    assert tracking.metric_history(run_id, "valid_ppl") == [(3, float("inf"))]
+
+
+def test_every_run_records_what_its_numbers_depend_on_beyond_the_config():
+    tags = tracking.client().get_run(new_run()).data.tags
+    import torch
+
+    assert tags["cpu.capability"] == torch.backends.cpu.get_cpu_capability()  # e.g. AVX2, AVX512
+    assert tags["torch.deterministic"] in ("true", "false") and int(tags["torch.threads"]) >= 1
+    assert tags["cpu"] and int(tags["cpu.count"]) >= 1

@@ -106,11 +106,11 @@ def test_plateau_schedule_divides_lr_when_validation_stops_improving():
     module = LanguageModel(10, {"hidden_size": 4, "embedding_size": 4}, {"lr_schedule": "plateau", "lr_decay": 0.25})
     config = module.configure_optimizers()
     scheduler = config["lr_scheduler"]["scheduler"]
-    assert config["lr_scheduler"]["monitor"] == "valid_ppl"
-    scheduler.step(100.0)
-    scheduler.step(90.0)
+    assert config["lr_scheduler"]["monitor"] == "valid_nll"  # log perplexity: the same order, never overflows
+    scheduler.step(5.0)
+    scheduler.step(4.5)
     assert config["optimizer"].param_groups[0]["lr"] == 20.0
-    scheduler.step(95.0)
+    scheduler.step(4.7)
     assert config["optimizer"].param_groups[0]["lr"] == 5.0
 
 
@@ -148,9 +148,49 @@ def test_best_and_last_checkpoints_and_validation_every_epoch(tiny_cfg):
 def test_a_diverging_run_stops_and_records_the_step(tiny_cfg):
     run_id, result = fit(tiny_cfg("train.clip_norm=null", "train.lr=1e38", "model.cell=rnn_tanh", "model.init_range=1.0"))
     assert result.diverged_at is not None and result.diverged_at < result.steps + 1
+    assert result.stop_reason.startswith("the training loss became ")  # inf or nan
     run = tracking.client().get_run(run_id)
-    assert run.data.tags["rnnlab.diverged"] == "true"
     assert run.data.metrics["diverged_step"] == result.diverged_at
+
+
+def test_a_run_whose_loss_stays_far_above_a_uniform_guess_is_stopped_by_the_blow_up_rule(tiny_cfg):
+    """Huge initial weights and an lr too small to fix them: the loss stays far above ln(V) from the first step."""
+    cfg = tiny_cfg("train.lr=1e-9", "model.init_range=3.0", "train.blowup_after=2", "train.blowup_window=3",
+                   "train.blowup_ratio=1.5", "train.max_epochs=3")
+    run_id, result = fit(cfg)
+    assert result.diverged_at == 5 == result.steps  # 2 warm-up steps + a window of 3, and not one step more
+    assert result.stop_reason.startswith("blew up: the mean training loss over steps 3–5 was")
+    assert "1.5 × " in result.stop_reason and "(a uniform guess)" in result.stop_reason
+    assert tracking.client().get_run(run_id).data.metrics["diverged_step"] == 5
+    healthy = fit(tiny_cfg("train.blowup_after=2", "train.blowup_window=3", "train.max_epochs=1"))[1]
+    assert healthy.diverged_at is None and healthy.stop_reason is None  # the same rule leaves a sane run alone
+
+
+class FakeTrainer:
+    def __init__(self):
+        self.global_step, self.should_stop = 0, False
+        self.logger = type("Logger", (), {"log_metrics": lambda *a, **k: None})()
+
+
+@pytest.mark.parametrize("losses, stop_at", [
+    ([5.0] * 40, None),  # above the uniform loss (ln 100 = 4.6) but not 1.5 times it (6.9): never stopped
+    ([5.0] * 10 + [7.5] * 30, 18),  # the mean of steps 9-18 is 7.0: the first window above 6.9
+    ([5.0] * 20 + [20.0] + [5.0] * 19, None),  # one spike: its window's mean, 6.5, stays below 6.9
+    ([50.0] * 40, 15),  # blown up from the start: stopped as soon as warm-up (5) and one window (10) are past
+])
+def test_the_blow_up_rule_watches_the_mean_loss_over_a_window_after_warm_up(losses, stop_at):
+    from tasks.train import TrainingLoss
+
+    rule = TrainingLoss(math.log(100), ratio=1.5, window=10, after=5)
+    trainer = FakeTrainer()
+    for loss in losses:
+        trainer.global_step += 1
+        rule.on_train_batch_end(trainer, None, torch.tensor(loss), None, 0)
+        if trainer.should_stop:
+            break
+    assert rule.stopped_at == stop_at and trainer.should_stop == (stop_at is not None)
+    if stop_at:
+        assert rule.stop_reason.startswith(f"blew up: the mean training loss over steps {stop_at - 9}–{stop_at}")
 
 
 def test_a_checkpoint_cut_off_mid_write_is_set_aside_instead_of_resumed(tmp_path):
