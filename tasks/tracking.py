@@ -284,8 +284,14 @@ def running_cells(experiment: str) -> list[Any]:
 
 def mark_killed(run_id: str, reason: str) -> None:
     mlflow = client()
-    mlflow.set_tag(run_id, "rnnlab.error", reason)
-    mlflow.set_terminated(run_id, "KILLED")
+    try:
+        mlflow.set_tag(run_id, "rnnlab.error", reason)
+        mlflow.set_terminated(run_id, "KILLED")
+    except Exception:
+        # Its own process may be closing it at this very moment (a worker stopped with its pool): both then write
+        # the same tag, and the store refuses the second (a unique-key error). Closed by its owner is closed.
+        if mlflow.get_run(run_id).info.status == "RUNNING":
+            raise
 
 
 def log_artifact(run_id: str, path: str | Path, artifact_path: str | None = None) -> None:

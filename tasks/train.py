@@ -315,6 +315,8 @@ def fit_module(cfg: RunConfig, module: pl.LightningModule, train_loader: DataLoa
     started = time.perf_counter()
     trainer.fit(module, train_loader, valid_loader, ckpt_path=resume_from[0] if resume_from else None)
     fit_seconds = time.perf_counter() - started
+    if losses.stop_reason:
+        print(f"{progress.prefix}diverged: {losses.stop_reason}", file=sys.stderr, flush=True)
     checkpoint = best.best_model_path
     if not checkpoint:  # stopped before any validation (tiny max_steps, divergence): the final weights are the best
         checkpoint = str(checkpoints / "best.ckpt")
