@@ -130,8 +130,9 @@ class Progress(Callback):
     def report(self, trainer: pl.Trainer, module: pl.LightningModule, valid: bool = False) -> None:
         now = time.monotonic()
         m = trainer.callback_metrics
-        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}", f"step {trainer.global_step}"
-                 + (f"/{trainer.max_steps}" if trainer.max_steps > 0 else "")]
+        steps = trainer.max_steps > 0  # a step budget: the epochs are not what ends training
+        parts = [f"epoch {trainer.current_epoch + 1}" + ("" if steps else f"/{trainer.max_epochs}"),
+                 f"step {trainer.global_step}" + (f"/{trainer.max_steps}" if steps else "")]
         if self.losses and self.losses.last is not None:
             parts.append(f"loss {self.losses.last:.3f}")
         g = self.gradients.last if self.gradients else {}
@@ -141,11 +142,16 @@ class Progress(Callback):
         if now > self._last and self._window_tokens:
             parts.append(f"{self._window_tokens / (now - self._last):,.0f} tok/s")
         if valid and "valid_nll" in m:
-            parts.append(f"valid ppl {perplexity(float(m['valid_nll'])):.2f}")
+            parts.append(f"valid ppl {readable(perplexity(float(m['valid_nll'])))}")
         if valid and "valid_bleu_greedy" in m:
             parts.append(f"valid BLEU {float(m['valid_bleu_greedy']):.2f} (greedy)")
         print(self.prefix + " · ".join(parts), file=sys.stderr, flush=True)
         self._last, self._window_tokens = now, 0
+
+
+def readable(value: float) -> str:
+    """Two decimals, or three significant digits for the astronomical values of a model that blew up."""
+    return f"{value:.2f}" if abs(value) < 1e6 else f"{value:.3g}"
 
 
 class GradientStats(Callback):

@@ -60,7 +60,7 @@ def test_cli_train_prints_one_json_line_then_evaluate_scores_any_file(tiny_corpu
     assert len(done.stdout.strip().splitlines()) == 1  # stdout is for the JSON; progress goes to stderr
     result = json.loads(done.stdout)
     assert result["status"] == "FINISHED" and result["experiment"] == "cli"
-    assert "rnnlab: epoch 2/2" in done.stderr
+    assert "rnnlab: epoch 2/2 · step " in done.stderr
     run_id = result["run_id"]
 
     scored = rnnlab("evaluate", run_id, "--file", str(tiny_corpus / "test.txt"), "--json")
