@@ -334,4 +334,5 @@ def study_flow(study_file: str, overrides: list[str] | None = None, force: bool 
                                   f"`rnnlab compare {study.name}`): " + "; ".join(failures))
     return {"study": study.name, "parent_run_id": parent_run_id, "experiment": study.name, **counts,
             "failures": failures, "question": compared["question"], "answer": compared["answer"],
+            "factors": compared["factors"],
             "table": compared["table"], "report": report, "study_seconds": time.perf_counter() - started}

@@ -195,19 +195,20 @@ def cmd_study(args: argparse.Namespace) -> int:
     table = formatted(comparison(study.name, result["parent_run_id"]))
     result["tracking_uri"] = tracking_uri()
     return finish(result, args.json, f"\n{table.to_string(index=False)}\n\n"
-                  + answer_block(result["question"], result["answer"]) + "\n\n"
+                  + answer_block(result["question"], result["answer"], result["factors"]) + "\n\n"
                   f"rnnlab: study '{study.name}' (parent run {result['parent_run_id']}): {result['trained']} cells "
                   f"trained here, {result['reused']} reused\n"
                   f"rnnlab: report in {result['report']} (and .html); compare again with `rnnlab compare {study.name}`; "
                   f"browse with `rnnlab ui`")
 
 
-def answer_block(question: str, answer: str) -> str:
-    """The question and the study's answer, wrapped for a terminal."""
+def answer_block(question: str, answer: str, factors: list[str]) -> str:
+    """The question, the study's answer and what each factor changed, wrapped for a terminal."""
     import textwrap
 
     lines = [f"Question: {question}"] if question else []
     lines.append(f"Answer: {answer}")
+    lines += [f"- {line}" for line in factors]
     return "\n".join(textwrap.fill(line, width=110, subsequent_indent="  ") for line in lines)
 
 
@@ -241,7 +242,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(as_json(c, result), default=_json_default))
     else:
-        print(answer_block(c.question, result.text) + "\n\n" + formatted(c).to_string(index=False) + "\n\n"
+        print(answer_block(c.question, result.text, result.factors) + "\n\n" + formatted(c).to_string(index=False) + "\n\n"
               + "\n".join(f"- {line}" for line in result.basis))
     return 0
 

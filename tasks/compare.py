@@ -192,13 +192,15 @@ def as_markdown(c: Comparison) -> str:
 
 
 def as_json(c: Comparison, answer: Any) -> dict[str, Any]:
-    return {"study": c.study, "question": c.question, "answer": answer.text, "metric": c.metric, "goal": c.goal,
-            "parent_run_id": c.parent_run_id, "table": json.loads(c.table.to_json(orient="records"))}
+    return {"study": c.study, "question": c.question, "answer": answer.text, "factors": answer.factors,
+            "metric": c.metric, "goal": c.goal, "parent_run_id": c.parent_run_id,
+            "table": json.loads(c.table.to_json(orient="records"))}
 
 
 def log_comparison(c: Comparison, answer: Any) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         c.table.to_csv(Path(tmp) / "comparison.csv", index=False)
-        (Path(tmp) / "comparison.md").write_text(f"{answer.text}\n\n{as_markdown(c)}", encoding="utf-8")
+        factors = "".join(f"- {line}\n" for line in answer.factors)
+        (Path(tmp) / "comparison.md").write_text(f"{answer.text}\n\n{factors}\n{as_markdown(c)}", encoding="utf-8")
         for name in ("comparison.csv", "comparison.md"):
             tracking.log_artifact(c.parent_run_id, Path(tmp) / name)

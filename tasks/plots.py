@@ -15,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import transforms  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -33,9 +34,21 @@ def colours(variants: list[str]) -> dict[str, tuple]:
 
 def save(fig: plt.Figure, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, format="png", metadata={"Software": None})
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    fig.savefig(path, format="png", metadata={"Software": None}, bbox_inches="tight",
+                bbox_extra_artists=legends)  # a legend below the axes is taken into the image
     plt.close(fig)
     return path
+
+
+def legend(ax: plt.Axes) -> None:
+    """Inside the axes for a few entries; below them, in two columns, for more (they would cover the data)."""
+    entries = len(ax.get_legend_handles_labels()[1])
+    if entries <= 4:
+        ax.legend(loc="best")
+    else:
+        below = ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
+        below.set_in_layout(False)  # the axes keep their size; the saved image grows to take the legend in
 
 
 def log_axis(values: list[float], log: bool) -> bool:
@@ -58,23 +71,28 @@ def limits(values: list[float], log: bool, pad: float = 0.08) -> tuple[float, fl
     return low - pad * span, high + pad * span
 
 
-def mark_beyond(ax: plt.Axes, ended: list[tuple[int, float]], lim: tuple[float, float], colour: tuple, label: str,
-                notes: dict[tuple[int, bool], int]) -> None:
+def mark_beyond(ax: plt.Axes, ended: list[tuple[int, float]], lim: tuple[float, float], colour: tuple,
+                label: str, taken: dict[tuple[int, float], int]) -> None:
     """Runs of one variant that did not train: a × at each one's (step, last value); on the axes' edge when that
-    value lies beyond the limits chosen for the runs that trained (a non-finite one on the top edge), the values
-    written beside it. `notes` counts the notes already written at each edge point, so the next goes below them."""
-    beyond: dict[tuple[int, bool], list[float]] = {}
+    value lies beyond the limits chosen for the runs that trained (a non-finite one on the top edge), where the
+    legend entry gives the values (written on the axes, they would pile up on each other). Variants whose × fall
+    on the same point are set side by side (`taken` counts the variants already drawn at each point)."""
+    beyond = []
+    drawn: set[tuple[int, float]] = set()
     for i, (step, y) in enumerate(ended):
         shown = lim[1] if not math.isfinite(y) else min(max(y, lim[0]), lim[1])
-        ax.plot([step], [shown], color=colour, label=label if i == 0 else None, **FAILED_MARKER)
+        if (step, shown) not in drawn:
+            drawn.add((step, shown))
+            taken[(step, shown)] = taken.get((step, shown), -1) + 1
+        beside = transforms.offset_copy(ax.transData, fig=ax.figure, x=9 * taken[(step, shown)], units="points")
+        ax.plot([step], [shown], color=colour, label=label if i == 0 else None, transform=beside, **FAILED_MARKER)
         if shown != y:
-            beyond.setdefault((step, shown == lim[1]), []).append(y)
-    for (step, top), values in beyond.items():
-        k = notes.get((step, top), 0)
-        notes[(step, top)] = k + 1
-        ax.annotate(f"{'↑' if top else '↓'} {', '.join(f'{v:.3g}' for v in values)}", (step, lim[1] if top else lim[0]),
-                    xytext=(8, (-4 - 9 * k) if top else (4 + 9 * k)), textcoords="offset points", fontsize=7,
-                    color=colour, va="top" if top else "bottom")
+            beyond.append(y)
+    if beyond:
+        handle = ax.get_lines()[-len(ended)]
+        low, high = min(beyond), max(beyond)
+        shown = f"{low:.2g}" if low == high else f"{low:.2g} to {high:.2g}"
+        handle.set_label(f"{label} (off the axes at {shown})")
 
 
 def metric_curves(curves: dict[str, list[tuple[str, pd.Series]]], stops: dict[str, list[tuple[str, int]]],
@@ -88,7 +106,7 @@ def metric_curves(curves: dict[str, list[tuple[str, pd.Series]]], stops: dict[st
             [v for runs in curves.values() for _, s in runs for v in s]
         log = log_axis(values, log)
         lim = limits(values, log) or (1.0, 10.0)
-        notes: dict[tuple[int, bool], int] = {}
+        taken: dict[tuple[int, float], int] = {}
         for variant, runs in curves.items():
             good = [s for o, s in runs if o == TRAINED and len(s)]
             if good:
@@ -103,15 +121,19 @@ def metric_curves(curves: dict[str, list[tuple[str, pd.Series]]], stops: dict[st
             ended += [(o, step, math.inf) for o, step in stops.get(variant, [])]
             if ended:
                 how = ", ".join(dict.fromkeys(WORDS[o] for o, _, _ in ended))
-                mark_beyond(ax, [(step, y) for _, step, y in ended], lim, colour[variant], f"{variant}: {how}", notes)
+                mark_beyond(ax, [(step, y) for _, step, y in ended], lim, colour[variant], f"{variant}: {how}", taken)
         if log:
             ax.set_yscale("log")
         ax.set_ylim(*lim)
+        steps = [step for step, _ in taken] + [s for runs in curves.values() for _, c in runs for s in c.index]
+        if steps:  # the × are drawn shifted, which autoscaling ignores: take their steps in by hand
+            span = max(max(steps) - min(steps), 1)
+            ax.set_xlim(min(steps) - 0.04 * span, max(steps) + 0.06 * span)
         ax.set(xlabel="training step", ylabel=metric)
-        ax.set_title(f"{metric} during training", loc="left")
+        ax.set_title(f"{metric} during training", loc="left", pad=12)  # above the × on the top edge
         ax.set_title(f"line: {'geometric ' if log else ''}mean of the seeds that trained, band: min–max\n"
                      "×: a run that did not train, at its last validation", loc="right", fontsize=7, color="0.35")
-        ax.legend(loc="best")
+        legend(ax)
         return save(fig, path)
 
 
@@ -134,13 +156,12 @@ def gradient_norms(histories: dict[str, list[pd.Series]], thresholds: dict[str, 
             low, high = binned.min().min(axis=1).to_numpy(), binned.max().max(axis=1).to_numpy()
             ax.plot(steps, 10 ** mean, color=colour[variant], label=variant, linewidth=1.2)
             ax.fill_between(steps, 10 ** low, 10 ** high, color=colour[variant], alpha=0.15, linewidth=0)
-            if thresholds.get(variant):
-                ax.axhline(thresholds[variant], color=colour[variant], linestyle="--", linewidth=1,
-                           label=f"{variant}: clip at {thresholds[variant]:g}")
+        for threshold in sorted({t for t in thresholds.values() if t}):  # one line per threshold, not per variant
+            ax.axhline(threshold, color="0.3", linestyle="--", linewidth=1, label=f"clipping threshold {threshold:g}")
         ax.set_yscale("log")
         ax.set(xlabel="training step", ylabel="total gradient norm before clipping",
                title="pre-clip gradient norm (geometric mean over seeds, band: min–max)")
-        ax.legend(loc="best")
+        legend(ax)
         return save(fig, path)
 
 
@@ -149,7 +170,7 @@ def final_metric(table: pd.DataFrame, runs: pd.DataFrame, metric: str, log: bool
     """The deciding metric per variant: each trained seed as a dot, the (geometric) mean with its 95% interval;
     a variant that did not train in some seed says so in words above its place."""
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots()
+        fig, ax = plt.subplots(figsize=(max(7.5, 1.1 * len(table)), 4.2))
         trained = runs[runs["outcome"] == TRAINED]
         values = list(trained[metric].dropna()) + list(table[f"{metric}_low"].dropna()) + \
             list(table[f"{metric}_high"].dropna())
@@ -171,7 +192,7 @@ def final_metric(table: pd.DataFrame, runs: pd.DataFrame, metric: str, log: bool
         if use_log:
             ax.set_yscale("log")
         ax.set_ylim(*lim)
-        ax.set_xticks(np.arange(len(table)), table["variant"], rotation=20, ha="right")
+        ax.set_xticks(np.arange(len(table)), [v.replace(",", "\n") for v in table["variant"]], fontsize=8)
         ax.set_xlim(-0.5, len(table) - 0.5)
         ax.set(ylabel=metric)
         ax.set_title(f"final {metric} per variant", loc="left")

@@ -79,7 +79,9 @@ def md_table(frame: pd.DataFrame) -> str:
 
 def answer_section(c: Comparison, answer: Answer) -> str:
     question = c.question or "(no question was written down)"
-    return (f"> {question}\n\n**{answer.text}**\n\nThe numbers behind it:\n\n"
+    factors = ("What each factor changed, in each setting of the others:\n\n"
+               + "\n".join(f"- {line}" for line in answer.factors) + "\n\n") if answer.factors else ""
+    return (f"> {question}\n\n**{answer.text}**\n\n{factors}The numbers behind it:\n\n"
             + "\n".join(f"- {line}" for line in answer.basis) + "\n")
 
 
@@ -108,7 +110,11 @@ def effects_section(c: Comparison, effects: pd.DataFrame) -> str:
             f"Outcomes are compared as counts: how many runs trained at each value, with Fisher's exact test. "
             f"{c.metric} is compared only over the pairs in which both runs trained: {what}, with a Student-t 95% "
             f"interval, and how many pairs went lower or higher, with the exact sign test ({c.better} is better). "
-            f"A pair in which either run did not train is counted, never averaged.\n\n" + md_table(shown))
+            f"A pair in which either run did not train is counted, never averaged.\n\n"
+            f"Why these tests: one run per variant says little, so every figure is over seeds (Reimers & Gurevych "
+            f"2017); the sign test assumes no distribution, which a handful of seeds cannot check (Dror et al. 2018); "
+            f"a bootstrap across seeds (Agarwal et al. 2021) needs more runs than this: over two values its interval is "
+            f"just their range, falsely narrow. Perplexities are compared in log space, as ratios.\n\n" + md_table(shown))
 
 
 def significance_section(c: Comparison, sig: pd.DataFrame) -> str:

@@ -26,7 +26,8 @@ TIE_POINTS = 0.1  # BLEU within 0.1 points
 @dataclass(frozen=True)
 class Answer:
     text: str  # one to three plain sentences
-    basis: list[str]  # the numbers behind them, one line each (Markdown)
+    factors: list[str]  # what each factor's change did, setting by setting, one line each (Markdown)
+    basis: list[str]  # the numbers behind them, per variant, one line each (Markdown)
     effects: pd.DataFrame  # each factor's effect (stats.factor_effects)
 
 
@@ -121,34 +122,53 @@ def failures_sentence(c: Comparison) -> str:
                                          for row in failed.itertuples(index=False)) + "."
 
 
-def stratum_words(c: Comparison, effect: pd.Series) -> str:
-    """What changing the factor did within one stratum: the outcome counts if they moved (or are not all trained),
-    the metric over the pairs that both trained."""
-    parts = []
-    if effect["trained_from"] != effect["trained_to"] or effect["trained_to"] < effect["runs_to"]:
-        parts.append(f"{effect['trained_from']}/{effect['runs_from']} → {effect['trained_to']}/{effect['runs_to']} runs trained")
-    if effect["pairs"]:
-        moved = effect["down"] if effect["mean_difference"] < 0 else effect["up"]
-        direction = "lower" if effect["mean_difference"] < 0 else "higher"
-        parts.append(f"{'perplexity' if c.log_scale else noun(c.metric)} "
-                     + change(c, effect["mean_difference"], f"{direction} in {moved} of {effect['pairs']} pairs"))
-    return ", ".join(parts) or "no pair in which both runs trained"
+def setting(stratum: str) -> str:
+    return "" if stratum == stats.ALL else f" with {stratum}"
 
 
-def factor_clause(c: Comparison, effects: pd.DataFrame) -> str:
-    """One factor's change, stratum by stratum (with each value of the other factors)."""
+def factor_bullet(c: Comparison, effects: pd.DataFrame) -> str:
+    """What one factor's change did, setting by setting (each combination of the other factors' values): where it
+    changed how many runs trained, and what it did to the metric where both runs of a pair trained."""
     first = effects.iloc[0]
-    words = f"{first['factor'].rpartition('.')[2]} {first['from']} → {first['to']}"
     strata = effects[effects["stratum"] != stats.ALL] if len(effects) > 1 else effects
-    if len(strata) == 1 and strata.iloc[0]["stratum"] == stats.ALL:
-        return f"{words}: {stratum_words(c, strata.iloc[0])}"
-    return f"{words}: " + ", ".join(f"with {e['stratum']} {stratum_words(c, e)}" for _, e in strata.iterrows())
+    parts = []
+    for _, e in strata.iterrows():
+        counts = f"{e['trained_from']}/{e['runs_from']} → {e['trained_to']}/{e['runs_to']}"
+        test = "" if math.isnan(e["outcome_p"]) or e["trained_from"] == e["trained_to"] else \
+            f", Fisher's exact p = {e['outcome_p']:.2g}"
+        if e["trained_to"] > e["trained_from"]:
+            parts.append(f"more runs trained{setting(e['stratum'])} ({counts}{test})")
+        elif e["trained_to"] < e["trained_from"]:
+            parts.append(f"fewer runs trained{setting(e['stratum'])} ({counts}{test})")
+        elif e["trained_to"] == 0:
+            parts.append(f"no run trained either way{setting(e['stratum'])}")
+        if e["pairs"]:
+            moved = e["down"] if e["mean_difference"] < 0 else e["up"]
+            direction = "lower" if e["mean_difference"] < 0 else "higher"
+            parts.append(f"{'perplexity' if c.log_scale else noun(c.metric)} "
+                         + change(c, e["mean_difference"], f"{direction} in {moved} of {e['pairs']} pairs")
+                         + setting(e["stratum"]))
+    return f"`{first['factor']}` {first['from']} → {first['to']}: " + "; ".join(parts) + "."
+
+
+def decided_sentence(effects: pd.DataFrame) -> str | None:
+    """Which factors changed whether runs trained, and in how many settings; None when no factor did."""
+    strata = effects[effects["stratum"] != stats.ALL] if (effects["stratum"] != stats.ALL).any() else effects
+    parts = []
+    for name, group in strata.groupby("factor", sort=False):
+        moved = int((group["trained_from"] != group["trained_to"]).sum())
+        if moved:
+            parts.append(f"{name.rpartition('.')[2]} (in {moved} of {len(group)} settings)")
+    if not parts:
+        return None
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return f"Whether a run trained depended on {listed}."
 
 
 def answer(c: Comparison) -> Answer:
     table = c.table
     if c.runs.empty:
-        return Answer("No cell of this execution has a result yet.", [], pd.DataFrame())
+        return Answer("No cell of this execution has a result yet.", [], [], pd.DataFrame())
     effects = stats.factor_effects(c.runs, c.factors, c.metric)
     trained = table[table["trained"] > 0]
     if trained.empty:
@@ -159,13 +179,16 @@ def answer(c: Comparison) -> Answer:
         sentences = [first, failures_sentence(c).replace("Did not train: ", "By variant: ")]
     else:
         sentences = [winner_sentence(c, trained), failures_sentence(c)]
+    bullets = []
     if not effects.empty:
-        changes = effects.groupby(["factor", "to"], sort=False)
-        sentences.append("By factor: " + "; ".join(factor_clause(c, group) for _, group in changes) + ".")
-    return Answer(" ".join(sentences), basis(c, effects), effects)
+        decided = decided_sentence(effects)
+        if decided and not trained.empty:
+            sentences.append(decided)
+        bullets = [factor_bullet(c, group) for _, group in effects.groupby(["factor", "to"], sort=False)]
+    return Answer(" ".join(sentences), bullets, basis(c), effects)
 
 
-def basis(c: Comparison, effects: pd.DataFrame) -> list[str]:
+def basis(c: Comparison) -> list[str]:
     lines = []
     for row in c.table.itertuples(index=False):
         mine = c.runs[c.runs["variant"] == row.variant]
@@ -182,18 +205,6 @@ def basis(c: Comparison, effects: pd.DataFrame) -> list[str]:
         failed = mine[mine["outcome"] == FAILED_TO_LEARN]["reason"]
         if len(failed):
             line += f"; failed to learn: {failed.iloc[0]}"
-        lines.append(line)
-    for _, e in effects.iterrows():
-        where = "" if e["stratum"] == stats.ALL else f" (with {e['stratum']})"
-        line = (f"{e['factor']} {e['from']} → {e['to']}{where}: trained {e['trained_from']}/{e['runs_from']} → "
-                f"{e['trained_to']}/{e['runs_to']} runs")
-        if not math.isnan(e["outcome_p"]):
-            line += f" (Fisher's exact test p = {e['outcome_p']:.2g})"
-        if e["pairs"]:
-            ci = "" if math.isnan(e["ci_low"]) else f", 95% CI {factor(c, e['ci_low'])}–{factor(c, e['ci_high'])}"
-            line += (f"; over the {e['pairs']} pair(s) in which both trained: {noun(c.metric)} "
-                     f"{change(c, e['mean_difference'])}{ci}, lower in {e['down']}, higher in {e['up']} "
-                     f"(sign test p = {e['sign_p']:.2g})")
         lines.append(line)
     seeds = int(c.table["seeds"].max()) if not c.table.empty else 0
     if seeds < 6:

@@ -75,6 +75,11 @@ def test_a_study_records_one_parent_and_one_tagged_child_per_cell_and_seed(clipp
     assert tags == sorted((c, lr, s) for c in ("rnn_tanh", "lstm") for lr in ("1.0", "1e+38") for s in ("1", "2"))
     assert len({r.data.tags["rnnlab.cell_key"] for r in children}) == 8
     assert "8/8 cells done" in stderr and "ETA" in stderr  # the live progress line
+    # a quiet console: rnnlab's own lines, the answer; not the libraries' INFO logs, bars or unactionable warnings
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert all(line.startswith(("rnnlab: ", "Question: ", "Answer: ", "  ")) or "|" not in line for line in lines)
+    for noise in ("| INFO", "Finished in state", "Downloading artifacts", "could not find the monitored key"):
+        assert noise not in stderr
 
 
 def test_a_diverged_cell_is_recorded_as_a_result_and_the_study_goes_on(clipping_study):

@@ -39,6 +39,13 @@ def test_train_flow_records_a_complete_run(prefect_server, tiny_cfg):
         "eval/valid_sentences.csv", "eval/test_sentences.csv"}
 
 
+def test_verbose_shows_the_libraries_own_logs(tiny_corpus):
+    done = rnnlab("train", str(RUN_CONFIG), f"data.corpus={tiny_corpus}", "experiment=cli", *TINY, "train.max_epochs=1",
+                  "-v")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Finished in state Completed" in done.stderr and "rnnlab: epoch 1/1 · step " in done.stderr
+
+
 def test_the_same_run_on_the_same_machine_gives_identical_numbers(prefect_server, tiny_cfg):
     """Seeds, data order and kernels fixed: every metric but the clock is bit-identical between two runs here."""
     from flows.train import train_flow
@@ -61,6 +68,7 @@ def test_cli_train_prints_one_json_line_then_evaluate_scores_any_file(tiny_corpu
     result = json.loads(done.stdout)
     assert result["status"] == "FINISHED" and result["experiment"] == "cli"
     assert "rnnlab: epoch 2/2 · step " in done.stderr
+    assert "Finished in state" not in done.stderr  # Prefect's INFO lines are off unless asked for
     run_id = result["run_id"]
 
     scored = rnnlab("evaluate", run_id, "--file", str(tiny_corpus / "test.txt"), "--json")

@@ -56,7 +56,12 @@ def test_failed_variants_are_named_in_words_and_never_averaged():
            in result.text
     assert "Did not train: `cell=rnn_tanh,clip_norm=null` (diverged in 2 of 2 seeds); `cell=lstm,clip_norm=null` " \
            "(failed to learn in 1 of 2 seeds)." in result.text
-    assert "with cell=rnn_tanh 0/2 → 2/2 runs trained" in result.text
+    assert result.text.endswith("Whether a run trained depended on cell (in 1 of 2 settings) and clip_norm (in 2 of 2 "
+                                "settings).")
+    clipping = next(line for line in result.factors if line.startswith("`train.clip_norm` null → 0.25: "))
+    assert "more runs trained with cell=rnn_tanh (0/2 → 2/2, Fisher's exact p = 0.33)" in clipping
+    assert "more runs trained with cell=lstm (1/2 → 2/2, Fisher's exact p = 1)" in clipping
+    assert "perplexity ×1.14 (14% higher; higher in 1 of 1 pairs) with cell=lstm" in clipping
     no_number_from_a_failed_run(result.text + "\n".join(result.basis) + formatted(c).to_string())
     row = c.table.set_index("variant").loc["cell=lstm,clip_norm=null"]
     assert (row["trained"], row["failed_to_learn"]) == (1, 1) and row["valid_ppl_mean"] == pytest.approx(700.0)
