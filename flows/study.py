@@ -51,7 +51,8 @@ def open_study_run(study: Study, keys: list[str], corpora: dict[str, Any]) -> st
     checksums = {corpus.name: corpus.checksum for corpus in corpora.values()}
     run_id = tracking.open_run(cfg.study, f"study {cfg.study}", params, {
         "rnnlab.role": "study", "rnnlab.study": cfg.study, "rnnlab.task": study.cells[0].config.task,
-        "rnnlab.study_file": study.source, "rnnlab.question": cfg.question, "rnnlab.metric": cfg.metric.name, "rnnlab.goal": cfg.metric.goal, "rnnlab.cells": str(len(study.cells)),
+        "rnnlab.study_file": study.source, "rnnlab.question": cfg.question, "rnnlab.metric": cfg.metric.name,
+        "rnnlab.goal": cfg.metric.goal, "rnnlab.cells": str(len(study.cells)),
         "data.checksum": ",".join(f"{name}:{sha}" for name, sha in sorted(checksums.items())),
         **({"mlflow.note.content": cfg.question} if cfg.question else {})})
     tracking.log_text(run_id, study.definition(), "study.yaml")

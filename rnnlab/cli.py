@@ -164,7 +164,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     result["tracking_uri"] = tracking_uri()
     metrics = result["metrics"]
     shown = ", ".join(f"{k} {metrics[k]:.2f}" for k in ("valid_ppl", "test_ppl", "test_bleu", "test_chrf") if k in metrics)
-    verdict = f"diverged at step {metrics['diverged_step']}" if result["diverged"] else shown
+    verdict = shown if result["outcome"] == "trained" else f"{result['outcome'].replace('_', ' ')}: {result['outcome_reason']}"
     return finish(result, args.json, f"rnnlab: run {result['run_id']} in experiment '{cfg.experiment}': {verdict}\n"
                   f"rnnlab: results in {result['tracking_uri']}; browse them with `rnnlab ui`")
 

@@ -74,7 +74,9 @@ def significance(c: Comparison, task_kind: str) -> pd.DataFrame:
 
 
 def md_table(frame: pd.DataFrame) -> str:
-    return frame.to_markdown(index=False, floatfmt=".2f") + "\n"
+    """A Markdown table: floats with 2 decimals (3 significant digits when huge), text exactly as written."""
+    shown = frame.apply(lambda column: column.map(lambda v: number(v) if isinstance(v, float) else str(v)))
+    return shown.to_markdown(index=False, disable_numparse=True) + "\n"
 
 
 def answer_section(c: Comparison, answer: Answer) -> str:
@@ -128,7 +130,7 @@ def significance_section(c: Comparison, sig: pd.DataFrame) -> str:
         f"`{best}`": sig["best_value"], "Δ (best − variant)": sig["difference"],
         "95% CI of Δ": [f"[{number(lo)}, {number(hi)}]" if not math.isnan(lo) else "–"
                         for lo, hi in zip(sig["ci_low"], sig["ci_high"])],
-        "p": [f"{p:.4f}" for p in sig["p_value"]],
+        "p": [f"{p:.2g}" if p >= 0.001 else "< 0.001" for p in sig["p_value"]],
         "verdict": ["significant" if s else "**not significant**" for s in sig["significant"]]})
     kind = sig["measure"].iloc[0]
     how = ("sacrebleu's paired bootstrap resampling on the saved translations (1000 resamples, seed 12345)"
