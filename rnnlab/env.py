@@ -27,7 +27,7 @@ def verbose() -> bool:
 
 
 def configure(verbose: bool = False) -> Path:
-    """Set the defaults below (a user's own environment wins), `verbose` or quiet; worker processes inherit them."""
+    """Set the defaults below (a user's own environment wins, except over `verbose`); worker processes inherit them."""
     home = project_dir()
     home.mkdir(parents=True, exist_ok=True)
     defaults = {
@@ -39,8 +39,10 @@ def configure(verbose: bool = False) -> Path:
         "MPLCONFIGDIR": str(home / ".cache" / "matplotlib"),
         "GIT_PYTHON_REFRESH": "quiet",
     }
-    for key, value in {**defaults, **(VERBOSE if verbose else QUIET)}.items():
+    for key, value in {**defaults, **QUIET}.items():
         os.environ.setdefault(key, value)
+    if verbose:  # asked for on the command line: over any quiet level inherited from the environment
+        os.environ.update(VERBOSE)
     keep_freed_memory()
     return home
 

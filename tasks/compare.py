@@ -22,6 +22,7 @@ from tasks.outcome import DIVERGED, FAILED_TO_LEARN, OUTCOMES, TRAINED
 
 KEY_METRICS = ("valid_ppl", "test_ppl", "valid_bleu_greedy", "test_bleu", "test_bleu_greedy", "test_chrf",
                "tokens_per_second", "train_seconds", "clipped_share", "max_grad_norm")
+BOUNDED = {m: (0.0, 100.0) for m in ("valid_bleu_greedy", "valid_bleu", "test_bleu", "test_bleu_greedy", "test_chrf")}
 SHORT = {"tokens_per_second": "tok/s", "train_seconds": "train s", "clipped_share": "clipped",
          "max_grad_norm": "max grad", "valid_bleu_greedy": "valid_bleu"}
 
@@ -118,7 +119,10 @@ def compare(study: str, parent: Any, grid: list[dict[str, Any]], runs: pd.DataFr
             values = trained[name].dropna()
             if name == metric or stats.on_log_scale(name):
                 interval = stats.mean_interval(values, log=stats.on_log_scale(name))
-                row.update({f"{name}_mean": interval.mean, f"{name}_low": interval.low, f"{name}_high": interval.high})
+                low, high = interval.low, interval.high
+                if name in BOUNDED:  # a t interval over two seeds can reach past what the metric can be
+                    low, high = max(low, BOUNDED[name][0]), min(high, BOUNDED[name][1])
+                row.update({f"{name}_mean": interval.mean, f"{name}_low": low, f"{name}_high": high})
             else:
                 row[f"{name}_mean"] = values.mean() if len(values) else math.nan
                 row[f"{name}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan

@@ -131,8 +131,9 @@ def metric_curves(curves: dict[str, list[tuple[str, pd.Series]]], stops: dict[st
             ax.set_xlim(min(steps) - 0.04 * span, max(steps) + 0.06 * span)
         ax.set(xlabel="training step", ylabel=metric)
         ax.set_title(f"{metric} during training", loc="left", pad=12)  # above the × on the top edge
-        ax.set_title(f"line: {'geometric ' if log else ''}mean of the seeds that trained, band: min–max\n"
-                     "×: a run that did not train, at its last validation", loc="right", fontsize=7, color="0.35")
+        ax.set_title(f"line: {'geometric ' if log else ''}mean of the seeds that trained, band: min–max"
+                     + ("\n×: a run that did not train, at its last validation" if taken else ""), loc="right",
+                     fontsize=7, color="0.35")
         legend(ax)
         return save(fig, path)
 
