@@ -153,7 +153,7 @@ class StudyProgress:
         left = self.total - self.done
         running = min(self.slots, left)
         elapsed = time.monotonic() - self.started
-        eta = "?" if not self.trained else f"{elapsed / self.trained * left / 60:.1f} min"  # cells finish `slots` at a time
+        eta = "0.0 min" if not left else "?" if not self.trained else f"{elapsed / self.trained * left / 60:.1f} min"
         return (f"rnnlab: study: {self.done}/{self.total} cells done · {running} running · {self.diverged} diverged · "
                 f"{self.failed_to_learn} failed to learn · {self.crashed} crashed · {elapsed / 60:.1f} min elapsed · "
                 f"ETA {eta}")
