@@ -3,6 +3,8 @@ reused, interrupted ones resumed from their checkpoint) ─► comparison table 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import gc
 import hashlib
 import json
@@ -19,13 +21,15 @@ from prefect.futures import wait
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 
 from flows.train import run_steps
-from rnnlab.env import die_with_parent, project_dir
+from rnnlab.env import die_with_parent, expect_workers, project_dir
+from rnnlab.processes import interrupt_once_in_worker
 from rnnlab.study import Cell, Study, load_study, show
 from tasks import tracking
 from tasks.compare import as_json, comparison, log_comparison
 from tasks.outcome import DIVERGED, FAILED_TO_LEARN
 from tasks.verdict import answer
-from tasks.data import prepare_data
+from tasks.data import check_cells_fit, prepare_data
+from tasks.data import data_key as corpus_key
 from tasks.train import cell_dir
 
 
@@ -39,7 +43,7 @@ def cell_key(cell: Cell, data_checksum: str, code_version: str) -> str:
 
 
 def data_key(cell: Cell) -> str:
-    return json.dumps(cell.config.data.model_dump(mode="json"), sort_keys=True)
+    return corpus_key(cell.config)
 
 
 @task(name="open-study-run")
@@ -63,7 +67,11 @@ def open_study_run(study: Study, keys: list[str], corpora: dict[str, Any]) -> st
 
 
 @task(name="cell")
-def run_cell(cell: Cell, corpus: Any, study: str, parent_run_id: str, key: str, threads: int) -> dict[str, Any]:
+def run_cell(cell: Cell, corpus: Any, study: str, parent_run_id: str, key: str, threads: int,
+             fresh_since_ms: int | None = None) -> dict[str, Any]:
+    """Train one cell, unless another process is training it (then wait for it) or has finished it meanwhile (then
+    reuse its run). `fresh_since_ms` (with --force): only a run started after that counts as finished, and the
+    cell's old checkpoints are discarded."""
     import torch
 
     gc.enable()  # in case no start_cell_worker ran: a local Dask worker spawned by rnnlab.cli starts with it paused
@@ -72,9 +80,48 @@ def run_cell(cell: Cell, corpus: Any, study: str, parent_run_id: str, key: str, 
     tags = {"rnnlab.role": "cell", "rnnlab.study": study, "rnnlab.cell": cell.id, "rnnlab.cell_key": key,
             **{f"factor.{k}": show(v) for k, v in cell.factors.items()}}
     try:
-        return run_steps(cell.config, corpus, parent_run_id, tags, str(cell_dir(key)))
+        with training_alone(cell, key):
+            found = tracking.finished_run(study, key)
+            if found and (fresh_since_ms is None or found["start_time"] >= fresh_since_ms):
+                print(f"rnnlab: [{cell.name}] reusing run {found['run_id']}, finished by another execution "
+                      "meanwhile", file=sys.stderr, flush=True)
+                return found
+            if fresh_since_ms is not None:
+                shutil.rmtree(cell_dir(key), ignore_errors=True)
+            return run_steps(cell.config, corpus, parent_run_id, tags, str(cell_dir(key)))
+    except (KeyboardInterrupt, SystemExit) as err:  # its run is closed as KILLED by now
+        # As an Exception: the process pool hands a BaseException from a worker to no one (a traceback on a thread
+        # of the study, and a cell that never completes).
+        raise CellInterrupted(f"interrupted ({err or type(err).__name__})") from None
     finally:
         settle_worker()
+
+
+class CellInterrupted(RuntimeError):
+    """A cell stopped by SIGINT/SIGTERM (its run KILLED)."""
+
+
+@contextmanager
+def training_alone(cell: Cell, key: str) -> Iterator[None]:
+    """Hold the cell's lock (a file lock next to its checkpoints) while training it: two executions of a study (a
+    cron one meeting a manual one) would otherwise both train the cell, the second resuming from the first one's
+    live checkpoint. The kernel drops the lock when its holder dies, however it dies. One machine's cells only: a
+    cell's checkpoints are on the machine that trains it."""
+    path = cell_dir(key).with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            print(f"rnnlab: [{cell.name}] is being trained by {holder}; waiting for it", file=sys.stderr, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"process {os.getpid()}")
+        lock.flush()
+        yield
 
 
 def settle_worker() -> None:
@@ -108,14 +155,15 @@ def sweep_orphans(study: str) -> list[str]:
     return swept
 
 
-def close_stale(study: str, key: str) -> None:
-    """A cell task that failed without closing its run (its worker died): the run is KILLED, not left RUNNING."""
+def close_stale(study: str, key: str | None, reason: str = "its worker ended before closing the run") -> None:
+    """Cell runs of this execution (of one cell, or all) that their worker left RUNNING (it died, or was killed
+    after the grace of an interrupt): KILLED, not left RUNNING."""
     from prefect.runtime import flow_run
 
     for run in tracking.running_cells(study):
         tags = run.data.tags
-        if tags.get("rnnlab.cell_key") == key and tags.get("prefect.flow_run_id") == str(flow_run.id):
-            tracking.mark_killed(run.info.run_id, "its worker ended before closing the run")
+        if key in (None, tags.get("rnnlab.cell_key")) and tags.get("prefect.flow_run_id") == str(flow_run.id):
+            tracking.mark_killed(run.info.run_id, reason)
 
 
 @task(name="compare")
@@ -172,6 +220,7 @@ def task_runner(study: Study) -> TaskRunner:
             return DaskTaskRunner(address=runner.address)
         return DaskTaskRunner(cluster_kwargs={"n_workers": study.config.concurrency, "threads_per_worker": 1,
                                               "processes": True, "dashboard_address": None})
+    expect_workers()
     return ProcessPoolTaskRunner(max_workers=study.config.concurrency, initializer=start_cell_worker)
 
 
@@ -180,6 +229,7 @@ def start_cell_worker() -> None:
     millions of objects) out of the garbage collector's reach. Without that, every full collection walks them, and
     the interpreter's last collections at exit took ~2 s per worker while the study waited for its pool to close."""
     die_with_parent()
+    interrupt_once_in_worker()
     tracking.import_store()  # the cells' store, imported while the collector is paused
     gc.freeze()  # this module, and so everything a cell needs, is imported by the time the initializer runs
     gc.enable()  # paused during the start-up by rnnlab.env.pause_gc_in_spawned_worker
@@ -231,14 +281,12 @@ def split_reused(study: Study, keys: list[str], force: bool) -> tuple[list[dict[
         if found:
             reused.append({**found, "cell": cell.name})
         else:
-            if force:
-                shutil.rmtree(cell_dir(key), ignore_errors=True)
             todo.append((cell, key))
     return reused, todo
 
 
 def run_grid(study: Study, corpora: dict[str, Any], todo: list[tuple[Cell, str]], reused: list[dict[str, Any]],
-             parent_run_id: str, runner: TaskRunner) -> tuple[list[dict[str, Any]], list[str]]:
+             parent_run_id: str, runner: TaskRunner, fresh_since_ms: int | None) -> tuple[list[dict[str, Any]], list[str]]:
     results = list(reused)
     failures: list[str] = []
     progress = StudyProgress(len(study.cells), len(results), max(1, min(study.config.concurrency, len(todo))))
@@ -246,19 +294,24 @@ def run_grid(study: Study, corpora: dict[str, Any], todo: list[tuple[Cell, str]]
         print(f"rnnlab: study: reusing {len(results)} finished cell(s); training {len(todo)}", file=sys.stderr)
     threads = threads_per_cell(study)
     futures = {runner.submit(run_cell, {"cell": cell, "corpus": corpora[data_key(cell)], "study": study.name,
-                                        "parent_run_id": parent_run_id, "key": key, "threads": threads}): (cell, key)
+                                        "parent_run_id": parent_run_id, "key": key, "threads": threads,
+                                        "fresh_since_ms": fresh_since_ms}): (cell, key)
                for cell, key in todo}
     pending = set(futures)
     print(progress.line(), file=sys.stderr, flush=True)
     try:
         collect(pending, futures, study, results, failures, progress)
     except BaseException:  # Ctrl-C or SIGTERM: interrupt the cells as well, so each records its run as KILLED
-        interrupt_workers()
+        interrupt_workers(list(futures))
+        close_stale(study.name, None, "the study was interrupted")
         raise
     return results, failures
 
 
-def interrupt_workers() -> None:
+def interrupt_workers(cells: list, grace: float = 5.0) -> None:
+    """SIGINT to the cell workers (a terminal's Ctrl-C has sent them one already: they take the first only), then
+    wait for their cells to end, each closing its run as KILLED; a worker still busy after `grace` seconds is
+    killed (the caller closes its run)."""
     import signal
 
     import psutil
@@ -271,8 +324,11 @@ def interrupt_workers() -> None:
                 workers.append(child)
         except psutil.Error:
             pass
-    # Wait for them to close their runs: once this process exits, they are killed with it (die_with_parent).
-    psutil.wait_procs(workers, timeout=60)
+    _, busy = wait(cells, timeout=grace)
+    if busy:
+        for worker in workers:
+            with contextlib.suppress(psutil.Error):
+                worker.kill()
 
 
 def collect(pending: set, futures: dict, study: Study, results: list[dict[str, Any]],
@@ -283,7 +339,7 @@ def collect(pending: set, futures: dict, study: Study, results: list[dict[str, A
         for future in done:
             cell, key = futures[future]
             try:
-                result = {**future.result(), "cell": cell.name, "reused": False}
+                result = {"reused": False, **future.result(), "cell": cell.name}
             except Exception as err:  # one broken cell must not stop the study
                 failures.append(f"{cell.name}: {why_failed(err)}")
                 close_stale(study.name, key)
@@ -306,11 +362,13 @@ def study_flow(study_file: str, overrides: list[str] | None = None, force: bool 
     """Run (or resume) the study in `study_file` with command-line style `overrides`. Takes a path and strings, so
     that a Prefect deployment (a schedule, `prefect deployment run`) can start it with JSON parameters."""
     started = time.perf_counter()
+    fresh_since_ms = int(time.time() * 1000) if force else None
     study = load_study(study_file, overrides or [])
     corpora = {}
     for cell in study.cells:
         if data_key(cell) not in corpora:
             corpora[data_key(cell)] = prepare_data(cell.config)
+    check_cells_fit(study.cells, corpora)
     code = tracking.code_version()
     keys = [cell_key(cell, corpora[data_key(cell)].checksum, code) for cell in study.cells]
     reused, todo = split_reused(study, keys, force)
@@ -319,9 +377,10 @@ def study_flow(study_file: str, overrides: list[str] | None = None, force: bool 
         parent_run_id = open_study_run(study, keys, corpora)
         with tracking.closing(parent_run_id):
             sweep_orphans(study.name)
-            results, failures = run_grid(study, corpora, todo, reused, parent_run_id, runner)
+            results, failures = run_grid(study, corpora, todo, reused, parent_run_id, runner, fresh_since_ms)
             compared = compare_and_log(study.name, parent_run_id)
-            counts = {"cells": len(study.cells), "reused": len(reused), "trained": len(todo) - len(failures),
+            reused_here = sum(r.get("reused", False) for r in results)
+            counts = {"cells": len(study.cells), "reused": reused_here, "trained": len(results) - reused_here,
                       "diverged": sum(r["outcome"] == DIVERGED for r in results),
                       "failed_to_learn": sum(r["outcome"] == FAILED_TO_LEARN for r in results), "failed": len(failures)}
             tracking.set_tags(parent_run_id, {f"rnnlab.{k}": v for k, v in counts.items()})

@@ -9,13 +9,42 @@ import argparse
 import contextlib
 import json
 import math
-import signal
 import sys
 from typing import Any
 
-from rnnlab.env import configure, pause_gc_in_spawned_worker
+from rnnlab.env import (EnvironmentProblem, check_project, configure, disk_full, pause_gc_in_spawned_worker,
+                        project_dir, release_reserve)
+from rnnlab.processes import Interrupts, start_prefect_api
 
 pause_gc_in_spawned_worker()  # this module is re-imported first in the worker processes of a study
+
+
+def port(text: str) -> int:
+    """An argparse type: a TCP port a server can listen on (a socket refuses anything else, with a traceback)."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: expected a whole number from 1 to 65535")
+    return int(text)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (a beam of 0 or less has nothing to search with)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a whole number of at least 1")
+    return int(text)
+
+
+def existing_file(text: str) -> str:
+    """An argparse type: an input file that exists, so a typo fails at once, naming it, before a model is loaded."""
+    from pathlib import Path
+
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: a directory, not a file")
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    return text
+
+
+READ_ONLY_COMMANDS = ("compare", "report", "ui")  # they create nothing in the project, and work on a read-only store
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("server", help="a Prefect server and an MLflow tracking server for this project (127.0.0.1)")
     p.add_argument("action", choices=["start", "stop", "status"])
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--prefect-port", type=int, default=4200)
-    p.add_argument("--mlflow-port", type=int, default=5000)
+    p.add_argument("--prefect-port", type=port, default=4200)
+    p.add_argument("--mlflow-port", type=port, default=5000)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_server)
 
@@ -73,27 +102,27 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("worker", help="a Prefect worker of a work pool (`prefect worker start`), with this "
                             "project's environment: runs the studies deployed there")
     p.add_argument("--pool", required=True)
-    p.add_argument("--limit", type=int, default=1, help="studies at once on this machine (default 1)")
+    p.add_argument("--limit", type=positive_int, default=1, help="studies at once on this machine (default 1)")
     p.set_defaults(handler=cmd_worker)
 
     p = commands.add_parser("evaluate", help="score a trained run on other data, logged to that run: perplexity of a "
                             "language model on --file, or BLEU/chrF of a translation run on --src/--ref")
     p.add_argument("run_id")
-    p.add_argument("--file", help="language model: a text file, one sentence per line")
-    p.add_argument("--src", help="translation: source sentences, one per line")
-    p.add_argument("--ref", help="translation: reference translations, line by line with --src")
+    p.add_argument("--file", type=existing_file, help="language model: a text file, one sentence per line")
+    p.add_argument("--src", type=existing_file, help="translation: source sentences, one per line")
+    p.add_argument("--ref", type=existing_file, help="translation: reference translations, line by line with --src")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_evaluate)
 
     p = commands.add_parser("translate", help="translate a file with a trained translation run (to stdout)")
     p.add_argument("run_id")
-    p.add_argument("--input", required=True, help="source sentences, one per line")
-    p.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy; default: the run's eval.beam)")
+    p.add_argument("--input", required=True, type=existing_file, help="source sentences, one per line")
+    p.add_argument("--beam", type=positive_int, default=None, help="beam size (1 = greedy; default: the run's eval.beam)")
     p.set_defaults(handler=cmd_translate)
 
     p = commands.add_parser("ui", help="the MLflow UI over this project's store (127.0.0.1 by default)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=port, default=5000)
     p.set_defaults(handler=cmd_ui)
 
     p = commands.add_parser("data", help="prepare (and if needed download) a corpus, printing its sizes")
@@ -104,14 +133,23 @@ def main(argv: list[str] | None = None) -> int:
     for command in commands.choices.values():
         command.add_argument("-v", "--verbose", action="store_true",
                              help="also show the libraries' own logs (Prefect, MLflow, Lightning), hidden by default")
-    args = parser.parse_args(argv)
-    configure(verbose=args.verbose)
+    args, extra = parser.parse_known_args(argv)
+    # Overrides may follow options (`rnnlab train run.yaml --json train.lr=1`), where argparse leaves them over with
+    # anything it does not know: key=value items go to a command that takes overrides; the rest is still an error.
+    takes_overrides = hasattr(args, "overrides")
+    stray = [item for item in extra if not (takes_overrides and "=" in item and not item.startswith("-"))]
+    if stray:
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     from rnnlab.config import ConfigError
     from rnnlab.servers import ServerError
 
     try:
+        configure(verbose=args.verbose, read_only=args.command in READ_ONLY_COMMANDS)
+        Interrupts.install()
         return args.handler(args)
-    except (ConfigError, LookupError, ServerError) as err:
+    except (ConfigError, LookupError, ServerError, EnvironmentProblem) as err:
         print(f"rnnlab: error: {err}", file=sys.stderr)
         return 2
     except Exception as err:
@@ -120,7 +158,22 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(err, DataError):
             print(f"rnnlab: error: {err}", file=sys.stderr)
             return 2
+        full = disk_full(err)
+        if full:
+            release_reserve()
+            print(f"rnnlab: error: no space left on device ({full}); free some space on the disk of {project_dir()} "
+                  "and run the command again (a study resumes its cells). The run in progress was closed as FAILED, "
+                  "or, where even that could not be written, the next command marks it KILLED", file=sys.stderr)
+            return 1
         raise
+    except BaseException as err:  # Ctrl-C, SIGTERM (also as Lightning's exit or Prefect's TerminationSignal)
+        if Interrupts.received is None and type(err).__name__ != "TerminationSignal":
+            raise
+        print(f"rnnlab: {args.command} interrupted by {Interrupts.name()}: runs in progress were closed as KILLED; "
+              "run the same command again to resume", file=sys.stderr)
+        if getattr(args, "json", False):
+            print(json.dumps({"status": "KILLED", "signal": Interrupts.name(), "exit_code": Interrupts.exit_code()}))
+        return Interrupts.exit_code()
 
 
 def finish(result: dict[str, Any], as_json: bool, human: str) -> int:
@@ -136,11 +189,14 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def _raise_on_sigterm() -> None:
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+def check_environment() -> None:
+    """Before any data is prepared: the project directory can be written and has room, the tracking store is
+    reachable and sound; and runs that a dead process left RUNNING (a SIGKILL, a full disk) are marked KILLED."""
+    check_project()
+    from tasks import tracking
 
-    signal.signal(signal.SIGTERM, handler)
+    tracking.check_store()
+    tracking.mark_orphans()
 
 
 def quietly(as_json: bool) -> contextlib.AbstractContextManager:
@@ -152,11 +208,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rnnlab import config
 
     cfg = config.load(args.config, args.overrides)
-    _raise_on_sigterm()
     with quietly(args.json):
+        check_environment()
         from tasks.data import prepare_corpus
 
         prepare_corpus(cfg)  # bad data fails here, with a clear message, before Prefect or MLflow start
+        start_prefect_api()
         from flows.train import train_flow
         from tasks.tracking import tracking_uri
 
@@ -173,17 +230,19 @@ def cmd_study(args: argparse.Namespace) -> int:
     from rnnlab.study import load_study
 
     study = load_study(args.study, args.overrides)  # every cell is validated here, before anything trains
-    _raise_on_sigterm()
     with quietly(args.json):
-        from tasks.data import prepare_corpus
+        check_environment()
+        from tasks.data import check_cells_fit, data_key, prepare_corpus
 
-        for config in {c.config.data: c.config for c in study.cells}.values():
-            prepare_corpus(config)  # bad data fails here, before Prefect or MLflow start
+        corpora = {data_key(c.config): c.config for c in study.cells}
+        corpora = {key: prepare_corpus(config) for key, config in corpora.items()}  # bad data fails here, before
+        check_cells_fit(study.cells, corpora)  # Prefect or MLflow start
         print(f"rnnlab: study '{study.name}': {len(study.variants)} variants × {len(study.config.seeds)} seed(s) "
               f"= {len(study.cells)} cells, {study.config.concurrency} at a time", file=sys.stderr)
+        import_tracking_store_meanwhile()
+        start_prefect_api()
         from flows.study import StudyFailed, study_flow
 
-        import_tracking_store_meanwhile()
         try:
             result = study_flow(args.study, args.overrides, args.force)
         except StudyFailed as err:
@@ -230,9 +289,20 @@ def import_tracking_store_meanwhile() -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    if args.csv:  # checked before the comparison is computed, not once it is done
+        folder = Path(args.csv).resolve().parent
+        if not folder.is_dir():
+            raise LookupError(f"--csv {args.csv}: the folder {folder} does not exist; create it first")
+        if Path(args.csv).is_dir():
+            raise LookupError(f"--csv {args.csv}: a directory; give a file name, e.g. {Path(args.csv) / 'table.csv'}")
     with quietly(True):
+        from tasks import tracking
         from tasks.compare import as_json, comparison, formatted
         from tasks.verdict import answer
+
+        tracking.read_only()
 
         c = comparison(args.study, args.parent_run)
         result = answer(c)
@@ -250,16 +320,29 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    import os
+
+    folder = Path(args.out) / args.study
+    existing = next(p for p in (folder.resolve(), *folder.resolve().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):  # checked before the report is computed
+        raise LookupError(f"--out {args.out}: cannot write the report in {folder} ({existing} is "
+                          f"{'not a folder' if not existing.is_dir() else 'not writable'}); choose a writable folder "
+                          "with --out")
     with quietly(True):
+        from tasks import tracking
         from tasks.report import log_report, render
 
-        folder = Path(args.out) / args.study
+        tracking.read_only()
         path, parent_run_id = render(args.study, args.parent_run, folder)
-        log_report(parent_run_id, folder)
+        try:
+            log_report(parent_run_id, folder)
+            logged = "logged to the parent run under report/"
+        except Exception as err:  # a read-only store: the report is written all the same
+            logged = f"not logged to the parent run (the store cannot be written: {str(err).splitlines()[0][:200]})"
     return finish({"study": args.study, "parent_run_id": parent_run_id, "report": str(path),
                    "html": str(folder / "report.html")}, args.json,
                   f"rnnlab: report of study '{args.study}' (execution {parent_run_id}): {path} and {folder / 'report.html'}; "
-                  f"logged to the parent run under report/")
+                  + logged)
 
 
 def cmd_server(args: argparse.Namespace) -> int:
@@ -375,9 +458,12 @@ def cmd_translate(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     import os
 
-    from tasks.tracking import tracking_uri
+    from tasks import tracking
 
-    uri = tracking_uri()
+    tracking.read_only()
+    uri = tracking.tracking_uri()
+    if tracking.is_local_store(uri):
+        tracking.client()  # an empty project has no store to show (and the UI would create one); a damaged one is named
     print(f"rnnlab: MLflow UI for {uri} at http://{args.host}:{args.port}", file=sys.stderr)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
     os.execv(sys.executable, command)

@@ -21,7 +21,8 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `train.lr=.inf` is a typo, not a setting; a number in a config is always a finite one.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataConfig(Section):
@@ -226,9 +227,9 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.clip_norm=null)")
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = yaml.load(raw, Loader=UniqueKeyLoader) if raw != "" else ""
         except yaml.YAMLError as err:
-            raise ConfigError(f"override {item!r}: the value {raw!r} is not valid YAML ({err.problem})") from None
+            raise ConfigError(f"override {item!r}: the value {raw!r} is not valid YAML ({yaml_problem(err)})") from None
         set_dotted(tree, key, value)
     return tree
 
@@ -254,14 +255,46 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice in one mapping: PyYAML would keep the last value without a word,
+    so `lr: 1` further up a file would silently lose to another `lr:` below it."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` then overriding a key of it is intended
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                seen = first_line.get(key)
+            except TypeError:  # an unhashable key: SafeLoader's own check below reports it
+                continue
+            if seen is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' is given twice, on lines {seen} and {key_node.start_mark.line + 1}: keep one")
+            first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's error on one line, where it is: its own text spans several lines and repeats the source."""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    context = getattr(err, "context", None)
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{context}: {problem}{where}" if context else f"{problem}{where}"
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        tree = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not valid UTF-8 (byte {err.start}: {err.reason}); save it as UTF-8") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(err)}") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys at the top level, got {type(tree).__name__}")
     return tree
@@ -270,7 +303,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def schema_for(tree: dict[str, Any], source: str) -> type[RunBase]:
     task = tree.get("task", "lm")
     if task not in SCHEMAS:
-        raise ConfigError(f"{source}: invalid config:\n  task: must be one of {', '.join(map(repr, SCHEMAS))} (got {task!r})")
+        raise ConfigError(f"{source}: invalid config: task: must be one of {', '.join(map(repr, SCHEMAS))} (got {task!r})")
     return SCHEMAS[task]
 
 
@@ -288,19 +321,50 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
     return build(tree, str(path) if path is not None else "config")
 
 
+def names_under(keys: list[str], section: str) -> list[str]:
+    """The names allowed directly in `section` ('' = the top level): its keys and its sub-sections, in order."""
+    prefix = f"{section}." if section else ""
+    return list(dict.fromkeys(k.removeprefix(prefix).partition(".")[0] for k in keys if k.startswith(prefix)))
+
+
+def suggest(written: str, keys: list[str]) -> str | None:
+    """The known key closest to a dotted key that is not one: as a whole ('modle.cell' → 'model.cell'), else its
+    first unknown part among the names allowed where it stands ('modle' → 'model')."""
+    close = difflib.get_close_matches(written, keys, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    parts = written.split(".")
+    for depth in range(len(parts)):
+        section = ".".join(parts[:depth])
+        names = names_under(keys, section)
+        if parts[depth] not in names:
+            close = difflib.get_close_matches(parts[depth], names, n=1, cutoff=0.6)
+            return f"{section}.{close[0]}" if close and section else close[0] if close else None
+    return None
+
+
 def describe(err: ValidationError, source: str, schema: type[BaseModel]) -> str:
     keys = known_keys(schema)
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         if e["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
+            # An unknown section arrives whole ({'modle': {'cell': 'gru'}}): one key under it is judged as the user
+            # wrote it (modle.cell → model.cell) where that matches a known key; else the section's name is judged.
+            leaves = list(flatten(e["input"])) if isinstance(e["input"], dict) else []
+            written = f"{key}.{leaves[0]}" if len(leaves) == 1 else key
+            if written != key and not difflib.get_close_matches(written, keys, n=1, cutoff=0.6):
+                written = key
+            close = suggest(written, keys)
+            hint = f"; did you mean '{close}'?" if close else ""
             section = key.rpartition(".")[0]
-            allowed = [k for k in keys if k.rpartition(".")[0] == section]
-            lines.append(f"unknown key '{key}'{hint} (allowed here: {', '.join(allowed)})")
+            prefix = f"{section}." if section else ""
+            allowed = [f"{prefix}{n}" if f"{prefix}{n}" in keys else f"{prefix}{n}.*" for n in names_under(keys, section)]
+            lines.append(f"unknown key '{written}'{hint} (allowed here: {', '.join(allowed)})")
         else:
             msg = e["msg"].removeprefix("Value error, ")
             got = "" if e["type"].startswith("value_error") else f" (got {e['input']!r})"
             lines.append(f"{key}: {msg}{got}")
+    if len(lines) == 1:  # one problem, one line
+        return f"{source}: invalid config: {lines[0]}"
     return f"{source}: invalid config:\n  " + "\n  ".join(lines)

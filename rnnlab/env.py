@@ -6,7 +6,13 @@ Everything is `setdefault`: a user's own environment always wins.
 import ctypes
 import os
 import sys
+import tempfile
 from pathlib import Path
+
+
+class EnvironmentProblem(RuntimeError):
+    """Something outside rnnlab's input is unfit (an unreachable tracking server, an unwritable or corrupt store, a
+    full disk); the message names it and says what to do. Reported as one line, exit 2."""
 
 
 def project_dir() -> Path:
@@ -16,6 +22,64 @@ def project_dir() -> Path:
 
 # What a user cannot act on stays off the console unless asked for (`rnnlab … -v`): Prefect's per-task INFO lines,
 # MLflow's INFO logs and artifact-download progress bars. Warnings and errors still show.
+# Room a run needs in the project directory: Prefect's database, the MLflow store, checkpoints. Below it a command
+# stops before it starts, instead of failing halfway (a 3 MB disk: two minutes of Prefect server tracebacks).
+MIN_FREE_MB = 50
+
+
+def check_project() -> Path:
+    """The project directory can be written and has room for a run."""
+    import shutil
+    import tempfile
+
+    home = project_dir()
+    try:
+        with tempfile.TemporaryFile(dir=home):
+            pass
+    except OSError as err:
+        raise EnvironmentProblem(f"the project directory {home} is not writable ({err.strerror}): runs, checkpoints "
+                                 "and caches are written there; run rnnlab from a writable directory, or set "
+                                 "RNNLAB_HOME to one") from None
+    free_mb = shutil.disk_usage(home).free / 2**20
+    if free_mb < MIN_FREE_MB:
+        raise EnvironmentProblem(f"no space left on device: {free_mb:.1f} MB free on the disk of {home}, and a run "
+                                 f"needs at least {MIN_FREE_MB} MB (Prefect's database, the MLflow store, "
+                                 "checkpoints); free some space, or set RNNLAB_HOME to a directory on another disk")
+    reserve = home / RESERVE
+    if not reserve.exists() or reserve.stat().st_size < RESERVE_BYTES:
+        with open(reserve, "wb") as f:
+            f.write(b"\0" * RESERVE_BYTES)  # written, not sparse: the blocks must really be taken
+    return home
+
+
+# Space kept in reserve, so that when the disk fills up during a run there is still room to record that: the run
+# closed as FAILED with its reason (SQLite needs room for its journal even to mark a run). Released on a full disk,
+# taken again by the next command's check.
+RESERVE = ".rnnlab-reserve"
+RESERVE_BYTES = 8 << 20
+
+
+def release_reserve() -> None:
+    (project_dir() / RESERVE).unlink(missing_ok=True)
+
+
+def disk_full(err: BaseException | None) -> str | None:
+    """What ran out of space, in a line, if `err` (or what caused it) is a full disk: the OS's ENOSPC, SQLite's
+    "database or disk is full", torch's "file write failed"."""
+    import errno
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return f"{err.strerror}: {err.filename2 or err.filename}" if err.filename else err.strerror
+        for line in str(err).splitlines():
+            if any(sign in line for sign in ("No space left on device", "database or disk is full", "file write failed")):
+                return line.strip()[:200]
+        err = err.__cause__ or err.__context__
+    return None
+
+
 QUIET = {"PREFECT_LOGGING_LEVEL": "WARNING", "MLFLOW_LOGGING_LEVEL": "WARNING",
          "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 VERBOSE = {"PREFECT_LOGGING_LEVEL": "INFO", "MLFLOW_LOGGING_LEVEL": "INFO", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "true",
@@ -26,17 +90,28 @@ def verbose() -> bool:
     return os.environ.get("RNNLAB_VERBOSE") == "1"
 
 
-def configure(verbose: bool = False) -> Path:
-    """Set the defaults below (a user's own environment wins, except over `verbose`); worker processes inherit them."""
+def configure(verbose: bool = False, read_only: bool = False) -> Path:
+    """Set the defaults below (a user's own environment wins, except over `verbose`); worker processes inherit them.
+    `read_only`: a command that only reads the project (compare, report, ui) keeps the libraries' own state
+    (Prefect's home, matplotlib's cache) out of it, so it creates nothing there and works where it cannot write."""
     home = project_dir()
-    home.mkdir(parents=True, exist_ok=True)
+    if home.exists() and not home.is_dir():
+        raise EnvironmentProblem(f"the project directory {home} is a file, not a directory (RNNLAB_HOME, else the "
+                                 "current directory): set RNNLAB_HOME to a directory")
+    if not read_only:
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise EnvironmentProblem(f"cannot create the project directory {home} ({err.strerror}): set RNNLAB_HOME "
+                                     "to a writable directory") from None
+    state = Path(tempfile.gettempdir()) / f"rnnlab-{os.getuid()}" if read_only else home
     defaults = {
-        "PREFECT_HOME": str(home / ".prefect"),
+        "PREFECT_HOME": str(state / ".prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
         "DO_NOT_TRACK": "true",  # MLflow honours only the string "true"
         "MLFLOW_DISABLE_TELEMETRY": "true",
-        "MPLCONFIGDIR": str(home / ".cache" / "matplotlib"),
+        "MPLCONFIGDIR": str(state / ".cache" / "matplotlib"),
         "GIT_PYTHON_REFRESH": "quiet",
     }
     for key, value in {**defaults, **QUIET}.items():
@@ -80,6 +155,20 @@ def pause_gc_in_spawned_worker() -> None:
         import gc
 
         gc.disable()
+        # And die with the study from now on, not only once the worker's initializer runs after its imports: a
+        # study killed during those seconds left a worker that went on to train and record a cell on its own.
+        die_with_parent()
+        parent = os.environ.get(PARENT_PID)
+        if parent and os.getppid() != int(parent):  # the study died before the line above took effect
+            os._exit(1)
+
+
+PARENT_PID = "RNNLAB_PARENT_PID"  # set by a study for the workers it spawns
+
+
+def expect_workers() -> None:
+    """In a study's process, before it spawns workers: tell them whose children they are."""
+    os.environ[PARENT_PID] = str(os.getpid())
 
 
 def die_with_parent() -> None:

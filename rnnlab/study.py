@@ -6,6 +6,7 @@ a value of the wrong type or a variant the model rejects fails at once, naming t
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import os
 from dataclasses import dataclass
@@ -15,8 +16,34 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from rnnlab.config import (ConfigError, RunConfig, Section, build, deep_merge, describe, flatten, parse_overrides,
-                           read_yaml, set_dotted)
+from rnnlab.config import (ConfigError, RunConfig, Section, build, deep_merge, describe, flatten, known_keys,
+                           parse_overrides, read_yaml, schema_for, set_dotted, suggest)
+
+# Run-config keys that a study sets in every cell itself, and what to do instead of setting them.
+SET_BY_STUDY = {
+    "seed": "every cell runs once per seed listed under `seeds`: set those instead (e.g. seeds=[1,2,3])",
+    "experiment": "a study's runs go to the experiment named after the study: set `study` instead (e.g. study=my_study)",
+    "run_name": "each cell's run is named after its variant and seed (e.g. cell=lstm,seed=1)",
+}
+
+# What every run logs, whatever its task: the training summary (tasks/train.py fit_module, flows/train.py record).
+SUMMARY_METRICS = ("train_loss", "train_seconds", "fit_seconds", "eval_seconds", "tokens_per_second", "train_steps",
+                   "clipped_share", "max_grad_norm")
+
+
+def logged_metrics(cfg: RunConfig) -> list[str]:
+    """The metrics a trained run of `cfg` logs, so the ones a study can be decided by: those of validation during
+    training (models/metrics.py, tasks/nmt.py ValidationBLEU), each split's final scores for the splits in
+    eval.splits (tasks/evaluate.py score_splits, tasks/nmt.py score_translations) and the summary."""
+    if cfg.task == "nmt":
+        during = ["valid_bleu_greedy", "valid_ppl", "valid_nll"]
+        scores = ["bleu", "chrf", "bleu_greedy", "chrf_greedy", "ppl", "sentences_per_second",
+                  "sentences_per_second_greedy"]
+    else:
+        during = ["valid_ppl", "valid_nll"]
+        scores = ["ppl", "nll", "tokens"]
+    return list(dict.fromkeys([*during, *(f"{split}_{s}" for split in cfg.eval.splits for s in scores),
+                               *SUMMARY_METRICS]))
 
 
 class Metric(Section):
@@ -65,13 +92,21 @@ class StudyConfig(Section):
         if not factors:
             raise ValueError("a study needs at least one factor (config key → list of values)")
         for key, values in factors.items():
-            if key in ("seed", "experiment", "run_name"):
-                raise ValueError(f"'{key}' cannot be a factor (seeds are listed under `seeds`)")
+            if key in SET_BY_STUDY:
+                raise ValueError(f"'{key}' cannot be a factor: {SET_BY_STUDY[key]}")
             if not values:
                 raise ValueError(f"factor '{key}' has an empty list of values")
             if len({repr(v) for v in values}) != len(values):
                 raise ValueError(f"factor '{key}' lists a value twice: {values}")
         return factors
+
+    @field_validator("overrides")
+    @classmethod
+    def _overrides(cls, overrides: dict[str, Any]) -> dict[str, Any]:
+        for key in flatten(overrides):
+            if key in SET_BY_STUDY:
+                raise ValueError(f"'{key}' cannot be overridden: {SET_BY_STUDY[key]}")
+        return overrides
 
     @field_validator("seeds")
     @classmethod
@@ -141,6 +176,7 @@ def grid(cfg: StudyConfig) -> list[dict[str, Any]]:
 
 
 STUDY_KEYS = set(StudyConfig.model_fields)
+STUDY_KEYS_IN_ORDER = list(StudyConfig.model_fields)
 
 
 def split_overrides(overrides: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -153,6 +189,35 @@ def split_overrides(overrides: list[str]) -> tuple[dict[str, Any], dict[str, Any
     return study, run
 
 
+def check_run_overrides(path: Path, run_over: dict[str, Any], run_keys: list[str]) -> None:
+    """Command-line overrides that are not study fields must be keys of the run config; a misspelt one is told the
+    closest study field first (`seedz` → `seeds`, not the run's `seed`), else the closest run key."""
+    study_keys = known_keys(StudyConfig)
+    for key in flatten(run_over):
+        if key in SET_BY_STUDY:
+            raise ConfigError(f"{path}: '{key}' cannot be overridden: {SET_BY_STUDY[key]}")
+        inside = [k for k in run_keys if k.startswith(f"{key}.")]
+        if inside:  # a whole section as one value: a factor's section would silently replace it in the cells
+            raise ConfigError(f"{path}: override '{key}' sets a whole section of the run config to one value: "
+                              f"set its keys instead (e.g. {inside[0]}=…)")
+        if any(key == k or key.startswith(f"{k}.") for k in run_keys):
+            continue  # a key of the run config: building the cells judges its value
+        close = (difflib.get_close_matches(key, study_keys, n=1, cutoff=0.6)
+                 or [suggest(key, [k for k in run_keys if k not in SET_BY_STUDY]) or suggest(key, study_keys)])[0]
+        hint = f"; did you mean '{close}'?" if close else ""
+        raise ConfigError(f"{path}: unknown override '{key}'{hint} (an override is a study field: "
+                          f"{', '.join(STUDY_KEYS_IN_ORDER)}; or a key of the run config, e.g. train.lr)")
+
+
+def check_metric(path: Path, cfg: StudyConfig, cells: list[Cell]) -> None:
+    """The deciding metric must be one that every cell's run logs: else every cell would train for nothing and the
+    comparison would have no numbers to compare."""
+    allowed = [m for m in logged_metrics(cells[0].config) if all(m in logged_metrics(c.config) for c in cells)]
+    if cfg.metric.name not in allowed:
+        raise ConfigError(f"{path}: metric.name={cfg.metric.name!r} is not a metric that this study's "
+                          f"{cells[0].config.task} runs log; choose one of: {', '.join(allowed)}")
+
+
 def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
     path = Path(path)
     study_over, run_over = split_overrides(overrides or [])
@@ -161,7 +226,9 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
         cfg = StudyConfig.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(describe(err, str(path), StudyConfig)) from None
-    base_tree = read_yaml((path.parent / cfg.base).resolve())
+    base = (path.parent / cfg.base).resolve()
+    base_tree = read_yaml(base)
+    check_run_overrides(path, run_over, known_keys(schema_for(deep_merge(base_tree, run_over), str(base))))
     budget = {f"train.{k}": v for k, v in cfg.budget.model_dump().items() if v is not None}
     for key, value in {**flatten(cfg.overrides), **budget}.items():
         base_tree = deep_merge(base_tree, dotted(key, value))
@@ -182,6 +249,7 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
                 tree = deep_merge(tree, dotted(key, value))
             tree = deep_merge(tree, {"experiment": cfg.study, "seed": seed, "run_name": f"{vid},seed={seed}"})
             cells.append(Cell(vid, factors, seed, build(tree, f"{path}: cell {vid} (seed {seed})")))
+    check_metric(path, cfg, cells)
     return Study(cfg, str(path), base_tree, tuple(cells))
 
 

@@ -106,6 +106,13 @@ def compare(study: str, parent: Any, grid: list[dict[str, Any]], runs: pd.DataFr
     metric, goal = parent.data.tags["rnnlab.metric"], parent.data.tags["rnnlab.goal"]
     names = [metric] + [m for m in KEY_METRICS if m != metric and f"metrics.{m}" in runs.columns]
     frame = run_frame(runs, grid, names)
+    trained = frame[frame["outcome"] == TRAINED]
+    if len(trained) and trained[metric].isna().all():  # a trained run logged all it ever will: the name is wrong
+        logged = sorted(c.removeprefix("metrics.") for c in runs.columns
+                        if c.startswith("metrics.") and runs[c].notna().any())
+        raise LookupError(f"study '{study}' is decided by metric '{metric}', which none of its trained runs logged; "
+                          f"they logged: {', '.join(logged)}. Fix metric.name in the study file and run it again "
+                          "(finished cells are reused)")
     factors = {k: list(dict.fromkeys(g["factors"][k] for g in grid)) for k in grid[0]["factors"]}
     rows = []
     for variant in dict.fromkeys(g["variant"] for g in grid):

@@ -6,6 +6,7 @@ the vocabulary is the train split's words in order of first appearance (plus `<u
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -15,6 +16,7 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -105,7 +107,20 @@ class LMCorpus:
 
 
 def data_dir(cfg: DataConfig) -> Path:
-    return Path(cfg.dir or os.environ.get("RNNLAB_DATA_DIR") or project_dir() / "data").expanduser().resolve()
+    if cfg.dir:
+        origin, root = "data.dir", Path(cfg.dir)
+    elif os.environ.get("RNNLAB_DATA_DIR"):
+        origin, root = "RNNLAB_DATA_DIR", Path(os.environ["RNNLAB_DATA_DIR"])
+    else:
+        origin, root = "the default data directory", project_dir() / "data"
+    root = root.expanduser().resolve()
+    # A file where the directory (or one of its parents) should be would otherwise surface much later, as a
+    # NotADirectoryError from a download or a "missing split" that hides the real mistake.
+    existing = next((p for p in (root, *root.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "" if existing == root else f" (its parent {existing})"
+        raise DataError(f"{origin}={root}{where} is a file, not a directory")
+    return root
 
 
 def cache_root() -> Path:
@@ -245,11 +260,78 @@ def prepare_lm_corpus(cfg: DataConfig) -> LMCorpus:
     checksums = {split: sha256_file(path) for split, path in sorted(files.items())}
     key = hashlib.sha256(json.dumps([FORMAT_VERSION, checksums], sort_keys=True).encode()).hexdigest()[:16]
     target = cache_root() / "lm" / f"{name}-{key}"
-    meta_path = target / "meta.json"
-    if not meta_path.exists():
-        build_cache(files, target, checksums)
-    meta = json.loads(meta_path.read_text())
+    meta = verified_cache(target, lambda: build_cache(files, target, checksums))
     return LMCorpus(name=name, cache_dir=str(target), checksum=key, vocab_size=meta["vocab_size"], tokens=meta["tokens"])
+
+
+CONTENTS = "contents_sha256"  # meta.json's record of the sha256 of every other file of the cache
+
+
+def contents_sha256(folder: Path) -> dict[str, str]:
+    """What a cache records when it is built, and what every later use checks against."""
+    return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.name != "meta.json"}
+
+
+def read_cache(target: Path) -> tuple[dict | None, str | None]:
+    """(meta, None) for an intact cache; (None, why) when meta.json does not parse or a file it records is missing
+    or does not match its checksum. Caches built before checksums were recorded count as damaged: rebuilt once."""
+    try:
+        meta = json.loads((target / "meta.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, "meta.json is missing"
+    except (OSError, ValueError):  # UnicodeDecodeError and json.JSONDecodeError are ValueErrors
+        return None, "meta.json does not parse"
+    recorded = meta.get(CONTENTS) if isinstance(meta, dict) else None
+    if not isinstance(recorded, dict) or not recorded:
+        return None, "meta.json records no checksums: built by an older rnnlab"
+    for name, sha in recorded.items():
+        path = target / name
+        if not path.is_file():
+            return None, f"{name} is missing"
+        if sha256_file(path) != sha:
+            return None, f"{name} does not match its checksum"
+    return meta, None
+
+
+@contextlib.contextmanager
+def repairing(folder: Path) -> Iterator[None]:
+    """One process at a time repairs the caches in `folder`; the lock goes with the process (no file is left)."""
+    import fcntl
+
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def verified_cache(target: Path, build: Callable[[], None]) -> dict:
+    """The meta.json of the cache at `target`, built first if absent, and rebuilt if it is damaged.
+
+    Several processes may find the same damage at once: the first to take the lock rebuilds, the others wait and then
+    find the cache intact. Under the lock, the directory moved away is the one found damaged, never a fresh build."""
+    meta, problem = read_cache(target) if target.exists() else (None, None)
+    if meta is not None:
+        return meta
+    if problem is None:
+        build()
+    else:
+        with repairing(target.parent):
+            if target.exists():  # else another process's repair failed midway: just build
+                meta, problem = read_cache(target)
+                if meta is not None:  # rebuilt by another process while this one waited
+                    return meta
+                print(f"rnnlab: token cache {target} is damaged ({problem}); rebuilding it", file=sys.stderr, flush=True)
+                aside = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.damaged."))
+                target.replace(aside)  # at once, so no process can find it half deleted
+                shutil.rmtree(aside, ignore_errors=True)
+            build()
+    meta, problem = read_cache(target)
+    if meta is None:
+        raise DataError(f"token cache {target} is damaged ({problem}) right after it was built: is the disk full "
+                        f"or failing? Delete it and try again")
+    return meta
 
 
 def build_cache(files: dict[str, Path], target: Path, checksums: dict[str, str]) -> None:
@@ -268,7 +350,7 @@ def build_cache(files: dict[str, Path], target: Path, checksums: dict[str, str])
             oov[split] = sum(1 for w in ws if w not in index)
         (staging / "vocab.txt").write_text("".join(w + "\n" for w in vocab), encoding="utf-8")
         meta = {"format": FORMAT_VERSION, "files": {s: str(p) for s, p in files.items()}, "sha256": checksums,
-                "vocab_size": len(vocab), "tokens": tokens, "oov": oov}
+                "vocab_size": len(vocab), "tokens": tokens, "oov": oov, CONTENTS: contents_sha256(staging)}
         (staging / "meta.json").write_text(json.dumps(meta, indent=2))
         try:
             staging.rename(target)
@@ -283,8 +365,45 @@ def prepare_corpus(cfg: "RunConfig") -> "LMCorpus | ParallelCorpus":
         from tasks.parallel import prepare_parallel_corpus
 
         d = cfg.data
-        return prepare_parallel_corpus(d.corpus, d.src, d.tgt, d.vocab_size, d.max_len, d.dir, d.download)
-    return prepare_lm_corpus(cfg.data)
+        corpus = prepare_parallel_corpus(d.corpus, d.src, d.tgt, d.vocab_size, d.max_len, d.dir, d.download)
+    else:
+        corpus = prepare_lm_corpus(cfg.data)
+    check_fits(cfg, corpus)
+    return corpus
+
+
+def check_fits(cfg: "RunConfig", corpus: "LMCorpus | ParallelCorpus") -> None:
+    """Fail here, before any run opens, when the corpus cannot fill the batches the config asks for.
+
+    A language model's training split is laid out as train.batch_size columns (the remainder trimmed), so it needs at
+    least that many tokens. Evaluation pads its columns, and translation batches may be short, so any non-empty split
+    fits those; what translation can lack is training pairs, once the long and empty ones are filtered out."""
+    if cfg.task == "nmt":
+        if corpus.pairs.get("train", 0) == 0:
+            raise DataError(f"data.corpus={cfg.data.corpus}: the train split has no sentence pairs left after filtering "
+                            f"the {corpus.filtered.get('train', 0):,} that were empty or longer than data.max_len="
+                            f"{cfg.data.max_len} subwords; training needs at least 1: raise data.max_len")
+        return
+    tokens, size = corpus.tokens["train"], cfg.train.batch_size
+    if tokens < size:
+        raise DataError(f"data.corpus={cfg.data.corpus}: the train split of {tokens:,} tokens is too short for batch "
+                        f"size {size:,} (train.batch_size): training lays it out as train.batch_size columns, so it "
+                        f"needs at least {size:,} tokens; lower train.batch_size or use a longer corpus")
+
+
+def check_cells_fit(cells: list, corpora: dict[str, "LMCorpus | ParallelCorpus"]) -> None:
+    """Every cell of a study against its corpus (`corpora` by `data_key`): a factor such as train.batch_size can
+    make one cell unfit where the others fit."""
+    for cell in cells:
+        try:
+            check_fits(cell.config, corpora[data_key(cell.config)])
+        except DataError as err:
+            raise DataError(f"cell {cell.name}: {err}") from None
+
+
+def data_key(cfg: "RunConfig") -> str:
+    """The data settings of a run: runs with the same key share one prepared corpus."""
+    return json.dumps(cfg.data.model_dump(mode="json"), sort_keys=True)
 
 
 @task(name="prepare-data")

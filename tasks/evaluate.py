@@ -93,6 +93,27 @@ def evaluate(cfg: RunConfig, corpus: Any, run_id: str, fitted: FitResult) -> dic
     return score_splits(cfg, corpus, run_id, fitted)
 
 
+def finished_run(run_id: str, purpose: str):
+    """The run, if it FINISHED: a run that failed, was killed or is still training has no best checkpoint recorded
+    (flows/train.py `record` logs it last), and MLflow would only say that a download failed."""
+    run = get_run(run_id)
+    if run.info.status != "FINISHED":
+        raise LookupError(f"run {run_id} is {run.info.status}: it has no checkpoint to {purpose} "
+                          "(only a FINISHED run has one)")
+    return run
+
+
+def run_file(run_id: str, path: str, tmp: str) -> Path:
+    """One of a recorded run's artifacts, or a LookupError naming the one it lacks."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return download_artifact(run_id, path, tmp)
+    except (MlflowException, OSError):
+        raise LookupError(f"run {run_id} has no artifact {path}: it was not recorded by `rnnlab train`, "
+                          "or its artifacts were deleted") from None
+
+
 def metric_name(path: Path) -> str:
     return "file." + re.sub(r"[^0-9A-Za-z_.-]+", "_", path.name)
 
@@ -101,14 +122,13 @@ def evaluate_file(run_id: str, path: str | Path) -> dict[str, float]:
     """Perplexity of a recorded run on any text file (OOV words count as <unk>), logged to that run."""
     path = Path(path)
     lines = read_lines(path)  # fails early with a clear error on a missing, empty or undecodable file
-    run = get_run(run_id)
+    run = finished_run(run_id, "evaluate")
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = build(yaml.safe_load(download_artifact(run_id, "config.yaml", tmp).read_text()),
-                    f"run {run_id} config.yaml")
+        cfg = build(yaml.safe_load(run_file(run_id, "config.yaml", tmp).read_text()), f"run {run_id} config.yaml")
         if cfg.task != "lm":
             raise LookupError(f"run {run_id} is a {cfg.task} run: score it with --src and --ref, not --file")
-        vocab = read_vocab(download_artifact(run_id, "vocab.txt", tmp))
-        checkpoint = download_artifact(run_id, "checkpoints/best.ckpt", tmp)
+        vocab = read_vocab(run_file(run_id, "vocab.txt", tmp))
+        checkpoint = run_file(run_id, "checkpoints/best.ckpt", tmp)
         net = load_net(cfg, len(vocab), checkpoint)
     index = {w: i for i, w in enumerate(vocab)}
     tokens = words(lines)

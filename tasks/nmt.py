@@ -20,10 +20,10 @@ from models.search import beam_search, greedy
 from models.seq2seq import PAD, Seq2Seq, Seq2SeqShape, Translator, sequence_nll
 from rnnlab.config import NMTRunConfig, build
 from tasks.data import read_lines
-from tasks.evaluate import metric_name
+from tasks.evaluate import finished_run, metric_name, run_file
 from tasks.parallel import BOS, EOS, ParallelCorpus, processor, read_pairs
 from tasks.train import FitResult, fit_module, load_weights, seed_and_threads
-from tasks.tracking import download_artifact, get_run, log_artifact, log_metrics, set_tags
+from tasks.tracking import get_run, log_artifact, log_metrics, set_tags
 
 Pairs = dict[str, list[torch.Tensor]]
 
@@ -192,15 +192,16 @@ def score_nmt(cfg: NMTRunConfig, corpus: ParallelCorpus, run_id: str, fitted: Fi
     return metrics
 
 
-def load_run(run_id: str, tmp: str) -> tuple[NMTRunConfig, Seq2Seq, object, object]:
-    get_run(run_id)
-    cfg = build(yaml.safe_load(download_artifact(run_id, "config.yaml", tmp).read_text()), f"run {run_id} config.yaml")
+def load_run(run_id: str, tmp: str, purpose: str = "use") -> tuple[NMTRunConfig, Seq2Seq, object, object]:
+    finished_run(run_id, purpose)
+    cfg = build(yaml.safe_load(run_file(run_id, "config.yaml", tmp).read_text()), f"run {run_id} config.yaml")
     if cfg.task != "nmt":
-        raise LookupError(f"run {run_id} is a {cfg.task} run, not a translation run")
-    src_sp = processor(download_artifact(run_id, "subwords/src.model", tmp))
-    tgt_sp = processor(download_artifact(run_id, "subwords/tgt.model", tmp))
+        raise LookupError(f"run {run_id} is a {cfg.task} run, not a translation run (task: nmt); a language model "
+                          "is scored with `rnnlab evaluate RUN --file FILE`")
+    src_sp = processor(run_file(run_id, "subwords/src.model", tmp))
+    tgt_sp = processor(run_file(run_id, "subwords/tgt.model", tmp))
     net = load_translator(cfg, src_sp.get_piece_size(), tgt_sp.get_piece_size(),
-                          download_artifact(run_id, "checkpoints/best.ckpt", tmp))
+                          run_file(run_id, "checkpoints/best.ckpt", tmp))
     return cfg, net, src_sp, tgt_sp
 
 
@@ -211,7 +212,7 @@ def encode_sources(src_sp, lines: list[str]) -> list[torch.Tensor]:
 def translate_file(run_id: str, path: str | Path, beam: int | None = None) -> list[str]:
     lines = read_lines(Path(path))
     with tempfile.TemporaryDirectory() as tmp:
-        cfg, net, src_sp, tgt_sp = load_run(run_id, tmp)
+        cfg, net, src_sp, tgt_sp = load_run(run_id, tmp, "translate with")
     ids = translate_ids(net, encode_sources(src_sp, lines), cfg.eval.batch_size, beam or cfg.eval.beam,
                         cfg.eval.length_penalty, cfg.eval.max_len_ratio)
     return tgt_sp.decode(ids)
@@ -221,7 +222,7 @@ def evaluate_pair(run_id: str, src: str | Path, ref: str | Path) -> dict[str, fl
     """BLEU/chrF (beam and greedy) of a recorded run on any parallel pair of files, logged to that run."""
     sources, references = read_pairs(Path(src), Path(ref))
     with tempfile.TemporaryDirectory() as tmp:
-        cfg, net, src_sp, tgt_sp = load_run(run_id, tmp)
+        cfg, net, src_sp, tgt_sp = load_run(run_id, tmp, "evaluate")
     name = metric_name(Path(src))
     metrics = score_translations(net, cfg, encode_sources(src_sp, sources), references, tgt_sp, run_id, name)
     log_metrics(run_id, metrics, step=int(get_run(run_id).data.metrics.get("train_steps", 0)))

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from rnnlab.config import DataConfig
 from rnnlab.env import project_dir
-from tasks.data import DataError, SourceFile, cache_root, data_dir, download_missing, read_lines, sha256_file
+from tasks.data import (CONTENTS, DataError, SourceFile, cache_root, contents_sha256, data_dir, download_missing,
+                        read_lines, sha256_file, verified_cache)
 
 FORMAT_VERSION = "parallel-spm-v1"
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
@@ -166,9 +167,7 @@ def prepare_parallel_corpus(corpus: str, src: str, tgt: str, vocab_size: int, ma
     key_material = [FORMAT_VERSION, checksums, src, tgt, vocab_size, max_len]
     key = hashlib.sha256(json.dumps(key_material, sort_keys=True).encode()).hexdigest()[:16]
     target = cache_root() / "parallel" / f"{name}-{src}-{tgt}-{key}"
-    if not (target / "meta.json").exists():
-        build_parallel_cache(files, target, vocab_size, max_len)
-    meta = json.loads((target / "meta.json").read_text())
+    meta = verified_cache(target, lambda: build_parallel_cache(files, target, vocab_size, max_len))
     return ParallelCorpus(name, str(target), key, meta["src_vocab"], meta["tgt_vocab"], meta["pairs"], meta["filtered"])
 
 
@@ -198,7 +197,7 @@ def build_parallel_cache(files: dict[str, tuple[Path, Path]], target: Path, voca
         (staging / "references.json").write_text(json.dumps(references, ensure_ascii=False))
         meta = {"format": FORMAT_VERSION, "files": {s: [str(p) for p in pair] for s, pair in files.items()},
                 "src_vocab": sp["src"].get_piece_size(), "tgt_vocab": sp["tgt"].get_piece_size(),
-                "pairs": pairs, "filtered": filtered}
+                "pairs": pairs, "filtered": filtered, CONTENTS: contents_sha256(staging)}
         (staging / "meta.json").write_text(json.dumps(meta, indent=2))
         try:
             staging.rename(target)

@@ -6,6 +6,7 @@ MLFLOW_TRACKING_URI overrides it (e.g. an MLflow server).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import math
@@ -14,8 +15,10 @@ import os
 import platform
 import queue
 import socket
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -28,7 +31,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
 
-from rnnlab.env import pid_alive, project_dir
+from rnnlab.env import EnvironmentProblem, disk_full, pid_alive, project_dir, release_reserve
 
 CODE_ROOT = Path(__file__).resolve().parent.parent
 CODE_PACKAGES = ("rnnlab", "flows", "tasks", "models")
@@ -44,6 +47,84 @@ def is_local_store(uri: str) -> bool:
 
 
 _READY: set[str] = set()
+_READ_ONLY = False
+
+
+def read_only() -> None:
+    """This process only reads the store (`rnnlab compare`, `report`, `ui`): it creates nothing (no store in an empty
+    project, no lock file) and works on a store it cannot write."""
+    global _READ_ONLY
+    _READ_ONLY = True
+
+
+def store_path(uri: str) -> Path:
+    return Path(uri.removeprefix("sqlite:///"))
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_local_store(uri: str, write: bool) -> None:
+    """A SQLite store is usable: its folder can be written (unless only read), and an existing file is a whole
+    SQLite database. Cheap (a header and two pragmas), so every process checks before its first use."""
+    path = store_path(uri)
+    hint = "set MLFLOW_TRACKING_URI to another store, or RNNLAB_HOME to another project directory"
+    if path.parent.exists() and not path.parent.is_dir():
+        raise EnvironmentProblem(f"MLflow store {uri}: {path.parent} is a file, not a directory; {hint}")
+    if write:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=path.parent):
+                pass
+        except OSError as err:
+            raise EnvironmentProblem(f"MLflow store {uri}: cannot write in {path.parent} ({err.strerror}); "
+                                     f"{hint}") from None
+    if not path.is_file():
+        if path.exists():
+            raise EnvironmentProblem(f"MLflow store {uri}: {path} is not a file; {hint}")
+        return
+    damaged = (f"MLflow store {path} is damaged: {{}}. Move it aside (mv {path} {path}.damaged) to start an empty "
+               "store, or restore it from a backup")
+    size = path.stat().st_size
+    if size:
+        with open(path, "rb") as f:
+            if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                raise EnvironmentProblem(damaged.format("it is not a SQLite database"))
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            pages = db.execute("PRAGMA page_count").fetchone()[0] * db.execute("PRAGMA page_size").fetchone()[0]
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as err:
+        raise EnvironmentProblem(damaged.format(f"SQLite says: {err}")) from None
+    if size < pages:
+        raise EnvironmentProblem(damaged.format(f"it is cut short ({size:,} of {pages:,} bytes)"))
+
+
+def check_remote_store(uri: str, timeout: float = 5.0) -> None:
+    """A tracking server answers (any HTTP answer will do), within `timeout` seconds, instead of after minutes of
+    retries."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+            pass
+    except urllib.error.HTTPError:
+        pass  # it answered
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise EnvironmentProblem(f"MLFLOW_TRACKING_URI={uri}: the tracking server does not answer ({reason}); start "
+                                 "it (`rnnlab server start`), or unset MLFLOW_TRACKING_URI to use this project's "
+                                 "local store") from None
+
+
+def check_store() -> None:
+    """The tracking store named by MLFLOW_TRACKING_URI (or the project's) can be used by this process."""
+    uri = tracking_uri()
+    if is_local_store(uri):
+        check_local_store(uri, write=not _READ_ONLY)
+    elif uri.startswith(("http://", "https://")):
+        check_remote_store(uri)
 
 
 def import_store() -> None:
@@ -55,13 +136,24 @@ def import_store() -> None:
 def client() -> MlflowClient:
     uri = tracking_uri()
     if is_local_store(uri) and uri not in _READY:
-        folder = Path(uri.removeprefix("sqlite:///")).parent
-        folder.mkdir(parents=True, exist_ok=True)
+        check_local_store(uri, write=not _READ_ONLY)
+        if _READ_ONLY and not store_path(uri).exists():
+            raise LookupError(f"no tracking store at {store_path(uri)}: nothing has been run in this project yet "
+                              "(or set MLFLOW_TRACKING_URI, or RNNLAB_HOME to the project that has one)")
         import_store()  # its import, ~0.7 s, need not hold the lock
-        # Two processes opening a new SQLite store at once would both run its schema migrations: one at a time.
-        with open(folder / ".mlflow.db.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        try:
+            if _READ_ONLY:
+                MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+            else:  # two processes opening a new SQLite store at once would both run its migrations: one at a time
+                with open(store_path(uri).parent / ".mlflow.db.lock", "w") as lock:
+                    fcntl.flock(lock, fcntl.LOCK_EX)
+                    MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        except Exception as err:
+            if "sqlalchemy" not in type(err).__module__ and "database" not in str(err).lower():
+                raise
+            raise EnvironmentProblem(f"MLflow store {store_path(uri)} cannot be opened ({type(err).__name__}: "
+                                     f"{str(err).splitlines()[0][:300]}); move it aside to start an empty store, or "
+                                     "restore it from a backup") from None
         _READY.add(uri)
     return MlflowClient(tracking_uri=uri)
 
@@ -207,20 +299,27 @@ def closing(run_id: str) -> Iterator[str]:
         yield run_id
     except BaseException as err:
         killed = not isinstance(err, Exception)  # Ctrl-C, SystemExit, Prefect's TerminationSignal on SIGTERM
-        try:
-            set_tags(run_id, {"rnnlab.error": f"{type(err).__name__}: {err}"[:5000]})
-        finally:
-            close_run(run_id, "KILLED" if killed else "FAILED")
+        full = disk_full(err)
+        if full:
+            release_reserve()  # room to record it
+        # On a full disk even this may fail: the error that matters is the disk's (the next command marks the run)
+        with contextlib.suppress(Exception) if full else contextlib.nullcontext():
+            try:
+                set_tags(run_id, {"rnnlab.error": f"{type(err).__name__}: {err}"[:5000]})
+            finally:
+                close_run(run_id, "KILLED" if killed else "FAILED")
         raise
     close_run(run_id, "FINISHED")
 
 
-def mark_orphans(exp_id: str, mlflow: MlflowClient | None = None) -> list[str]:
-    """Runs left RUNNING by a process of this host that no longer exists (SIGKILL, power loss) → KILLED."""
+def mark_orphans(exp_id: str | None = None, mlflow: MlflowClient | None = None) -> list[str]:
+    """Runs (of one experiment, or all) left RUNNING by a process of this host that no longer exists (SIGKILL, a
+    full disk that refused even the run's closing, power loss) → KILLED."""
     mlflow = mlflow or client()
     host = socket.gethostname()
     orphans = []
-    for run in mlflow.search_runs([exp_id], filter_string="attributes.status = 'RUNNING'", max_results=1000):
+    experiments = [exp_id] if exp_id else [e.experiment_id for e in mlflow.search_experiments(max_results=50000)]
+    for run in mlflow.search_runs(experiments, filter_string="attributes.status = 'RUNNING'", max_results=1000):
         tags = run.data.tags
         pid = tags.get("pid", "")
         if tags.get("host") == host and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
@@ -242,6 +341,7 @@ def finished_run(experiment: str, cell_key: str) -> dict[str, Any] | None:
         return None
     run = runs[0]
     return {"run_id": run.info.run_id, "experiment": experiment, "status": "FINISHED", "reused": True,
+            "start_time": run.info.start_time,
             "outcome": run.data.tags.get("rnnlab.outcome", "trained"),
             "diverged": run.data.tags.get("rnnlab.diverged") == "true",
             "metrics": {k: as_logged(v) for k, v in run.data.metrics.items()}}
@@ -251,7 +351,6 @@ def study_runs(experiment: str, parent_run_id: str | None = None):
     """(the study execution's parent run, a DataFrame of every cell run of the study) via search_runs."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri())
     found = client().get_experiment_by_name(experiment)
     if found is None:
         raise LookupError(f"no study '{experiment}' in the tracking store {tracking_uri()}")
@@ -265,8 +364,13 @@ def study_runs(experiment: str, parent_run_id: str | None = None):
         parent = get_run(parent_run_id)
         if parent.info.experiment_id != found.experiment_id or parent.data.tags.get("rnnlab.role") != "study":
             raise LookupError(f"run {parent_run_id} is not an execution of study '{experiment}'")
-    cells = mlflow.search_runs([found.experiment_id], "tags.`rnnlab.role` = 'cell'", output_format="pandas",
-                               max_results=50000)
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(tracking_uri())  # for the fluent search_runs, the one that returns a DataFrame
+    try:
+        cells = mlflow.search_runs([found.experiment_id], "tags.`rnnlab.role` = 'cell'", output_format="pandas",
+                                   max_results=50000)
+    finally:
+        mlflow.set_tracking_uri(previous)  # set_tracking_uri also sets the environment variable: put it back
     for column in cells.columns:
         if column.startswith("metrics."):
             cells[column] = cells[column].map(as_logged, na_action="ignore")

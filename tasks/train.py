@@ -32,6 +32,7 @@ logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # rnnlab print
 if not verbose():  # warnings a user cannot act on: rnnlab handles both cases (see fit_module)
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*could not find the monitored key.*")  # stopped before validating
+    warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")  # resuming
 
 
 def lm_columns(ids: torch.Tensor, eos_id: int, batch_size: int, pad: bool) -> tuple[torch.Tensor, ...]:
@@ -85,7 +86,9 @@ def eos_index(corpus: LMCorpus) -> int:
 
 class Progress(Callback):
     """Training throughput (wall time from the first batch to the last, validation excluded) and one
-    human-readable progress line on stderr every `every_seconds` and at each validation."""
+    human-readable progress line on stderr every `every_seconds` and at each validation.
+
+    The totals are kept in checkpoints, so a resumed run's throughput covers its whole training."""
 
     def __init__(self, gradients: "GradientStats | None" = None, losses: "TrainingLoss | None" = None,
                  every_seconds: float = 10.0, label: str | None = None):
@@ -95,6 +98,7 @@ class Progress(Callback):
         self.tokens = 0
         self.train_seconds = 0.0
         self._since: float | None = None  # start of the current uninterrupted stretch of training batches
+        self._batch_end = 0.0
 
     def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self._last = time.monotonic()
@@ -126,6 +130,13 @@ class Progress(Callback):
     def on_validation_end(self, trainer, module) -> None:
         if not trainer.sanity_checking:
             self.report(trainer, module, valid=True)
+
+    def state_dict(self) -> dict[str, Any]:  # a checkpoint between batches: the stretch so far counts too
+        ongoing = self._batch_end - self._since if self._since is not None else 0.0
+        return {"tokens": self.tokens, "train_seconds": self.train_seconds + max(ongoing, 0.0)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.tokens, self.train_seconds = state["tokens"], state["train_seconds"]
 
     def report(self, trainer: pl.Trainer, module: pl.LightningModule, valid: bool = False) -> None:
         now = time.monotonic()
@@ -280,19 +291,42 @@ def build_trainer(cfg: RunConfig, workdir: Path, callbacks: list[Callback], logg
     )
 
 
-def resumable(checkpoint: Path, label: str) -> tuple[str, int] | None:
-    """(path, step) of a checkpoint to continue from; an unreadable one (cut off mid-write) is set aside."""
+def resumable(checkpoint: Path, label: str, module: torch.nn.Module | None = None) -> tuple[str, int] | None:
+    """(path, step) of a checkpoint to continue from. One that cannot be read (cut off mid-write), or whose weights do
+    not fit `module` (the cell's config changed, a foreign file), is set aside with one line saying why."""
     if not checkpoint.is_file():
         return None
     try:
-        step = int(torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"])
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        step = int(state["global_step"])
     except Exception as err:
-        checkpoint.rename(checkpoint.with_suffix(".unreadable"))
-        print(f"rnnlab: {label}: cannot resume from {checkpoint} ({type(err).__name__}); starting again",
-              file=sys.stderr, flush=True)
+        set_aside(checkpoint, ".unreadable", label, type(err).__name__)
+        return None
+    misfit = weights_misfit(state.get("state_dict"), module.state_dict()) if module is not None else None
+    if misfit:  # Lightning would fail loading it at every rerun
+        set_aside(checkpoint, ".misfit", label, f"its weights do not fit the model: {misfit}")
         return None
     print(f"rnnlab: {label}: resuming from {checkpoint} (step {step})", file=sys.stderr, flush=True)
     return str(checkpoint), step
+
+
+def weights_misfit(saved: Any, expected: dict[str, torch.Tensor]) -> str | None:
+    """What keeps the weights `saved` from loading into a module with the state `expected`, or None if they fit."""
+    if not isinstance(saved, dict):
+        return "it holds no state_dict"
+    problems = [f"{k} is missing" for k in expected if k not in saved]
+    problems += [f"{k} is not in the model" for k in saved if k not in expected]
+    problems += [f"{k} is {list(saved[k].shape)}, the model's is {list(v.shape)}" for k, v in expected.items()
+                 if k in saved and getattr(saved[k], "shape", None) != v.shape]
+    if not problems:
+        return None
+    return problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+
+
+def set_aside(checkpoint: Path, suffix: str, label: str, why: str) -> None:
+    checkpoint.rename(checkpoint.with_suffix(suffix))
+    print(f"rnnlab: {label}: cannot resume from {checkpoint} ({why}); set aside as {checkpoint.with_suffix(suffix).name}, "
+          f"starting again", file=sys.stderr, flush=True)
 
 
 def fit_module(cfg: RunConfig, module: pl.LightningModule, train_loader: DataLoader, valid_loader: DataLoader,
@@ -306,7 +340,7 @@ def fit_module(cfg: RunConfig, module: pl.LightningModule, train_loader: DataLoa
     (a study cell that was interrupted), training continues from it instead of starting again."""
     workdir = Path(workdir) if workdir else run_dir(run_id)
     checkpoints = workdir / "checkpoints"
-    resume_from = resumable(checkpoints / "last.ckpt", cfg.run_name or run_id)
+    resume_from = resumable(checkpoints / "last.ckpt", cfg.run_name or run_id, module)
     set_tags(run_id, {"torch.threads": str(torch.get_num_threads())})  # as set for this run (train.num_threads)
     if resume_from:
         set_tags(run_id, {"rnnlab.resumed_from_step": resume_from[1], "rnnlab.resumed_from": resume_from[0]})

@@ -5,6 +5,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SESSION_HOME = Path(tempfile.mkdtemp(prefix="rnnlab-tests-"))
 os.environ["RNNLAB_HOME"] = str(SESSION_HOME)
+SESSION_MARK = "RNNLAB_TEST_SESSION"  # inherited by every process the tests start: see pytest_sessionfinish
+os.environ[SESSION_MARK] = SESSION_HOME.name
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("RNNLAB_DATA_MIRROR", None)
@@ -35,7 +38,38 @@ def pytest_configure(config):
 
 
 def pytest_sessionfinish(session, exitstatus):
+    """No process that the tests started outlives them: a Prefect server, a cell worker, anything still alive 15 s
+    after the last test (every process started here carries the session's mark in its environment) fails the run."""
+    left = processes_left(grace=15.0)
+    if left:
+        lines = [f"  pid {p.pid} (parent {p.ppid()}): {' '.join(p.cmdline())[:200]}" for p in left]
+        session.config.get_terminal_writer().line(
+            f"\nFAILED: {len(left)} process(es) started by the tests are still alive after them:\n" + "\n".join(lines),
+            red=True)
+        for process in left:
+            process.kill()
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     shutil.rmtree(SESSION_HOME, ignore_errors=True)
+
+
+def processes_left(grace: float = 0.0, mark: str | None = None) -> list:
+    """Live processes (not zombies) with this test session's mark (or `mark`), after waiting up to `grace` s."""
+    import psutil
+
+    mark = mark or os.environ[SESSION_MARK]
+    deadline = time.monotonic() + grace
+    while True:
+        left = []
+        for process in psutil.process_iter():
+            try:
+                if (process.pid != os.getpid() and process.status() != psutil.STATUS_ZOMBIE
+                        and process.environ().get(SESSION_MARK) == mark):
+                    left.append(process)
+            except psutil.Error:
+                pass
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.5)
 
 
 def cut_corpus(target: Path, train_lines: int = 150, valid_lines: int = 40, test_lines: int = 40) -> Path:

@@ -111,3 +111,19 @@ def test_digest_identifies_the_resolved_config():
     a, b = config.load(RUN_CONFIG), config.load(RUN_CONFIG, ["train.lr=20"])
     assert a.digest() == b.digest()
     assert a.digest() != config.load(RUN_CONFIG, ["train.lr=10"]).digest()
+
+
+def test_a_key_given_twice_is_refused_naming_its_lines_but_a_merged_key_may_be_overridden(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("train:\n  lr: 1\n  bptt: 5\n  lr: 2\n")
+    with pytest.raises(ConfigError, match=r"twice.yaml: not valid YAML: key 'lr' is given twice, on lines 2 and 4"):
+        config.load(path)
+    path.write_text("x: &fast {lr: 1, bptt: 5}\ntrain:\n  <<: *fast\n  lr: 2\n")
+    assert config.read_yaml(path)["train"] == {"lr": 2, "bptt": 5}
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan"])
+def test_numbers_must_be_finite(value):
+    got = value.replace(".", "")  # inf, -inf, nan
+    with pytest.raises(ConfigError, match=rf"train\.lr: Input should be a finite number \(got {got}\)"):
+        config.load(RUN_CONFIG, [f"train.lr={value}"])

@@ -148,56 +148,9 @@ def wait_for(condition, timeout: float = 300, what: str = "") -> None:
         time.sleep(0.2)
 
 
-def test_a_study_killed_mid_cell_resumes_it_and_retrains_nothing_finished(tmp_path, tiny_corpus):
-    path = tiny_study(tmp_path, "tiny_resume", tiny_corpus, {"model.cell": ["lstm", "gru"]}, concurrency=1,
-                      **{"train.max_epochs": 12})
-    study = subprocess.Popen(rnnlab_command("study", str(path)), cwd=REPO, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, env={**os.environ, "RNNLAB_HOME": str(tmp_path)})
-
-    def gru_checkpointed() -> bool:  # metrics reach the store only after the checkpoint that holds them is written
-        if not (tmp_path / "mlruns" / "mlflow.db").exists() or study.poll() is not None:
-            return study.poll() is not None  # (a study that already ended fails the test below)
-        runs = [r for r in cell_runs(tmp_path, "tiny_resume") if r.data.tags.get("factor.model.cell") == "gru"]
-        return bool(runs) and runs[0].info.status == "RUNNING" and "valid_ppl" in runs[0].data.metrics
-
-    try:
-        wait_for(lambda: (tmp_path / "mlruns" / "mlflow.db").exists(), what="the store")
-        time.sleep(3)  # let the study process create the store's tables before this one opens it
-        wait_for(gru_checkpointed, what="the second cell to save a checkpoint")
-        assert study.poll() is None, "the study ended before it could be interrupted"
-        study.send_signal(signal.SIGKILL)
-        study.wait(30)
-    finally:
-        study.kill()
-    killed_gru = next(r for r in cell_runs(tmp_path, "tiny_resume") if r.data.tags["factor.model.cell"] == "gru")
-    worker = int(killed_gru.data.tags["pid"])
-    wait_for(lambda: not os.path.exists(f"/proc/{worker}") or "Z" in Path(f"/proc/{worker}/stat").read_text().split()[2],
-             timeout=30, what="the cell's worker process to die with the study")
-    lstm_before = [r.info.run_id for r in cell_runs(tmp_path, "tiny_resume") if r.data.tags["factor.model.cell"] == "lstm"]
-
-    again = rnnlab("study", str(path), "--json", home=tmp_path)
-    assert again.returncode == 0, again.stderr[-4000:]
-    summary = json.loads(again.stdout.splitlines()[-1])
-    assert (summary["reused"], summary["trained"]) == (1, 1)
-    runs = cell_runs(tmp_path, "tiny_resume")
-    assert [r.info.run_id for r in runs if r.data.tags["factor.model.cell"] == "lstm"] == lstm_before  # not retrained
-    gru = {r.info.run_id: r for r in runs if r.data.tags["factor.model.cell"] == "gru"}
-    assert sorted(r.info.status for r in gru.values()) == ["FINISHED", "KILLED"]  # the orphan is never left RUNNING
-    resumed = next(r for r in gru.values() if r.info.status == "FINISHED")
-    assert int(resumed.data.tags["rnnlab.resumed_from_step"]) > 0  # continued from its checkpoint, not from zero
-    lstm = next(r for r in runs if r.data.tags["factor.model.cell"] == "lstm")
-    assert resumed.data.metrics["train_steps"] == lstm.data.metrics["train_steps"]  # the same full budget in the end
-    assert all(r.info.status != "RUNNING" for r in store(tmp_path).search_runs(
-        [store(tmp_path).get_experiment_by_name("tiny_resume").experiment_id]))
-
-    forced = rnnlab("study", str(path), "--force", "--json", home=tmp_path)
-    assert forced.returncode == 0 and json.loads(forced.stdout.splitlines()[-1])["trained"] == 2
-    assert [r.info.status for r in cell_runs(tmp_path, "tiny_resume")].count("FINISHED") == 4
-
-
 def test_a_worker_killed_mid_cell_leaves_no_run_running_and_the_next_execution_resumes_it(tmp_path, tiny_corpus):
     path = tiny_study(tmp_path, "tiny_worker", tiny_corpus, {"model.cell": ["lstm", "gru"]}, concurrency=2,
-                      **{"train.max_epochs": 40})
+                      **{"train.max_epochs": 15})
     study = subprocess.Popen(rnnlab_command("study", str(path)), cwd=REPO, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True, env={**os.environ, "RNNLAB_HOME": str(tmp_path)})
 
@@ -248,6 +201,7 @@ def test_a_cell_run_left_running_by_an_execution_prefect_knows_nothing_of_is_swe
     assert swept.info.status == "KILLED" and "unknown to Prefect" in swept.data.tags["rnnlab.error"]
 
 
+@pytest.mark.slow  # two executions of one study at once, the harder case, run by default: tests/test_faults.py
 def test_two_studies_started_together_on_one_store_both_finish(tmp_path, tiny_corpus):
     paths = [tiny_study(tmp_path, name, tiny_corpus, {"model.cell": ["lstm", "gru"]}, concurrency=1)
              for name in ("together_a", "together_b")]
@@ -339,31 +293,17 @@ def test_a_translation_study_reports_bleu_and_its_significance_from_the_saved_tr
     assert "`attention=dot` is best: validation BLEU (greedy)" in result["answer"]
 
 
+# A cell that passes every check and then crashes: its model cannot be allocated (4e9 × 16 weights, 256 GB).
+CRASHING = {"model.hidden_size": [16, 1_000_000_000]}
+
+
 def test_a_crashing_cell_is_recorded_failed_and_the_study_finishes_the_others_then_exits_1(tmp_path, tiny_corpus):
-    path = tiny_study(tmp_path, "tiny_crash", tiny_corpus, {"train.batch_size": [4, 1000000]})
+    path = tiny_study(tmp_path, "tiny_crash", tiny_corpus, CRASHING)
     done = rnnlab("study", str(path), home=tmp_path)
     assert done.returncode == 1 and "1 of 2 cells failed" in done.stderr
-    runs = {r.data.tags["factor.train.batch_size"]: r for r in cell_runs(tmp_path, "tiny_crash")}
-    assert runs["4"].info.status == "FINISHED"
-    assert runs["1000000"].info.status == "FAILED" and "too short for batch size" in runs["1000000"].data.tags["rnnlab.error"]
+    runs = {r.data.tags["factor.model.hidden_size"]: r for r in cell_runs(tmp_path, "tiny_crash")}
+    assert runs["16"].info.status == "FINISHED"
+    assert runs["1000000000"].info.status == "FAILED" and "allocate" in runs["1000000000"].data.tags["rnnlab.error"]
     exp = store(tmp_path).get_experiment_by_name("tiny_crash").experiment_id
     parent = store(tmp_path).search_runs([exp], "tags.`rnnlab.role` = 'study'")[0]
     assert parent.info.status == "FAILED" and "1 of 2 cells failed" in parent.data.tags["rnnlab.error"]
-
-
-def test_sigterm_stops_a_study_and_its_cells_promptly_leaving_no_run_running(tmp_path, tiny_corpus):
-    path = tiny_study(tmp_path, "tiny_term", tiny_corpus, {"model.cell": ["lstm", "gru"]}, **{"train.max_epochs": 200})
-    study = subprocess.Popen(rnnlab_command("study", str(path)), cwd=REPO, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, env={**os.environ, "RNNLAB_HOME": str(tmp_path)})
-    try:
-        wait_for(lambda: (tmp_path / "mlruns" / "mlflow.db").exists(), what="the store")
-        time.sleep(3)
-        wait_for(lambda: len([r for r in cell_runs(tmp_path, "tiny_term") if "train_loss" in r.data.metrics]) == 2,
-                 what="both cells to train")
-        study.send_signal(signal.SIGTERM)
-        assert study.wait(90) != 0
-    finally:
-        study.kill()
-    exp = store(tmp_path).get_experiment_by_name("tiny_term").experiment_id
-    runs = store(tmp_path).search_runs([exp])
-    assert len(runs) == 3 and {r.info.status for r in runs} == {"KILLED"}  # the parent and both cells, at once

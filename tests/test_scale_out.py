@@ -131,7 +131,7 @@ def served(servers, tiny_corpus, tmp_path_factory):
     _, env, _, state = servers
     folder = tmp_path_factory.mktemp("served")
     good = tiny_study(folder, "tiny_scheduled", tiny_corpus, {"model.cell": ["lstm", "gru"]}, concurrency=2)
-    broken = tiny_study(folder, "tiny_broken", tiny_corpus, {"train.batch_size": [4, 1000000]}, concurrency=2)
+    broken = tiny_study(folder, "tiny_broken", tiny_corpus, {"model.hidden_size": [16, 1_000_000_000]}, concurrency=2)
     schedules = folder / "schedules.yaml"
     schedules.write_text(yaml.safe_dump({"deployments": [
         {"name": "tiny-nightly", "study": good.name, "cron": "0 3 * * *", "timezone": "Europe/Berlin"},
@@ -177,16 +177,16 @@ def test_a_scheduled_study_that_fails_is_failed_in_prefect_and_in_mlflow_with_th
 
     flow_run = run_deployment(client, deployments["tiny-broken"], remote, log, until=("FAILED",))
 
-    assert "1 of 2 cells failed" in flow_run.state.message and "too short for batch size" in flow_run.state.message
+    assert "1 of 2 cells failed" in flow_run.state.message and "allocate" in flow_run.state.message
     tracking = MlflowClient(state["mlflow"]["url"])
     exp = tracking.get_experiment_by_name("tiny_broken")
     parent = tracking.search_runs([exp.experiment_id], "tags.`rnnlab.role` = 'study'")[0]
     assert parent.info.status == "FAILED" and "1 of 2 cells failed" in parent.data.tags["rnnlab.error"]
     assert parent.data.tags["prefect.flow_run_id"] == str(flow_run.id)
-    cells = {r.data.tags["factor.train.batch_size"]: r
+    cells = {r.data.tags["factor.model.hidden_size"]: r
              for r in tracking.search_runs([exp.experiment_id], "tags.`rnnlab.role` = 'cell'")}
-    assert cells["4"].info.status == "FINISHED"
-    assert cells["1000000"].info.status == "FAILED" and "too short" in cells["1000000"].data.tags["rnnlab.error"]
+    assert cells["16"].info.status == "FINISHED"
+    assert cells["1000000000"].info.status == "FAILED" and "allocate" in cells["1000000000"].data.tags["rnnlab.error"]
 
 
 def test_a_study_deployed_to_a_work_pool_is_run_by_a_worker_of_that_pool(servers, tiny_corpus, tmp_path):

@@ -102,3 +102,19 @@ def test_a_bad_schedule_fails_naming_the_deployment_and_the_problem(tmp_path, en
     with pytest.raises(ConfigError) as err:
         load_schedules(path)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("name, overrides, allowed", [
+    ("test_ppl", [], True),
+    ("train_seconds", [], True),
+    ("test_ppl", ["eval.splits=[valid]"], False),  # only the splits in eval.splits are scored
+    ("valid_pplx", [], False),
+    ("test_bleu", [], False),  # a translation metric; these runs model language
+])
+def test_a_study_is_decided_by_a_metric_its_runs_log(tmp_path, name, overrides, allowed):
+    path = write_study(tmp_path, metric={"name": name})
+    if allowed:
+        assert load_study(path, overrides).config.metric.name == name
+    else:
+        with pytest.raises(ConfigError, match=rf"metric.name='{name}' is not a metric .* choose one of: valid_ppl, "):
+            load_study(path, overrides)

@@ -201,3 +201,53 @@ def test_a_checkpoint_cut_off_mid_write_is_set_aside_instead_of_resumed(tmp_path
     assert resumable(broken, "cell") is None
     assert not broken.exists() and (tmp_path / "last.unreadable").exists()
     assert resumable(tmp_path / "missing.ckpt", "cell") is None
+
+
+def test_a_checkpoint_that_does_not_fit_the_model_is_set_aside_instead_of_resumed(tmp_path, capsys):
+    from tasks.train import resumable
+
+    model = LanguageModel(10, {"hidden_size": 4, "embedding_size": 4}, {})
+    checkpoint = tmp_path / "last.ckpt"
+    torch.save({"global_step": 3, "state_dict": model.state_dict()}, checkpoint)
+    assert resumable(checkpoint, "cell", model) == (str(checkpoint), 3)  # fits: resumed
+
+    wider = LanguageModel(10, {"hidden_size": 8, "embedding_size": 4}, {})
+    assert resumable(checkpoint, "cell", wider) is None
+    assert not checkpoint.exists() and (tmp_path / "last.misfit").exists()
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert line.startswith(f"rnnlab: cell: cannot resume from {checkpoint} (its weights do not fit the model: ")
+    assert "is [16, 4], the model's is [32, 4]" in line and line.endswith("; set aside as last.misfit, starting again")
+
+    torch.save({"global_step": 3, "state_dict": {**model.state_dict(), "net.extra.weight": torch.zeros(2)}}, checkpoint)
+    assert resumable(checkpoint, "cell", model) is None
+    assert "(its weights do not fit the model: net.extra.weight is not in the model)" in capsys.readouterr().err
+    torch.save({"global_step": 3, "state_dict": {k: v for k, v in model.state_dict().items() if "decoder" not in k}},
+               checkpoint)
+    assert resumable(checkpoint, "cell", model) is None
+    assert "net.decoder.weight is missing (and 1 more)" in capsys.readouterr().err
+
+
+def test_a_resumed_run_reports_the_time_and_tokens_of_its_whole_training(tiny_cfg, tmp_path):
+    """One epoch, then the same cell again with two: the second fit resumes from the first's last checkpoint."""
+    corpus = prepare_lm_corpus(tiny_cfg().data)
+    first_cfg, second_cfg = tiny_cfg("train.max_epochs=1"), tiny_cfg("train.max_epochs=2")
+    workdir = tmp_path / "cell"
+    first = fit_lm(first_cfg, corpus, tracking.open_run("tests", None, first_cfg.flat(), {}), str(workdir))
+    second = fit_lm(second_cfg, corpus, tracking.open_run("tests", None, second_cfg.flat(), {}), str(workdir))
+    assert second.steps == 2 * first.steps  # resumed, not started again
+    saved = torch.load(workdir / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]["Progress"]
+    assert second.train_seconds == saved["train_seconds"] > first.train_seconds
+    tokens_per_epoch = len(corpus.load("train")) // 4 * 4  # train.batch_size=4 columns, remainder trimmed
+    assert saved["tokens"] == 2 * tokens_per_epoch
+    assert second.tokens_per_second * second.train_seconds == pytest.approx(2 * tokens_per_epoch)
+
+
+def test_a_cell_whose_config_changed_trains_again_from_the_start(tiny_cfg, tmp_path, capfd):
+    corpus = prepare_lm_corpus(tiny_cfg().data)
+    narrow, wide = tiny_cfg("train.max_epochs=1"), tiny_cfg("train.max_epochs=1", "model.hidden_size=24")
+    workdir = tmp_path / "cell"
+    first = fit_lm(narrow, corpus, tracking.open_run("tests", None, narrow.flat(), {}), str(workdir))
+    again = fit_lm(wide, corpus, tracking.open_run("tests", None, wide.flat(), {}), str(workdir))
+    assert again.steps == first.steps  # one whole epoch, from step 0
+    assert "its weights do not fit the model" in capfd.readouterr().err
+    assert (workdir / "checkpoints" / "last.misfit").exists()
