@@ -14,6 +14,7 @@ from typing import Any
 
 from rnnlab.env import (EnvironmentProblem, check_project, configure, disk_full, pause_gc_in_spawned_worker,
                         project_dir, release_reserve)
+from rnnlab import store
 from rnnlab.processes import Interrupts, start_prefect_api
 
 pause_gc_in_spawned_worker()  # this module is re-imported first in the worker processes of a study
@@ -193,9 +194,9 @@ def check_environment() -> None:
     """Before any data is prepared: the project directory can be written and has room, the tracking store is
     reachable and sound; and runs that a dead process left RUNNING (a SIGKILL, a full disk) are marked KILLED."""
     check_project()
+    store.check_store()  # before the heavy imports below: an unreachable server fails the command in a second
     from tasks import tracking
 
-    tracking.check_store()
     tracking.mark_orphans()
 
 
@@ -298,11 +299,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if Path(args.csv).is_dir():
             raise LookupError(f"--csv {args.csv}: a directory; give a file name, e.g. {Path(args.csv) / 'table.csv'}")
     with quietly(True):
-        from tasks import tracking
         from tasks.compare import as_json, comparison, formatted
         from tasks.verdict import answer
 
-        tracking.read_only()
+        store.read_only()
 
         c = comparison(args.study, args.parent_run)
         result = answer(c)
@@ -329,10 +329,9 @@ def cmd_report(args: argparse.Namespace) -> int:
                           f"{'not a folder' if not existing.is_dir() else 'not writable'}); choose a writable folder "
                           "with --out")
     with quietly(True):
-        from tasks import tracking
         from tasks.report import log_report, render
 
-        tracking.read_only()
+        store.read_only()
         path, parent_run_id = render(args.study, args.parent_run, folder)
         try:
             log_report(parent_run_id, folder)
@@ -460,9 +459,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     from tasks import tracking
 
-    tracking.read_only()
-    uri = tracking.tracking_uri()
-    if tracking.is_local_store(uri):
+    store.read_only()
+    uri = store.tracking_uri()
+    if store.is_local_store(uri):
         tracking.client()  # an empty project has no store to show (and the UI would create one); a damaged one is named
     print(f"rnnlab: MLflow UI for {uri} at http://{args.host}:{args.port}", file=sys.stderr)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]

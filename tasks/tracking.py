@@ -15,10 +15,8 @@ import os
 import platform
 import queue
 import socket
-import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -31,102 +29,16 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
 
+from rnnlab import store
 from rnnlab.env import EnvironmentProblem, disk_full, pid_alive, project_dir, release_reserve
+from rnnlab.store import check_local_store, is_local_store, store_path, tracking_uri
 
 CODE_ROOT = Path(__file__).resolve().parent.parent
 CODE_PACKAGES = ("rnnlab", "flows", "tasks", "models")
 PACKAGES = ("torch", "lightning", "prefect", "mlflow", "sacrebleu", "pandas", "numpy", "pydantic")
 
 
-def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_dir() / 'mlruns' / 'mlflow.db'}"
-
-
-def is_local_store(uri: str) -> bool:
-    return uri.startswith("sqlite:///")
-
-
 _READY: set[str] = set()
-_READ_ONLY = False
-
-
-def read_only() -> None:
-    """This process only reads the store (`rnnlab compare`, `report`, `ui`): it creates nothing (no store in an empty
-    project, no lock file) and works on a store it cannot write."""
-    global _READ_ONLY
-    _READ_ONLY = True
-
-
-def store_path(uri: str) -> Path:
-    return Path(uri.removeprefix("sqlite:///"))
-
-
-SQLITE_HEADER = b"SQLite format 3\x00"
-
-
-def check_local_store(uri: str, write: bool) -> None:
-    """A SQLite store is usable: its folder can be written (unless only read), and an existing file is a whole
-    SQLite database. Cheap (a header and two pragmas), so every process checks before its first use."""
-    path = store_path(uri)
-    hint = "set MLFLOW_TRACKING_URI to another store, or RNNLAB_HOME to another project directory"
-    if path.parent.exists() and not path.parent.is_dir():
-        raise EnvironmentProblem(f"MLflow store {uri}: {path.parent} is a file, not a directory; {hint}")
-    if write:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=path.parent):
-                pass
-        except OSError as err:
-            raise EnvironmentProblem(f"MLflow store {uri}: cannot write in {path.parent} ({err.strerror}); "
-                                     f"{hint}") from None
-    if not path.is_file():
-        if path.exists():
-            raise EnvironmentProblem(f"MLflow store {uri}: {path} is not a file; {hint}")
-        return
-    damaged = (f"MLflow store {path} is damaged: {{}}. Move it aside (mv {path} {path}.damaged) to start an empty "
-               "store, or restore it from a backup")
-    size = path.stat().st_size
-    if size:
-        with open(path, "rb") as f:
-            if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
-                raise EnvironmentProblem(damaged.format("it is not a SQLite database"))
-    try:
-        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
-            pages = db.execute("PRAGMA page_count").fetchone()[0] * db.execute("PRAGMA page_size").fetchone()[0]
-            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-    except sqlite3.Error as err:
-        raise EnvironmentProblem(damaged.format(f"SQLite says: {err}")) from None
-    if size < pages:
-        raise EnvironmentProblem(damaged.format(f"it is cut short ({size:,} of {pages:,} bytes)"))
-
-
-def check_remote_store(uri: str, timeout: float = 5.0) -> None:
-    """A tracking server answers (any HTTP answer will do), within `timeout` seconds, instead of after minutes of
-    retries."""
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
-            pass
-    except urllib.error.HTTPError:
-        pass  # it answered
-    except (OSError, ValueError) as err:
-        reason = getattr(err, "reason", err)
-        raise EnvironmentProblem(f"MLFLOW_TRACKING_URI={uri}: the tracking server does not answer ({reason}); start "
-                                 "it (`rnnlab server start`), or unset MLFLOW_TRACKING_URI to use this project's "
-                                 "local store") from None
-
-
-def check_store() -> None:
-    """The tracking store named by MLFLOW_TRACKING_URI (or the project's) can be used by this process."""
-    uri = tracking_uri()
-    if is_local_store(uri):
-        check_local_store(uri, write=not _READ_ONLY)
-    elif uri.startswith(("http://", "https://")):
-        check_remote_store(uri)
-
-
 def import_store() -> None:
     """Import the code of the store that `client()` opens (MLflow imports it only then): SQLAlchemy's for SQLite."""
     if is_local_store(tracking_uri()):
@@ -136,13 +48,13 @@ def import_store() -> None:
 def client() -> MlflowClient:
     uri = tracking_uri()
     if is_local_store(uri) and uri not in _READY:
-        check_local_store(uri, write=not _READ_ONLY)
-        if _READ_ONLY and not store_path(uri).exists():
+        check_local_store(uri, write=not store.READ_ONLY)
+        if store.READ_ONLY and not store_path(uri).exists():
             raise LookupError(f"no tracking store at {store_path(uri)}: nothing has been run in this project yet "
                               "(or set MLFLOW_TRACKING_URI, or RNNLAB_HOME to the project that has one)")
         import_store()  # its import, ~0.7 s, need not hold the lock
         try:
-            if _READ_ONLY:
+            if store.READ_ONLY:
                 MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
             else:  # two processes opening a new SQLite store at once would both run its migrations: one at a time
                 with open(store_path(uri).parent / ".mlflow.db.lock", "w") as lock:

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from rnnlab import config
+from rnnlab import store
 from rnnlab.cli import main
 from rnnlab.env import EnvironmentProblem
 from rnnlab.processes import Interrupts
@@ -390,7 +391,7 @@ def one_command_per_process():
     read-only mode of compare/report/ui, its signal handlers) ends with it."""
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     yield
-    tracking._READ_ONLY = False
+    store.READ_ONLY = False
     Interrupts.received = None
     for sig, handler in handlers.items():
         signal.signal(sig, handler)
