@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 from models.seq2seq import Seq2Seq, Seq2SeqShape, sequence_nll  # noqa: E402
 from rnnlab import config  # noqa: E402
 from tasks import tracking  # noqa: E402
-from tasks.data import prepare_corpus  # noqa: E402
+from tasks.steps import prepare_corpus  # noqa: E402
 from tasks.nmt import BucketBatches, PairDataset, collate, fit_nmt, shape_of, translate_ids  # noqa: E402
 
 CONFIG = REPO / "conf" / "runs" / "multi30k_deen.yaml"

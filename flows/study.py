@@ -27,10 +27,10 @@ from rnnlab.study import Cell, Study, load_study, show
 from tasks import tracking
 from tasks.compare import as_json, comparison, log_comparison
 from tasks.outcome import DIVERGED, FAILED_TO_LEARN
+from tasks.fitting import cell_dir
+from tasks.steps import check_cells_fit, prepare_data
+from tasks.steps import data_key as corpus_key
 from tasks.verdict import answer
-from tasks.data import check_cells_fit, prepare_data
-from tasks.data import data_key as corpus_key
-from tasks.train import cell_dir
 
 
 class StudyFailed(RuntimeError):

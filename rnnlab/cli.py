@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rnnlab: error: {err}", file=sys.stderr)
         return 2
     except Exception as err:
-        from tasks.data import DataError
+        from tasks.corpus_files import DataError
 
         if isinstance(err, DataError):
             print(f"rnnlab: error: {err}", file=sys.stderr)
@@ -211,7 +211,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config.load(args.config, args.overrides)
     with quietly(args.json):
         check_environment()
-        from tasks.data import prepare_corpus
+        from tasks.steps import prepare_corpus
 
         prepare_corpus(cfg)  # bad data fails here, with a clear message, before Prefect or MLflow start
         start_prefect_api()
@@ -233,7 +233,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     study = load_study(args.study, args.overrides)  # every cell is validated here, before anything trains
     with quietly(args.json):
         check_environment()
-        from tasks.data import check_cells_fit, data_key, prepare_corpus
+        from tasks.steps import check_cells_fit, data_key, prepare_corpus
 
         corpora = {data_key(c.config): c.config for c in study.cells}
         corpora = {key: prepare_corpus(config) for key, config in corpora.items()}  # bad data fails here, before
@@ -433,7 +433,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise LookupError("give either --file (language model) or both --src and --ref (translation)")
     with quietly(args.json):
         if args.file:
-            from tasks.evaluate import evaluate_file
+            from tasks.lm import evaluate_file
 
             metrics = evaluate_file(args.run_id, args.file)
         else:
@@ -474,7 +474,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     cfg = config.load(None, args.overrides)
     with quietly(args.json):
-        from tasks.data import prepare_corpus
+        from tasks.steps import prepare_corpus
 
         corpus = prepare_corpus(cfg)
     sizes = getattr(corpus, "tokens", None) or corpus.pairs

@@ -26,7 +26,7 @@ SET_BY_STUDY = {
     "run_name": "each cell's run is named after its variant and seed (e.g. cell=lstm,seed=1)",
 }
 
-# What every run logs, whatever its task: the training summary (tasks/train.py fit_module, flows/train.py record).
+# What every run logs, whatever its task: the training summary (tasks/fitting.py fit_module, flows/train.py record).
 SUMMARY_METRICS = ("train_loss", "train_seconds", "fit_seconds", "eval_seconds", "tokens_per_second", "train_steps",
                    "clipped_share", "max_grad_norm")
 
@@ -34,7 +34,7 @@ SUMMARY_METRICS = ("train_loss", "train_seconds", "fit_seconds", "eval_seconds",
 def logged_metrics(cfg: RunConfig) -> list[str]:
     """The metrics a trained run of `cfg` logs, so the ones a study can be decided by: those of validation during
     training (models/metrics.py, tasks/nmt.py ValidationBLEU), each split's final scores for the splits in
-    eval.splits (tasks/evaluate.py score_splits, tasks/nmt.py score_translations) and the summary."""
+    eval.splits (tasks/lm.py score_lm, tasks/nmt.py score_translations) and the summary."""
     if cfg.task == "nmt":
         during = ["valid_bleu_greedy", "valid_ppl", "valid_nll"]
         scores = ["bleu", "chrf", "bleu_greedy", "chrf_greedy", "ppl", "sentences_per_second",

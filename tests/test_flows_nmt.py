@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from rnnlab import config
+from rnnlab.config import ParallelDataConfig
 from tasks import tracking
-from tasks.data import DataError
-from tasks.parallel import prepare_parallel_corpus, processor
+from tasks.corpus_files import DataError
+from tasks.nmt_corpus import prepare_parallel_corpus, processor
 
 from conftest import DATA_DIR, REPO, rnnlab_command
 
@@ -102,7 +103,7 @@ def test_subword_detokenization_gives_back_the_raw_references(tmp_path):
         for lang in ("de", "en"):
             lines = (DATA_DIR / "multi30k" / f"{stem}.{lang}").read_text().splitlines(keepends=True)
             (corpus / f"{split}.{lang}").write_text("".join(lines[:400]))
-    prepared = prepare_parallel_corpus(str(corpus), "de", "en", vocab_size=500, max_len=100)
+    prepared = prepare_parallel_corpus(ParallelDataConfig(corpus=str(corpus), src="de", tgt="en", vocab_size=500, max_len=100))
     detok = processor(prepared.model_path("tgt"))
     decoded = detok.decode([t.tolist() for t in prepared.load("train")["tgt"]])
     assert decoded == (corpus / "train.en").read_text().splitlines()  # cased, untokenized, byte for byte
@@ -113,7 +114,7 @@ def test_parallel_files_of_different_lengths_are_named_with_both_counts(tmp_path
     corpus = write_reversal_corpus(tmp_path / "c")
     (corpus / "valid.tgt").write_text("one line only\n")
     with pytest.raises(DataError, match=rf"{corpus / 'valid.src'} has 100 lines, {corpus / 'valid.tgt'} has 1"):
-        prepare_parallel_corpus(str(corpus), "src", "tgt", vocab_size=40, max_len=100)
+        prepare_parallel_corpus(ParallelDataConfig(corpus=str(corpus), src="src", tgt="tgt", vocab_size=40, max_len=100))
 
 
 def test_long_or_empty_training_pairs_are_filtered_and_counted_but_test_pairs_never(tmp_path):
@@ -123,7 +124,7 @@ def test_long_or_empty_training_pairs_are_filtered_and_counted_but_test_pairs_ne
         for side in ("src", "tgt"):
             with open(corpus / f"{split}.{side}", "a") as f:
                 f.write(f"{long_line}\n" + ("\n" if split == "train" and side == "src" else "red\n"))
-    prepared = prepare_parallel_corpus(str(corpus), "src", "tgt", vocab_size=40, max_len=50)
+    prepared = prepare_parallel_corpus(ParallelDataConfig(corpus=str(corpus), src="src", tgt="tgt", vocab_size=40, max_len=50))
     assert prepared.filtered["train"] == 2 and prepared.pairs["train"] == 3000
     assert prepared.pairs["test"] == 102 and prepared.filtered["test"] == 0
 

@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from rnnlab import config
-from rnnlab.config import DataConfig
+from rnnlab.config import DataConfig, ParallelDataConfig
 from tasks import tracking
-from tasks.data import (EOS, UNK, DataError, data_dir, download, prepare_corpus, prepare_lm_corpus, read_vocab,
-                        sha256_file)
-from tasks.parallel import prepare_parallel_corpus, processor
+from tasks.corpus_files import DataError, data_dir, download, sha256_file
+from tasks.lm_corpus import EOS, UNK, prepare_lm_corpus, read_vocab
+from tasks.nmt_corpus import prepare_parallel_corpus, processor
+from tasks.steps import prepare_corpus
 
 from conftest import DATA_DIR, REPO, RUN_CONFIG, TINY, cut_corpus, rnnlab_command
 
@@ -219,10 +220,10 @@ def test_the_same_damage_found_by_two_at_once_is_repaired_once(tmp_path, capsys)
 
 def test_a_damaged_subword_cache_is_rebuilt(tmp_path, capsys):
     root = write_parallel(tmp_path / "pairs", pairs=60)
-    first = prepare_parallel_corpus(str(root), "src", "tgt", vocab_size=30, max_len=50)
+    first = prepare_parallel_corpus(ParallelDataConfig(corpus=str(root), src="src", tgt="tgt", vocab_size=30, max_len=50))
     (Path(first.cache_dir) / "src.model").write_bytes(b"other bytes")
     capsys.readouterr()
-    again = prepare_parallel_corpus(str(root), "src", "tgt", vocab_size=30, max_len=50)
+    again = prepare_parallel_corpus(ParallelDataConfig(corpus=str(root), src="src", tgt="tgt", vocab_size=30, max_len=50))
     assert capsys.readouterr().err.startswith(
         f"rnnlab: token cache {first.cache_dir} is damaged (src.model does not match its checksum); rebuilding it\n")
     assert again == first and processor(first.model_path("src")).encode("red blue")
@@ -237,7 +238,7 @@ def test_a_data_dir_that_is_a_file_is_named_as_such(tmp_path, download):
     with pytest.raises(DataError, match=rf"^data.dir={a_file / 'sub'} \(its parent {a_file}\) is a file, not a directory$"):
         prepare_lm_corpus(DataConfig(corpus="ptb", dir=str(a_file / "sub"), download=download))
     with pytest.raises(DataError, match=rf"^data.dir={a_file} is a file, not a directory$"):
-        prepare_parallel_corpus("multi30k", "de", "en", 100, 50, directory=str(a_file), download=download)
+        prepare_parallel_corpus(ParallelDataConfig(corpus="multi30k", src="de", tgt="en", vocab_size=100, max_len=50, dir=str(a_file), download=download))
 
 
 def test_a_train_split_shorter_than_the_batch_size_fails_in_preparation_naming_split_size_and_key(tiny_cfg, tiny_corpus):

@@ -7,7 +7,7 @@ import torch
 
 from models.lm import RNNLM
 from rnnlab.config import LMModelConfig
-from tasks.evaluate import perplexity
+from tasks.lm import split_perplexity as perplexity
 
 V, EOS = 20, 0
 

@@ -9,8 +9,9 @@ import torch
 
 from models.lm import LanguageModel
 from tasks import tracking
-from tasks.data import prepare_lm_corpus
-from tasks.train import fit_lm, lm_columns, load_weights, segment_loader
+from tasks.lm_corpus import prepare_lm_corpus
+from tasks.fitting import load_weights
+from tasks.lm import fit_lm, lm_columns, segment_loader
 
 
 def fit(cfg, callbacks=()):
@@ -179,7 +180,7 @@ class FakeTrainer:
     ([50.0] * 40, 15),  # blown up from the start: stopped as soon as warm-up (5) and one window (10) are past
 ])
 def test_the_blow_up_rule_watches_the_mean_loss_over_a_window_after_warm_up(losses, stop_at):
-    from tasks.train import TrainingLoss
+    from tasks.fitting import TrainingLoss
 
     rule = TrainingLoss(math.log(100), ratio=1.5, window=10, after=5)
     trainer = FakeTrainer()
@@ -194,7 +195,7 @@ def test_the_blow_up_rule_watches_the_mean_loss_over_a_window_after_warm_up(loss
 
 
 def test_a_checkpoint_cut_off_mid_write_is_set_aside_instead_of_resumed(tmp_path):
-    from tasks.train import resumable
+    from tasks.fitting import resumable
 
     broken = tmp_path / "last.ckpt"
     broken.write_bytes(b"PK\x03\x04 half a zip file")
@@ -204,7 +205,7 @@ def test_a_checkpoint_cut_off_mid_write_is_set_aside_instead_of_resumed(tmp_path
 
 
 def test_a_checkpoint_that_does_not_fit_the_model_is_set_aside_instead_of_resumed(tmp_path, capsys):
-    from tasks.train import resumable
+    from tasks.fitting import resumable
 
     model = LanguageModel(10, {"hidden_size": 4, "embedding_size": 4}, {})
     checkpoint = tmp_path / "last.ckpt"
