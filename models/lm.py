@@ -5,7 +5,8 @@ Pure torch + Lightning: no file I/O, no tracking. Tensors are time-major: [time,
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -13,11 +14,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import metrics, optim
-from rnnlab.config import LMModelConfig, LMTrainConfig
 
 CELLS = {"rnn_tanh": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 Hidden = list[Any]  # one state per layer: a tensor, or (h, c) for an LSTM
+
+
+@dataclass(frozen=True)
+class LMSettings:
+    cell: Literal["rnn_tanh", "lstm", "gru"] = "lstm"
+    layers: int = 2
+    embedding_size: int = 200
+    hidden_size: int = 200
+    dropout: float = 0.0
+    tied: bool = False  # the decoder reuses the embedding matrix: needs embedding_size == hidden_size
+    residual: bool = False  # identity skips between stacked layers of equal width
+    init_range: float = 0.1  # uniform init in [-init_range, init_range]
 
 
 class RNNLM(nn.Module):
@@ -26,7 +38,7 @@ class RNNLM(nn.Module):
     One fused cuDNN/MKL module per layer, so a residual add can sit between layers at full kernel speed.
     """
 
-    def __init__(self, vocab_size: int, cfg: LMModelConfig):
+    def __init__(self, vocab_size: int, cfg: LMSettings):
         super().__init__()
         self.cfg = cfg
         cell = CELLS[cfg.cell]
@@ -69,11 +81,12 @@ class LanguageModel(optim.ReuseNormForClipping, pl.LightningModule):
     """Truncated BPTT over consecutive segments: the hidden state is carried from one segment to the next
     and detached, so gradients flow through `train.bptt` steps while context flows through the whole epoch."""
 
-    def __init__(self, vocab_size: int, model_cfg: dict, train_cfg: dict):
+    def __init__(self, vocab_size: int, settings: dict, optim_settings: dict):
+        """Settings as dicts (of LMSettings and OptimSettings fields): checkpoints keep them as plain data."""
         super().__init__()
         self.save_hyperparameters()
-        self.train_cfg = LMTrainConfig.model_validate(train_cfg)
-        self.net = RNNLM(vocab_size, LMModelConfig.model_validate(model_cfg))
+        self.optim = optim.OptimSettings(**optim_settings)
+        self.net = RNNLM(vocab_size, LMSettings(**settings))
         self._train_hidden: Hidden | None = None
         self._eval_hidden: Hidden | None = None
         self._eval_nll = 0.0
@@ -105,4 +118,4 @@ class LanguageModel(optim.ReuseNormForClipping, pl.LightningModule):
         metrics.log_validation_nll(self, self._eval_nll / max(self._eval_tokens, 1))
 
     def configure_optimizers(self) -> Any:
-        return optim.configure(self.parameters(), self.train_cfg, monitor="valid_nll", mode="min")
+        return optim.configure(self.parameters(), self.optim, monitor="valid_nll", mode="min")

@@ -1,15 +1,26 @@
-"""Optimizer and learning-rate schedule from a TrainConfig, in the form Lightning's configure_optimizers returns."""
+"""Optimizer and learning-rate schedule from their settings, in the form Lightning's configure_optimizers returns."""
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from dataclasses import dataclass
+from typing import Any, Iterable, Literal
 
 import torch
 
-from rnnlab.config import TrainConfig
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """The optimizer and its schedule (defaults: Zaremba et al.'s language model; the run config sets every field)."""
+
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = 20.0
+    weight_decay: float = 0.0
+    lr_schedule: Literal["constant", "decay", "plateau"] = "decay"
+    lr_decay: float = 0.5
+    decay_after: int = 4
 
 
-def configure(parameters: Iterable[torch.nn.Parameter], cfg: TrainConfig, monitor: str, mode: str) -> Any:
+def configure(parameters: Iterable[torch.nn.Parameter], cfg: OptimSettings, monitor: str, mode: str) -> Any:
     """`monitor`/`mode` name the validation metric a plateau schedule watches (valid_ppl/min, valid_bleu/max)."""
     if cfg.optimizer == "sgd":
         optimizer = torch.optim.SGD(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)

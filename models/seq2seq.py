@@ -17,7 +17,6 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from models import metrics, optim
-from rnnlab.config import NMTTrainConfig
 
 PAD = 0
 Attention = Literal["none", "dot", "general", "additive"]
@@ -28,12 +27,17 @@ class Seq2SeqShape:
     src_vocab: int
     tgt_vocab: int
     embedding_size: int = 256
-    hidden_size: int = 256
+    hidden_size: int = 512
     layers: int = 1
-    bidirectional: bool = True
+    bidirectional: bool = True  # the encoder's; each direction gets half of hidden_size
     residual: bool = False
     attention: Attention = "dot"
     dropout: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.bidirectional and self.hidden_size % 2:
+            raise ValueError(f"model.hidden_size={self.hidden_size} must be even for a bidirectional encoder "
+                             "(each direction gets half)")
 
 
 def run_stack(layers: nn.ModuleList, x: torch.Tensor, lengths: torch.Tensor | None, states: list | None,
@@ -58,8 +62,6 @@ class Encoder(nn.Module):
         super().__init__()
         directions = 2 if shape.bidirectional else 1
         width = shape.hidden_size // directions  # outputs are hidden_size wide either way
-        if width * directions != shape.hidden_size:
-            raise ValueError(f"model.hidden_size={shape.hidden_size} must be even for a bidirectional encoder")
         self.embedding = nn.Embedding(shape.src_vocab, shape.embedding_size, padding_idx=PAD)
         sizes = [shape.embedding_size] + [shape.hidden_size] * shape.layers
         self.layers = nn.ModuleList(
@@ -150,11 +152,13 @@ def sequence_nll(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: f
 class Translator(optim.ReuseNormForClipping, pl.LightningModule):
     """Teacher-forced training with token-level cross entropy; validation perplexity is token-weighted."""
 
-    def __init__(self, shape: dict, train_cfg: dict):
+    def __init__(self, shape: dict, optim_settings: dict, label_smoothing: float = 0.0):
+        """Settings as dicts (of Seq2SeqShape and OptimSettings fields): checkpoints keep them as plain data."""
         super().__init__()
         self.save_hyperparameters()
         self.net = Seq2Seq(Seq2SeqShape(**shape))
-        self.train_cfg = NMTTrainConfig.model_validate(train_cfg)
+        self.optim = optim.OptimSettings(**optim_settings)
+        self.label_smoothing = label_smoothing
         self._nll, self._tokens = 0.0, 0
 
     @staticmethod
@@ -163,7 +167,7 @@ class Translator(optim.ReuseNormForClipping, pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         src, lengths, prev, targets = batch
-        loss, count = sequence_nll(self.net(src, lengths, prev), targets, self.train_cfg.label_smoothing)
+        loss, count = sequence_nll(self.net(src, lengths, prev), targets, self.label_smoothing)
         return loss / count  # logged by the trainer's callbacks
 
     def on_validation_epoch_start(self) -> None:
@@ -179,4 +183,4 @@ class Translator(optim.ReuseNormForClipping, pl.LightningModule):
         metrics.log_validation_nll(self, self._nll / max(self._tokens, 1))
 
     def configure_optimizers(self) -> Any:
-        return optim.configure(self.parameters(), self.train_cfg, monitor="valid_bleu_greedy", mode="max")
+        return optim.configure(self.parameters(), self.optim, monitor="valid_bleu_greedy", mode="max")

@@ -21,6 +21,7 @@ from rnnlab.config import LMRunConfig
 from tasks.corpus_files import read_lines
 from tasks.fitting import FitResult, fit_module, load_trained, seed_and_threads
 from tasks.lm_corpus import EOS, LMCorpus, encode, read_vocab, words
+from tasks.model_settings import as_dict, lm_settings, optim_settings
 from tasks.scoring import metric_name, recorded_config, run_file, score_each_split
 from tasks.tracking import log_artifact, log_metrics
 
@@ -79,7 +80,7 @@ def fit_lm(cfg: LMRunConfig, corpus: LMCorpus, run_id: str, workdir: str | None 
     eos = eos_index(corpus)
     train_loader = segment_loader(corpus.load("train"), eos, cfg.train.batch_size, cfg.train.bptt, pad=False)
     valid_loader = segment_loader(corpus.load("valid"), eos, cfg.eval.batch_size, cfg.train.bptt, pad=True)
-    module = LanguageModel(corpus.vocab_size, cfg.model.model_dump(), cfg.train.model_dump())
+    module = LanguageModel(corpus.vocab_size, as_dict(lm_settings(cfg)), as_dict(optim_settings(cfg)))
     return fit_module(cfg, module, train_loader, valid_loader, run_id, monitor="valid_nll", mode="min",
                       vocab_size=corpus.output_vocab, workdir=workdir)
 
@@ -121,7 +122,7 @@ def split_perplexity(net: RNNLM, ids: torch.Tensor, eos_id: int, batch_size: int
 
 
 def load_net(cfg: LMRunConfig, vocab_size: int, checkpoint: str | Path) -> RNNLM:
-    return load_trained(RNNLM(vocab_size, cfg.model), checkpoint)
+    return load_trained(RNNLM(vocab_size, lm_settings(cfg)), checkpoint)
 
 
 def score_lm(cfg: LMRunConfig, corpus: LMCorpus, run_id: str, fitted: FitResult) -> dict[str, float]:

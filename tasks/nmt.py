@@ -16,10 +16,11 @@ from torch.utils.data import DataLoader, Sampler
 
 from models.metrics import perplexity
 from models.search import beam_search, greedy
-from models.seq2seq import PAD, Seq2Seq, Seq2SeqShape, Translator, sequence_nll
+from models.seq2seq import PAD, Seq2Seq, Translator, sequence_nll
 from rnnlab.config import NMTRunConfig
 from tasks.corpus_files import read_lines
 from tasks.fitting import FitResult, fit_module, load_trained, seed_and_threads
+from tasks.model_settings import as_dict, optim_settings, seq2seq_shape
 from tasks.nmt_corpus import BOS_ID, EOS_ID, ParallelCorpus, processor, read_pairs
 from tasks.scoring import metric_name, recorded_config, run_file, score_each_split
 from tasks.tracking import get_run, log_artifact, log_metrics, set_tags
@@ -72,10 +73,6 @@ class BucketBatches(Sampler[list[int]]):
             batches += [pooled[i : i + self.batch_size] for i in range(0, len(pooled), self.batch_size)]
         for i in torch.randperm(len(batches), generator=g).tolist():
             yield batches[i]
-
-
-def shape_of(cfg: NMTRunConfig, src_vocab: int, tgt_vocab: int) -> dict:
-    return {"src_vocab": src_vocab, "tgt_vocab": tgt_vocab, **cfg.model.model_dump()}
 
 
 @torch.no_grad()
@@ -132,13 +129,14 @@ def fit_nmt(cfg: NMTRunConfig, corpus: ParallelCorpus, run_id: str, workdir: str
     train_loader = DataLoader(PairDataset(train), batch_sampler=BucketBatches(lengths, cfg.train.batch_size, cfg.seed),
                               collate_fn=collate)
     valid_loader = DataLoader(PairDataset(valid), batch_size=cfg.eval.batch_size, collate_fn=collate)
-    module = Translator(shape_of(cfg, corpus.src_vocab, corpus.tgt_vocab), cfg.train.model_dump())
+    module = Translator(as_dict(seq2seq_shape(cfg, corpus.src_vocab, corpus.tgt_vocab)), as_dict(optim_settings(cfg)),
+                        cfg.train.label_smoothing)
     return fit_module(cfg, module, train_loader, valid_loader, run_id, monitor="valid_bleu_greedy", mode="max",
                       vocab_size=corpus.output_vocab, callbacks=(ValidationBLEU(corpus, cfg),), workdir=workdir)
 
 
 def load_translator(cfg: NMTRunConfig, src_vocab: int, tgt_vocab: int, checkpoint: str | Path) -> Seq2Seq:
-    return load_trained(Seq2Seq(Seq2SeqShape(**shape_of(cfg, src_vocab, tgt_vocab))), checkpoint)
+    return load_trained(Seq2Seq(seq2seq_shape(cfg, src_vocab, tgt_vocab)), checkpoint)
 
 
 @torch.no_grad()

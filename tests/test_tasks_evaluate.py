@@ -5,8 +5,7 @@ import math
 import pytest
 import torch
 
-from models.lm import RNNLM
-from rnnlab.config import LMModelConfig
+from models.lm import RNNLM, LMSettings
 from tasks.lm import split_perplexity as perplexity
 
 V, EOS = 20, 0
@@ -26,7 +25,7 @@ def hand_nll(net: RNNLM, stream: list[int], previous: int = EOS) -> list[float]:
 @pytest.fixture
 def net_and_ids():
     torch.manual_seed(3)
-    net = RNNLM(V, LMModelConfig(cell="lstm", layers=2, embedding_size=6, hidden_size=6, init_range=0.5)).eval()
+    net = RNNLM(V, LMSettings(cell="lstm", layers=2, embedding_size=6, hidden_size=6, init_range=0.5)).eval()
     ids = torch.randint(1, V, (103,))
     ids[::9] = EOS  # lines of 8 words
     return net, ids
