@@ -6,6 +6,7 @@ The wings (tasks/lm_corpus.py, tasks/nmt_corpus.py) say what a corpus's files ar
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import hashlib
 import json
@@ -67,6 +68,16 @@ def cache_root() -> Path:
 
 
 def sha256_file(path: Path) -> str:
+    """The file's sha256, computed once per process for each identity of the file (path, inode, size, mtime): a
+    command prepares its corpora before its flow starts and the flow prepares them again, in the same process, and
+    hashing every split file and cache file twice cost as much as the rest of the preparation. A file rewritten
+    in place (new size or mtime) or replaced (new inode) is hashed again."""
+    st = os.stat(path)
+    return _sha256(str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _sha256(path: str, inode: int, size: int, mtime_ns: int) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
