@@ -27,7 +27,6 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
-from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
 
 from rnnlab import store
 from rnnlab.env import EnvironmentProblem, disk_full, pid_alive, project_dir, release_reserve
@@ -166,24 +165,19 @@ def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
 
 def log_params(run_id: str, params: Mapping[str, Any], mlflow: MlflowClient | None = None) -> None:
     mlflow = mlflow or client()
-    items = [Param(k, "null" if v is None else str(v)) for k, v in params.items()]
-    for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
-        mlflow.log_batch(run_id, params=items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
+    # MlflowClient.log_batch splits a batch into the chunks the store accepts
+    mlflow.log_batch(run_id, params=[Param(k, "null" if v is None else str(v)) for k, v in params.items()])
 
 
 def set_tags(run_id: str, tags: Mapping[str, Any], mlflow: MlflowClient | None = None) -> None:
     mlflow = mlflow or client()
-    items = [RunTag(k, str(v)) for k, v in tags.items()]
-    for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
-        mlflow.log_batch(run_id, tags=items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
+    mlflow.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
 def log_metrics(run_id: str, metrics: Mapping[str, float], step: int = 0, mlflow: MlflowClient | None = None) -> None:
     mlflow = mlflow or client()
     now = int(time.time() * 1000)
-    items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-    for i in range(0, len(items), MAX_METRICS_PER_BATCH):
-        mlflow.log_batch(run_id, metrics=items[i : i + MAX_METRICS_PER_BATCH])
+    mlflow.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
 
 def open_run(experiment: str, run_name: str | None, params: Mapping[str, Any], tags: Mapping[str, str],
@@ -394,9 +388,8 @@ class MlflowMetricsLogger(Logger):
             try:
                 if metrics is None:
                     return
-                for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
-                    self.experiment.log_batch(self.run_id, metrics=metrics[i : i + MAX_METRICS_PER_BATCH])
-                    self.batches_sent += 1
+                self.experiment.log_batch(self.run_id, metrics=metrics)  # chunked by MlflowClient as the store needs
+                self.batches_sent += 1
             except BaseException as err:  # re-raised on the training thread at the next flush
                 self._error = err
             finally:
