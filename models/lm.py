@@ -77,7 +77,7 @@ def token_nll(model: RNNLM, inputs: torch.Tensor, targets: torch.Tensor, hidden:
     return nll.view_as(targets), hidden
 
 
-class LanguageModel(optim.ReuseNormForClipping, pl.LightningModule):
+class LanguageModel(optim.ReuseNormForClipping, metrics.ValidationNLL, pl.LightningModule):
     """Truncated BPTT over consecutive segments: the hidden state is carried from one segment to the next
     and detached, so gradients flow through `train.bptt` steps while context flows through the whole epoch."""
 
@@ -89,8 +89,6 @@ class LanguageModel(optim.ReuseNormForClipping, pl.LightningModule):
         self.net = RNNLM(vocab_size, LMSettings(**settings))
         self._train_hidden: Hidden | None = None
         self._eval_hidden: Hidden | None = None
-        self._eval_nll = 0.0
-        self._eval_tokens = 0
 
     @staticmethod
     def tokens_in(batch: tuple[torch.Tensor, ...]) -> int:
@@ -106,16 +104,13 @@ class LanguageModel(optim.ReuseNormForClipping, pl.LightningModule):
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten())  # logged by the trainer's callbacks
 
     def on_validation_epoch_start(self) -> None:
-        self._eval_hidden, self._eval_nll, self._eval_tokens = None, 0.0, 0
+        super().on_validation_epoch_start()
+        self._eval_hidden = None
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         inputs, targets, mask = batch
         nll, self._eval_hidden = token_nll(self.net, inputs, targets, self._eval_hidden)
-        self._eval_nll += float((nll * mask).sum())
-        self._eval_tokens += int(mask.sum())
-
-    def on_validation_epoch_end(self) -> None:
-        metrics.log_validation_nll(self, self._eval_nll / max(self._eval_tokens, 1))
+        self.add_validation_nll(float((nll * mask).sum()), int(mask.sum()))
 
     def configure_optimizers(self) -> Any:
         return optim.configure(self.parameters(), self.optim, monitor="valid_nll", mode="min")

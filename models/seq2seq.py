@@ -149,7 +149,7 @@ def sequence_nll(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: f
     return loss, int((targets != PAD).sum())
 
 
-class Translator(optim.ReuseNormForClipping, pl.LightningModule):
+class Translator(optim.ReuseNormForClipping, metrics.ValidationNLL, pl.LightningModule):
     """Teacher-forced training with token-level cross entropy; validation perplexity is token-weighted."""
 
     def __init__(self, shape: dict, optim_settings: dict, label_smoothing: float = 0.0):
@@ -159,7 +159,6 @@ class Translator(optim.ReuseNormForClipping, pl.LightningModule):
         self.net = Seq2Seq(Seq2SeqShape(**shape))
         self.optim = optim.OptimSettings(**optim_settings)
         self.label_smoothing = label_smoothing
-        self._nll, self._tokens = 0.0, 0
 
     @staticmethod
     def tokens_in(batch: tuple[torch.Tensor, ...]) -> int:
@@ -170,17 +169,10 @@ class Translator(optim.ReuseNormForClipping, pl.LightningModule):
         loss, count = sequence_nll(self.net(src, lengths, prev), targets, self.label_smoothing)
         return loss / count  # logged by the trainer's callbacks
 
-    def on_validation_epoch_start(self) -> None:
-        self._nll, self._tokens = 0.0, 0
-
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         src, lengths, prev, targets = batch
         nll, count = sequence_nll(self.net(src, lengths, prev), targets)
-        self._nll += float(nll)
-        self._tokens += count
-
-    def on_validation_epoch_end(self) -> None:
-        metrics.log_validation_nll(self, self._nll / max(self._tokens, 1))
+        self.add_validation_nll(float(nll), count)
 
     def configure_optimizers(self) -> Any:
         return optim.configure(self.parameters(), self.optim, monitor="valid_bleu_greedy", mode="max")
