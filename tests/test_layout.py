@@ -86,3 +86,19 @@ def test_arrows_point_down():
               if m.split(".")[0] in order and i.split(".")[0] in order
               and order[i.split(".")[0]] > order[m.split(".")[0]]]
     assert not upward
+
+
+WINGS = {"lm": ("tasks.lm", "tasks.lm_corpus"), "nmt": ("tasks.nmt", "tasks.nmt_corpus")}
+FLOOR = ("tasks.corpus_files", "tasks.fitting", "tasks.scoring", "tasks.model_settings", "tasks.tracking",
+         "tasks.outcome")
+
+
+def test_a_wing_stands_on_the_floor_alone():
+    """A task kind's modules import the shared floor, models/ and rnnlab/, never the other wing or the face."""
+    graph = import_graph()
+    for kind, modules in WINGS.items():
+        for module in modules:
+            tasks_imports = {i for i in graph[module] if i.startswith("tasks.")}
+            assert tasks_imports <= set(FLOOR) | set(modules), (module, tasks_imports - set(FLOOR) - set(modules))
+    for module in FLOOR:
+        assert {i for i in graph[module] if i.startswith("tasks.")} <= set(FLOOR), module
