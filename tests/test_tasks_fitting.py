@@ -1,4 +1,5 @@
-"""Training on tiny real data: truncated BPTT, clipping with the pre-clip norm logged, schedules, seeds, checkpoints."""
+"""The shared fitting floor on tiny real data (through the language-model wing): truncated BPTT, clipping with the
+pre-clip norm logged, schedules, seeds, checkpoints, the blow-up rule, resuming."""
 
 import math
 from pathlib import Path
@@ -9,9 +10,9 @@ import torch
 
 from models.lm import LanguageModel
 from tasks import tracking
-from tasks.lm_corpus import prepare_lm_corpus
 from tasks.fitting import load_weights
-from tasks.lm import fit_lm, lm_columns, segment_loader
+from tasks.lm import fit_lm, segment_loader
+from tasks.lm_corpus import prepare_lm_corpus
 
 
 def fit(cfg, callbacks=()):
@@ -49,16 +50,6 @@ class Recorder(pl.Callback):
         grads = [p.grad for p in module.parameters() if p.grad is not None]
         self.post_clip_norms.append(float(torch.nn.utils.get_total_norm(grads)))
         self.max_abs_grads.append(max(float(g.abs().max()) for g in grads))
-
-
-def test_columns_keep_every_token_in_order():
-    ids = torch.arange(1, 11)
-    inputs, targets, mask = lm_columns(ids, eos_id=0, batch_size=3, pad=True)
-    assert targets.t().reshape(-1)[:10].tolist() == ids.tolist()
-    assert inputs.t().reshape(-1)[:10].tolist() == [0, *range(1, 10)]  # each target's previous token
-    assert mask.sum() == 10
-    trimmed = lm_columns(ids, eos_id=0, batch_size=3, pad=False)[1]
-    assert trimmed.shape == (3, 3)
 
 
 def test_hidden_state_is_carried_across_segments_and_reset_each_epoch(tiny_cfg):
