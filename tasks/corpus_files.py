@@ -36,6 +36,19 @@ class SourceFile:
     gunzip: bool = False  # the URL serves <name>.gz; the checksum is of the decompressed file
 
 
+@dataclass(frozen=True)
+class PreparedCorpus:
+    """A prepared corpus: paths and facts only, so it can pass between Prefect tasks and into a cache key. Each task
+    kind's corpus adds its sizes."""
+
+    name: str
+    cache_dir: str
+    checksum: str
+
+    def cached(self, file: str) -> Path:
+        return Path(self.cache_dir) / file
+
+
 def data_dir(cfg: DataConfig | ParallelDataConfig) -> Path:
     if cfg.dir:
         origin, root = "data.dir", Path(cfg.dir)

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from rnnlab.config import DataConfig, LMRunConfig
-from tasks.corpus_files import (DataError, SourceFile, cache_key, cache_root, data_dir, fetch_if_missing, read_lines,
-                                sha256_file, user_folder, verified_cache)
+from tasks.corpus_files import (DataError, PreparedCorpus, SourceFile, cache_key, cache_root, data_dir,
+                                fetch_if_missing, read_lines, sha256_file, user_folder, verified_cache)
 
 EOS, UNK = "<eos>", "<unk>"
 FORMAT_VERSION = "lm-words-v1"  # part of the cache key: bump when tokenization changes
@@ -48,17 +48,9 @@ KNOWN_CORPORA: dict[str, CorpusSpec] = {
 
 
 @dataclass(frozen=True)
-class LMCorpus:
-    """A prepared corpus: paths and facts only, so it can pass between Prefect tasks and into a cache key."""
-
-    name: str
-    cache_dir: str
-    checksum: str
+class LMCorpus(PreparedCorpus):
     vocab_size: int
     tokens: dict[str, int] = field(hash=False)
-
-    def split_path(self, split: str) -> Path:
-        return Path(self.cache_dir) / f"{split}.pt"
 
     @property
     def output_vocab(self) -> int:
@@ -67,7 +59,7 @@ class LMCorpus:
 
     @property
     def vocab_path(self) -> Path:
-        return Path(self.cache_dir) / "vocab.txt"
+        return self.cached("vocab.txt")
 
     def facts(self) -> dict[str, str]:
         return {"data.vocab_size": str(self.vocab_size), **{f"data.tokens.{s}": str(n) for s, n in self.tokens.items()}}
@@ -77,7 +69,7 @@ class LMCorpus:
         return {"": [self.vocab_path]}
 
     def load(self, split: str) -> torch.Tensor:
-        return torch.load(self.split_path(split), weights_only=True)
+        return torch.load(self.cached(f"{split}.pt"), weights_only=True)
 
 
 def locate_splits(cfg: DataConfig) -> tuple[str, dict[str, Path]]:

@@ -16,8 +16,8 @@ import torch
 
 from models.seq2seq import PAD
 from rnnlab.config import NMTRunConfig, ParallelDataConfig
-from tasks.corpus_files import (DataError, SourceFile, cache_key, cache_root, data_dir, fetch_if_missing, read_lines,
-                                sha256_file, user_folder, verified_cache)
+from tasks.corpus_files import (DataError, PreparedCorpus, SourceFile, cache_key, cache_root, data_dir,
+                                fetch_if_missing, read_lines, sha256_file, user_folder, verified_cache)
 
 FORMAT_VERSION = "parallel-spm-v1"
 BOS_ID, EOS_ID, UNK_ID = 1, 2, 3  # subword ids; padding is the model's PAD (0)
@@ -63,19 +63,14 @@ KNOWN_PARALLEL: dict[str, ParallelSpec] = {
 
 
 @dataclass(frozen=True)
-class ParallelCorpus:
-    """A prepared parallel corpus: paths and facts only (passes between Prefect tasks)."""
-
-    name: str
-    cache_dir: str
-    checksum: str
+class ParallelCorpus(PreparedCorpus):
     src_vocab: int
     tgt_vocab: int
     pairs: dict[str, int] = field(hash=False)
     filtered: dict[str, int] = field(hash=False)
 
     def model_path(self, side: str) -> Path:
-        return Path(self.cache_dir) / f"{side}.model"
+        return self.cached(f"{side}.model")
 
     @property
     def output_vocab(self) -> int:
@@ -83,7 +78,7 @@ class ParallelCorpus:
         return self.tgt_vocab
 
     def load(self, split: str) -> dict[str, list[torch.Tensor]]:
-        return torch.load(Path(self.cache_dir) / f"{split}.pt", weights_only=True)
+        return torch.load(self.cached(f"{split}.pt"), weights_only=True)
 
     def facts(self) -> dict[str, str]:
         return {"data.src_vocab": str(self.src_vocab), "data.tgt_vocab": str(self.tgt_vocab),
@@ -95,7 +90,7 @@ class ParallelCorpus:
         return {"subwords": [self.model_path("src"), self.model_path("tgt")]}
 
     def references(self, split: str) -> list[str]:
-        return json.loads((Path(self.cache_dir) / "references.json").read_text())[split]
+        return json.loads(self.cached("references.json").read_text())[split]
 
 
 def locate_pairs(cfg: ParallelDataConfig) -> tuple[str, dict[str, tuple[Path, Path]]]:
