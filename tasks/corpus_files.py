@@ -6,6 +6,7 @@ The wings (tasks/lm_corpus.py, tasks/nmt_corpus.py) say what a corpus's files ar
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import gzip
 import hashlib
@@ -223,8 +224,6 @@ def read_cache(target: Path) -> tuple[dict | None, str | None]:
 @contextlib.contextmanager
 def repairing(folder: Path) -> Iterator[None]:
     """One process at a time repairs the caches in `folder`; the lock goes with the process (no file is left)."""
-    import fcntl
-
     fd = os.open(folder, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

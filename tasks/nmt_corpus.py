@@ -127,7 +127,7 @@ def read_pairs(src_path: Path, tgt_path: Path) -> tuple[list[str], list[str]]:
 
 
 def train_sentencepiece(lines: list[str], vocab_size: int) -> bytes:
-    import sentencepiece as spm
+    import sentencepiece as spm  # here, not at import: tasks/steps.py imports this wing for language-model runs too
 
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
@@ -138,7 +138,7 @@ def train_sentencepiece(lines: list[str], vocab_size: int) -> bytes:
 
 
 def processor(model: bytes | Path):
-    import sentencepiece as spm
+    import sentencepiece as spm  # here, not at import (see train_sentencepiece)
 
     proto = model.read_bytes() if isinstance(model, Path) else model
     return spm.SentencePieceProcessor(model_proto=proto)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import yaml
+from mlflow.exceptions import MlflowException
 
 from rnnlab.config import RunConfig, build
 from tasks.tracking import download_artifact, get_run, log_metrics
@@ -36,8 +37,6 @@ def finished_run(run_id: str, purpose: str):
 
 def run_file(run_id: str, path: str, tmp: str) -> Path:
     """One of a recorded run's artifacts, or a LookupError naming the one it lacks."""
-    from mlflow.exceptions import MlflowException  # mlflow is imported by tasks.tracking already: this is no cost
-
     try:
         return download_artifact(run_id, path, tmp)
     except (MlflowException, OSError):
