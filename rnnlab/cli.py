@@ -240,7 +240,6 @@ def cmd_study(args: argparse.Namespace) -> int:
         check_cells_fit(study.cells, corpora)  # Prefect or MLflow start
         print(f"rnnlab: study '{study.name}': {len(study.variants)} variants × {len(study.config.seeds)} seed(s) "
               f"= {len(study.cells)} cells, {study.config.concurrency} at a time", file=sys.stderr)
-        import_tracking_store_meanwhile()
         start_prefect_api()
         from flows.study import StudyFailed, study_flow
 
@@ -270,23 +269,6 @@ def answer_block(question: str, answer: str, factors: list[str]) -> str:
     lines.append(f"Answer: {answer}")
     lines += [f"- {line}" for line in factors]
     return "\n".join(textwrap.fill(line, width=110, subsequent_indent="  ") for line in lines)
-
-
-def import_tracking_store_meanwhile() -> None:
-    """Import MLflow's SQL store (~0.7 s) on a thread while Prefect starts its temporary server, which this process
-    only waits for: the flow's first look-up then finds it loaded and starts the cell workers that much sooner.
-    The modules that Prefect imports to start its server are imported first, here: two threads importing the same
-    modules at once can see them half-initialized (sqlalchemy did, before this order)."""
-    import os
-    import threading
-
-    if os.environ.get("PREFECT_API_URL"):  # a Prefect server is already up: nothing to wait for
-        return
-    import prefect.server.api.server  # noqa: F401  (what starting the temporary server imports: sqlalchemy, ...)
-
-    from tasks.tracking import import_store
-
-    threading.Thread(target=import_store, name="import-tracking-store", daemon=True).start()
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

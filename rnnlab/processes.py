@@ -92,8 +92,9 @@ def start_prefect_api(timeout: float = 120.0) -> str | None:
                     time.sleep(0.1)
 
     instances = SubprocessASGIServer._instances
-    if not isinstance(instances.get(None), TemporaryServer):
-        instances.pop(None, None)
+    if getattr(instances.get(None), "running", False):  # started already in this process (a test's second command)
+        return instances[None].api_url
+    instances.pop(None, None)
     quiet_interrupt_reports()
     server = TemporaryServer()  # registered as the port-less instance: the one Prefect's clients ask for
     server.start(timeout)
