@@ -5,8 +5,7 @@ Pure torch + Lightning: no file I/O, no tracking. Tensors are time-major: [time,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -14,22 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import metrics, optim
+from models.settings import LMSettings
 
 CELLS = {"rnn_tanh": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 Hidden = list[Any]  # one state per layer: a tensor, or (h, c) for an LSTM
-
-
-@dataclass(frozen=True)
-class LMSettings:
-    cell: Literal["rnn_tanh", "lstm", "gru"] = "lstm"
-    layers: int = 2
-    embedding_size: int = 200
-    hidden_size: int = 200
-    dropout: float = 0.0
-    tied: bool = False  # the decoder reuses the embedding matrix: needs embedding_size == hidden_size
-    residual: bool = False  # identity skips between stacked layers of equal width
-    init_range: float = 0.1  # uniform init in [-init_range, init_range]
 
 
 class RNNLM(nn.Module):

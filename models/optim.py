@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable
 
 import torch
 
-
-@dataclass(frozen=True)
-class OptimSettings:
-    """The optimizer and its schedule (defaults: Zaremba et al.'s language model; the run config sets every field)."""
-
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = 20.0
-    weight_decay: float = 0.0
-    lr_schedule: Literal["constant", "decay", "plateau"] = "decay"
-    lr_decay: float = 0.5
-    decay_after: int = 4
+from models.settings import OptimSettings
 
 
 def configure(parameters: Iterable[torch.nn.Parameter], cfg: OptimSettings, monitor: str, mode: str) -> Any:

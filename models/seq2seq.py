@@ -7,8 +7,7 @@ encoder, a source mask in attention, ignored targets in the loss.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -17,27 +16,9 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from models import metrics, optim
+from models.settings import Attention, Seq2SeqShape
 
 PAD = 0
-Attention = Literal["none", "dot", "general", "additive"]
-
-
-@dataclass(frozen=True)
-class Seq2SeqShape:
-    src_vocab: int
-    tgt_vocab: int
-    embedding_size: int = 256
-    hidden_size: int = 512
-    layers: int = 1
-    bidirectional: bool = True  # the encoder's; each direction gets half of hidden_size
-    residual: bool = False
-    attention: Attention = "dot"
-    dropout: float = 0.2
-
-    def __post_init__(self) -> None:
-        if self.bidirectional and self.hidden_size % 2:
-            raise ValueError(f"model.hidden_size={self.hidden_size} must be even for a bidirectional encoder "
-                             "(each direction gets half)")
 
 
 def run_stack(layers: nn.ModuleList, x: torch.Tensor, lengths: torch.Tensor | None, states: list | None,

@@ -23,9 +23,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+import mlflow
+import torch
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from rnnlab import store
@@ -120,8 +123,6 @@ def cpu_model() -> str:
 
 
 def provenance_tags() -> dict[str, str]:
-    import torch
-
     tags = {"rnnlab.code_version": code_version(), **git_state(), "python": platform.python_version(),
             "host": socket.gethostname(), "pid": str(os.getpid()), "platform": platform.platform(),
             "torch.threads": str(torch.get_num_threads()), "cuda": str(torch.cuda.is_available()).lower(),
@@ -137,7 +138,7 @@ def provenance_tags() -> dict[str, str]:
             tags[f"pkg.{name}"] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             pass
-    from prefect.runtime import deployment, flow_run
+    from prefect.runtime import deployment, flow_run  # lazy: Prefect (~1 s), which `rnnlab compare` never needs
 
     if flow_run.id:
         tags["prefect.flow_run_id"] = str(flow_run.id)
@@ -255,8 +256,6 @@ def finished_run(experiment: str, cell_key: str) -> dict[str, Any] | None:
 
 def study_runs(experiment: str, parent_run_id: str | None = None):
     """(the study execution's parent run, a DataFrame of every cell run of the study) via search_runs."""
-    import mlflow
-
     found = client().get_experiment_by_name(experiment)
     if found is None:
         raise LookupError(f"no study '{experiment}' in the tracking store {tracking_uri()}")
@@ -318,8 +317,6 @@ def download_artifact(run_id: str, path: str, dst: str | Path) -> Path:
 
 
 def get_run(run_id: str):
-    from mlflow.exceptions import MlflowException
-
     try:
         return client().get_run(run_id)
     except MlflowException as err:
