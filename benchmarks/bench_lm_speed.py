@@ -31,8 +31,8 @@ from torch import nn  # noqa: E402
 
 from rnnlab import config  # noqa: E402
 from tasks import tracking  # noqa: E402
-from tasks.data import prepare_lm_corpus  # noqa: E402
-from tasks.train import eos_index, fit_lm, lm_columns  # noqa: E402
+from tasks.lm_corpus import prepare_lm_corpus  # noqa: E402
+from tasks.lm import eos_index, fit_lm, lm_columns  # noqa: E402
 
 
 class BareLM(nn.Module):

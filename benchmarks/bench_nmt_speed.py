@@ -29,11 +29,12 @@ configure()
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from models.seq2seq import Seq2Seq, Seq2SeqShape, sequence_nll  # noqa: E402
+from models.seq2seq import Seq2Seq, sequence_nll  # noqa: E402
 from rnnlab import config  # noqa: E402
 from tasks import tracking  # noqa: E402
-from tasks.data import prepare_corpus  # noqa: E402
-from tasks.nmt import BucketBatches, PairDataset, collate, fit_nmt, shape_of, translate_ids  # noqa: E402
+from tasks.steps import prepare_corpus  # noqa: E402
+from tasks.model_settings import seq2seq_shape  # noqa: E402
+from tasks.nmt import BucketBatches, PairDataset, collate, fit_nmt, translate_ids  # noqa: E402
 
 CONFIG = REPO / "conf" / "runs" / "multi30k_deen.yaml"
 
@@ -43,7 +44,7 @@ def bare_tokens_per_second(cfg, corpus, steps: int) -> float:
     train = corpus.load("train")
     batches = BucketBatches([len(t) for t in train["tgt"]], cfg.train.batch_size, cfg.seed)
     loader = DataLoader(PairDataset(train), batch_sampler=batches, collate_fn=collate)
-    net = Seq2Seq(Seq2SeqShape(**shape_of(cfg, corpus.src_vocab, corpus.tgt_vocab))).train()
+    net = Seq2Seq(seq2seq_shape(cfg, corpus.src_vocab, corpus.tgt_vocab)).train()
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.train.lr)
     tokens, start = 0, time.perf_counter()
     for step, (src, lengths, prev, targets) in enumerate(loader):

@@ -24,7 +24,7 @@ class Schedule(Section):
 
     @model_validator(mode="after")
     def _cron(self) -> "Schedule":
-        from prefect.client.schemas.schedules import CronSchedule
+        from prefect.client.schemas.schedules import CronSchedule  # lazy: Prefect (~1 s); rnnlab server reads schedules without it
 
         try:
             CronSchedule(cron=self.cron, timezone=self.timezone)
@@ -56,7 +56,7 @@ def load_schedules(path: str | Path) -> list[tuple[Schedule, Path]]:
 def deployment_fields(schedule: Schedule, study_file: Path, root: Path | None = None) -> dict:
     """What a deployment of `study` carries: its name, cron schedule and parameters. With `root` (the checkout that
     workers pull), a study file inside it is given relative to it, so that it resolves on every worker machine."""
-    from prefect.schedules import Cron
+    from prefect.schedules import Cron  # lazy: Prefect (~1 s), as above
 
     if root is not None and study_file.is_relative_to(root):
         study_file = study_file.relative_to(root)
@@ -66,14 +66,14 @@ def deployment_fields(schedule: Schedule, study_file: Path, root: Path | None = 
 
 
 def deployments(path: str | Path) -> list:
-    from flows.study import study_flow
+    from flows.study import study_flow  # lazy: torch, Lightning (~6 s), only to register or serve
 
     return [study_flow.to_deployment(**deployment_fields(schedule, study_file))
             for schedule, study_file in load_schedules(path)]
 
 
 def serve(path: str | Path) -> None:
-    from prefect import serve as prefect_serve
+    from prefect import serve as prefect_serve  # lazy: Prefect (~1 s)
 
     prefect_serve(*deployments(path))
 
@@ -82,7 +82,7 @@ def deploy_to_pool(path: str | Path, pool: str, source: str | Path) -> list[tupl
     """Register the deployments on a Prefect work pool (created, of type `process`, if missing): whichever worker
     of the pool is free runs a scheduled study, after pulling `source` (this checkout's path, shared by the
     machines, or a git URL) as its working directory. Returns each schedule with its deployment's id."""
-    from prefect import get_client
+    from prefect import get_client  # lazy: Prefect and the flow (~6 s), only to register
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectNotFound
 

@@ -10,14 +10,18 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from prefect import flow, task
+import psutil
+import torch
+from prefect import flow, get_client, task
 from prefect.futures import wait
+from prefect.runtime import flow_run
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 
 from flows.train import run_steps
@@ -27,10 +31,10 @@ from rnnlab.study import Cell, Study, load_study, show
 from tasks import tracking
 from tasks.compare import as_json, comparison, log_comparison
 from tasks.outcome import DIVERGED, FAILED_TO_LEARN
+from tasks.fitting import cell_dir
+from tasks.steps import check_cells_fit, prepare_data
+from tasks.steps import data_key as corpus_key
 from tasks.verdict import answer
-from tasks.data import check_cells_fit, prepare_data
-from tasks.data import data_key as corpus_key
-from tasks.train import cell_dir
 
 
 class StudyFailed(RuntimeError):
@@ -72,8 +76,6 @@ def run_cell(cell: Cell, corpus: Any, study: str, parent_run_id: str, key: str, 
     """Train one cell, unless another process is training it (then wait for it) or has finished it meanwhile (then
     reuse its run). `fresh_since_ms` (with --force): only a run started after that counts as finished, and the
     cell's old checkpoints are discarded."""
-    import torch
-
     gc.enable()  # in case no start_cell_worker ran: a local Dask worker spawned by rnnlab.cli starts with it paused
     if threads:
         torch.set_num_threads(threads)
@@ -135,9 +137,6 @@ def settle_worker() -> None:
 def sweep_orphans(study: str) -> list[str]:
     """Cell runs left RUNNING by a study execution that is over (a worker or the study killed, on any machine)
     → KILLED. (Runs of dead processes on this host are swept by pid whenever a run opens.)"""
-    from prefect import get_client
-    from prefect.runtime import flow_run
-
     swept = []
     with get_client(sync_client=True) as prefect:
         for run in tracking.running_cells(study):
@@ -158,8 +157,6 @@ def sweep_orphans(study: str) -> list[str]:
 def close_stale(study: str, key: str | None, reason: str = "its worker ended before closing the run") -> None:
     """Cell runs of this execution (of one cell, or all) that their worker left RUNNING (it died, or was killed
     after the grace of an interrupt): KILLED, not left RUNNING."""
-    from prefect.runtime import flow_run
-
     for run in tracking.running_cells(study):
         tags = run.data.tags
         if key in (None, tags.get("rnnlab.cell_key")) and tags.get("prefect.flow_run_id") == str(flow_run.id):
@@ -214,7 +211,7 @@ def task_runner(study: Study) -> TaskRunner:
     cluster of `concurrency` single-threaded worker processes."""
     runner = study.config.runner
     if runner.kind == "dask":
-        from prefect_dask import DaskTaskRunner
+        from prefect_dask import DaskTaskRunner  # lazy: Dask (~1.3 s), only when a study asks for it
 
         if runner.address:
             return DaskTaskRunner(address=runner.address)
@@ -255,8 +252,6 @@ def workers_share_this_prefect_api() -> Iterator[None]:
     if os.environ.get("PREFECT_API_URL"):
         yield
         return
-    from prefect import get_client
-
     with get_client(sync_client=True) as prefect:
         os.environ["PREFECT_API_URL"] = str(prefect.api_url).rstrip("/")
     try:
@@ -312,10 +307,6 @@ def interrupt_workers(cells: list, grace: float = 5.0) -> None:
     """SIGINT to the cell workers (a terminal's Ctrl-C has sent them one already: they take the first only), then
     wait for their cells to end, each closing its run as KILLED; a worker still busy after `grace` seconds is
     killed (the caller closes its run)."""
-    import signal
-
-    import psutil
-
     workers = []
     for child in psutil.Process().children(recursive=True):
         try:  # the cell workers, not Prefect's own server process

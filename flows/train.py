@@ -9,10 +9,9 @@ from prefect import flow, task
 
 from rnnlab.config import RunConfig
 from tasks import tracking
-from tasks.data import prepare_data
-from tasks.evaluate import evaluate
+from tasks.fitting import FitResult
 from tasks.outcome import DIVERGED, Outcome, judge
-from tasks.train import FitResult, train
+from tasks.steps import evaluate, prepare_data, train
 
 
 @task(name="open-run")

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import metrics, optim
-from rnnlab.config import LMModelConfig, LMTrainConfig
+from models.settings import LMSettings
 
 CELLS = {"rnn_tanh": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -26,7 +26,7 @@ class RNNLM(nn.Module):
     One fused cuDNN/MKL module per layer, so a residual add can sit between layers at full kernel speed.
     """
 
-    def __init__(self, vocab_size: int, cfg: LMModelConfig):
+    def __init__(self, vocab_size: int, cfg: LMSettings):
         super().__init__()
         self.cfg = cfg
         cell = CELLS[cfg.cell]
@@ -65,19 +65,18 @@ def token_nll(model: RNNLM, inputs: torch.Tensor, targets: torch.Tensor, hidden:
     return nll.view_as(targets), hidden
 
 
-class LanguageModel(optim.ReuseNormForClipping, pl.LightningModule):
+class LanguageModel(optim.ReuseNormForClipping, metrics.ValidationNLL, pl.LightningModule):
     """Truncated BPTT over consecutive segments: the hidden state is carried from one segment to the next
     and detached, so gradients flow through `train.bptt` steps while context flows through the whole epoch."""
 
-    def __init__(self, vocab_size: int, model_cfg: dict, train_cfg: dict):
+    def __init__(self, vocab_size: int, settings: dict, optim_settings: dict):
+        """Settings as dicts (of LMSettings and OptimSettings fields): checkpoints keep them as plain data."""
         super().__init__()
         self.save_hyperparameters()
-        self.train_cfg = LMTrainConfig.model_validate(train_cfg)
-        self.net = RNNLM(vocab_size, LMModelConfig.model_validate(model_cfg))
+        self.optim = optim.OptimSettings(**optim_settings)
+        self.net = RNNLM(vocab_size, LMSettings(**settings))
         self._train_hidden: Hidden | None = None
         self._eval_hidden: Hidden | None = None
-        self._eval_nll = 0.0
-        self._eval_tokens = 0
 
     @staticmethod
     def tokens_in(batch: tuple[torch.Tensor, ...]) -> int:
@@ -93,16 +92,13 @@ class LanguageModel(optim.ReuseNormForClipping, pl.LightningModule):
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten())  # logged by the trainer's callbacks
 
     def on_validation_epoch_start(self) -> None:
-        self._eval_hidden, self._eval_nll, self._eval_tokens = None, 0.0, 0
+        super().on_validation_epoch_start()
+        self._eval_hidden = None
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         inputs, targets, mask = batch
         nll, self._eval_hidden = token_nll(self.net, inputs, targets, self._eval_hidden)
-        self._eval_nll += float((nll * mask).sum())
-        self._eval_tokens += int(mask.sum())
-
-    def on_validation_epoch_end(self) -> None:
-        metrics.log_validation_nll(self, self._eval_nll / max(self._eval_tokens, 1))
+        self.add_validation_nll(float((nll * mask).sum()), int(mask.sum()))
 
     def configure_optimizers(self) -> Any:
-        return optim.configure(self.parameters(), self.train_cfg, monitor="valid_nll", mode="min")
+        return optim.configure(self.parameters(), self.optim, monitor="valid_nll", mode="min")

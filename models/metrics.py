@@ -18,3 +18,20 @@ def log_validation_nll(module, mean_nll: float) -> None:
     module.log("valid_nll", mean_nll, logger=False)
     if module.logger is not None:
         module.logger.log_metrics({"valid_nll": mean_nll, "valid_ppl": perplexity(mean_nll)}, step=module.global_step)
+
+
+class ValidationNLL:
+    """LightningModule mixin: the NLL summed over a whole validation pass and divided by its tokens (token-weighted,
+    not a mean of batch means), reported by `log_validation_nll` at the end of the pass."""
+
+    _valid_nll, _valid_tokens = 0.0, 0
+
+    def on_validation_epoch_start(self) -> None:
+        self._valid_nll, self._valid_tokens = 0.0, 0
+
+    def add_validation_nll(self, nll: float, tokens: int) -> None:
+        self._valid_nll += nll
+        self._valid_tokens += tokens
+
+    def on_validation_epoch_end(self) -> None:
+        log_validation_nll(self, self._valid_nll / max(self._valid_tokens, 1))

@@ -1,4 +1,4 @@
-"""Optimizer and learning-rate schedule from a TrainConfig, in the form Lightning's configure_optimizers returns."""
+"""Optimizer and learning-rate schedule from their settings, in the form Lightning's configure_optimizers returns."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from typing import Any, Iterable
 
 import torch
 
-from rnnlab.config import TrainConfig
+from models.settings import OptimSettings
 
 
-def configure(parameters: Iterable[torch.nn.Parameter], cfg: TrainConfig, monitor: str, mode: str) -> Any:
+def configure(parameters: Iterable[torch.nn.Parameter], cfg: OptimSettings, monitor: str, mode: str) -> Any:
     """`monitor`/`mode` name the validation metric a plateau schedule watches (valid_ppl/min, valid_bleu/max)."""
     if cfg.optimizer == "sgd":
         optimizer = torch.optim.SGD(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -7,8 +7,7 @@ encoder, a source mask in attention, ignored targets in the loss.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -17,23 +16,9 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from models import metrics, optim
-from rnnlab.config import NMTTrainConfig
+from models.settings import Attention, Seq2SeqShape
 
 PAD = 0
-Attention = Literal["none", "dot", "general", "additive"]
-
-
-@dataclass(frozen=True)
-class Seq2SeqShape:
-    src_vocab: int
-    tgt_vocab: int
-    embedding_size: int = 256
-    hidden_size: int = 256
-    layers: int = 1
-    bidirectional: bool = True
-    residual: bool = False
-    attention: Attention = "dot"
-    dropout: float = 0.2
 
 
 def run_stack(layers: nn.ModuleList, x: torch.Tensor, lengths: torch.Tensor | None, states: list | None,
@@ -58,8 +43,6 @@ class Encoder(nn.Module):
         super().__init__()
         directions = 2 if shape.bidirectional else 1
         width = shape.hidden_size // directions  # outputs are hidden_size wide either way
-        if width * directions != shape.hidden_size:
-            raise ValueError(f"model.hidden_size={shape.hidden_size} must be even for a bidirectional encoder")
         self.embedding = nn.Embedding(shape.src_vocab, shape.embedding_size, padding_idx=PAD)
         sizes = [shape.embedding_size] + [shape.hidden_size] * shape.layers
         self.layers = nn.ModuleList(
@@ -147,15 +130,16 @@ def sequence_nll(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: f
     return loss, int((targets != PAD).sum())
 
 
-class Translator(optim.ReuseNormForClipping, pl.LightningModule):
+class Translator(optim.ReuseNormForClipping, metrics.ValidationNLL, pl.LightningModule):
     """Teacher-forced training with token-level cross entropy; validation perplexity is token-weighted."""
 
-    def __init__(self, shape: dict, train_cfg: dict):
+    def __init__(self, shape: dict, optim_settings: dict, label_smoothing: float = 0.0):
+        """Settings as dicts (of Seq2SeqShape and OptimSettings fields): checkpoints keep them as plain data."""
         super().__init__()
         self.save_hyperparameters()
         self.net = Seq2Seq(Seq2SeqShape(**shape))
-        self.train_cfg = NMTTrainConfig.model_validate(train_cfg)
-        self._nll, self._tokens = 0.0, 0
+        self.optim = optim.OptimSettings(**optim_settings)
+        self.label_smoothing = label_smoothing
 
     @staticmethod
     def tokens_in(batch: tuple[torch.Tensor, ...]) -> int:
@@ -163,20 +147,13 @@ class Translator(optim.ReuseNormForClipping, pl.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         src, lengths, prev, targets = batch
-        loss, count = sequence_nll(self.net(src, lengths, prev), targets, self.train_cfg.label_smoothing)
+        loss, count = sequence_nll(self.net(src, lengths, prev), targets, self.label_smoothing)
         return loss / count  # logged by the trainer's callbacks
-
-    def on_validation_epoch_start(self) -> None:
-        self._nll, self._tokens = 0.0, 0
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         src, lengths, prev, targets = batch
         nll, count = sequence_nll(self.net(src, lengths, prev), targets)
-        self._nll += float(nll)
-        self._tokens += count
-
-    def on_validation_epoch_end(self) -> None:
-        metrics.log_validation_nll(self, self._nll / max(self._tokens, 1))
+        self.add_validation_nll(float(nll), count)
 
     def configure_optimizers(self) -> Any:
-        return optim.configure(self.parameters(), self.train_cfg, monitor="valid_bleu_greedy", mode="max")
+        return optim.configure(self.parameters(), self.optim, monitor="valid_bleu_greedy", mode="max")

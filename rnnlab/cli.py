@@ -9,12 +9,15 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import sys
+import textwrap
+from pathlib import Path
 from typing import Any
 
 from rnnlab.env import (EnvironmentProblem, check_project, configure, disk_full, pause_gc_in_spawned_worker,
                         project_dir, release_reserve)
-from rnnlab import store
+from rnnlab import servers, store
 from rnnlab.processes import Interrupts, start_prefect_api
 
 pause_gc_in_spawned_worker()  # this module is re-imported first in the worker processes of a study
@@ -36,8 +39,6 @@ def positive_int(text: str) -> int:
 
 def existing_file(text: str) -> str:
     """An argparse type: an input file that exists, so a typo fails at once, naming it, before a model is loaded."""
-    from pathlib import Path
-
     if Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"{text}: a directory, not a file")
     if not Path(text).is_file():
@@ -143,18 +144,17 @@ def main(argv: list[str] | None = None) -> int:
         commands.choices[args.command].error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
-    from rnnlab.config import ConfigError
-    from rnnlab.servers import ServerError
+    from rnnlab.config import ConfigError  # lazy: pydantic (0.1 s), not needed by --help
 
     try:
         configure(verbose=args.verbose, read_only=args.command in READ_ONLY_COMMANDS)
         Interrupts.install()
         return args.handler(args)
-    except (ConfigError, LookupError, ServerError, EnvironmentProblem) as err:
+    except (ConfigError, LookupError, servers.ServerError, EnvironmentProblem) as err:
         print(f"rnnlab: error: {err}", file=sys.stderr)
         return 2
     except Exception as err:
-        from tasks.data import DataError
+        from tasks.corpus_files import DataError  # lazy: only on an error, and --help stays light
 
         if isinstance(err, DataError):
             print(f"rnnlab: error: {err}", file=sys.stderr)
@@ -195,7 +195,7 @@ def check_environment() -> None:
     reachable and sound; and runs that a dead process left RUNNING (a SIGKILL, a full disk) are marked KILLED."""
     check_project()
     store.check_store()  # before the heavy imports below: an unreachable server fails the command in a second
-    from tasks import tracking
+    from tasks import tracking  # lazy: MLflow and Prefect (~5 s of imports), after the store answered
 
     tracking.mark_orphans()
 
@@ -206,16 +206,16 @@ def quietly(as_json: bool) -> contextlib.AbstractContextManager:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from rnnlab import config
+    from rnnlab import config  # lazy, as every heavy import in a command: --help loads none of them
 
     cfg = config.load(args.config, args.overrides)
     with quietly(args.json):
         check_environment()
-        from tasks.data import prepare_corpus
+        from tasks.steps import prepare_corpus  # lazy: torch, Prefect (~6 s), after the cheap checks
 
         prepare_corpus(cfg)  # bad data fails here, with a clear message, before Prefect or MLflow start
         start_prefect_api()
-        from flows.train import train_flow
+        from flows.train import train_flow  # lazy: Lightning, only once the data is ready
         from tasks.tracking import tracking_uri
 
         result = train_flow(cfg)
@@ -228,12 +228,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from rnnlab.study import load_study
+    from rnnlab.study import load_study  # lazy: pydantic, not needed by --help
 
     study = load_study(args.study, args.overrides)  # every cell is validated here, before anything trains
     with quietly(args.json):
         check_environment()
-        from tasks.data import check_cells_fit, data_key, prepare_corpus
+        from tasks.steps import check_cells_fit, data_key, prepare_corpus  # lazy: torch, Prefect (~6 s)
 
         corpora = {data_key(c.config): c.config for c in study.cells}
         corpora = {key: prepare_corpus(config) for key, config in corpora.items()}  # bad data fails here, before
@@ -241,14 +241,14 @@ def cmd_study(args: argparse.Namespace) -> int:
         print(f"rnnlab: study '{study.name}': {len(study.variants)} variants × {len(study.config.seeds)} seed(s) "
               f"= {len(study.cells)} cells, {study.config.concurrency} at a time", file=sys.stderr)
         start_prefect_api()
-        from flows.study import StudyFailed, study_flow
+        from flows.study import StudyFailed, study_flow  # lazy: Lightning, only once the data is ready
 
         try:
             result = study_flow(args.study, args.overrides, args.force)
         except StudyFailed as err:
             print(f"rnnlab: study '{study.name}' failed: {err}", file=sys.stderr)
             return 1
-    from tasks.compare import comparison, formatted
+    from tasks.compare import comparison, formatted  # loaded by the flow already: costs nothing here
     from tasks.tracking import tracking_uri
 
     table = formatted(comparison(study.name, result["parent_run_id"]))
@@ -263,8 +263,6 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def answer_block(question: str, answer: str, factors: list[str]) -> str:
     """The question, the study's answer and what each factor changed, wrapped for a terminal."""
-    import textwrap
-
     lines = [f"Question: {question}"] if question else []
     lines.append(f"Answer: {answer}")
     lines += [f"- {line}" for line in factors]
@@ -272,8 +270,6 @@ def answer_block(question: str, answer: str, factors: list[str]) -> str:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     if args.csv:  # checked before the comparison is computed, not once it is done
         folder = Path(args.csv).resolve().parent
         if not folder.is_dir():
@@ -281,7 +277,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if Path(args.csv).is_dir():
             raise LookupError(f"--csv {args.csv}: a directory; give a file name, e.g. {Path(args.csv) / 'table.csv'}")
     with quietly(True):
-        from tasks.compare import as_json, comparison, formatted
+        from tasks.compare import as_json, comparison, formatted  # lazy: MLflow, pandas (~5 s)
         from tasks.verdict import answer
 
         store.read_only()
@@ -300,10 +296,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import os
-
     folder = Path(args.out) / args.study
     existing = next(p for p in (folder.resolve(), *folder.resolve().parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK):  # checked before the report is computed
@@ -311,7 +303,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                           f"{'not a folder' if not existing.is_dir() else 'not writable'}); choose a writable folder "
                           "with --out")
     with quietly(True):
-        from tasks.report import log_report, render
+        from tasks.report import log_report, render  # lazy: MLflow, matplotlib, scipy (~6 s)
 
         store.read_only()
         path, parent_run_id = render(args.study, args.parent_run, folder)
@@ -327,8 +319,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    from rnnlab import servers
-
     if args.action == "stop":
         stopped = servers.stop_all()
         return finish({"stopped": stopped}, args.json, f"rnnlab: stopped {', '.join(stopped) or 'nothing (none was running)'}")
@@ -350,10 +340,6 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 def use_prefect_server(command: str) -> str:
     """PREFECT_API_URL: the environment's, else this project's `rnnlab server`; without one, say how to start it."""
-    import os
-
-    from rnnlab import servers
-
     for variable, url in servers.project_urls().items():
         os.environ.setdefault(variable, url)  # this project's servers, unless the environment names others
     if not os.environ.get("PREFECT_API_URL"):
@@ -364,18 +350,12 @@ def use_prefect_server(command: str) -> str:
 
 
 def tracking_target() -> str:
-    import os
-
     return os.environ.get("MLFLOW_TRACKING_URI", "the local SQLite store")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import os
-
-    from rnnlab import servers
-
     api = use_prefect_server("serve")
-    from flows.deploy import load_schedules, serve
+    from flows.deploy import load_schedules, serve  # lazy: Prefect (~1 s)
 
     schedules = load_schedules(args.schedules)  # every study is validated before anything is registered
     servers.write_state(servers.SERVE, pid=os.getpid(), schedules=str(args.schedules))
@@ -387,7 +367,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     api = use_prefect_server(f"deploy --pool {args.pool}")
-    from flows.deploy import CHECKOUT, deploy_to_pool
+    from flows.deploy import CHECKOUT, deploy_to_pool  # lazy: Prefect (~1 s)
 
     source = args.source or str(CHECKOUT)
     with quietly(args.json):
@@ -400,8 +380,6 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    import os
-
     api = use_prefect_server(f"worker --pool {args.pool}")
     command = [os.path.join(os.path.dirname(sys.executable), "prefect"), "worker", "start", "--pool", args.pool,
                "--type", "process", "--limit", str(args.limit)]
@@ -415,11 +393,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise LookupError("give either --file (language model) or both --src and --ref (translation)")
     with quietly(args.json):
         if args.file:
-            from tasks.evaluate import evaluate_file
+            from tasks.lm import evaluate_file  # lazy: torch, Lightning (~5 s)
 
             metrics = evaluate_file(args.run_id, args.file)
         else:
-            from tasks.nmt import evaluate_pair
+            from tasks.nmt import evaluate_pair  # lazy: torch, Lightning (~5 s)
 
             metrics = evaluate_pair(args.run_id, args.src, args.ref)
     shown = ", ".join(f"{k.rpartition('.')[2]} {v:.2f}" for k, v in metrics.items() if k.endswith(("ppl", "bleu", "chrf")))
@@ -429,7 +407,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_translate(args: argparse.Namespace) -> int:
     with contextlib.redirect_stdout(sys.stderr):
-        from tasks.nmt import translate_file
+        from tasks.nmt import translate_file  # lazy: torch, Lightning (~5 s)
 
         translations = translate_file(args.run_id, args.input, args.beam)
     sys.stdout.write("".join(t + "\n" for t in translations))
@@ -437,9 +415,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    import os
-
-    from tasks import tracking
+    from tasks import tracking  # lazy: MLflow (~5 s)
 
     store.read_only()
     uri = store.tracking_uri()
@@ -452,11 +428,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from rnnlab import config
+    from rnnlab import config  # lazy, as every heavy import in a command: --help loads none of them
 
     cfg = config.load(None, args.overrides)
     with quietly(args.json):
-        from tasks.data import prepare_corpus
+        from tasks.steps import prepare_corpus  # lazy: torch, Prefect (~6 s)
 
         corpus = prepare_corpus(cfg)
     sizes = getattr(corpus, "tokens", None) or corpus.pairs

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from models.settings import check_encoder_split
+
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key and what is allowed."""
@@ -145,9 +147,7 @@ class NMTModelConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> "NMTModelConfig":
-        if self.bidirectional and self.hidden_size % 2:
-            raise ValueError(f"model.hidden_size={self.hidden_size} must be even with model.bidirectional=true "
-                             "(each direction gets half)")
+        check_encoder_split(self.hidden_size, self.bidirectional)
         return self
 
 

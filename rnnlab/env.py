@@ -4,7 +4,11 @@ Everything is `setdefault`: a user's own environment always wins.
 """
 
 import ctypes
+import errno
+import gc
 import os
+import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -29,9 +33,6 @@ MIN_FREE_MB = 50
 
 def check_project() -> Path:
     """The project directory can be written and has room for a run."""
-    import shutil
-    import tempfile
-
     home = project_dir()
     try:
         with tempfile.TemporaryFile(dir=home):
@@ -66,8 +67,6 @@ def release_reserve() -> None:
 def disk_full(err: BaseException | None) -> str | None:
     """What ran out of space, in a line, if `err` (or what caused it) is a full disk: the OS's ENOSPC, SQLite's
     "database or disk is full", torch's "file write failed"."""
-    import errno
-
     seen = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
@@ -152,8 +151,6 @@ def pause_gc_in_spawned_worker() -> None:
     (`flows.study.start_cell_worker`; a cell re-enables it too, for workers that other pools spawn). Runs at import of
     the main module, which a spawned child imports first."""
     if sys.orig_argv[-1:] == ["--multiprocessing-fork"]:  # how multiprocessing starts the interpreter it spawns
-        import gc
-
         gc.disable()
         # And die with the study from now on, not only once the worker's initializer runs after its imports: a
         # study killed during those seconds left a worker that went on to train and record a cell on its own.
@@ -174,8 +171,6 @@ def expect_workers() -> None:
 def die_with_parent() -> None:
     """In a worker process: be killed when the process that started it dies (even by SIGKILL), so an interrupted
     study leaves no orphan training on. Linux only; elsewhere a no-op."""
-    import signal
-
     if sys.platform.startswith("linux"):
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)

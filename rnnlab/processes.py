@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import atexit
 import fcntl
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
-from rnnlab.env import EnvironmentProblem, project_dir
+from rnnlab.env import EnvironmentProblem, project_dir, verbose
 
 
 class ServerStartError(EnvironmentProblem):
@@ -47,7 +49,7 @@ def start_prefect_api(timeout: float = 120.0) -> str | None:
     signal is tied to the thread that started the child."""
     if os.environ.get("PREFECT_API_URL"):
         return None
-    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.server.api.server import SubprocessASGIServer  # lazy: Prefect (~1 s), not for --help
 
     class TemporaryServer(SubprocessASGIServer):
         def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
@@ -102,8 +104,6 @@ def start_prefect_api(timeout: float = 120.0) -> str | None:
 
 
 def _healthy(url: str) -> bool:
-    import urllib.request
-
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return response.status == 200
@@ -148,13 +148,9 @@ def quiet_interrupt_reports() -> None:
     """An interrupt, or a full disk, is reported in one line by rnnlab: not also as Prefect's "Crash detected!"
     errors and MLflow's database errors, with their tracebacks, for every task, flow and write that it stopped
     (they show with -v)."""
-    import logging
-
-    from rnnlab.env import verbose
-
     if verbose():
         return
-    from prefect.logging.configuration import ensure_logging_setup
+    from prefect.logging.configuration import ensure_logging_setup  # lazy: Prefect (~1 s), not for --help
 
     ensure_logging_setup()  # Prefect sets its handlers up on first use: add the filter to them, not to none
 

@@ -7,6 +7,8 @@ import contextlib
 import os
 import sqlite3
 import tempfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from rnnlab.env import EnvironmentProblem, project_dir
@@ -81,9 +83,6 @@ def check_local_store(uri: str, write: bool) -> None:
 def check_remote_store(uri: str, timeout: float = 5.0) -> None:
     """A tracking server answers (any HTTP answer will do), within `timeout` seconds, instead of after minutes of
     retries."""
-    import urllib.error
-    import urllib.request
-
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
             pass

@@ -26,7 +26,7 @@ SET_BY_STUDY = {
     "run_name": "each cell's run is named after its variant and seed (e.g. cell=lstm,seed=1)",
 }
 
-# What every run logs, whatever its task: the training summary (tasks/train.py fit_module, flows/train.py record).
+# What every run logs, whatever its task: the training summary (tasks/fitting.py fit_module, flows/train.py record).
 SUMMARY_METRICS = ("train_loss", "train_seconds", "fit_seconds", "eval_seconds", "tokens_per_second", "train_steps",
                    "clipped_share", "max_grad_norm")
 
@@ -34,7 +34,7 @@ SUMMARY_METRICS = ("train_loss", "train_seconds", "fit_seconds", "eval_seconds",
 def logged_metrics(cfg: RunConfig) -> list[str]:
     """The metrics a trained run of `cfg` logs, so the ones a study can be decided by: those of validation during
     training (models/metrics.py, tasks/nmt.py ValidationBLEU), each split's final scores for the splits in
-    eval.splits (tasks/evaluate.py score_splits, tasks/nmt.py score_translations) and the summary."""
+    eval.splits (tasks/lm.py score_lm, tasks/nmt.py score_translations) and the summary."""
     if cfg.task == "nmt":
         during = ["valid_bleu_greedy", "valid_ppl", "valid_nll"]
         scores = ["bleu", "chrf", "bleu_greedy", "chrf_greedy", "ppl", "sentences_per_second",
@@ -218,8 +218,29 @@ def check_metric(path: Path, cfg: StudyConfig, cells: list[Cell]) -> None:
                           f"{cells[0].config.task} runs log; choose one of: {', '.join(allowed)}")
 
 
+_LOADED: dict[tuple, tuple[str, Study]] = {}
+
+
+def file_text(path: Path) -> str | None:
+    return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
+
+
 def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
+    """A study file with its overrides, loaded and every cell validated; once per process while the study file and
+    its base config read the same (small files: their text is the key): `rnnlab study` loads the study before its
+    flow starts, and the flow loads it again."""
     path = Path(path)
+    key = (str(path.resolve()), file_text(path), tuple(overrides or []))
+    if key in _LOADED:
+        base_text, study = _LOADED[key]
+        if file_text((path.parent / study.config.base).resolve()) == base_text:
+            return study
+    study = read_study(path, overrides)
+    _LOADED[key] = (file_text((path.parent / study.config.base).resolve()), study)
+    return study
+
+
+def read_study(path: Path, overrides: list[str] | None = None) -> Study:
     study_over, run_over = split_overrides(overrides or [])
     tree = deep_merge(read_yaml(path), study_over)
     try:

@@ -196,8 +196,15 @@ def formatted(c: Comparison) -> pd.DataFrame:
     return shown
 
 
+def md_table(frame: pd.DataFrame) -> str:
+    """A Markdown table (pandas' to_markdown): floats with 2 decimals (3 significant digits when huge), text exactly
+    as written (no number parsing: "1.50" stays "1.50")."""
+    shown = frame.apply(lambda column: column.map(lambda v: number(v) if isinstance(v, float) else str(v)))
+    return shown.to_markdown(index=False, disable_numparse=True) + "\n"
+
+
 def as_markdown(c: Comparison) -> str:
-    return (formatted(c).to_markdown(index=False) + f"\n\n\\* best {c.metric} among variants with a trained seed. "
+    return (md_table(formatted(c)) + f"\n\\* best {c.metric} among variants with a trained seed. "
             "Statistics are over the seeds that trained, and no others; a perplexity is a geometric mean (its 95% "
             "interval is a Student-t interval on log perplexity), other figures mean ± std.\n")
 

@@ -10,27 +10,28 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-import yaml
 from lightning.pytorch.callbacks import Callback
 from sacrebleu.metrics import BLEU, CHRF
 from torch.utils.data import DataLoader, Sampler
 
 from models.metrics import perplexity
 from models.search import beam_search, greedy
-from models.seq2seq import PAD, Seq2Seq, Seq2SeqShape, Translator, sequence_nll
-from rnnlab.config import NMTRunConfig, build
-from tasks.data import read_lines
-from tasks.evaluate import finished_run, metric_name, run_file
-from tasks.parallel import BOS, EOS, ParallelCorpus, processor, read_pairs
-from tasks.train import FitResult, fit_module, load_weights, seed_and_threads
+from models.seq2seq import PAD, Seq2Seq, Translator, sequence_nll
+from rnnlab.config import NMTRunConfig
+from tasks.corpus_files import read_lines
+from tasks.fitting import FitResult, fit_module, load_trained, seed_and_threads
+from tasks.model_settings import as_dict, optim_settings, seq2seq_shape
+from tasks.nmt_corpus import BOS_ID, EOS_ID, ParallelCorpus, processor, read_pairs
+from tasks.scoring import metric_name, recorded_config, run_file, score_each_split
 from tasks.tracking import get_run, log_artifact, log_metrics, set_tags
 
 Pairs = dict[str, list[torch.Tensor]]
 
 
 def collate(items: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
-    """→ src [B, S] (each ending in EOS, so no source is empty), lengths, decoder input (BOS + y), targets (y + EOS)."""
-    eos, bos = torch.tensor([EOS]), torch.tensor([BOS])
+    """→ src [B, S] (each ending in EOS_ID, so no source is empty), lengths, decoder input (BOS_ID + y),
+    targets (y + EOS_ID)."""
+    eos, bos = torch.tensor([EOS_ID]), torch.tensor([BOS_ID])
     src = [torch.cat([s.long(), eos]) for s, _ in items]
     prev = [torch.cat([bos, t.long()]) for _, t in items]
     targets = [torch.cat([t.long(), eos]) for _, t in items]
@@ -74,10 +75,6 @@ class BucketBatches(Sampler[list[int]]):
             yield batches[i]
 
 
-def shape_of(cfg: NMTRunConfig, src_vocab: int, tgt_vocab: int) -> dict:
-    return {"src_vocab": src_vocab, "tgt_vocab": tgt_vocab, **cfg.model.model_dump()}
-
-
 @torch.no_grad()
 def translate_ids(net: Seq2Seq, sources: list[torch.Tensor], batch_size: int, beam: int = 1,
                   length_penalty: float = 1.0, max_len_ratio: float = 2.0) -> list[list[int]]:
@@ -91,9 +88,9 @@ def translate_ids(net: Seq2Seq, sources: list[torch.Tensor], batch_size: int, be
         src, lengths, _, _ = collate([(sources[i], sources[i][:0]) for i in index])
         src, lengths = src.to(device), lengths.to(device)
         if beam == 1:
-            hyps = greedy(net, src, lengths, BOS, EOS, max_len_ratio)
+            hyps = greedy(net, src, lengths, BOS_ID, EOS_ID, max_len_ratio)
         else:
-            hyps = beam_search(net, src, lengths, BOS, EOS, beam, max_len_ratio, length_penalty)
+            hyps = beam_search(net, src, lengths, BOS_ID, EOS_ID, beam, max_len_ratio, length_penalty)
         for i, hyp in zip(index, hyps):
             out[i] = hyp
     return out
@@ -132,15 +129,14 @@ def fit_nmt(cfg: NMTRunConfig, corpus: ParallelCorpus, run_id: str, workdir: str
     train_loader = DataLoader(PairDataset(train), batch_sampler=BucketBatches(lengths, cfg.train.batch_size, cfg.seed),
                               collate_fn=collate)
     valid_loader = DataLoader(PairDataset(valid), batch_size=cfg.eval.batch_size, collate_fn=collate)
-    module = Translator(shape_of(cfg, corpus.src_vocab, corpus.tgt_vocab), cfg.train.model_dump())
+    module = Translator(as_dict(seq2seq_shape(cfg, corpus.src_vocab, corpus.tgt_vocab)), as_dict(optim_settings(cfg)),
+                        cfg.train.label_smoothing)
     return fit_module(cfg, module, train_loader, valid_loader, run_id, monitor="valid_bleu_greedy", mode="max",
                       vocab_size=corpus.output_vocab, callbacks=(ValidationBLEU(corpus, cfg),), workdir=workdir)
 
 
 def load_translator(cfg: NMTRunConfig, src_vocab: int, tgt_vocab: int, checkpoint: str | Path) -> Seq2Seq:
-    net = Seq2Seq(Seq2SeqShape(**shape_of(cfg, src_vocab, tgt_vocab)))
-    net.load_state_dict(load_weights(checkpoint))
-    return net.eval()
+    return load_trained(Seq2Seq(seq2seq_shape(cfg, src_vocab, tgt_vocab)), checkpoint)
 
 
 @torch.no_grad()
@@ -183,21 +179,18 @@ def score_translations(net: Seq2Seq, cfg: NMTRunConfig, sources: list[torch.Tens
 def score_nmt(cfg: NMTRunConfig, corpus: ParallelCorpus, run_id: str, fitted: FitResult) -> dict[str, float]:
     net = load_translator(cfg, corpus.src_vocab, corpus.tgt_vocab, fitted.checkpoint)
     detok = processor(corpus.model_path("tgt"))
-    metrics: dict[str, float] = {}
-    for split in cfg.eval.splits:
-        if split in corpus.pairs:
-            pairs = corpus.load(split)
-            metrics.update(score_translations(net, cfg, pairs["src"], corpus.references(split), detok, run_id, split, pairs))
-    log_metrics(run_id, metrics, step=fitted.steps)
-    return metrics
+
+    def score(split: str) -> dict[str, float]:
+        pairs = corpus.load(split)
+        return score_translations(net, cfg, pairs["src"], corpus.references(split), detok, run_id, split, pairs)
+
+    return score_each_split(run_id, cfg.eval.splits, corpus.pairs, fitted.steps, score)
 
 
 def load_run(run_id: str, tmp: str, purpose: str = "use") -> tuple[NMTRunConfig, Seq2Seq, object, object]:
-    finished_run(run_id, purpose)
-    cfg = build(yaml.safe_load(run_file(run_id, "config.yaml", tmp).read_text()), f"run {run_id} config.yaml")
-    if cfg.task != "nmt":
-        raise LookupError(f"run {run_id} is a {cfg.task} run, not a translation run (task: nmt); a language model "
-                          "is scored with `rnnlab evaluate RUN --file FILE`")
+    """(config, net, source and target subword models) of a recorded translation run."""
+    _, cfg = recorded_config(run_id, tmp, "nmt", purpose, ", not a translation run (task: nmt); a language model "
+                               "is scored with `rnnlab evaluate RUN --file FILE`")
     src_sp = processor(run_file(run_id, "subwords/src.model", tmp))
     tgt_sp = processor(run_file(run_id, "subwords/tgt.model", tmp))
     net = load_translator(cfg, src_sp.get_piece_size(), tgt_sp.get_piece_size(),

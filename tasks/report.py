@@ -23,7 +23,7 @@ import yaml
 from prefect import task
 
 from tasks import plots, stats, tracking
-from tasks.compare import Comparison, as_markdown, cell_results, compare, number, read_text
+from tasks.compare import Comparison, as_markdown, cell_results, compare, md_table, number, read_text
 from tasks.outcome import TRAINED, WORDS
 from tasks.verdict import Answer, answer, factor
 
@@ -71,12 +71,6 @@ def significance(c: Comparison, task_kind: str) -> pd.DataFrame:
                          "best_value": result.system, "difference": result.difference, "ci_low": result.ci_low,
                          "ci_high": result.ci_high, "p_value": result.p_value, "significant": result.significant})
     return pd.DataFrame(rows)
-
-
-def md_table(frame: pd.DataFrame) -> str:
-    """A Markdown table: floats with 2 decimals (3 significant digits when huge), text exactly as written."""
-    shown = frame.apply(lambda column: column.map(lambda v: number(v) if isinstance(v, float) else str(v)))
-    return shown.to_markdown(index=False, disable_numparse=True) + "\n"
 
 
 def answer_section(c: Comparison, answer: Answer) -> str:

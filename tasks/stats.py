@@ -177,7 +177,7 @@ def bleu_bootstrap(system: list[str], baseline: list[str], references: list[str]
     difference should not be attributed to chance"); a report must not call identical systems different, so an
     observed difference of exactly zero is reported as p = 1. sacrebleu gives an interval for each system's
     score, not for the difference: the interval here is left empty."""
-    from sacrebleu.metrics import BLEU
+    from sacrebleu.metrics import BLEU  # lazy: sacrebleu, for translation studies only
     from sacrebleu.significance import PairedTest
 
     os.environ.setdefault("SACREBLEU_SEED", str(SEED))

@@ -23,11 +23,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+import mlflow
+import torch
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
 
 from rnnlab import store
 from rnnlab.env import EnvironmentProblem, disk_full, pid_alive, project_dir, release_reserve
@@ -121,8 +123,6 @@ def cpu_model() -> str:
 
 
 def provenance_tags() -> dict[str, str]:
-    import torch
-
     tags = {"rnnlab.code_version": code_version(), **git_state(), "python": platform.python_version(),
             "host": socket.gethostname(), "pid": str(os.getpid()), "platform": platform.platform(),
             "torch.threads": str(torch.get_num_threads()), "cuda": str(torch.cuda.is_available()).lower(),
@@ -138,7 +138,7 @@ def provenance_tags() -> dict[str, str]:
             tags[f"pkg.{name}"] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             pass
-    from prefect.runtime import deployment, flow_run
+    from prefect.runtime import deployment, flow_run  # lazy: Prefect (~1 s), which `rnnlab compare` never needs
 
     if flow_run.id:
         tags["prefect.flow_run_id"] = str(flow_run.id)
@@ -166,24 +166,19 @@ def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
 
 def log_params(run_id: str, params: Mapping[str, Any], mlflow: MlflowClient | None = None) -> None:
     mlflow = mlflow or client()
-    items = [Param(k, "null" if v is None else str(v)) for k, v in params.items()]
-    for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
-        mlflow.log_batch(run_id, params=items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
+    # MlflowClient.log_batch splits a batch into the chunks the store accepts
+    mlflow.log_batch(run_id, params=[Param(k, "null" if v is None else str(v)) for k, v in params.items()])
 
 
 def set_tags(run_id: str, tags: Mapping[str, Any], mlflow: MlflowClient | None = None) -> None:
     mlflow = mlflow or client()
-    items = [RunTag(k, str(v)) for k, v in tags.items()]
-    for i in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
-        mlflow.log_batch(run_id, tags=items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
+    mlflow.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
 def log_metrics(run_id: str, metrics: Mapping[str, float], step: int = 0, mlflow: MlflowClient | None = None) -> None:
     mlflow = mlflow or client()
     now = int(time.time() * 1000)
-    items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-    for i in range(0, len(items), MAX_METRICS_PER_BATCH):
-        mlflow.log_batch(run_id, metrics=items[i : i + MAX_METRICS_PER_BATCH])
+    mlflow.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
 
 def open_run(experiment: str, run_name: str | None, params: Mapping[str, Any], tags: Mapping[str, str],
@@ -261,8 +256,6 @@ def finished_run(experiment: str, cell_key: str) -> dict[str, Any] | None:
 
 def study_runs(experiment: str, parent_run_id: str | None = None):
     """(the study execution's parent run, a DataFrame of every cell run of the study) via search_runs."""
-    import mlflow
-
     found = client().get_experiment_by_name(experiment)
     if found is None:
         raise LookupError(f"no study '{experiment}' in the tracking store {tracking_uri()}")
@@ -324,8 +317,6 @@ def download_artifact(run_id: str, path: str, dst: str | Path) -> Path:
 
 
 def get_run(run_id: str):
-    from mlflow.exceptions import MlflowException
-
     try:
         return client().get_run(run_id)
     except MlflowException as err:
@@ -394,9 +385,8 @@ class MlflowMetricsLogger(Logger):
             try:
                 if metrics is None:
                     return
-                for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
-                    self.experiment.log_batch(self.run_id, metrics=metrics[i : i + MAX_METRICS_PER_BATCH])
-                    self.batches_sent += 1
+                self.experiment.log_batch(self.run_id, metrics=metrics)  # chunked by MlflowClient as the store needs
+                self.batches_sent += 1
             except BaseException as err:  # re-raised on the training thread at the next flush
                 self._error = err
             finally:

@@ -9,10 +9,8 @@ import pytest
 
 from rnnlab import config
 from tasks import tracking
-from tasks.data import DataError
-from tasks.parallel import prepare_parallel_corpus, processor
 
-from conftest import DATA_DIR, REPO, rnnlab_command
+from conftest import REPO, rnnlab_command
 
 WORDS = "red green blue black white small big old young tall short happy".split()
 NMT_CONFIG = REPO / "conf" / "runs" / "multi30k_deen.yaml"
@@ -93,39 +91,6 @@ def test_cli_translate_and_evaluate_reproduce_the_flow_scores(learned, reversal,
     result = json.loads(scored.stdout.splitlines()[-1])["metrics"]
     assert result["file.test.src_bleu"] == pytest.approx(metrics["test_bleu"])
     assert result["file.test.src_chrf_greedy"] == pytest.approx(metrics["test_chrf_greedy"])
-
-
-def test_subword_detokenization_gives_back_the_raw_references(tmp_path):
-    corpus = tmp_path / "m30k"
-    corpus.mkdir()
-    for split, stem in (("train", "train"), ("valid", "val"), ("test", "test_2016_flickr")):
-        for lang in ("de", "en"):
-            lines = (DATA_DIR / "multi30k" / f"{stem}.{lang}").read_text().splitlines(keepends=True)
-            (corpus / f"{split}.{lang}").write_text("".join(lines[:400]))
-    prepared = prepare_parallel_corpus(str(corpus), "de", "en", vocab_size=500, max_len=100)
-    detok = processor(prepared.model_path("tgt"))
-    decoded = detok.decode([t.tolist() for t in prepared.load("train")["tgt"]])
-    assert decoded == (corpus / "train.en").read_text().splitlines()  # cased, untokenized, byte for byte
-    assert prepared.references("test") == (corpus / "test.en").read_text().splitlines()  # BLEU's references: raw
-
-
-def test_parallel_files_of_different_lengths_are_named_with_both_counts(tmp_path):
-    corpus = write_reversal_corpus(tmp_path / "c")
-    (corpus / "valid.tgt").write_text("one line only\n")
-    with pytest.raises(DataError, match=rf"{corpus / 'valid.src'} has 100 lines, {corpus / 'valid.tgt'} has 1"):
-        prepare_parallel_corpus(str(corpus), "src", "tgt", vocab_size=40, max_len=100)
-
-
-def test_long_or_empty_training_pairs_are_filtered_and_counted_but_test_pairs_never(tmp_path):
-    corpus = write_reversal_corpus(tmp_path / "c")
-    long_line = " ".join(["red"] * 200)
-    for split in ("train", "test"):
-        for side in ("src", "tgt"):
-            with open(corpus / f"{split}.{side}", "a") as f:
-                f.write(f"{long_line}\n" + ("\n" if split == "train" and side == "src" else "red\n"))
-    prepared = prepare_parallel_corpus(str(corpus), "src", "tgt", vocab_size=40, max_len=50)
-    assert prepared.filtered["train"] == 2 and prepared.pairs["train"] == 3000
-    assert prepared.pairs["test"] == 102 and prepared.filtered["test"] == 0
 
 
 def test_language_model_scoring_of_a_translation_run_is_refused_clearly(learned, reversal):

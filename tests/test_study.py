@@ -118,3 +118,13 @@ def test_a_study_is_decided_by_a_metric_its_runs_log(tmp_path, name, overrides, 
     else:
         with pytest.raises(ConfigError, match=rf"metric.name='{name}' is not a metric .* choose one of: valid_ppl, "):
             load_study(path, overrides)
+
+
+def test_a_study_is_loaded_once_per_process_while_its_files_read_the_same(tmp_path):
+    """`rnnlab study` loads the study before its flow starts and the flow loads it again: the second is the first."""
+    path = write_study(tmp_path, seeds=[1, 2])
+    first = load_study(path, ["concurrency=1"])
+    assert load_study(path, ["concurrency=1"]) is first
+    assert load_study(path, ["concurrency=2"]) is not first
+    write_study(tmp_path, seeds=[1, 3])
+    assert [c.seed for c in load_study(path, ["concurrency=1"]).cells[:2]] == [1, 3]

@@ -1,4 +1,5 @@
-"""Training on tiny real data: truncated BPTT, clipping with the pre-clip norm logged, schedules, seeds, checkpoints."""
+"""The shared fitting floor on tiny real data (through the language-model wing): truncated BPTT, clipping with the
+pre-clip norm logged, schedules, seeds, checkpoints, the blow-up rule, resuming."""
 
 import math
 from pathlib import Path
@@ -9,8 +10,9 @@ import torch
 
 from models.lm import LanguageModel
 from tasks import tracking
-from tasks.data import prepare_lm_corpus
-from tasks.train import fit_lm, lm_columns, load_weights, segment_loader
+from tasks.fitting import load_weights
+from tasks.lm import fit_lm, segment_loader
+from tasks.lm_corpus import prepare_lm_corpus
 
 
 def fit(cfg, callbacks=()):
@@ -48,16 +50,6 @@ class Recorder(pl.Callback):
         grads = [p.grad for p in module.parameters() if p.grad is not None]
         self.post_clip_norms.append(float(torch.nn.utils.get_total_norm(grads)))
         self.max_abs_grads.append(max(float(g.abs().max()) for g in grads))
-
-
-def test_columns_keep_every_token_in_order():
-    ids = torch.arange(1, 11)
-    inputs, targets, mask = lm_columns(ids, eos_id=0, batch_size=3, pad=True)
-    assert targets.t().reshape(-1)[:10].tolist() == ids.tolist()
-    assert inputs.t().reshape(-1)[:10].tolist() == [0, *range(1, 10)]  # each target's previous token
-    assert mask.sum() == 10
-    trimmed = lm_columns(ids, eos_id=0, batch_size=3, pad=False)[1]
-    assert trimmed.shape == (3, 3)
 
 
 def test_hidden_state_is_carried_across_segments_and_reset_each_epoch(tiny_cfg):
@@ -179,7 +171,7 @@ class FakeTrainer:
     ([50.0] * 40, 15),  # blown up from the start: stopped as soon as warm-up (5) and one window (10) are past
 ])
 def test_the_blow_up_rule_watches_the_mean_loss_over_a_window_after_warm_up(losses, stop_at):
-    from tasks.train import TrainingLoss
+    from tasks.fitting import TrainingLoss
 
     rule = TrainingLoss(math.log(100), ratio=1.5, window=10, after=5)
     trainer = FakeTrainer()
@@ -194,7 +186,7 @@ def test_the_blow_up_rule_watches_the_mean_loss_over_a_window_after_warm_up(loss
 
 
 def test_a_checkpoint_cut_off_mid_write_is_set_aside_instead_of_resumed(tmp_path):
-    from tasks.train import resumable
+    from tasks.fitting import resumable
 
     broken = tmp_path / "last.ckpt"
     broken.write_bytes(b"PK\x03\x04 half a zip file")
@@ -204,7 +196,7 @@ def test_a_checkpoint_cut_off_mid_write_is_set_aside_instead_of_resumed(tmp_path
 
 
 def test_a_checkpoint_that_does_not_fit_the_model_is_set_aside_instead_of_resumed(tmp_path, capsys):
-    from tasks.train import resumable
+    from tasks.fitting import resumable
 
     model = LanguageModel(10, {"hidden_size": 4, "embedding_size": 4}, {})
     checkpoint = tmp_path / "last.ckpt"

@@ -6,23 +6,21 @@ valid and test sets are kept whole, and their raw target lines are the reference
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import shutil
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from rnnlab.config import DataConfig
-from rnnlab.env import project_dir
-from tasks.data import (CONTENTS, DataError, SourceFile, cache_root, contents_sha256, data_dir, download_missing,
-                        read_lines, sha256_file, verified_cache)
+
+from models.seq2seq import PAD
+from rnnlab.config import NMTRunConfig, ParallelDataConfig
+from tasks.corpus_files import (DataError, PreparedCorpus, SourceFile, cache_key, cache_root, data_dir,
+                                fetch_if_missing, read_lines, sha256_file, user_folder, verified_cache)
 
 FORMAT_VERSION = "parallel-spm-v1"
-PAD, BOS, EOS, UNK = 0, 1, 2, 3
+BOS_ID, EOS_ID, UNK_ID = 1, 2, 3  # subword ids; padding is the model's PAD (0)
 
 _M30K = "https://raw.githubusercontent.com/multi30k/dataset/a3d2e0d26b56f3846f66a952536ffed4e401d05a/data/task1/raw"
 _CHREN = "https://raw.githubusercontent.com/amanchadha/stanford-cs224n-assignments-2021/20ede2ff6b419bab8bed6355ae01e4baf6e37cef/a4/chr_en_data"
@@ -65,19 +63,14 @@ KNOWN_PARALLEL: dict[str, ParallelSpec] = {
 
 
 @dataclass(frozen=True)
-class ParallelCorpus:
-    """A prepared parallel corpus: paths and facts only (passes between Prefect tasks)."""
-
-    name: str
-    cache_dir: str
-    checksum: str
+class ParallelCorpus(PreparedCorpus):
     src_vocab: int
     tgt_vocab: int
     pairs: dict[str, int] = field(hash=False)
     filtered: dict[str, int] = field(hash=False)
 
     def model_path(self, side: str) -> Path:
-        return Path(self.cache_dir) / f"{side}.model"
+        return self.cached(f"{side}.model")
 
     @property
     def output_vocab(self) -> int:
@@ -85,7 +78,7 @@ class ParallelCorpus:
         return self.tgt_vocab
 
     def load(self, split: str) -> dict[str, list[torch.Tensor]]:
-        return torch.load(Path(self.cache_dir) / f"{split}.pt", weights_only=True)
+        return torch.load(self.cached(f"{split}.pt"), weights_only=True)
 
     def facts(self) -> dict[str, str]:
         return {"data.src_vocab": str(self.src_vocab), "data.tgt_vocab": str(self.tgt_vocab),
@@ -97,38 +90,31 @@ class ParallelCorpus:
         return {"subwords": [self.model_path("src"), self.model_path("tgt")]}
 
     def references(self, split: str) -> list[str]:
-        return json.loads((Path(self.cache_dir) / "references.json").read_text())[split]
+        return json.loads(self.cached("references.json").read_text())[split]
 
 
-def locate_pairs(corpus: str, src: str, tgt: str, directory: Path, download: bool) -> tuple[str, dict[str, tuple[Path, Path]]]:
-    if corpus in KNOWN_PARALLEL:
-        spec = KNOWN_PARALLEL[corpus]
-        folder = directory / spec.folder
-        for lang in (src, tgt):
+def locate_pairs(cfg: ParallelDataConfig) -> tuple[str, dict[str, tuple[Path, Path]]]:
+    """Find (and, for a known corpus, fetch if missing) the src/tgt files of each split; a test split is optional."""
+    if cfg.corpus in KNOWN_PARALLEL:
+        spec = KNOWN_PARALLEL[cfg.corpus]
+        folder = data_dir(cfg) / spec.folder
+        for lang in (cfg.src, cfg.tgt):
             if lang not in spec.languages:
-                raise DataError(f"data.src/data.tgt: corpus '{corpus}' has languages {', '.join(spec.languages)}, not '{lang}'")
+                raise DataError(f"data.src/data.tgt: corpus '{cfg.corpus}' has languages {', '.join(spec.languages)}, "
+                                f"not '{lang}'")
     else:
-        folder = Path(corpus).expanduser()
-        folder = folder if folder.is_absolute() else project_dir() / folder
-        if not folder.is_dir():
-            raise DataError(f"data.corpus={corpus!r} is neither a known parallel corpus "
-                            f"({', '.join(KNOWN_PARALLEL)}) nor a directory (looked for {folder})")
-        spec = ParallelSpec(folder.name, str(folder), {"train": "train", "valid": "valid", "test": "test"}, (src, tgt))
+        folder = user_folder(cfg.corpus, KNOWN_PARALLEL, "parallel ")
+        spec = ParallelSpec(folder.name, str(folder), {"train": "train", "valid": "valid", "test": "test"},
+                            (cfg.src, cfg.tgt))
     files = {}
     for split, stem in spec.stems.items():
-        paths = []
-        for lang in (src, tgt):
-            name = f"{stem}.{lang}"
-            path = folder / name
-            if not path.exists() and download and name in spec.sources:
-                download_missing(spec.folder, spec.sources[name], path)
-            if not path.exists():
-                if split == "test":
-                    break
-                raise DataError(f"{path}: missing {split} split of corpus '{spec.name}'")
-            paths.append(path)
-        if len(paths) == 2:
+        paths = [folder / f"{stem}.{lang}" for lang in (cfg.src, cfg.tgt)]
+        found = [fetch_if_missing(p, spec.folder, spec.sources.get(p.name), cfg.download, split != "test",
+                                  f"{split} split for {spec.name}") for p in paths]
+        if all(found):
             files[split] = (paths[0], paths[1])
+        elif split != "test":
+            raise DataError(f"{paths[found.index(False)]}: missing {split} split of corpus '{spec.name}'")
     return spec.name, files
 
 
@@ -141,68 +127,65 @@ def read_pairs(src_path: Path, tgt_path: Path) -> tuple[list[str], list[str]]:
 
 
 def train_sentencepiece(lines: list[str], vocab_size: int) -> bytes:
-    import sentencepiece as spm
+    import sentencepiece as spm  # here, not at import: tasks/steps.py imports this wing for language-model runs too
 
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(line for line in lines if line.strip()), model_writer=model, vocab_size=vocab_size,
-        model_type="unigram", character_coverage=1.0, pad_id=PAD, bos_id=BOS, eos_id=EOS, unk_id=UNK,
+        model_type="unigram", character_coverage=1.0, pad_id=PAD, bos_id=BOS_ID, eos_id=EOS_ID, unk_id=UNK_ID,
         num_threads=1, minloglevel=2, hard_vocab_limit=False)
     return model.getvalue()
 
 
 def processor(model: bytes | Path):
-    import sentencepiece as spm
+    import sentencepiece as spm  # here, not at import (see train_sentencepiece)
 
     proto = model.read_bytes() if isinstance(model, Path) else model
     return spm.SentencePieceProcessor(model_proto=proto)
 
 
-def prepare_parallel_corpus(corpus: str, src: str, tgt: str, vocab_size: int, max_len: int,
-                            directory: str | None = None, download: bool = True) -> ParallelCorpus:
-    root = data_dir(DataConfig(dir=directory))
-    name, files = locate_pairs(corpus, src, tgt, root, download)
+def prepare_parallel_corpus(cfg: ParallelDataConfig) -> ParallelCorpus:
+    """Train the subword models and encode a corpus once; later calls with unchanged files load the cache."""
+    name, files = locate_pairs(cfg)
     checksums = {f"{split}.{side}": sha256_file(path) for split, pair in sorted(files.items())
                  for side, path in zip(("src", "tgt"), pair)}
-    key_material = [FORMAT_VERSION, checksums, src, tgt, vocab_size, max_len]
-    key = hashlib.sha256(json.dumps(key_material, sort_keys=True).encode()).hexdigest()[:16]
-    target = cache_root() / "parallel" / f"{name}-{src}-{tgt}-{key}"
-    meta = verified_cache(target, lambda: build_parallel_cache(files, target, vocab_size, max_len))
+    key = cache_key([FORMAT_VERSION, checksums, cfg.src, cfg.tgt, cfg.vocab_size, cfg.max_len])
+    target = cache_root() / "parallel" / f"{name}-{cfg.src}-{cfg.tgt}-{key}"
+    meta = verified_cache(target, lambda staging: write_cache(files, staging, cfg.vocab_size, cfg.max_len))
     return ParallelCorpus(name, str(target), key, meta["src_vocab"], meta["tgt_vocab"], meta["pairs"], meta["filtered"])
 
 
-def build_parallel_cache(files: dict[str, tuple[Path, Path]], target: Path, vocab_size: int, max_len: int) -> None:
+def write_cache(files: dict[str, tuple[Path, Path]], staging: Path, vocab_size: int, max_len: int) -> dict:
+    """Train the subword models and encode the split files into `staging`; return the cache's meta."""
     print(f"rnnlab: training subword models and encoding {', '.join(str(p) for pair in files.values() for p in pair)}",
           file=sys.stderr)
     texts = {split: read_pairs(*pair) for split, pair in files.items()}
     models = {side: train_sentencepiece(texts["train"][i], vocab_size) for i, side in enumerate(("src", "tgt"))}
     sp = {side: processor(model) for side, model in models.items()}
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
-        pairs, filtered, references = {}, {}, {}
-        for split, (src_lines, tgt_lines) in texts.items():
-            src_ids, tgt_ids = sp["src"].encode(src_lines), sp["tgt"].encode(tgt_lines)
-            keep = range(len(src_ids))
-            if split == "train":  # only training pairs are filtered; evaluation sets stay whole
-                keep = [i for i in keep if 0 < len(src_ids[i]) <= max_len and 0 < len(tgt_ids[i]) <= max_len]
-            torch.save({"src": [torch.tensor(src_ids[i], dtype=torch.int32) for i in keep],
-                        "tgt": [torch.tensor(tgt_ids[i], dtype=torch.int32) for i in keep]}, staging / f"{split}.pt")
-            pairs[split], filtered[split] = len(keep), len(src_ids) - len(keep)
-            references[split] = tgt_lines
-        for side, model in models.items():
-            (staging / f"{side}.model").write_bytes(model)
-        print(f"rnnlab: kept {pairs['train']:,} training pairs; filtered {filtered['train']:,} that were empty or "
-              f"longer than {max_len} subwords", file=sys.stderr)
-        (staging / "references.json").write_text(json.dumps(references, ensure_ascii=False))
-        meta = {"format": FORMAT_VERSION, "files": {s: [str(p) for p in pair] for s, pair in files.items()},
-                "src_vocab": sp["src"].get_piece_size(), "tgt_vocab": sp["tgt"].get_piece_size(),
-                "pairs": pairs, "filtered": filtered, CONTENTS: contents_sha256(staging)}
-        (staging / "meta.json").write_text(json.dumps(meta, indent=2))
-        try:
-            staging.rename(target)
-        except OSError:  # prepared concurrently by another process: theirs is identical
-            pass
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    pairs, filtered, references = {}, {}, {}
+    for split, (src_lines, tgt_lines) in texts.items():
+        src_ids, tgt_ids = sp["src"].encode(src_lines), sp["tgt"].encode(tgt_lines)
+        keep = range(len(src_ids))
+        if split == "train":  # only training pairs are filtered; evaluation sets stay whole
+            keep = [i for i in keep if 0 < len(src_ids[i]) <= max_len and 0 < len(tgt_ids[i]) <= max_len]
+        torch.save({"src": [torch.tensor(src_ids[i], dtype=torch.int32) for i in keep],
+                    "tgt": [torch.tensor(tgt_ids[i], dtype=torch.int32) for i in keep]}, staging / f"{split}.pt")
+        pairs[split], filtered[split] = len(keep), len(src_ids) - len(keep)
+        references[split] = tgt_lines
+    for side, model in models.items():
+        (staging / f"{side}.model").write_bytes(model)
+    print(f"rnnlab: kept {pairs['train']:,} training pairs; filtered {filtered['train']:,} that were empty or "
+          f"longer than {max_len} subwords", file=sys.stderr)
+    (staging / "references.json").write_text(json.dumps(references, ensure_ascii=False))
+    return {"format": FORMAT_VERSION, "files": {s: [str(p) for p in pair] for s, pair in files.items()},
+            "src_vocab": sp["src"].get_piece_size(), "tgt_vocab": sp["tgt"].get_piece_size(),
+            "pairs": pairs, "filtered": filtered}
 
+
+def check_fits(cfg: NMTRunConfig, corpus: ParallelCorpus) -> None:
+    """Fail before any run opens when no training pairs are left once the long and empty ones are filtered
+    (translation batches may be short, and evaluation sets stay whole, so nothing else can fail to fit)."""
+    if corpus.pairs.get("train", 0) == 0:
+        raise DataError(f"data.corpus={cfg.data.corpus}: the train split has no sentence pairs left after filtering "
+                        f"the {corpus.filtered.get('train', 0):,} that were empty or longer than data.max_len="
+                        f"{cfg.data.max_len} subwords; training needs at least 1: raise data.max_len")

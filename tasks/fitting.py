@@ -1,4 +1,6 @@
-"""Build the model, data loaders and Lightning Trainer from a RunConfig, and fit."""
+"""The shared floor of training, the same for every task kind: a Lightning Trainer from a RunConfig, the house
+callbacks (progress, gradient statistics, the training loss and its blow-up rule), resuming from a checkpoint, and
+the fit itself. The wings (tasks/lm.py, tasks/nmt.py) bring the module and the data loaders."""
 
 from __future__ import annotations
 
@@ -16,14 +18,11 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from prefect import task
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from models.lm import LanguageModel
 from models.metrics import perplexity
-from rnnlab.config import LMRunConfig, RunConfig
+from rnnlab.config import RunConfig
 from rnnlab.env import keep_freed_memory, project_dir, verbose
-from tasks.data import EOS, LMCorpus, read_vocab
 from tasks.outcome import uniform_loss
 from tasks.tracking import MlflowMetricsLogger, log_metrics, set_tags
 
@@ -33,55 +32,6 @@ if not verbose():  # warnings a user cannot act on: rnnlab handles both cases (s
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*could not find the monitored key.*")  # stopped before validating
     warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")  # resuming
-
-
-def lm_columns(ids: torch.Tensor, eos_id: int, batch_size: int, pad: bool) -> tuple[torch.Tensor, ...]:
-    """Lay a token stream out as `batch_size` contiguous columns, time-major [T, B].
-
-    Every token is a target exactly once, predicted from the token before it (the first from `<eos>`), so
-    summing over all targets covers the whole split. Evaluation pads the last column and masks the padding;
-    training trims the remainder instead.
-    """
-    inputs = torch.cat([ids.new_tensor([eos_id]), ids[:-1]])
-    n = len(ids)
-    length = math.ceil(n / batch_size) if pad else n // batch_size
-    if length == 0:
-        raise ValueError(f"a split of {n} tokens is too short for batch size {batch_size}")
-    total = length * batch_size
-    mask = torch.arange(total) < n
-    if total > n:
-        inputs = torch.cat([inputs, inputs.new_zeros(total - n)])
-        ids = torch.cat([ids, ids.new_zeros(total - n)])
-
-    def layout(t: torch.Tensor) -> torch.Tensor:
-        return t[:total].view(batch_size, length).t().contiguous()
-
-    return layout(inputs), layout(ids), layout(mask.to(torch.float32))
-
-
-class Segments(Dataset):
-    """Consecutive BPTT segments of column-laid tensors; item i is a whole [bptt, B] batch, in order."""
-
-    def __init__(self, tensors: tuple[torch.Tensor, ...], bptt: int):
-        self.tensors, self.bptt = tensors, bptt
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.tensors[0]) / self.bptt)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
-        return tuple(t[i * self.bptt : (i + 1) * self.bptt] for t in self.tensors)
-
-
-def segment_loader(ids: torch.Tensor, eos_id: int, batch_size: int, bptt: int, pad: bool) -> DataLoader:
-    tensors = lm_columns(ids, eos_id, batch_size, pad)
-    if not pad:
-        tensors = tensors[:2]
-    # Order matters: the hidden state carried between segments only makes sense if they arrive in sequence.
-    return DataLoader(Segments(tensors, bptt), batch_size=None, shuffle=False)
-
-
-def eos_index(corpus: LMCorpus) -> int:
-    return read_vocab(corpus.vocab_path).index(EOS)
 
 
 class Progress(Callback):
@@ -379,27 +329,13 @@ def seed_and_threads(cfg: RunConfig) -> None:
         torch.set_num_threads(cfg.train.num_threads)
 
 
-def fit_lm(cfg: LMRunConfig, corpus: LMCorpus, run_id: str, workdir: str | None = None) -> FitResult:
-    seed_and_threads(cfg)
-    eos = eos_index(corpus)
-    train_loader = segment_loader(corpus.load("train"), eos, cfg.train.batch_size, cfg.train.bptt, pad=False)
-    valid_loader = segment_loader(corpus.load("valid"), eos, cfg.eval.batch_size, cfg.train.bptt, pad=True)
-    module = LanguageModel(corpus.vocab_size, cfg.model.model_dump(), cfg.train.model_dump())
-    return fit_module(cfg, module, train_loader, valid_loader, run_id, monitor="valid_nll", mode="min",
-                      vocab_size=corpus.output_vocab, workdir=workdir)
-
-
-@task(name="train")
-def train(cfg: RunConfig, corpus: Any, run_id: str, workdir: str | None = None) -> FitResult:
-    if cfg.task == "nmt":
-        from tasks.nmt import fit_nmt
-
-        return fit_nmt(cfg, corpus, run_id, workdir)
-    return fit_lm(cfg, corpus, run_id, workdir)
-
-
 def load_weights(checkpoint: str | Path) -> dict[str, torch.Tensor]:
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     prefix = "net."
     return {k.removeprefix(prefix): v for k, v in state["state_dict"].items() if k.startswith(prefix)}
 
+
+def load_trained(net: torch.nn.Module, checkpoint: str | Path) -> torch.nn.Module:
+    """`net` with the weights of a checkpoint that `fit_module` wrote, in eval mode."""
+    net.load_state_dict(load_weights(checkpoint))
+    return net.eval()

@@ -1,13 +1,14 @@
-"""Perplexity is exp(total NLL / total tokens) over the whole split, with the hidden state carried through it."""
+"""The language-model wing: a token stream laid out as columns; perplexity is exp(total NLL / total tokens) over the
+whole split, with the hidden state carried through it."""
 
 import math
 
 import pytest
 import torch
 
-from models.lm import RNNLM
-from rnnlab.config import LMModelConfig
-from tasks.evaluate import perplexity
+from models.lm import RNNLM, LMSettings
+from tasks.lm import lm_columns
+from tasks.lm import split_perplexity as perplexity
 
 V, EOS = 20, 0
 
@@ -26,7 +27,7 @@ def hand_nll(net: RNNLM, stream: list[int], previous: int = EOS) -> list[float]:
 @pytest.fixture
 def net_and_ids():
     torch.manual_seed(3)
-    net = RNNLM(V, LMModelConfig(cell="lstm", layers=2, embedding_size=6, hidden_size=6, init_range=0.5)).eval()
+    net = RNNLM(V, LMSettings(cell="lstm", layers=2, embedding_size=6, hidden_size=6, init_range=0.5)).eval()
     ids = torch.randint(1, V, (103,))
     ids[::9] = EOS  # lines of 8 words
     return net, ids
@@ -60,3 +61,13 @@ def test_sentence_table_splits_the_total_at_each_eos(net_and_ids):
     assert sentences["tokens"].sum() == 103
     # ids[0] is <eos> (a one-token line), then lines of 8 words + <eos>; the last line has no <eos>
     assert sentences["tokens"].tolist() == [1] + [9] * 11 + [3]
+
+
+def test_columns_keep_every_token_in_order():
+    ids = torch.arange(1, 11)
+    inputs, targets, mask = lm_columns(ids, eos_id=0, batch_size=3, pad=True)
+    assert targets.t().reshape(-1)[:10].tolist() == ids.tolist()
+    assert inputs.t().reshape(-1)[:10].tolist() == [0, *range(1, 10)]  # each target's previous token
+    assert mask.sum() == 10
+    trimmed = lm_columns(ids, eos_id=0, batch_size=3, pad=False)[1]
+    assert trimmed.shape == (3, 3)

@@ -1,0 +1,65 @@
+"""The Prefect face of tasks/: each step picks the wing for the run's task kind (language modelling: tasks/lm*.py,
+translation: tasks/nmt*.py) and does nothing else."""
+
+from __future__ import annotations
+
+import json
+
+from prefect import task
+
+from rnnlab.config import RunConfig
+from tasks import lm, lm_corpus, nmt, nmt_corpus
+from tasks.corpus_files import DataError
+from tasks.fitting import FitResult
+from tasks.lm_corpus import LMCorpus
+from tasks.nmt_corpus import ParallelCorpus
+
+Corpus = LMCorpus | ParallelCorpus
+
+
+def prepare_corpus(cfg: RunConfig) -> Corpus:
+    if cfg.task == "nmt":
+        corpus = nmt_corpus.prepare_parallel_corpus(cfg.data)
+    else:
+        corpus = lm_corpus.prepare_lm_corpus(cfg.data)
+    check_fits(cfg, corpus)
+    return corpus
+
+
+def check_fits(cfg: RunConfig, corpus: Corpus) -> None:
+    """Fail here, before any run opens, when the corpus cannot fill the batches the config asks for."""
+    (nmt_corpus if cfg.task == "nmt" else lm_corpus).check_fits(cfg, corpus)
+
+
+def check_cells_fit(cells: list, corpora: dict[str, Corpus]) -> None:
+    """Every cell of a study against its corpus (`corpora` by `data_key`): a factor such as train.batch_size can
+    make one cell unfit where the others fit."""
+    for cell in cells:
+        try:
+            check_fits(cell.config, corpora[data_key(cell.config)])
+        except DataError as err:
+            raise DataError(f"cell {cell.name}: {err}") from None
+
+
+def data_key(cfg: RunConfig) -> str:
+    """The data settings of a run: runs with the same key share one prepared corpus."""
+    return json.dumps(cfg.data.model_dump(mode="json"), sort_keys=True)
+
+
+@task(name="prepare-data")
+def prepare_data(cfg: RunConfig) -> Corpus:
+    return prepare_corpus(cfg)
+
+
+@task(name="train")
+def train(cfg: RunConfig, corpus: Corpus, run_id: str, workdir: str | None = None) -> FitResult:
+    if cfg.task == "nmt":
+        return nmt.fit_nmt(cfg, corpus, run_id, workdir)
+    return lm.fit_lm(cfg, corpus, run_id, workdir)
+
+
+@task(name="evaluate")
+def evaluate(cfg: RunConfig, corpus: Corpus, run_id: str, fitted: FitResult) -> dict[str, float]:
+    if cfg.task == "nmt":
+        return nmt.score_nmt(cfg, corpus, run_id, fitted)
+    return lm.score_lm(cfg, corpus, run_id, fitted)
