@@ -200,3 +200,64 @@ def final_metric(table: pd.DataFrame, runs: pd.DataFrame, metric: str, log: bool
         ax.set_title(f"dots: the seeds that trained\ndiamond: {'geometric ' if log else ''}mean and 95% CI", loc="right",
                      fontsize=7, color="0.35")
         return save(fig, path)
+
+
+def context_curves(result: dict, path: Path) -> Path:
+    """The context probe of one run, two panels against k (log axis): left, perplexity with the context cut to the
+    last k tokens, against the full-context perplexity and its +1%/+5% lines; right, perplexity of a fixed window
+    whose words beyond k are shuffled, against the same window unshuffled. The effective k's are marked."""
+    ks = result["ks"]
+    panels = [("context cut to the last k tokens (state reset before them)", result["ppl"], result["full_ppl"],
+               "full context (state carried through the split)", "k", "#1f77b4"),
+              (f"words beyond distance k shuffled, in a {result['window']}-token window", result["shuffled_ppl"],
+               result["window_ppl"], f"the {result['window']}-token window, unshuffled", "order_k", "#d62728")]
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
+        values = [v for _, curve, ref, *_ in panels for v in [*curve, ref * 1.05]]
+        log = log_axis(values, True)
+        for ax, (title, curve, reference, ref_label, prefix, colour) in zip(axes, panels):
+            ax.plot(ks, curve, marker="o", markersize=4, color=colour, label="perplexity at k")
+            ax.axhline(reference, color="black", linewidth=1.2, label=f"{ref_label}: {reference:.1f}")
+            for name, tolerance, style in (("1pct", 0.01, ":"), ("5pct", 0.05, "--")):
+                k, reached = result[f"{prefix}_{name}"], result[f"{prefix}_{name}_reached"]
+                ax.axhline(reference * (1 + tolerance), color="0.4", linestyle=style, linewidth=1,
+                           label=f"+{tolerance:.0%}: " + (f"reached from k = {k}" if reached else f"not reached by k = {k}"))
+                if reached:
+                    ax.axvline(k, color="0.4", linestyle=style, linewidth=1)
+            ax.set_xscale("log")
+            ax.set_xticks(ks, [str(k) for k in ks])
+            ax.minorticks_off()
+            if log:
+                ax.set_yscale("log")
+            ax.set(xlabel="k (tokens of context, log axis)", title=title)
+            ax.legend(loc="upper right")
+        axes[0].set_ylabel(f"perplexity on {result['positions']} positions of {result['split']}")
+        fig.suptitle(f"context probe, run {result['run_id'][:8]} ({result['cell']})", x=0.01, ha="left", fontsize=11)
+        return save(fig, path)
+
+
+def gradient_flow_curves(result: dict, path: Path) -> Path:
+    """‖∂L_t/∂h_{t−k}‖ against k (log axis): the geometric mean over positions at initialisation and trained, each
+    with its 10–90% band and its fitted per-step rate and σ₁ in the legend; an LSTM's cell-state gradient dashed."""
+    ks = result["ks"]
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(8.5, 4.6))
+        for when, colour in (("init", "#7f7f7f"), ("trained", "#1f77b4")):
+            sigma = ", ".join(f"{s:.2f}" for s in result[f"sigma_{when}"])
+            radius = ", ".join(f"{r:.2f}" for r in result[f"radius_{when}"])
+            ax.plot(ks, result[f"norm_{when}"], color=colour, linewidth=1.6,
+                    label=f"{when}: h, ×{result[f'rate_{when}']:.3f} per step; W_hh per layer: σ₁ {sigma}, "
+                    f"spectral radius {radius}")
+            ax.fill_between(ks, result[f"norm_{when}_q10"], result[f"norm_{when}_q90"], color=colour, alpha=0.18,
+                            linewidth=0)
+            if f"cell_norm_{when}" in result:
+                ax.plot(ks, result[f"cell_norm_{when}"], color=colour, linestyle="--", linewidth=1.2,
+                        label=f"{when}: LSTM cell state c, ×{result[f'cell_rate_{when}']:.3f} per step")
+        ax.set_yscale("log")
+        ax.set(xlabel="k (steps back from the loss)", ylabel="‖∂L_t / ∂h_(t−k)‖ (geometric mean over positions)")
+        ax.set_title(f"gradient flow, run {result['run_id'][:8]} ({result['cell']}), {result['positions']} positions "
+                     f"of {result['split']}", loc="left")
+        ax.set_title(f"band: 10–90% of positions; rates fitted over k = {result['rate_fit_ks'][0]} … "
+                     f"{result['rate_fit_ks'][1]}", loc="right", fontsize=7, color="0.35")
+        legend(ax)
+        return save(fig, path)
