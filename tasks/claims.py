@@ -217,10 +217,10 @@ def settings_of(records: list[dict[str, Any]], factor: str) -> dict[str, list[di
 def measure_clipping(ev: Evidence, m: schema.Clipping) -> Measurement:
     records = select(ev, m.study, m.where, outcome=None)
     rows = {}
-    for setting, group in settings_of(records, m.factor).items():
+    for name, group in settings_of(records, m.factor).items():
         off = [r for r in group if setting(r, m.factor) == show(m.unclipped).lower()]
         on = [r for r in group if setting(r, m.factor) == show(m.clipped).lower()]
-        rows[setting] = {"off": sum(r["outcome"] == DIVERGED for r in off), "off_runs": len(off),
+        rows[name] = {"off": sum(r["outcome"] == DIVERGED for r in off), "off_runs": len(off),
                          "on": sum(r["outcome"] == DIVERGED for r in on), "on_runs": len(on)}
     text = "; ".join(f"{s}: diverged unclipped {v['off']}/{v['off_runs']}, clipped at {show(m.clipped)} {v['on']}/{v['on_runs']}"
                      for s, v in rows.items())
@@ -267,11 +267,11 @@ def measure_bidirectional(ev: Evidence, m: schema.Bidirectional) -> Measurement:
     lm_config = m.lm_config  # the refusals are keyed by the config as the claims file names it
     records = select(ev, m.study, {})
     rows = {}
-    for setting, group in settings_of(records, m.factor).items():
+    for name, group in settings_of(records, m.factor).items():
         on = {r["seed"]: r["metrics"].get(m.metric, math.nan) for r in group if setting(r, m.factor) == "true"}
         off = {r["seed"]: r["metrics"].get(m.metric, math.nan) for r in group if setting(r, m.factor) == "false"}
         diffs = {s: on[s] - off[s] for s in on if s in off and not math.isnan(on[s] - off[s])}
-        rows[setting] = {"mean": sum(diffs.values()) / len(diffs) if diffs else math.nan, "pairs": len(diffs),
+        rows[name] = {"mean": sum(diffs.values()) / len(diffs) if diffs else math.nan, "pairs": len(diffs),
                          "up": sum(d > 0 for d in diffs.values()), "diffs": diffs}
     refused = ev.refusals.get(lm_config)
     text = ("; ".join(f"{s}: bidirectional − unidirectional {m.metric} {v['mean']:+.2f} (mean over {v['pairs']} paired "
@@ -388,12 +388,12 @@ def judge_lstm_memory(n: dict[str, Any], c: schema.MemoryCriterion) -> Verdict:
 
 def judge_clipping(n: dict[str, Any], c: schema.ClippingCriterion) -> Verdict:
     exploding, rescued, unrescued = [], [], []
-    for setting, v in n["settings"].items():
+    for name, v in n["settings"].items():
         if not (v["off_runs"] and v["on_runs"]) or v["off"] / v["off_runs"] < c.exploded_share:
             continue
-        exploding.append(setting)
+        exploding.append(name)
         drop = v["off"] / v["off_runs"] - v["on"] / v["on_runs"]
-        (rescued if drop >= c.min_drop else unrescued if drop <= 0 else []).append(f"{setting} ({v['off']}/{v['off_runs']} → {v['on']}/{v['on_runs']} diverged)")
+        (rescued if drop >= c.min_drop else unrescued if drop <= 0 else []).append(f"{name} ({v['off']}/{v['off_runs']} → {v['on']}/{v['on_runs']} diverged)")
     if not exploding:
         return Verdict(INCONCLUSIVE, f"in no setting did at least {c.exploded_share:.0%} of the unclipped runs "
                                      "diverge: there was no explosion to fix.")
