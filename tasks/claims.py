@@ -274,9 +274,9 @@ def measure_bidirectional(ev: Evidence, m: schema.Bidirectional) -> Measurement:
         rows[name] = {"mean": sum(diffs.values()) / len(diffs) if diffs else math.nan, "pairs": len(diffs),
                          "up": sum(d > 0 for d in diffs.values()), "diffs": diffs}
     refused = ev.refusals.get(lm_config)
-    text = ("; ".join(f"{s}: bidirectional − unidirectional {m.metric} {v['mean']:+.2f} (mean over {v['pairs']} paired "
-                      f"seeds, higher in {v['up']})" for s, v in rows.items() if v["pairs"])
-            or f"no seed in which both encoders trained")
+    text = (("; ".join(f"{s}: bidirectional − unidirectional {m.metric} {v['mean']:+.2f} (mean over {v['pairs']} "
+                       f"paired seeds, higher in {v['up']})" for s, v in rows.items() if v["pairs"])
+             or "no seed in which both encoders trained")
             + "; a bidirectional language model: " + ("refused" if refused else "accepted" if lm_config in ev.refusals
                                                        else "not tried"))
     missing = None if any(v["pairs"] for v in rows.values()) and lm_config in ev.refusals else \
