@@ -243,7 +243,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
+    from rnnlab.claims import is_claims_file  # lazy: pydantic, not needed by --help
     from rnnlab.study import load_study  # lazy: pydantic, not needed by --help
+
+    if is_claims_file(args.study):
+        return cmd_claims(args)
 
     study = load_study(args.study, args.overrides)  # every cell is validated here, before anything trains
     with quietly(args.json):
@@ -274,6 +278,32 @@ def cmd_study(args: argparse.Namespace) -> int:
                   f"trained here, {result['reused']} reused\n"
                   f"rnnlab: report in {result['report']} (and .html); compare again with `rnnlab compare {study.name}`; "
                   f"browse with `rnnlab ui`")
+
+
+def cmd_claims(args: argparse.Namespace) -> int:
+    """A claims file (a top-level `claims:` list): its studies, the probes, the verdicts and the claims report."""
+    from rnnlab.claims import load_claims  # lazy: pydantic, not needed by --help
+
+    lecture = load_claims(args.study, args.overrides)  # every study's cells and every criterion validated here
+    with quietly(args.json):
+        check_environment()
+        from tasks.steps import check_cells_fit, data_key, prepare_corpus  # lazy: torch, Prefect (~6 s)
+
+        for study in lecture.studies.values():  # bad data fails here, before Prefect or MLflow start
+            corpora = {data_key(c.config): c.config for c in study.cells}
+            check_cells_fit(study.cells, {key: prepare_corpus(config) for key, config in corpora.items()})
+        print(f"rnnlab: claims '{lecture.name}': {len(lecture.config.claims)} claims over "
+              f"{len(lecture.studies)} studies ({', '.join(lecture.studies)})", file=sys.stderr)
+        start_prefect_api()
+        from flows.claims import claims_flow  # lazy: Lightning and the probes, only once the data is ready
+        from tasks.claims_report import terminal_table
+
+        result = claims_flow(args.study, args.overrides, args.force)
+    failed = "".join(f"\nrnnlab: study {line}" for line in result["failures"])
+    code = finish(result, args.json, f"\n{terminal_table(result['claims'])}\n{failed}\n"
+                  f"rnnlab: claims '{lecture.name}' (parent run {result['parent_run_id']}): report in "
+                  f"{result['report']} (and .html); again with `rnnlab report {lecture.name}`")
+    return 1 if result["failures"] else code
 
 
 def answer_block(question: str, answer: str, factors: list[str]) -> str:
@@ -318,10 +348,13 @@ def cmd_report(args: argparse.Namespace) -> int:
                           f"{'not a folder' if not existing.is_dir() else 'not writable'}); choose a writable folder "
                           "with --out")
     with quietly(True):
-        from tasks.report import log_report, render  # lazy: MLflow, matplotlib, scipy (~6 s)
+        from tasks.claims_report import is_claims_study  # lazy: MLflow, matplotlib, scipy (~6 s)
+        from tasks.claims_report import render as render_claims
+        from tasks.report import log_report, render
 
         store.read_only()
-        path, parent_run_id = render(args.study, args.parent_run, folder)
+        claims = is_claims_study(args.study)
+        path, parent_run_id = (render_claims if claims else render)(args.study, args.parent_run, folder)
         try:
             log_report(parent_run_id, folder)
             logged = "logged to the parent run under report/"
@@ -329,7 +362,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             logged = f"not logged to the parent run (the store cannot be written: {str(err).splitlines()[0][:200]})"
     return finish({"study": args.study, "parent_run_id": parent_run_id, "report": str(path),
                    "html": str(folder / "report.html")}, args.json,
-                  f"rnnlab: report of study '{args.study}' (execution {parent_run_id}): {path} and {folder / 'report.html'}; "
+                  f"rnnlab: {'claims report' if claims else 'report of study'} '{args.study}' (execution {parent_run_id}): {path} and {folder / 'report.html'}; "
                   + logged)
 
 
