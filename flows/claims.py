@@ -19,25 +19,10 @@ from tasks import tracking
 from tasks.claims import Evidence, evaluate, refusal, run_records
 from tasks.claims_report import build_claims_report
 from tasks.outcome import TRAINED
-from tasks.probes import context_probe, gradient_flow_probe, spectral_check
+from tasks.steps import probe_context, probe_gradient_flow, probe_spectral_check
 
 # Which probes each measurement kind reads, on the trained runs of its `study`.
 PROBES = {"effective_context": ("context",), "vanishing_gradient": ("gradflow",), "lstm_memory": ("context", "gradflow")}
-
-
-@task(name="probe-context")
-def probe_context(run_id: str) -> dict[str, Any]:
-    return context_probe(run_id)
-
-
-@task(name="probe-gradient-flow")
-def probe_gradient_flow(run_id: str) -> dict[str, Any]:
-    return gradient_flow_probe(run_id)
-
-
-@task(name="spectral-check")
-def run_spectral_check(radii: list[float]) -> dict[str, Any]:
-    return spectral_check(tuple(radii))
 
 
 @task(name="open-claims-run")
@@ -91,7 +76,7 @@ def claims_flow(claims_file: str, overrides: list[str] | None = None, force: boo
                 if "gradflow" in wanted and run_id not in ev.gradflow:
                     ev.gradflow[run_id] = probe_gradient_flow(run_id)
             if m.kind == "vanishing_gradient" and ev.spectral is None:
-                ev.spectral = run_spectral_check(list(m.radii))
+                ev.spectral = probe_spectral_check(list(m.radii))
             if m.kind == "bidirectional":
                 ev.refusals[m.lm_config] = refusal(Path(lecture.source).parent / m.lm_config)
         tracking.log_text(parent_run_id, json.dumps(ev.as_json(), indent=1, sort_keys=True, default=str),

@@ -124,6 +124,14 @@ def fmt(value: float) -> str:
     return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
+def context_k(probe: dict[str, Any], level: str) -> float:
+    """An effective context (`k_5pct`, `order_k_1pct`, ...) of a context probe; inf where no k tried reached the
+    tolerance (the probe then gives the largest k tried and marks it `<level>_reached: False`)."""
+    if probe.get(f"{level}_reached") is False:
+        return math.inf
+    return scalar(probe.get(level))
+
+
 def probe_values(records: list[dict[str, Any]], probes: dict[str, dict], pick: Callable) -> dict[int, float]:
     return {r["seed"]: pick(probes[r["run_id"]]) for r in records if r["run_id"] in probes}
 
@@ -132,8 +140,8 @@ def probe_values(records: list[dict[str, Any]], probes: dict[str, dict], pick: C
 
 def measure_effective_context(ev: Evidence, m: schema.EffectiveContext) -> Measurement:
     subject, reference = (select(ev, m.study, {m.factor: cell}) for cell in (m.subject, m.reference))
-    s = probe_values(subject, ev.context, lambda p: scalar(p.get(m.level)))
-    r = probe_values(reference, ev.context, lambda p: scalar(p.get(m.level)))
+    s = probe_values(subject, ev.context, lambda p: context_k(p, m.level))
+    r = probe_values(reference, ev.context, lambda p: context_k(p, m.level))
     numbers = {"subject": median(list(s.values())), "reference": median(list(r.values())), "subject_seeds": s,
                "reference_seeds": r}
     text = (f"{m.level} of {m.subject}: {fmt(numbers['subject'])} (median; {seeds_of(s) or 'no seed'}); "
@@ -144,12 +152,12 @@ def measure_effective_context(ev: Evidence, m: schema.EffectiveContext) -> Measu
 
 
 def far_ratio(probe: dict[str, Any], far_k: int) -> float:
-    """norm(k_far) / norm(k_min) of the trained model's gradient-flow curve, k_far the probed k nearest far_k."""
+    """norm(k_far) / norm(k=1) of the trained model's gradient-flow curve, k_far the probed k nearest far_k."""
     ks, norms = probe.get("ks") or [], probe.get("norm_trained") or []
     if not ks or len(norms) != len(ks):
         return math.nan
     near = min(range(len(ks)), key=lambda i: abs(ks[i] - far_k))
-    first = min(range(len(ks)), key=lambda i: ks[i])
+    first = min(range(len(ks)), key=lambda i: abs(ks[i] - 1))  # k = 1: the probe's curve starts at k = 0
     norms = [scalar(n) for n in norms]
     return norms[near] / norms[first] if norms[first] > 0 else math.nan
 
@@ -194,7 +202,7 @@ def measure_lstm_memory(ev: Evidence, m: schema.LSTMMemory) -> Measurement:
         runs += [r["run_id"] for r in records]
         far = probe_values(records, ev.gradflow, lambda p: far_ratio(p, m.far_k))
         rate = probe_values(records, ev.gradflow, lambda p: scalar(p.get("rate_trained")))
-        k = probe_values(records, ev.context, lambda p: scalar(p.get(m.level)))
+        k = probe_values(records, ev.context, lambda p: context_k(p, m.level))
         numbers.update({f"{role}_far": median(list(far.values())), f"{role}_rate": median(list(rate.values())),
                         f"{role}_k": median(list(k.values())), f"{role}_seeds": len(far)})
         parts.append(f"{cell}: rate {fmt(numbers[f'{role}_rate'])}, norm(k={m.far_k})/norm(k=1) "

@@ -30,7 +30,7 @@ from tasks.lm import load_net, token_losses
 from tasks.lm_corpus import EOS, encode, locate_splits, read_vocab, words
 from tasks.model_settings import lm_settings
 from tasks.scoring import recorded_config, run_file
-from tasks.tracking import download_artifact, get_run, log_artifact, log_metrics, set_tags, stderr
+from tasks.tracking import download_artifact, log_artifact, log_metrics, set_tags, stderr
 
 VERSION = "1"  # part of the inputs' hash: bump when a probe's maths changes, so old results are not reused
 SEED = 14  # the positions' seed: one for every run, so that probes of two runs score the same positions (paired)

@@ -78,3 +78,10 @@ def probe_gradient_flow(run_id: str, split: str = "valid", positions: int | None
     from tasks import probes  # lazy: matplotlib, which a training flow never needs
 
     return probes.gradient_flow_probe(run_id, split, positions, force)
+
+
+@task(name="spectral-check")
+def probe_spectral_check(radii: list[float]) -> dict:
+    from tasks import probes  # lazy: matplotlib, which a training flow never needs
+
+    return probes.spectral_check(tuple(radii))

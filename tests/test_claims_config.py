@@ -2,7 +2,6 @@
 criterion by its kind, every study it names (every cell), and the command-line overrides routed to them. Bad input
 is one line naming the file, the claim and the key, exit 2."""
 
-import copy
 from pathlib import Path
 
 import pytest

@@ -12,7 +12,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import DATA_DIR, REPO, TINY, cut_corpus, rnnlab_command
 
