@@ -259,6 +259,9 @@ def gradient_flow_curves(result: dict, path: Path) -> Path:
                      f"of {result['split']}", loc="left")
         ax.set_title(f"band: 10–90% of positions; rates fitted over k = {result['rate_fit_ks'][0]} … "
                      f"{result['rate_fit_ks'][1]}", loc="right", fontsize=7, color="0.35")
+        legend(ax)
+        return save(fig, path)
+
 
 # ---- the claims report's figures (tasks/claims_report.py) ----
 
