@@ -61,6 +61,16 @@ def test_claim_1_without_the_probe_or_with_too_few_seeds_is_inconclusive():
     assert verdict("context", ev).verdict == "inconclusive"
 
 
+def test_claim_1_reads_a_context_never_reached_in_the_probed_range_as_beyond_it():
+    """The context probe gives its largest k (200) with `k_5pct_reached: False` when no k came within 5%: that is no
+    measured horizon of 200, and no RNN that conditions ~7 tokens back."""
+    ev = cells(ks={"rnn_tanh": 200, "lstm": 200})
+    for s in (1, 2):
+        ev.context[f"rnn_tanh{s}"]["k_5pct_reached"] = False
+    found = verdict("context", ev)
+    assert found.verdict == "not supported" and "beyond the probed range" in found.reason
+
+
 def vanishing(rate, spectral_rates, unclipped_outcomes):
     ev = cells(rates={"rnn_tanh": rate})
     ev.spectral = {"radii": [0.9, 1.0, 1.1], "rates": spectral_rates, "ks": [1, 10], "norms": {}}
