@@ -23,7 +23,7 @@ from tasks import plots, tracking
 from tasks.claims import ClaimResult, Evidence, evaluate, select, setting
 from tasks.compare import md_table, read_text
 from tasks.outcome import TRAINED, WORDS
-from tasks.report import html, log_report
+from tasks.report import html, write_report
 
 
 def claims_run(study: str, parent_run_id: str | None = None) -> Any:
@@ -165,8 +165,5 @@ def terminal_table(rows: list[dict[str, Any]]) -> str:
 
 @task(name="claims-report")
 def build_claims_report(study: str, parent_run_id: str, out: str) -> str:
-    folder = Path(out)
-    render(study, parent_run_id, folder)
-    log_report(parent_run_id, folder)
-    return str(folder / "report.md")
+    return write_report(render, study, parent_run_id, out)
 
