@@ -41,15 +41,25 @@ class RNNLM(nn.Module):
             self.decoder.weight = self.embedding.weight
 
     def forward(self, tokens: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
+        top, hidden = self.features(tokens, hidden)
+        return self.decoder(top), hidden
+
+    def features(self, tokens: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
+        """The top layer's outputs [time, batch, hidden] before the decoder: a caller that needs only the last
+        step's logits (models/probes.py) decodes that step alone, not a vocabulary-wide row per token."""
         x = self.drop(self.embedding(tokens))
         hidden = hidden if hidden is not None else [None] * len(self.layers)
         new_hidden = []
         for i, (layer, state) in enumerate(zip(self.layers, hidden)):
             out, state = layer(x, state)
             new_hidden.append(state)
-            # The skip needs matching widths, so layer 0 (embedding → hidden) gets one only when they agree.
-            x = self.drop(out + x if self.cfg.residual and out.shape == x.shape else out)
-        return self.decoder(x), new_hidden
+            x = self.drop(self.join(out, x))
+        return x, new_hidden
+
+    def join(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """What a layer passes up: its output, plus its input when residual. The skip needs matching widths, so
+        layer 0 (embedding → hidden) gets one only when they agree."""
+        return out + x if self.cfg.residual and out.shape == x.shape else out
 
 
 def detach(hidden: Hidden | None) -> Hidden | None:

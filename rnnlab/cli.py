@@ -122,6 +122,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--beam", type=positive_int, default=None, help="beam size (1 = greedy; default: the run's eval.beam)")
     p.set_defaults(handler=cmd_translate)
 
+    p = commands.add_parser("probe", help="measure a trained language-model run, logged to it (metrics probe_*, "
+                            "artifacts probes/): how much context it uses, or how the gradient reaching earlier "
+                            "hidden states decays")
+    p.add_argument("run_id")
+    p.add_argument("probe", choices=["context", "gradient-flow"],
+                   help="context: perplexity with the context cut to the last k tokens (k = 1 … 200) and with the "
+                   "words beyond k shuffled; gradient-flow: ‖∂L_t/∂h_{t−k}‖ against k at initialisation and trained, "
+                   "and σ₁ of the recurrent weights")
+    p.add_argument("--split", default="valid", help="a split of the run's corpus (default valid)")
+    p.add_argument("--positions", type=positive_int, default=None,
+                   help="target positions sampled (default 500 for context, 200 for gradient-flow)")
+    p.add_argument("--force", action="store_true", help="compute again even if a result with the same inputs is logged")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_probe)
+
     p = commands.add_parser("ui", help="the MLflow UI over this project's store (127.0.0.1 by default)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=port, default=5000)
@@ -228,7 +243,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
+    from rnnlab.claims import is_claims_file  # lazy: pydantic, not needed by --help
     from rnnlab.study import load_study  # lazy: pydantic, not needed by --help
+
+    if is_claims_file(args.study):
+        return cmd_claims(args)
 
     study = load_study(args.study, args.overrides)  # every cell is validated here, before anything trains
     with quietly(args.json):
@@ -259,6 +278,32 @@ def cmd_study(args: argparse.Namespace) -> int:
                   f"trained here, {result['reused']} reused\n"
                   f"rnnlab: report in {result['report']} (and .html); compare again with `rnnlab compare {study.name}`; "
                   f"browse with `rnnlab ui`")
+
+
+def cmd_claims(args: argparse.Namespace) -> int:
+    """A claims file (a top-level `claims:` list): its studies, the probes, the verdicts and the claims report."""
+    from rnnlab.claims import load_claims  # lazy: pydantic, not needed by --help
+
+    lecture = load_claims(args.study, args.overrides)  # every study's cells and every criterion validated here
+    with quietly(args.json):
+        check_environment()
+        from tasks.steps import check_cells_fit, data_key, prepare_corpus  # lazy: torch, Prefect (~6 s)
+
+        for study in lecture.studies.values():  # bad data fails here, before Prefect or MLflow start
+            corpora = {data_key(c.config): c.config for c in study.cells}
+            check_cells_fit(study.cells, {key: prepare_corpus(config) for key, config in corpora.items()})
+        print(f"rnnlab: claims '{lecture.name}': {len(lecture.config.claims)} claims over "
+              f"{len(lecture.studies)} studies ({', '.join(lecture.studies)})", file=sys.stderr)
+        start_prefect_api()
+        from flows.claims import claims_flow  # lazy: Lightning and the probes, only once the data is ready
+        from tasks.claims_report import terminal_table
+
+        result = claims_flow(args.study, args.overrides, args.force)
+    failed = "".join(f"\nrnnlab: study {line}" for line in result["failures"])
+    code = finish(result, args.json, f"\n{terminal_table(result['claims'])}\n{failed}\n"
+                  f"rnnlab: claims '{lecture.name}' (parent run {result['parent_run_id']}): report in "
+                  f"{result['report']} (and .html); again with `rnnlab report {lecture.name}`")
+    return 1 if result["failures"] else code
 
 
 def answer_block(question: str, answer: str, factors: list[str]) -> str:
@@ -303,10 +348,13 @@ def cmd_report(args: argparse.Namespace) -> int:
                           f"{'not a folder' if not existing.is_dir() else 'not writable'}); choose a writable folder "
                           "with --out")
     with quietly(True):
-        from tasks.report import log_report, render  # lazy: MLflow, matplotlib, scipy (~6 s)
+        from tasks.claims_report import is_claims_study  # lazy: MLflow, matplotlib, scipy (~6 s)
+        from tasks.claims_report import render as render_claims
+        from tasks.report import log_report, render
 
         store.read_only()
-        path, parent_run_id = render(args.study, args.parent_run, folder)
+        claims = is_claims_study(args.study)
+        path, parent_run_id = (render_claims if claims else render)(args.study, args.parent_run, folder)
         try:
             log_report(parent_run_id, folder)
             logged = "logged to the parent run under report/"
@@ -314,7 +362,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             logged = f"not logged to the parent run (the store cannot be written: {str(err).splitlines()[0][:200]})"
     return finish({"study": args.study, "parent_run_id": parent_run_id, "report": str(path),
                    "html": str(folder / "report.html")}, args.json,
-                  f"rnnlab: report of study '{args.study}' (execution {parent_run_id}): {path} and {folder / 'report.html'}; "
+                  f"rnnlab: {'claims report' if claims else 'report of study'} '{args.study}' (execution {parent_run_id}): {path} and {folder / 'report.html'}; "
                   + logged)
 
 
@@ -403,6 +451,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     shown = ", ".join(f"{k.rpartition('.')[2]} {v:.2f}" for k, v in metrics.items() if k.endswith(("ppl", "bleu", "chrf")))
     return finish({"run_id": args.run_id, "file": args.file or args.src, "metrics": metrics}, args.json,
                   f"rnnlab: {shown} on {args.file or args.src} (logged to run {args.run_id})")
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    with quietly(args.json):
+        from tasks import probes  # lazy: torch, Lightning, matplotlib (~5 s)
+
+        if args.probe == "context":
+            result = probes.context_probe(args.run_id, args.split, args.positions, args.force)
+        else:
+            result = probes.gradient_flow_probe(args.run_id, args.split, args.positions, args.force)
+    head = f"rnnlab: run {args.run_id} ({result['cell']}), {result['positions']} positions of {result['split']}"
+    if args.probe == "context":
+        def k(prefix: str, name: str) -> str:
+            return f"k = {result[f'{prefix}_{name}']}" + ("" if result[f"{prefix}_{name}_reached"] else " (not reached)")
+
+        human = (f"{head}: full-context ppl {result['full_ppl']:.2f}; the last k tokens come within 1% of it from "
+                 f"{k('k', '1pct')}, within 5% from {k('k', '5pct')}; shuffling the words beyond k costs less than 1% "
+                 f"from {k('order_k', '1pct')}, less than 5% from {k('order_k', '5pct')}")
+    else:
+        sigmas = lambda when: "/".join(f"{s:.2f}" for s in result[f"sigma_{when}"])  # noqa: E731
+        human = (f"{head}: ‖∂L_t/∂h_(t−k)‖ changes ×{result['rate_init']:.3f} per step at initialisation "
+                 f"(σ₁(W_hh) {sigmas('init')}), ×{result['rate_trained']:.3f} trained (σ₁ {sigmas('trained')})")
+    return finish(result, args.json, human + (" [reused]" if result["reused"] else ""))
 
 
 def cmd_translate(args: argparse.Namespace) -> int:

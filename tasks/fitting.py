@@ -115,10 +115,23 @@ def readable(value: float) -> str:
     return f"{value:.2f}" if abs(value) < 1e6 else f"{value:.3g}"
 
 
-class GradientStats(Callback):
-    """The total gradient norm before clipping, every step, and the share of steps that clipping changed.
+def recurrent_layers(module: torch.nn.Module) -> dict[str, list[torch.nn.Parameter]]:
+    """The recurrent layers whose gradient norms are logged one by one, lowest first: a language model's stack
+    (`layer<i>`), a translator's encoder and decoder stacks (`encoder_layer<i>`, `decoder_layer<i>`)."""
+    net = getattr(module, "net", module)
+    stacks = {"": getattr(net, "layers", None), "encoder_": getattr(getattr(net, "encoder", None), "layers", None),
+              "decoder_": getattr(getattr(net, "decoder", None), "layers", None)}
+    return {f"{prefix}layer{i}": list(layer.parameters()) for prefix, stack in stacks.items()
+            if isinstance(stack, torch.nn.ModuleList) for i, layer in enumerate(stack)}
 
-    Lightning calls this hook before it clips, so this is the norm the clipping ablations are about."""
+
+class GradientStats(Callback):
+    """The total gradient norm before clipping, every step, and the share of steps that clipping changed; and each
+    recurrent layer's own gradient norm (`grad_norm_layer<i>`), every `every` steps, with its mean over those steps
+    at the end (`grad_norm_layer<i>_mean`), so a depth study can show the lower layers starving.
+
+    Lightning calls this hook before it clips, so these are the norms the clipping ablations are about. A layer's
+    norm costs one more norm over its parameters' gradients, on 1 step in `every`: nothing measurable."""
 
     def __init__(self, clip: tuple[str, float] | None, every: int = 50):
         self.clip = clip
@@ -127,6 +140,12 @@ class GradientStats(Callback):
         self.clipped = 0
         self.max_norm = 0.0
         self.last: dict[str, float] = {}
+        self.layers: dict[str, list[torch.nn.Parameter]] = {}
+        self.layer_sums: dict[str, float] = {}  # over the sampled steps with a finite norm
+        self.layer_counts: dict[str, int] = {}
+
+    def on_fit_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.layers = recurrent_layers(module)
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, module: pl.LightningModule, optimizer) -> None:
         grads = [p.grad for p in module.parameters() if p.grad is not None]
@@ -140,25 +159,47 @@ class GradientStats(Callback):
         if math.isfinite(norm):
             self.max_norm = max(self.max_norm, norm)
         # Straight into the run's batched logger: Lightning's per-step result collection costs more than the values.
-        # The norm every step; the running clipped share every `every` steps (and at the end); the lr when it changes.
+        # The norm every step; the running clipped share and the layers' norms every `every` steps (the clipped share
+        # also at the end); the lr when it changes.
         lr = optimizer.param_groups[0]["lr"]
         values = {"grad_norm": norm}
         if self.steps % self.every == 1 or self.every == 1:
             values["clipped_share"] = self.share
+            values.update(self.layer_norms())
         if lr != self.last.get("lr"):
             values["lr"] = lr
         trainer.logger.log_metrics(values, step=trainer.global_step)
         self.last = {"grad_norm": norm, "clipped_share": self.share, "lr": lr}
 
+    def layer_norms(self) -> dict[str, float]:
+        found = {}
+        for name, params in self.layers.items():
+            grads = [p.grad for p in params if p.grad is not None]
+            if not grads:
+                continue
+            norm = float(torch.nn.utils.get_total_norm(grads))
+            found[f"grad_norm_{name}"] = norm
+            if math.isfinite(norm):  # a diverged step would make the mean inf for good
+                self.layer_sums[name] = self.layer_sums.get(name, 0.0) + norm
+                self.layer_counts[name] = self.layer_counts.get(name, 0) + 1
+        return found
+
+    def layer_means(self) -> dict[str, float]:
+        """Per recurrent layer, its mean gradient norm over the sampled steps (finite ones only)."""
+        return {f"grad_norm_{name}_mean": self.layer_sums[name] / self.layer_counts[name] for name in self.layer_sums}
+
     @property
     def share(self) -> float:
         return self.clipped / max(self.steps, 1)
 
-    def state_dict(self) -> dict[str, Any]:  # kept in checkpoints, so a resumed run's share covers every step
-        return {"steps": self.steps, "clipped": self.clipped, "max_norm": self.max_norm}
+    def state_dict(self) -> dict[str, Any]:  # kept in checkpoints, so a resumed run's share and means cover every step
+        return {"steps": self.steps, "clipped": self.clipped, "max_norm": self.max_norm,
+                "layer_sums": dict(self.layer_sums), "layer_counts": dict(self.layer_counts)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.steps, self.clipped, self.max_norm = state["steps"], state["clipped"], state["max_norm"]
+        # checkpoints written before per-layer norms were logged have none: the means then cover the resumed part
+        self.layer_sums, self.layer_counts = dict(state.get("layer_sums", {})), dict(state.get("layer_counts", {}))
 
 
 class TrainingLoss(Callback):
@@ -314,7 +355,8 @@ def fit_module(cfg: RunConfig, module: pl.LightningModule, train_loader: DataLoa
     logger.flush()
     tokens_per_second = progress.tokens / progress.train_seconds if progress.train_seconds else 0.0
     summary = {"train_seconds": progress.train_seconds, "fit_seconds": fit_seconds, "tokens_per_second": tokens_per_second,
-               "train_steps": trainer.global_step, "clipped_share": gradients.share, "max_grad_norm": gradients.max_norm}
+               "train_steps": trainer.global_step, "clipped_share": gradients.share, "max_grad_norm": gradients.max_norm,
+               **gradients.layer_means()}
     if losses.stopped_at is not None:
         summary["diverged_step"] = losses.stopped_at
     log_metrics(run_id, summary, step=trainer.global_step)

@@ -200,3 +200,186 @@ def final_metric(table: pd.DataFrame, runs: pd.DataFrame, metric: str, log: bool
         ax.set_title(f"dots: the seeds that trained\ndiamond: {'geometric ' if log else ''}mean and 95% CI", loc="right",
                      fontsize=7, color="0.35")
         return save(fig, path)
+
+
+def context_curves(result: dict, path: Path) -> Path:
+    """The context probe of one run, two panels against k (log axis): left, perplexity with the context cut to the
+    last k tokens, against the full-context perplexity and its +1%/+5% lines; right, perplexity of a fixed window
+    whose words beyond k are shuffled, against the same window unshuffled. The effective k's are marked."""
+    ks = result["ks"]
+    panels = [("context cut to the last k tokens (state reset before them)", result["ppl"], result["full_ppl"],
+               "full context (state carried through the split)", "k", "#1f77b4"),
+              (f"words beyond distance k shuffled, in a {result['window']}-token window", result["shuffled_ppl"],
+               result["window_ppl"], f"the {result['window']}-token window, unshuffled", "order_k", "#d62728")]
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
+        values = [v for _, curve, ref, *_ in panels for v in [*curve, ref * 1.05]]
+        log = log_axis(values, True)
+        for ax, (title, curve, reference, ref_label, prefix, colour) in zip(axes, panels):
+            ax.plot(ks, curve, marker="o", markersize=4, color=colour, label="perplexity at k")
+            ax.axhline(reference, color="black", linewidth=1.2, label=f"{ref_label}: {reference:.1f}")
+            for name, tolerance, style in (("1pct", 0.01, ":"), ("5pct", 0.05, "--")):
+                k, reached = result[f"{prefix}_{name}"], result[f"{prefix}_{name}_reached"]
+                ax.axhline(reference * (1 + tolerance), color="0.4", linestyle=style, linewidth=1,
+                           label=f"+{tolerance:.0%}: " + (f"reached from k = {k}" if reached else f"not reached by k = {k}"))
+                if reached:
+                    ax.axvline(k, color="0.4", linestyle=style, linewidth=1)
+            ax.set_xscale("log")
+            ax.set_xticks(ks, [str(k) for k in ks])
+            ax.minorticks_off()
+            if log:
+                ax.set_yscale("log")
+            ax.set(xlabel="k (tokens of context, log axis)", title=title)
+            ax.legend(loc="upper right")
+        axes[0].set_ylabel(f"perplexity on {result['positions']} positions of {result['split']}")
+        fig.suptitle(f"context probe, run {result['run_id'][:8]} ({result['cell']})", x=0.01, ha="left", fontsize=11)
+        return save(fig, path)
+
+
+def gradient_flow_curves(result: dict, path: Path) -> Path:
+    """‖∂L_t/∂h_{t−k}‖ against k (log axis): the geometric mean over positions at initialisation and trained, each
+    with its 10–90% band and its fitted per-step rate and σ₁ in the legend; an LSTM's cell-state gradient dashed."""
+    ks = result["ks"]
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(8.5, 4.6))
+        for when, colour in (("init", "#7f7f7f"), ("trained", "#1f77b4")):
+            sigma = ", ".join(f"{s:.2f}" for s in result[f"sigma_{when}"])
+            radius = ", ".join(f"{r:.2f}" for r in result[f"radius_{when}"])
+            ax.plot(ks, result[f"norm_{when}"], color=colour, linewidth=1.6,
+                    label=f"{when}: h, ×{result[f'rate_{when}']:.3f} per step; W_hh per layer: σ₁ {sigma}, "
+                    f"spectral radius {radius}")
+            ax.fill_between(ks, result[f"norm_{when}_q10"], result[f"norm_{when}_q90"], color=colour, alpha=0.18,
+                            linewidth=0)
+            if f"cell_norm_{when}" in result:
+                ax.plot(ks, result[f"cell_norm_{when}"], color=colour, linestyle="--", linewidth=1.2,
+                        label=f"{when}: LSTM cell state c, ×{result[f'cell_rate_{when}']:.3f} per step")
+        ax.set_yscale("log")
+        ax.set(xlabel="k (steps back from the loss)", ylabel="‖∂L_t / ∂h_(t−k)‖ (geometric mean over positions)")
+        ax.set_title(f"gradient flow, run {result['run_id'][:8]} ({result['cell']}), {result['positions']} positions "
+                     f"of {result['split']}", loc="left")
+        ax.set_title(f"band: 10–90% of positions; rates fitted over k = {result['rate_fit_ks'][0]} … "
+                     f"{result['rate_fit_ks'][1]}", loc="right", fontsize=7, color="0.35")
+        legend(ax)
+        return save(fig, path)
+
+
+# ---- the claims report's figures (tasks/claims_report.py) ----
+
+def first_number(value) -> float:
+    """A probe figure given per layer (a list) as one number: the median of the layers'."""
+    if isinstance(value, (list, tuple)):
+        values = [float(v) for v in value if v is not None]
+        return float(np.median(values)) if values else math.nan
+    return math.nan if value is None else float(value)
+
+
+def context_by_cell(curves: dict[str, list[dict]], path: Path, level: float = 0.05) -> Path:
+    """Perplexity with the context truncated to k tokens, relative to the full context, vs k (log x): one line per
+    run, one colour per cell; the level line dashed (a run's effective context is where it drops below)."""
+    colour = colours(list(curves))
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots()
+        for cell, probes in curves.items():
+            for i, probe in enumerate(probes):
+                ks, ppl, full = probe["ks"], [first_number(v) for v in probe["ppl"]], first_number(probe["full_ppl"])
+                ax.plot(ks, [p / full for p in ppl], color=colour[cell], marker="o", markersize=3, linewidth=1.2,
+                        label=f"{cell} ({len(probes)} seed{'s' if len(probes) > 1 else ''})" if i == 0 else None)
+        ax.axhline(1 + level, color="0.3", linestyle="--", linewidth=1, label=f"within {level:.0%} of full context")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set(xlabel="context kept, k (tokens)", ylabel="perplexity(k) / perplexity(full context)",
+               title="how much context the trained models use (one line per seed)")
+        legend(ax)
+        return save(fig, path)
+
+
+def gradient_flow_by_cell(curves: dict[str, list[dict]], path: Path) -> Path:
+    """The norm of the gradient reaching the hidden state k steps back vs k (log y): one colour per cell, the trained
+    model solid, the same model at initialisation dashed; one line per seed."""
+    colour = colours(list(curves))
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots()
+        for cell, probes in curves.items():
+            for i, probe in enumerate(probes):
+                for key, style, when in (("norm_trained", "-", "trained"), ("norm_init", "--", "at init")):
+                    ax.plot(probe["ks"], [first_number(v) for v in probe[key]], color=colour[cell], linestyle=style,
+                            linewidth=1.2, label=f"{cell}, {when}" if i == 0 else None)
+        ax.set_yscale("log")
+        ax.set(xlabel="distance k (steps back)", ylabel="gradient norm at h(t−k)",
+               title="gradient flow through time (one line per seed)")
+        legend(ax)
+        return save(fig, path)
+
+
+def spectral(check: dict, path: Path) -> Path:
+    """The controlled spectral check: gradient norm vs k for a recurrent matrix scaled to each spectral radius."""
+    radii = [str(r) for r in check["radii"]]
+    colour = colours(radii)
+    norms = {str(k): v for k, v in check["norms"].items()}
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots()
+        for radius in radii:
+            ax.plot(check["ks"], [first_number(v) for v in norms[radius]], color=colour[radius], linewidth=1.4,
+                    label=f"spectral radius {radius}")
+        ax.set_yscale("log")
+        ax.set(xlabel="distance k (steps back)", ylabel="gradient norm at h(t−k)",
+               title="spectral check: decay below radius 1, growth above")
+        legend(ax)
+        return save(fig, path)
+
+
+def diverged_shares(rows: dict[str, dict], clipped_label: str, path: Path) -> Path:
+    """Per setting: the share of runs that diverged, unclipped and clipped, as bars with the counts written on them."""
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots()
+        x = np.arange(len(rows))
+        for offset, (key, label, shade) in zip((-0.2, 0.2), (("off", "unclipped", "tab:red"),
+                                                             ("on", f"clipped at {clipped_label}", "tab:blue"))):
+            shares = [v[key] / v[f"{key}_runs"] if v[f"{key}_runs"] else 0.0 for v in rows.values()]
+            ax.bar(x + offset, shares, width=0.38, color=shade, label=label)
+            for xi, share, v in zip(x, shares, rows.values()):
+                ax.annotate(f"{v[key]}/{v[f'{key}_runs']}", (xi + offset, share), xytext=(0, 3),
+                            textcoords="offset points", ha="center", fontsize=8)
+        ax.set_xticks(x, list(rows))
+        ax.set_ylim(0, 1.15)
+        ax.set(ylabel="share of runs that diverged", title="tanh RNN: runs that diverged, unclipped vs clipped")
+        legend(ax)
+        return save(fig, path)
+
+
+def layer_norms(lines: dict[str, list[float]], path: Path) -> Path:
+    """Each recurrent layer's mean pre-clip gradient norm over training vs its depth (0 = lowest), log y: one line
+    per stack (depth, residual or not), the median over its seeds."""
+    colour = colours(list(lines))
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots()
+        for name, values in lines.items():
+            ax.plot(range(len(values)), values, color=colour[name], marker="o", markersize=4,
+                    linestyle="-" if "residual=true" in name else "--", label=name)
+        ax.set_yscale("log")
+        ax.set(xlabel="layer (0 = lowest)", ylabel="mean gradient norm of the layer",
+               title="gradient reaching each layer (median over seeds; dashed: no residual)")
+        legend(ax)
+        return save(fig, path)
+
+
+def paired_metric(groups: dict[str, dict[str, dict[int, float]]], metric: str, path: Path) -> Path:
+    """A metric per setting and variant (e.g. BLEU by attention, bidirectional or not): each seed a dot, the mean a
+    bar outline, seeds of one setting joined between its variants."""
+    variants = list(dict.fromkeys(v for g in groups.values() for v in g))
+    colour = colours(variants)
+    width = 0.8 / max(len(variants), 1)
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots()
+        for gi, (group, by_variant) in enumerate(groups.items()):
+            for vi, variant in enumerate(variants):
+                seeds = by_variant.get(variant, {})
+                x = gi - 0.4 + width * (vi + 0.5)
+                if seeds:
+                    ax.bar(x, np.mean(list(seeds.values())), width=width * 0.9, fill=False, edgecolor=colour[variant],
+                           linewidth=1.5, label=variant if gi == 0 else None)
+                    ax.plot([x] * len(seeds), list(seeds.values()), "o", color=colour[variant], markersize=5)
+        ax.set_xticks(np.arange(len(groups)), list(groups))
+        ax.set(ylabel=metric, title=f"{metric} by variant (bar: mean over seeds; dots: seeds)")
+        legend(ax)
+        return save(fig, path)

@@ -14,6 +14,7 @@ import math
 import re
 import tempfile
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import markdown
@@ -258,9 +259,14 @@ def log_report(parent_run_id: str, folder: Path) -> None:
         tracking.log_artifact(parent_run_id, path, "report")
 
 
-@task(name="report")
-def build_report(study: str, parent_run_id: str, out: str) -> str:
+def write_report(render_into: Callable[[str, str, Path], Any], study: str, parent_run_id: str, out: str) -> str:
+    """A report rendered into `out` (a study's, or a claims study's) and logged to its parent run: its Markdown."""
     folder = Path(out)
-    render(study, parent_run_id, folder)
+    render_into(study, parent_run_id, folder)
     log_report(parent_run_id, folder)
     return str(folder / "report.md")
+
+
+@task(name="report")
+def build_report(study: str, parent_run_id: str, out: str) -> str:
+    return write_report(render, study, parent_run_id, out)

@@ -1,5 +1,6 @@
 """The Prefect face of tasks/: each step picks the wing for the run's task kind (language modelling: tasks/lm*.py,
-translation: tasks/nmt*.py) and does nothing else."""
+translation: tasks/nmt*.py) and does nothing else. The probes (tasks/probes.py) are tasks on a recorded
+language-model run, for a flow that measures runs it has trained; the CLI calls their plain functions."""
 
 from __future__ import annotations
 
@@ -63,3 +64,24 @@ def evaluate(cfg: RunConfig, corpus: Corpus, run_id: str, fitted: FitResult) -> 
     if cfg.task == "nmt":
         return nmt.score_nmt(cfg, corpus, run_id, fitted)
     return lm.score_lm(cfg, corpus, run_id, fitted)
+
+
+@task(name="probe-context")
+def probe_context(run_id: str, split: str = "valid", positions: int | None = None, force: bool = False) -> dict:
+    from tasks import probes  # lazy: matplotlib, which a training flow never needs
+
+    return probes.context_probe(run_id, split, positions, force)
+
+
+@task(name="probe-gradient-flow")
+def probe_gradient_flow(run_id: str, split: str = "valid", positions: int | None = None, force: bool = False) -> dict:
+    from tasks import probes  # lazy: matplotlib, which a training flow never needs
+
+    return probes.gradient_flow_probe(run_id, split, positions, force)
+
+
+@task(name="spectral-check")
+def probe_spectral_check(radii: list[float]) -> dict:
+    from tasks import probes  # lazy: matplotlib, which a training flow never needs
+
+    return probes.spectral_check(tuple(radii))

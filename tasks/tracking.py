@@ -282,6 +282,19 @@ def study_runs(experiment: str, parent_run_id: str | None = None):
     return parent, cells
 
 
+def role_run(experiment: str, role: str, run_id: str | None = None):
+    """The latest run of an experiment with tag rnnlab.role=`role` (or the run `run_id`, checked), None if none."""
+    found = client().get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    if run_id is not None:
+        run = get_run(run_id)
+        return run if run.info.experiment_id == found.experiment_id and run.data.tags.get("rnnlab.role") == role else None
+    runs = client().search_runs([found.experiment_id], f"tags.`rnnlab.role` = '{role}'", max_results=1,
+                                order_by=["attributes.start_time DESC"])
+    return runs[0] if runs else None
+
+
 def running_cells(experiment: str) -> list[Any]:
     mlflow = client()
     found = mlflow.get_experiment_by_name(experiment)

@@ -81,6 +81,45 @@ def test_without_clipping_the_optimizer_sees_the_raw_gradient(tiny_cfg):
     assert history(run_id, "clipped_share")[-1] == 0.0
 
 
+class LayerRecorder(pl.Callback):
+    """Each recurrent layer's raw gradient norm at every step (with clipping off, what the optimizer sees)."""
+
+    def __init__(self):
+        self.norms: list[list[float]] = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.norms.append([float(torch.nn.utils.get_total_norm([p.grad for p in layer.parameters()]))
+                           for layer in module.net.layers])
+
+
+def test_each_recurrent_layer_logs_its_own_pre_clip_gradient_norm_every_50_steps_and_its_mean(tiny_cfg):
+    recorder = LayerRecorder()
+    run_id, result = fit(tiny_cfg("model.layers=3", "train.clip_norm=null"), [recorder])
+    assert result.steps > 100  # so that more than one sampled step is compared
+    sampled = list(range(0, result.steps, 50))  # steps 1, 51, 101, …, logged at global steps 0, 50, 100, …
+    metrics = tracking.client().get_run(run_id).data.metrics
+    for layer in range(3):
+        logged = tracking.metric_history(run_id, f"grad_norm_layer{layer}")
+        assert [step for step, _ in logged] == sampled  # a summary per layer, not one per step
+        assert [v for _, v in logged] == pytest.approx([recorder.norms[s][layer] for s in sampled], rel=1e-5)
+        assert metrics[f"grad_norm_layer{layer}_mean"] == pytest.approx(sum(v for _, v in logged) / len(logged))
+    total = dict(tracking.metric_history(run_id, "grad_norm"))
+    for step in sampled:  # the layers' norms are parts of the total (which also holds the embedding and decoder)
+        parts = [recorder.norms[step][layer] for layer in range(3)]
+        assert math.sqrt(sum(p * p for p in parts)) <= total[step] * (1 + 1e-5)
+    assert "grad_norm_layer3" not in metrics and "grad_norm_layer3_mean" not in metrics
+
+
+def test_a_translator_logs_its_encoder_and_decoder_layers_by_name():
+    from models.seq2seq import Translator
+    from tasks.fitting import recurrent_layers
+
+    shape = {"src_vocab": 20, "tgt_vocab": 20, "embedding_size": 8, "hidden_size": 12, "layers": 2}
+    layers = recurrent_layers(Translator(shape, {"optimizer": "adam", "lr": 1e-3}))
+    assert list(layers) == ["encoder_layer0", "encoder_layer1", "decoder_layer0", "decoder_layer1"]
+    assert all(layers.values())
+
+
 def test_clipping_by_value_bounds_every_gradient_element(tiny_cfg):
     recorder = Recorder()
     run_id, _ = fit(tiny_cfg("train.clip_norm=null", "train.clip_value=0.001"), [recorder])

@@ -1,0 +1,90 @@
+"""A claims study (conf/studies/lecture.yaml): every named study through the study flow (finished cells reused) ─►
+open the claims' parent run ─► probe the finished, trained runs the measurements need ─► measurements and verdicts
+(tasks/claims.py) ─► the claims report. Composes, decides nothing else."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+
+from flows.study import StudyFailed, study_flow
+from rnnlab.claims import Lecture, load_claims
+from rnnlab.env import project_dir
+from tasks import tracking
+from tasks.claims import Evidence, evaluate, refusal, run_records
+from tasks.claims_report import build_claims_report
+from tasks.outcome import TRAINED
+from tasks.steps import probe_context, probe_gradient_flow, probe_spectral_check
+
+# Which probes each measurement kind reads, on the trained runs of its `study`.
+PROBES = {"effective_context": ("context",), "vanishing_gradient": ("gradflow",), "lstm_memory": ("context", "gradflow")}
+
+
+@task(name="open-claims-run")
+def open_claims_run(lecture: Lecture, executions: dict[str, str | None]) -> str:
+    run_id = tracking.open_run(lecture.name, f"claims {lecture.name}", {"claims.file": lecture.source}, {
+        "rnnlab.role": "claims", "rnnlab.study": lecture.name, "rnnlab.claims_file": lecture.source,
+        "rnnlab.question": lecture.config.title, **({"mlflow.note.content": lecture.config.title}
+                                                    if lecture.config.title else {}),
+        **{f"rnnlab.execution.{name}": run for name, run in executions.items() if run}})
+    tracking.log_text(run_id, Path(lecture.source).read_text(encoding="utf-8"), "claims.yaml")
+    return run_id
+
+
+@task(name="gather-evidence")
+def gather_records(lecture: Lecture, executions: dict[str, str | None]) -> dict[str, list[dict[str, Any]]]:
+    return {name: run_records(name, run) if run else [] for name, run in executions.items()}
+
+
+def latest_execution(study: str) -> str | None:
+    try:
+        parent, _ = tracking.study_runs(study)
+    except LookupError:
+        return None
+    return parent.info.run_id
+
+
+@flow(name="claims", log_prints=False)
+def claims_flow(claims_file: str, overrides: list[str] | None = None, force: bool = False) -> dict[str, Any]:
+    """Run every study the claims file names (reusing finished cells), probe, measure, judge and report."""
+    started = time.perf_counter()
+    lecture = load_claims(claims_file, overrides or [])
+    executions: dict[str, str | None] = {}
+    failures: list[str] = []
+    for name in lecture.studies:
+        print(f"rnnlab: claims '{lecture.name}': study '{name}'", file=sys.stderr, flush=True)
+        try:
+            executions[name] = study_flow(lecture.files[name], lecture.overrides[name], force)["parent_run_id"]
+        except StudyFailed as err:  # its other cells are recorded: the claims are judged on what there is
+            failures.append(f"{name}: {err}")
+            executions[name] = latest_execution(name)
+    parent_run_id = open_claims_run(lecture, executions)
+    with tracking.closing(parent_run_id):
+        ev = Evidence(runs=gather_records(lecture, executions))
+        for claim in lecture.config.claims:
+            m = claim.measure
+            wanted = PROBES.get(m.kind, ())
+            trained = [r["run_id"] for r in ev.runs.get(getattr(m, "study", ""), []) if r["outcome"] == TRAINED]
+            for run_id in trained:  # diverged and failed-to-learn runs are not probed (the report says how many)
+                if "context" in wanted and run_id not in ev.context:
+                    ev.context[run_id] = probe_context(run_id)
+                if "gradflow" in wanted and run_id not in ev.gradflow:
+                    ev.gradflow[run_id] = probe_gradient_flow(run_id)
+            if m.kind == "vanishing_gradient" and ev.spectral is None:
+                ev.spectral = probe_spectral_check(list(m.radii))
+            if m.kind == "bidirectional":
+                ev.refusals[m.lm_config] = refusal(Path(lecture.source).parent / m.lm_config)
+        tracking.log_text(parent_run_id, json.dumps(ev.as_json(), indent=1, sort_keys=True, default=str),
+                          "evidence.json")
+        results = evaluate(lecture.config.claims, ev)
+        tracking.set_tags(parent_run_id, {f"rnnlab.verdict.{r.claim.id}": r.verdict.verdict for r in results})
+        if failures:
+            tracking.log_text(parent_run_id, "\n".join(failures) + "\n", "failures.txt")
+        report = build_claims_report(lecture.name, parent_run_id, str(project_dir() / "reports" / lecture.name))
+    return {"study": lecture.name, "parent_run_id": parent_run_id, "executions": executions, "failures": failures,
+            "claims": [r.row() for r in results], "report": report, "seconds": time.perf_counter() - started}
