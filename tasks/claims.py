@@ -90,8 +90,11 @@ def refusal(config_file: str | Path) -> str | None:
 def setting(record: dict[str, Any], key: str) -> str | None:
     """A run's value of a config key, as shown in tags: its factor's value, else its param (lower case: `True` and
     `None` as params are `true` and `null` as factors)."""
-    value = record["factors"].get(key, record.get("params", {}).get(key))
-    return None if value is None else {"none": "null"}.get(str(value).lower(), str(value).lower())
+    value = record["factors"].get(key)
+    if value is None:
+        value = record.get("params", {}).get(key)
+        value = "null" if value == "None" else value  # a param of None is logged as "None"; the string "none" stays
+    return None if value is None else str(value).lower()
 
 
 def select(ev: Evidence, study: str, where: dict[str, Any], outcome: str | None = TRAINED) -> list[dict[str, Any]]:

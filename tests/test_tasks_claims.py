@@ -198,3 +198,11 @@ def test_every_claim_on_no_data_is_judged_without_an_error():
     for result in evaluate(LECTURE.claims, Evidence()):
         assert result.verdict.verdict in ("inconclusive", "not testable here"), result.claim.id
         assert result.verdict.reason and not math.isnan(len(result.measurement.text))
+
+
+def test_a_factor_value_none_is_a_value_not_null():
+    """attention=none (no attention) is a setting of its own, not a missing value: it keeps its name in the claims."""
+    from tasks.claims import setting
+
+    assert setting({"factors": {"model.attention": "none"}, "params": {}}, "model.attention") == "none"
+    assert setting({"factors": {}, "params": {"train.clip_norm": "None"}}, "train.clip_norm") == "null"
