@@ -29,7 +29,7 @@ from rnnlab.env import die_with_parent, expect_workers, project_dir
 from rnnlab.processes import interrupt_once_in_worker
 from rnnlab.study import Cell, Study, load_study, show
 from tasks import tracking
-from tasks.compare import as_json, comparison, log_comparison
+from tasks.compare import as_json, cell_results, compare, log_comparison, summary_metrics
 from tasks.outcome import DIVERGED, FAILED_TO_LEARN
 from tasks.fitting import cell_dir
 from tasks.steps import check_cells_fit, prepare_data
@@ -54,9 +54,12 @@ def data_key(cell: Cell) -> str:
 def open_study_run(study: Study, keys: list[str], corpora: dict[str, Any]) -> str:
     cfg = study.config
     params = {f"study.{k}": v for k, v in cfg.model_dump(mode="json").items() if k not in ("factors", "exclude")}
-    params.update({f"factor.{k}": json.dumps(v) for k, v in cfg.factors.items()})
-    params["study.exclude"] = json.dumps(cfg.exclude)
+    # The grid's values, list by factor: `grid.<key>` here; each cell run has its one value as tag `factor.<key>`
+    # (and param `<key>`): one name, one meaning.
+    params.update({f"grid.{k}": v for k, v in cfg.factors.items()})
+    params["study.exclude"] = cfg.exclude
     checksums = {corpus.name: corpus.checksum for corpus in corpora.values()}
+    tracking.experiment_id(cfg.study, description=cfg.question)  # the question above the experiment's runs
     run_id = tracking.open_run(cfg.study, f"study {cfg.study}", params, {
         "rnnlab.role": "study", "rnnlab.study": cfg.study, "rnnlab.task": study.cells[0].config.task,
         "rnnlab.study_file": study.source, "rnnlab.question": cfg.question, "rnnlab.metric": cfg.metric.name,
@@ -64,7 +67,7 @@ def open_study_run(study: Study, keys: list[str], corpora: dict[str, Any]) -> st
         "data.checksum": ",".join(f"{name}:{sha}" for name, sha in sorted(checksums.items())),
         **({"mlflow.note.content": cfg.question} if cfg.question else {})})
     tracking.log_text(run_id, study.definition(), "study.yaml")
-    grid = [{"variant": c.id, "seed": c.seed, "cell_key": key, "run_name": c.name,
+    grid = [{"variant": c.id, "label": c.label, "seed": c.seed, "cell_key": key, "run_name": c.name,
              "factors": {k: show(v) for k, v in c.factors.items()}} for c, key in zip(study.cells, keys)]
     tracking.log_text(run_id, json.dumps(grid, indent=1), "grid.json")
     return run_id
@@ -79,7 +82,8 @@ def run_cell(cell: Cell, corpus: Any, study: str, parent_run_id: str, key: str, 
     gc.enable()  # in case no start_cell_worker ran: a local Dask worker spawned by rnnlab.cli starts with it paused
     if threads:
         torch.set_num_threads(threads)
-    tags = {"rnnlab.role": "cell", "rnnlab.study": study, "rnnlab.cell": cell.id, "rnnlab.cell_key": key,
+    tags = {"rnnlab.role": "cell", "rnnlab.study": study, "rnnlab.variant": cell.label, "rnnlab.cell": cell.id,
+            "rnnlab.cell_key": key,
             **{f"factor.{k}": show(v) for k, v in cell.factors.items()}}
     try:
         with training_alone(cell, key):
@@ -167,9 +171,11 @@ def close_stale(study: str, key: str | None, reason: str = "its worker ended bef
 def compare_and_log(study: str, parent_run_id: str) -> dict[str, Any]:
     """The comparison table and the study's answer in words: logged to the parent run (its artifacts, and its
     description, so the answer is on the run's page)."""
-    c = comparison(study, parent_run_id)
+    parent, grid, runs = cell_results(study, parent_run_id)
+    c = compare(study, parent, grid, runs)
     result = answer(c)
     log_comparison(c, result)
+    tracking.log_metrics(parent_run_id, summary_metrics(c, {g["variant"]: g.get("label", g["variant"]) for g in grid}))
     tracking.set_tags(parent_run_id, {"mlflow.note.content": f"{c.question}\n\n**Answer.** {result.text}".strip(),
                                       "rnnlab.answer": result.text[:5000]})
     return as_json(c, result)

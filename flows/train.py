@@ -11,17 +11,24 @@ from rnnlab.config import RunConfig
 from tasks import tracking
 from tasks.fitting import FitResult
 from tasks.outcome import DIVERGED, Outcome, judge
-from tasks.steps import evaluate, prepare_data, train
+from tasks.steps import evaluate, prepare_data, skipped_eval_splits, train
+
+
+# Bookkeeping, not settings: the run's own name and experiment are the run's attributes in MLflow, not params (as
+# params they became columns and a default axis of the compare view's parallel-coordinates plot).
+NOT_PARAMS = ("run_name", "experiment")
 
 
 @task(name="open-run")
 def open_run(cfg: RunConfig, corpus: Any, parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> str:
+    params = {k: v for k, v in cfg.flat().items() if k not in NOT_PARAMS}
     run_id = tracking.open_run(
-        cfg.experiment, cfg.run_name, cfg.flat(),
+        cfg.experiment, cfg.run_name, params,
         {"rnnlab.task": cfg.task, "rnnlab.config_digest": cfg.digest(), "data.corpus": corpus.name,
-         "data.checksum": corpus.checksum, **corpus.facts(), **(tags or {})},
+         "data.checksum": corpus.checksum, **corpus.facts(), **skipped_eval_splits(cfg, corpus), **(tags or {})},
         parent_run_id=parent_run_id,
     )
+    tracking.log_datasets(run_id, corpus.datasets())
     tracking.log_text(run_id, cfg.to_yaml(), "config.yaml")
     for folder, paths in corpus.artifacts().items():
         for path in paths:
@@ -33,7 +40,7 @@ def open_run(cfg: RunConfig, corpus: Any, parent_run_id: str | None = None, tags
 def record(run_id: str, outcome: Outcome, fitted: FitResult, metrics: dict[str, float],
            eval_seconds: float) -> dict[str, Any]:
     tracking.log_artifact(run_id, fitted.checkpoint, "checkpoints")
-    tracking.log_metrics(run_id, {"eval_seconds": eval_seconds}, step=fitted.steps)
+    tracking.log_metrics(run_id, {"eval_seconds": eval_seconds})
     tracking.set_tags(run_id, outcome.tags())
     return {"diverged_step": fitted.diverged_at, "fit_seconds": fitted.fit_seconds, "eval_seconds": eval_seconds,
             **metrics}

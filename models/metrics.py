@@ -12,12 +12,13 @@ def perplexity(mean_nll: float) -> float:
 
 
 def log_validation_nll(module, mean_nll: float) -> None:
-    """`valid_nll` for Lightning (checkpoint monitor, schedules, progress), and `valid_nll`/`valid_ppl` to the logger
-    as Python floats. Not through `log_dict`: it stores values as float32 tensors, so a perplexity overflowed to inf
-    once the mean NLL passed ~88.7 nats, far below where float64 does (~709)."""
+    """`valid_nll` for Lightning (checkpoint monitor, schedules, progress), and the curves `valid/nll`, `valid/ppl` to
+    the logger as Python floats. Not through `log_dict`: it stores values as float32 tensors, so a perplexity
+    overflowed to inf once the mean NLL passed ~88.7 nats, far below where float64 does (~709). Under `valid/`, not
+    `valid_nll`: that name is the selected checkpoint's final score, which must not land on the training curve."""
     module.log("valid_nll", mean_nll, logger=False)
     if module.logger is not None:
-        module.logger.log_metrics({"valid_nll": mean_nll, "valid_ppl": perplexity(mean_nll)}, step=module.global_step)
+        module.logger.log_metrics({"valid/nll": mean_nll, "valid/ppl": perplexity(mean_nll)}, step=module.global_step)
 
 
 class ValidationNLL:

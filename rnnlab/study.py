@@ -23,7 +23,7 @@ from rnnlab.config import (ConfigError, RunConfig, Section, build, deep_merge, d
 SET_BY_STUDY = {
     "seed": "every cell runs once per seed listed under `seeds`: set those instead (e.g. seeds=[1,2,3])",
     "experiment": "a study's runs go to the experiment named after the study: set `study` instead (e.g. study=my_study)",
-    "run_name": "each cell's run is named after its variant and seed (e.g. cell=lstm,seed=1)",
+    "run_name": "each cell's run is named after its variant and seed (e.g. lstm clip=0.25 s1)",
 }
 
 # What every run logs, whatever its task: the training summary (tasks/fitting.py fit_module, flows/train.py record).
@@ -32,9 +32,9 @@ SUMMARY_METRICS = ("train_loss", "train_seconds", "fit_seconds", "eval_seconds",
 
 
 def logged_metrics(cfg: RunConfig) -> list[str]:
-    """The metrics a trained run of `cfg` logs, so the ones a study can be decided by: those of validation during
-    training (models/metrics.py, tasks/nmt.py ValidationBLEU), each split's final scores for the splits in
-    eval.splits (tasks/lm.py score_lm, tasks/nmt.py score_translations) and the summary."""
+    """The summaries a trained run of `cfg` logs, so the ones a study can be decided by: the selected checkpoint's
+    validation scores, each split's final scores for the splits in eval.splits (tasks/lm.py score_lm, tasks/nmt.py
+    score_translations) and the training summary. (The curves during training are `valid/…` and `train/…`.)"""
     if cfg.task == "nmt":
         during = ["valid_bleu_greedy", "valid_ppl", "valid_nll"]
         scores = ["bleu", "chrf", "bleu_greedy", "chrf_greedy", "ppl", "sentences_per_second",
@@ -128,14 +128,21 @@ class StudyConfig(Section):
 class Cell:
     """One variant of the grid with one seed, resolved into the config it trains."""
 
-    id: str  # the variant, e.g. "cell=rnn_tanh,clip_norm=null" (the same for every seed)
+    id: str  # the variant, e.g. "cell=rnn_tanh,clip_norm=null" (the same for every seed): tables, reports, keys
     factors: dict[str, Any]
     seed: int
     config: RunConfig
+    label: str = ""  # the variant as its runs are named, e.g. "rnn_tanh clip=null" (see variant_label)
 
     @property
     def name(self) -> str:
-        return f"{self.id},seed={self.seed}"
+        """Its run's name: variant first, then the seed, e.g. "rnn_tanh clip=null s1" (short: a runs table cuts
+        names at ~20 characters, and what tells runs apart must come before the cut)."""
+        return run_name(self.label or self.id, self.seed)
+
+
+def run_name(label: str, seed: int) -> str:
+    return f"{label} s{seed}"
 
 
 @dataclass(frozen=True)
@@ -163,6 +170,35 @@ def show(value: Any) -> str:
 
 def variant_id(factors: dict[str, Any]) -> str:
     return ",".join(f"{key.rpartition('.')[2]}={show(value)}" for key, value in factors.items())
+
+
+# Short names of the factor keys the studies vary, for run names (the last part of any other key is used).
+SHORT_KEYS = {"train.clip_norm": "clip", "train.clip_value": "clipv", "model.residual": "res",
+              "model.bidirectional": "bidir", "model.attention": "attn", "model.dropout": "drop",
+              "model.hidden_size": "hidden", "model.embedding_size": "emb", "train.batch_size": "batch"}
+# Values that say nothing without their key (attention "none", residual "true").
+NEEDS_KEY = {"none", "null", "true", "false", "default", "auto"}
+
+
+def variant_label(factors: dict[str, Any], grid_factors: dict[str, list[Any]]) -> str:
+    """A variant as a short name, e.g. {"model.cell": "lstm", "train.clip_norm": 0.25} → "lstm clip=0.25": a
+    factor whose values are all self-explaining words (cell types) by its value alone, any other as short=value."""
+    parts = []
+    for key, value in factors.items():
+        values = [show(v) for v in grid_factors.get(key, [value])]
+        if all(isinstance(v, str) for v in grid_factors.get(key, [value])) and not NEEDS_KEY & {v.lower() for v in values}:
+            parts.append(show(value))
+        else:  # 1e+38 as 1e38: shorter, and a metric key may not hold a "+"
+            parts.append(f"{SHORT_KEYS.get(key, key.rpartition('.')[2])}={show(value).replace('e+', 'e')}")
+    return " ".join(parts) or "base"
+
+
+def variant_labels(combos: list[dict[str, Any]], grid_factors: dict[str, list[Any]]) -> dict[str, str]:
+    """variant id → its short label, unique within the study (where two short labels meet, the full ids are used)."""
+    labels = {variant_id(f): variant_label(f, grid_factors) for f in combos}
+    if len(set(labels.values())) < len(labels):
+        return {vid: vid.replace(",", " ") for vid in labels}
+    return labels
 
 
 def excluded(factors: dict[str, Any], rules: list[dict[str, Any]]) -> bool:
@@ -262,14 +298,15 @@ def read_study(path: Path, overrides: list[str] | None = None) -> Study:
     if not combos:
         raise ConfigError(f"{path}: every combination of the factors is excluded: the grid is empty")
     cells = []
+    labels = variant_labels(combos, cfg.factors)
     for factors in combos:
         vid = variant_id(factors)
         for seed in cfg.seeds:
             tree = base_tree
             for key, value in factors.items():
                 tree = deep_merge(tree, dotted(key, value))
-            tree = deep_merge(tree, {"experiment": cfg.study, "seed": seed, "run_name": f"{vid},seed={seed}"})
-            cells.append(Cell(vid, factors, seed, build(tree, f"{path}: cell {vid} (seed {seed})")))
+            tree = deep_merge(tree, {"experiment": cfg.study, "seed": seed, "run_name": run_name(labels[vid], seed)})
+            cells.append(Cell(vid, factors, seed, build(tree, f"{path}: cell {vid} (seed {seed})"), labels[vid]))
     check_metric(path, cfg, cells)
     return Study(cfg, str(path), base_tree, tuple(cells))
 

@@ -91,6 +91,9 @@ def run_frame(runs: pd.DataFrame, grid: list[dict[str, Any]], metrics: list[str]
         "diverged_step": runs.get("metrics.diverged_step", pd.Series(math.nan, index=runs.index))})
     for name in metrics:
         frame[name] = runs.get(f"metrics.{name}", pd.Series(math.nan, index=runs.index))
+        nll = runs.get(f"metrics.{name.removesuffix('ppl')}nll") if name.endswith("ppl") else None
+        if nll is not None:  # a perplexity that overflowed is not stored (tracking.storable): its NLL says what it was
+            frame[name] = frame[name].fillna(nll.map(perplexity_of))
     for factor in grid[0]["factors"]:
         frame[f"factor.{factor}"] = runs[f"tags.factor.{factor}"]
     order = {(g["variant"], g["seed"]): i for i, g in enumerate(grid)}
@@ -142,6 +145,35 @@ def compare(study: str, parent: Any, grid: list[dict[str, Any]], runs: pd.DataFr
     note = parent.data.tags.get("mlflow.note.content", "")  # where executions recorded before rnnlab.question kept it
     question = parent.data.tags.get("rnnlab.question", note.partition("\n\n**Answer.**")[0])
     return Comparison(study, question, metric, goal, parent.info.run_id, factors, frame, table)
+
+
+def perplexity_of(mean_nll: float) -> float:
+    return math.exp(mean_nll) if mean_nll < 709.0 else math.inf  # exp overflows float64 past ~709.78
+
+
+def metric_key(label: str) -> str:
+    """A variant's label as an MLflow metric-key prefix (keys allow letters, digits, _ - . / : and spaces)."""
+    return "".join(ch if ch.isalnum() or ch in "_-. :" else ":" if ch == "=" else "_" for ch in label)
+
+
+def summary_metrics(c: Comparison, labels: dict[str, str]) -> dict[str, float]:
+    """The study's answer as the parent run's metrics, per variant (by its label): the deciding metric over the
+    seeds that trained, its mean (geometric for a perplexity), 95% interval, standard deviation (of its log for a
+    perplexity: `_log_std`) and n; and the seeds that diverged or failed to learn."""
+    found: dict[str, float] = {}
+    for row in c.table.itertuples(index=False):
+        prefix = metric_key(labels.get(row.variant, row.variant))
+        mine = c.runs[(c.runs["variant"] == row.variant) & (c.runs["outcome"] == TRAINED)][c.metric].dropna()
+        values = mine[mine.map(math.isfinite)].to_numpy(dtype=float)
+        spread = (pd.Series(values).map(math.log) if c.log_scale else pd.Series(values)).std(ddof=1)
+        found.update({f"{prefix}/{c.metric}_mean": getattr(row, f"{c.metric}_mean"),
+                      f"{prefix}/{c.metric}_low": getattr(row, f"{c.metric}_low"),
+                      f"{prefix}/{c.metric}_high": getattr(row, f"{c.metric}_high"),
+                      f"{prefix}/{c.metric}_{'log_std' if c.log_scale else 'std'}": spread,
+                      f"{prefix}/n": float(len(values)),
+                      f"{prefix}/diverged": float(getattr(row, DIVERGED)),
+                      f"{prefix}/failed_to_learn": float(getattr(row, FAILED_TO_LEARN))})
+    return {k: v for k, v in found.items() if not math.isnan(v)}  # no value (a single seed's std) is no metric
 
 
 def number(value: float, digits: int = 2) -> str:

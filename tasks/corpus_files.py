@@ -49,6 +49,16 @@ class PreparedCorpus:
     def cached(self, file: str) -> Path:
         return Path(self.cache_dir) / file
 
+    def source_files(self) -> dict[str, list[str]]:
+        """Each split's source file(s) (a parallel corpus: source and target), as its cache recorded them."""
+        meta = json.loads(self.cached("meta.json").read_text(encoding="utf-8"))
+        return {split: files if isinstance(files, list) else [files] for split, files in meta["files"].items()}
+
+    def datasets(self) -> list[dict[str, str]]:
+        """One MLflow dataset per split: its name, the corpus checksum as digest, its files, its context."""
+        return [{"name": f"{self.name}-{split}", "digest": self.checksum, "source": " + ".join(files), "context": split}
+                for split, files in self.source_files().items()]
+
 
 def data_dir(cfg: DataConfig | ParallelDataConfig) -> Path:
     if cfg.dir:

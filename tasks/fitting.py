@@ -126,9 +126,11 @@ def recurrent_layers(module: torch.nn.Module) -> dict[str, list[torch.nn.Paramet
 
 
 class GradientStats(Callback):
-    """The total gradient norm before clipping, every step, and the share of steps that clipping changed; and each
-    recurrent layer's own gradient norm (`grad_norm_layer<i>`), every `every` steps, with its mean over those steps
-    at the end (`grad_norm_layer<i>_mean`), so a depth study can show the lower layers starving.
+    """The total gradient norm before clipping, every step (`train/grad_norm`), and the share of steps that
+    clipping changed (`train/clipped_share` as it runs, `clipped_share` at the end); and each recurrent layer's own
+    gradient norm (`train/grad_norm_layer<i>`), every `every` steps, with its mean over those steps at the end
+    (`grad_norm_layer<i>_mean`), so a depth study can show the lower layers starving. Curves are under `train/`
+    (a section of their own in MLflow's charts), summaries under plain names.
 
     Lightning calls this hook before it clips, so these are the norms the clipping ablations are about. A layer's
     norm costs one more norm over its parameters' gradients, on 1 step in `every`: nothing measurable."""
@@ -162,12 +164,12 @@ class GradientStats(Callback):
         # The norm every step; the running clipped share and the layers' norms every `every` steps (the clipped share
         # also at the end); the lr when it changes.
         lr = optimizer.param_groups[0]["lr"]
-        values = {"grad_norm": norm}
+        values = {"train/grad_norm": norm}
         if self.steps % self.every == 1 or self.every == 1:
-            values["clipped_share"] = self.share
-            values.update(self.layer_norms())
+            values["train/clipped_share"] = self.share
+            values.update({f"train/{k}": v for k, v in self.layer_norms().items()})
         if lr != self.last.get("lr"):
-            values["lr"] = lr
+            values["train/lr"] = lr
         trainer.logger.log_metrics(values, step=trainer.global_step)
         self.last = {"grad_norm": norm, "clipped_share": self.share, "lr": lr}
 
@@ -203,7 +205,7 @@ class GradientStats(Callback):
 
 
 class TrainingLoss(Callback):
-    """The training loss every step, straight to the run's batched logger. Training stops, as a finding (the run is
+    """The training loss every step (`train/loss`), straight to the run's batched logger. Training stops, as a finding (the run is
     `diverged`), when the loss becomes NaN/inf, or when it blows up: once `after` warm-up steps are past, the mean
     loss over the last `window` steps exceeds `ratio` × the loss of a uniform guess over the vocabulary. A model that
     far above guessing has exploded; left to run, it would spend its whole budget, and an exploded network is also
@@ -223,7 +225,7 @@ class TrainingLoss(Callback):
             return
         self.last = float(loss)
         step = trainer.global_step
-        trainer.logger.log_metrics({"train_loss": self.last}, step=step - 1)
+        trainer.logger.log_metrics({"train/loss": self.last}, step=step - 1)
         if not math.isfinite(self.last):
             self.stop(trainer, f"the training loss became {self.last} at step {step}")
             return
@@ -235,6 +237,14 @@ class TrainingLoss(Callback):
             self.stop(trainer, f"blew up: the mean training loss over steps {step - self.window + 1}–{step} was "
                                f"{mean:.1f} nats per token, above {self.ratio:g} × {self.uniform_loss:.2f} (a uniform "
                                f"guess) = {self.limit:.1f} (the blow-up rule, train.blowup_*); stopped at step {step}")
+
+    @property
+    def final(self) -> float | None:
+        """The training loss a run ends with: the mean over its last `window` steps (one batch's loss is noisy),
+        or the last loss where it was not finite."""
+        if self.last is not None and not math.isfinite(self.last) or not self.recent:
+            return self.last
+        return sum(self.recent) / len(self.recent)
 
     def stop(self, trainer: pl.Trainer, reason: str) -> None:
         self.stopped_at, self.stop_reason = trainer.global_step, reason
@@ -354,12 +364,12 @@ def fit_module(cfg: RunConfig, module: pl.LightningModule, train_loader: DataLoa
         trainer.save_checkpoint(checkpoint)
     logger.flush()
     tokens_per_second = progress.tokens / progress.train_seconds if progress.train_seconds else 0.0
-    summary = {"train_seconds": progress.train_seconds, "fit_seconds": fit_seconds, "tokens_per_second": tokens_per_second,
+    summary = {"train_loss": losses.final, "train_seconds": progress.train_seconds, "fit_seconds": fit_seconds, "tokens_per_second": tokens_per_second,
                "train_steps": trainer.global_step, "clipped_share": gradients.share, "max_grad_norm": gradients.max_norm,
                **gradients.layer_means()}
     if losses.stopped_at is not None:
         summary["diverged_step"] = losses.stopped_at
-    log_metrics(run_id, summary, step=trainer.global_step)
+    log_metrics(run_id, {k: v for k, v in summary.items() if v is not None})  # summaries: at step 0, not on a curve
     return FitResult(checkpoint, losses.stopped_at, losses.stop_reason, trainer.global_step, progress.train_seconds,
                      fit_seconds, tokens_per_second)
 

@@ -137,7 +137,7 @@ def score_lm(cfg: LMRunConfig, corpus: LMCorpus, run_id: str, fitted: FitResult)
             log_artifact(run_id, path, "eval")
             return {f"{split}_ppl": result.ppl, f"{split}_nll": result.nll / result.tokens, f"{split}_tokens": result.tokens}
 
-        return score_each_split(run_id, cfg.eval.splits, corpus.tokens, fitted.steps, score)
+        return score_each_split(run_id, cfg.eval.splits, corpus.tokens, score)
 
 
 def evaluate_file(run_id: str, path: str | Path) -> dict[str, float]:
@@ -145,7 +145,7 @@ def evaluate_file(run_id: str, path: str | Path) -> dict[str, float]:
     path = Path(path)
     lines = read_lines(path)  # fails early with a clear error on a missing, empty or undecodable file
     with tempfile.TemporaryDirectory() as tmp:
-        run, cfg = recorded_config(run_id, tmp, "lm", "evaluate", ": score it with --src and --ref, not --file")
+        _, cfg = recorded_config(run_id, tmp, "lm", "evaluate", ": score it with --src and --ref, not --file")
         vocab = read_vocab(run_file(run_id, "vocab.txt", tmp))
         net = load_net(cfg, len(vocab), run_file(run_id, "checkpoints/best.ckpt", tmp))
     index = {w: i for i, w in enumerate(vocab)}
@@ -154,6 +154,7 @@ def evaluate_file(run_id: str, path: str | Path) -> dict[str, float]:
     result, _ = split_perplexity(net, ids, index[EOS], cfg.eval.batch_size, cfg.train.bptt)
     oov = sum(1 for t in tokens if t not in index) / len(tokens)
     name = metric_name(path)
-    metrics = {f"{name}.ppl": result.ppl, f"{name}.tokens": result.tokens, f"{name}.oov_rate": oov}
-    log_metrics(run_id, metrics, step=int(run.data.metrics.get("train_steps", 0)))
+    metrics = {f"{name}.ppl": result.ppl, f"{name}.nll": result.nll / result.tokens, f"{name}.tokens": result.tokens,
+               f"{name}.oov_rate": oov}
+    log_metrics(run_id, metrics)
     return metrics

@@ -23,7 +23,7 @@ from tasks.fitting import FitResult, fit_module, load_trained, seed_and_threads
 from tasks.model_settings import as_dict, optim_settings, seq2seq_shape
 from tasks.nmt_corpus import BOS_ID, EOS_ID, ParallelCorpus, processor, read_pairs
 from tasks.scoring import metric_name, recorded_config, run_file, score_each_split
-from tasks.tracking import get_run, log_artifact, log_metrics, set_tags
+from tasks.tracking import log_artifact, log_metrics, set_tags
 
 Pairs = dict[str, list[torch.Tensor]]
 
@@ -105,7 +105,8 @@ def bleu_chrf(hypotheses: list[str], references: list[str]) -> tuple[float, floa
 
 
 class ValidationBLEU(Callback):
-    """Greedy BLEU on the validation set after every validation, logged as valid_bleu_greedy (the checkpoint metric)."""
+    """Greedy BLEU on the validation set after every validation: `valid_bleu_greedy` to Lightning (the checkpoint
+    metric), the curve `valid/bleu_greedy` to the run (`valid_bleu_greedy` there is the selected checkpoint's)."""
 
     def __init__(self, corpus: ParallelCorpus, cfg: NMTRunConfig):
         self.sources = corpus.load("valid")["src"]
@@ -119,7 +120,8 @@ class ValidationBLEU(Callback):
         ids = translate_ids(module.net, self.sources, self.cfg.eval.batch_size, beam=1,
                             max_len_ratio=self.cfg.eval.max_len_ratio)
         score, _, _, _ = bleu_chrf(self.detok.decode(ids), self.references)
-        module.log("valid_bleu_greedy", score)
+        module.log("valid_bleu_greedy", score, logger=False)  # for the checkpoint monitor and the progress line
+        trainer.logger.log_metrics({"valid/bleu_greedy": score}, step=trainer.global_step)  # the curve
 
 
 def fit_nmt(cfg: NMTRunConfig, corpus: ParallelCorpus, run_id: str, workdir: str | None = None) -> FitResult:
@@ -171,6 +173,7 @@ def score_translations(net: Seq2Seq, cfg: NMTRunConfig, sources: list[torch.Tens
         log_artifact(run_id, path, "translations")
         if pairs is not None:
             metrics[f"{name}_ppl"] = token_perplexity(net, pairs, cfg.eval.batch_size)
+            metrics[f"{name}_nll"] = math.log(metrics[f"{name}_ppl"])  # nats per token: the chartable twin
     set_tags(run_id, {"sacrebleu.bleu_signature": bleu_sig, "sacrebleu.chrf_signature": chrf_sig,
                       f"{name}.beam": cfg.eval.beam})
     return metrics
@@ -184,7 +187,7 @@ def score_nmt(cfg: NMTRunConfig, corpus: ParallelCorpus, run_id: str, fitted: Fi
         pairs = corpus.load(split)
         return score_translations(net, cfg, pairs["src"], corpus.references(split), detok, run_id, split, pairs)
 
-    return score_each_split(run_id, cfg.eval.splits, corpus.pairs, fitted.steps, score)
+    return score_each_split(run_id, cfg.eval.splits, corpus.pairs, score)
 
 
 def load_run(run_id: str, tmp: str, purpose: str = "use") -> tuple[NMTRunConfig, Seq2Seq, object, object]:
@@ -218,5 +221,5 @@ def evaluate_pair(run_id: str, src: str | Path, ref: str | Path) -> dict[str, fl
         cfg, net, src_sp, tgt_sp = load_run(run_id, tmp, "evaluate")
     name = metric_name(Path(src))
     metrics = score_translations(net, cfg, encode_sources(src_sp, sources), references, tgt_sp, run_id, name)
-    log_metrics(run_id, metrics, step=int(get_run(run_id).data.metrics.get("train_steps", 0)))
+    log_metrics(run_id, metrics)
     return metrics

@@ -29,10 +29,19 @@ from tasks.outcome import TRAINED, WORDS
 from tasks.verdict import Answer, answer, factor
 
 
-def history(run_id: str, key: str) -> pd.Series:
-    points = tracking.metric_history(run_id, key)
+def curve_name(metric: str) -> str:
+    """The training-time curve of a metric: `valid_ppl` (the selected checkpoint's score) → `valid/ppl` (validation
+    during training), `grad_norm` → `train/grad_norm`."""
+    split, _, name = metric.partition("_")
+    return f"{split}/{name}" if split == "valid" else f"train/{metric}"
+
+
+def history(run_id: str, metric: str) -> pd.Series:
+    """The curve of `metric` over training steps; runs recorded before the curves had names of their own logged it
+    under the metric's name, with the final evaluation repeating the last step."""
+    points = tracking.metric_history(run_id, curve_name(metric)) or tracking.metric_history(run_id, metric)
     series = pd.Series([v for _, v in points], index=[s for s, _ in points], dtype=float)
-    return series[~series.index.duplicated(keep="first")]  # the final evaluation repeats the last step
+    return series[~series.index.duplicated(keep="first")]
 
 
 def artifact_names(run_id: str, folder: str) -> set[str]:

@@ -14,15 +14,25 @@ from rnnlab.config import RunConfig, build
 from tasks.tracking import download_artifact, get_run, log_metrics
 
 
-def score_each_split(run_id: str, splits: Iterable[str], available: Iterable[str], step: int,
+def score_each_split(run_id: str, splits: Iterable[str], available: Iterable[str],
                      score: Callable[[str], dict[str, float]]) -> dict[str, float]:
-    """`score(split)` for each asked-for split the corpus has (a corpus may lack a test split), logged at `step`."""
+    """`score(split)` for each asked-for split the corpus has (a corpus may lack a test split: the run says so, see
+    `skipped_splits`), logged as summaries (step 0) of the selected checkpoint."""
     metrics: dict[str, float] = {}
     for split in splits:
         if split in available:
             metrics.update(score(split))
-    log_metrics(run_id, metrics, step=step)
+    log_metrics(run_id, metrics)
     return metrics
+
+
+def skipped_splits(asked: Iterable[str], available: Iterable[str], corpus: str) -> dict[str, str]:
+    """The tag of a run whose eval.splits names a split its corpus lacks (PTB here has no test split), so that no
+    one reads the missing test score as forgotten: {} when every split is there."""
+    missing = [s for s in asked if s not in set(available)]
+    if not missing:
+        return {}
+    return {"rnnlab.eval.skipped": f"{', '.join(missing)}: corpus '{corpus}' has no such split"}
 
 
 def finished_run(run_id: str, purpose: str):

@@ -5,6 +5,7 @@ language-model run, for a flow that measures runs it has trained; the CLI calls 
 from __future__ import annotations
 
 import json
+import sys
 
 from prefect import task
 
@@ -14,6 +15,7 @@ from tasks.corpus_files import DataError
 from tasks.fitting import FitResult
 from tasks.lm_corpus import LMCorpus
 from tasks.nmt_corpus import ParallelCorpus
+from tasks.scoring import skipped_splits
 
 Corpus = LMCorpus | ParallelCorpus
 
@@ -24,7 +26,16 @@ def prepare_corpus(cfg: RunConfig) -> Corpus:
     else:
         corpus = lm_corpus.prepare_lm_corpus(cfg.data)
     check_fits(cfg, corpus)
+    skipped = skipped_eval_splits(cfg, corpus)
+    if skipped:  # once per corpus a study prepares, not once per cell: each run carries the tag
+        print(f"rnnlab: warning: eval.splits: {skipped['rnnlab.eval.skipped']}; it is skipped (its runs are tagged "
+              "rnnlab.eval.skipped)", file=sys.stderr, flush=True)
     return corpus
+
+
+def skipped_eval_splits(cfg: RunConfig, corpus: Corpus) -> dict[str, str]:
+    """The tag saying which configured evaluation splits the corpus lacks ({} when none)."""
+    return skipped_splits(cfg.eval.splits, corpus.pairs if cfg.task == "nmt" else corpus.tokens, corpus.name)
 
 
 def check_fits(cfg: RunConfig, corpus: Corpus) -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import math
 import importlib.metadata
+import json
+import math
 import os
 import platform
 import queue
@@ -27,7 +28,7 @@ import mlflow
 import torch
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -72,20 +73,29 @@ def client() -> MlflowClient:
     return MlflowClient(tracking_uri=uri)
 
 
-def experiment_id(name: str, mlflow: MlflowClient | None = None) -> str:
+# MLflow 3's UI opens an experiment without this tag in its GenAI view (traces): rnnlab's are model development.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def experiment_id(name: str, mlflow: MlflowClient | None = None, description: str | None = None) -> str:
+    """The experiment `name` (created if new), tagged as model development, with `description` (a study's
+    question) as the description the UI shows above its runs."""
     mlflow = mlflow or client()
     found = mlflow.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    # With SQLite the artifact root would otherwise be relative to whatever the cwd happens to be.
-    location = (project_dir() / "mlruns" / "artifacts" / name).as_uri() if is_local_store(tracking_uri()) else None
-    try:
-        return mlflow.create_experiment(name, artifact_location=location)
-    except Exception:  # created concurrently by another process between our lookup and create
+    if found is None:
+        # With SQLite the artifact root would otherwise be relative to whatever the cwd happens to be.
+        location = (project_dir() / "mlruns" / "artifacts" / name).as_uri() if is_local_store(tracking_uri()) else None
+        try:
+            mlflow.create_experiment(name, artifact_location=location)
+        except Exception:  # created concurrently by another process between our lookup and create
+            if mlflow.get_experiment_by_name(name) is None:
+                raise
         found = mlflow.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id
+    wanted = {**EXPERIMENT_KIND, **({"mlflow.note.content": description} if description else {})}
+    for key, value in wanted.items():  # also on experiments recorded before rnnlab set them
+        if found.tags.get(key) != value:
+            mlflow.set_experiment_tag(found.experiment_id, key, value)
+    return found.experiment_id
 
 
 def code_version() -> str:
@@ -131,6 +141,11 @@ def provenance_tags() -> dict[str, str]:
             # Which kernels torch runs (AVX2, AVX512, ...): float results differ between them, so a result
             # reproduces bit for bit only on the same capability (and thread count).
             "cpu.capability": torch.backends.cpu.get_cpu_capability()}
+    # The runs table's Source column: the code that made the run (and its commit, where there is one).
+    tags["mlflow.source.type"] = "LOCAL"
+    tags["mlflow.source.name"] = f"rnnlab {tags['rnnlab.code_version']}"
+    if tags.get("git.commit", "unknown") != "unknown":
+        tags["mlflow.source.git.commit"] = tags["git.commit"]
     if torch.cuda.is_available():
         tags["gpu"] = torch.cuda.get_device_name()
     for name in PACKAGES:
@@ -164,10 +179,26 @@ def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
     return [(m.step, as_logged(m.value)) for m in points]
 
 
+def param_value(value: Any) -> str:
+    """A param as the UI shows it: JSON (null, true, [1, 2], {"a": null}), with a string written bare (`lstm`, not
+    `"lstm"`), as MLflow's own autologging writes them. Never Python's repr (None, True, {'a': None})."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def log_params(run_id: str, params: Mapping[str, Any], mlflow: MlflowClient | None = None) -> None:
     mlflow = mlflow or client()
     # MlflowClient.log_batch splits a batch into the chunks the store accepts
-    mlflow.log_batch(run_id, params=[Param(k, "null" if v is None else str(v)) for k, v in params.items()])
+    mlflow.log_batch(run_id, params=[Param(k, param_value(v)) for k, v in params.items()])
+
+
+def log_datasets(run_id: str, inputs: list[dict[str, str]], mlflow: MlflowClient | None = None) -> None:
+    """The run's data as MLflow datasets (the runs table's Dataset column and its filter): one per split, each
+    {"name", "digest", "source", "context"} (context: train, valid or test)."""
+    mlflow = mlflow or client()
+    mlflow.log_inputs(run_id, datasets=[
+        DatasetInput(Dataset(name=i["name"], digest=i["digest"], source_type="local",
+                             source=json.dumps({"uri": i["source"]})),
+                     tags=[InputTag("mlflow.data.context", i["context"])]) for i in inputs])
 
 
 def set_tags(run_id: str, tags: Mapping[str, Any], mlflow: MlflowClient | None = None) -> None:
@@ -175,10 +206,20 @@ def set_tags(run_id: str, tags: Mapping[str, Any], mlflow: MlflowClient | None =
     mlflow.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
+def storable(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The metrics to store: a perplexity that overflowed (inf: the model gives the data ~zero probability) is left
+    out, since the store would keep it as max-float (an axis to 1e308 in the UI); the NLL beside it, in nats per
+    token, carries the same fact as a finite number (and `perplexity_from` restores the inf when it is read)."""
+    return {k: float(v) for k, v in metrics.items() if not (k.endswith("ppl") and not math.isfinite(float(v)))}
+
+
 def log_metrics(run_id: str, metrics: Mapping[str, float], step: int = 0, mlflow: MlflowClient | None = None) -> None:
+    """Summaries (final scores, timings) go at step 0, the default: MLflow's charts show a metric whose last step
+    is 0 as a bar per run, and one with later steps as a curve (a summary at the last training step was a one-dot
+    line). Curves are logged per step by `MlflowMetricsLogger`."""
     mlflow = mlflow or client()
     now = int(time.time() * 1000)
-    mlflow.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+    mlflow.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in storable(metrics).items()])
 
 
 def open_run(experiment: str, run_name: str | None, params: Mapping[str, Any], tags: Mapping[str, str],
@@ -377,7 +418,7 @@ class MlflowMetricsLogger(Logger):
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         now = int(time.time() * 1000)
-        self._buffer.extend(Metric(k, float(v), now, step or 0) for k, v in metrics.items())
+        self._buffer.extend(Metric(k, v, now, step or 0) for k, v in storable(metrics).items())
         if len(self._buffer) >= self.flush_every or time.monotonic() - self._last_hand_off > self.flush_seconds:
             self._hand_off()
 

@@ -65,10 +65,12 @@ def test_a_translation_run_records_signatures_translations_and_subword_models(le
     assert {a.path for a in tracking.client().list_artifacts(run_id, "translations")} == {
         f"translations/{split}.{kind}" for split in ("valid", "test") for kind in ("greedy.hyp", "beam.hyp", "ref")}
     assert {a.path for a in tracking.client().list_artifacts(run_id, "subwords")} == {"subwords/src.model", "subwords/tgt.model"}
-    *epochs, final = sorted(tracking.client().get_metric_history(run_id, "valid_bleu_greedy"), key=lambda m: m.step)
-    assert len(epochs) == 5  # validation BLEU (greedy) every epoch, then once more for the chosen checkpoint
-    assert final.value == pytest.approx(max(m.value for m in epochs))  # the best checkpoint was the one kept
-    assert len(tracking.client().get_metric_history(run_id, "grad_norm")) == run.data.metrics["train_steps"]
+    epochs = sorted(tracking.client().get_metric_history(run_id, "valid/bleu_greedy"), key=lambda m: m.step)
+    assert len(epochs) == 5 and all(m.step > 0 for m in epochs)  # the curve: validation BLEU (greedy) every epoch
+    final = tracking.client().get_metric_history(run_id, "valid_bleu_greedy")  # the chosen checkpoint's, apart
+    assert [m.step for m in final] == [0]  # a summary: one value, at step 0, so not a point on the curve
+    assert final[0].value == pytest.approx(max(m.value for m in epochs))  # the best checkpoint was the one kept
+    assert len(tracking.client().get_metric_history(run_id, "train/grad_norm")) == run.data.metrics["train_steps"]
 
 
 def test_cli_translate_and_evaluate_reproduce_the_flow_scores(learned, reversal, tmp_path):

@@ -82,6 +82,41 @@ def test_a_study_records_one_parent_and_one_tagged_child_per_cell_and_seed(clipp
         assert noise not in stderr
 
 
+def test_the_mlflow_ui_shows_each_variant_by_a_short_name_and_the_answer_on_the_parent(clipping_study):
+    home, result, _, _ = clipping_study
+    client = store(home)
+    experiment = client.get_experiment_by_name("tiny_clipping")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert experiment.tags["mlflow.note.content"] == QUESTION  # the description above the runs
+    children = cell_runs(home, "tiny_clipping")
+    names = sorted(r.info.run_name for r in children)
+    assert names == sorted(f"{cell} lr={lr} s{seed}" for cell in ("rnn_tanh", "lstm") for lr in ("1.0", "1e38")
+                           for seed in (1, 2))
+    assert all(r.info.run_name == f"{r.data.tags['rnnlab.variant']} s{r.data.params['seed']}" for r in children)
+    # one name, one meaning: a child's factor is its one value (tag factor.<key>), the parent's grid is grid.<key>
+    parent = client.get_run(result["parent_run_id"])
+    assert parent.data.params["grid.model.cell"] == '["rnn_tanh", "lstm"]'
+    assert parent.data.params["grid.train.lr"] == "[1.0, 1e+38]"
+    assert not [k for k in parent.data.params if k.startswith("factor.")]
+    assert json.loads(parent.data.params["study.budget"]) == {"max_epochs": None, "max_steps": None, "max_minutes": None}
+    for run in [parent, *children]:
+        assert not [v for v in run.data.params.values() if v in ("None", "True", "False") or "'" in v]
+        assert "run_name" not in run.data.params and "experiment" not in run.data.params
+    # the answer on the parent's page: its description, and the deciding metric per variant over the seeds
+    assert parent.data.tags["mlflow.note.content"].startswith(f"{QUESTION}\n\n**Answer.** ")
+    metrics = parent.data.metrics
+    table = {row["variant"]: row for row in result["table"]}
+    for cell in ("rnn_tanh", "lstm"):
+        trained, blew_up = f"{cell} lr:1.0", f"{cell} lr:1e38"
+        assert metrics[f"{trained}/valid_ppl_mean"] == pytest.approx(table[f"cell={cell},lr=1.0"]["valid_ppl_mean"])
+        assert metrics[f"{trained}/n"] == 2 and metrics[f"{trained}/valid_ppl_log_std"] >= 0
+        assert metrics[f"{blew_up}/diverged"] == 2 and metrics[f"{blew_up}/n"] == 0
+        assert f"{blew_up}/valid_ppl_mean" not in metrics  # no mean over no seeds
+    # charts with readable axes: no stored value is an infinity's stand-in
+    for run in children:
+        assert all(abs(v) < 1e300 for v in run.data.metrics.values())
+
+
 def test_a_diverged_cell_is_recorded_as_a_result_and_the_study_goes_on(clipping_study):
     home, result, _, _ = clipping_study
     assert result["diverged"] == 4  # lr 1e38 blows up every cell; the lr 1 cells still finished and were evaluated

@@ -32,11 +32,64 @@ def test_train_flow_records_a_complete_run(prefect_server, tiny_cfg):
         assert run.data.tags[tag]
     metrics = run.data.metrics
     assert metrics["test_ppl"] > 1 and metrics["valid_ppl"] > 1 and metrics["tokens_per_second"] > 0
-    assert len(tracking.client().get_metric_history(run.info.run_id, "grad_norm")) == metrics["train_steps"]
+    assert len(tracking.client().get_metric_history(run.info.run_id, "train/grad_norm")) == metrics["train_steps"]
     artifacts = {a.path for a in tracking.client().list_artifacts(run.info.run_id)}
     assert artifacts == {"config.yaml", "vocab.txt", "checkpoints", "eval"}
     assert {a.path for a in tracking.client().list_artifacts(run.info.run_id, "eval")} == {
         "eval/valid_sentences.csv", "eval/test_sentences.csv"}
+
+
+def test_a_run_reads_well_in_the_mlflow_ui(prefect_server, tiny_cfg, tiny_corpus):
+    """What the runs table and charts show: the experiment as model development, JSON params without bookkeeping,
+    the data as datasets, curves under train/ and valid/, and each summary once at step 0 (a bar, not a dot)."""
+    from flows.train import train_flow
+
+    result = train_flow(tiny_cfg("train.clip_norm=null", experiment="ui"))
+    client = tracking.client()
+    run = client.get_run(result["run_id"])
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # not the GenAI view
+    params = run.data.params
+    assert "run_name" not in params and "experiment" not in params
+    assert params["train.clip_norm"] == "null" and params["model.tied"] == "false" and params["model.cell"] == "lstm"
+    assert params["eval.splits"] == '["valid", "test"]'
+    assert not [v for v in params.values() if v in ("None", "True", "False") or "'" in v]  # no Python repr
+    datasets = {(d.dataset.name, d.dataset.digest, d.tags[0].value) for d in run.inputs.dataset_inputs}
+    checksum = run.data.tags["data.checksum"]
+    assert datasets == {(f"tiny-{split}", checksum, split) for split in ("train", "valid", "test")}
+    assert all(str(tiny_corpus) in d.dataset.source for d in run.inputs.dataset_inputs)
+    assert run.data.tags["mlflow.source.name"].startswith("rnnlab ")
+
+    def steps(key):
+        return sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
+
+    for summary in ("valid_ppl", "valid_nll", "test_ppl", "train_loss", "train_seconds", "eval_seconds",
+                    "max_grad_norm", "clipped_share", "train_steps"):
+        assert steps(summary) == [0], summary
+    train_steps = run.data.metrics["train_steps"]
+    assert steps("train/grad_norm") == list(range(int(train_steps)))
+    assert steps("train/loss") == list(range(int(train_steps)))
+    assert len(steps("valid/ppl")) == 2 and min(steps("valid/ppl")) > 0  # one per epoch, at its step
+    # the selected checkpoint's score is apart from the curve, and the curve's best is that checkpoint's
+    curve = [m.value for m in client.get_metric_history(run.info.run_id, "valid/nll")]
+    assert run.data.metrics["valid_nll"] == pytest.approx(min(curve), rel=1e-6)
+
+
+def test_a_configured_split_the_corpus_lacks_is_skipped_with_one_warning_and_a_tag(prefect_server, tiny_cfg,
+                                                                                    tiny_corpus, tmp_path, capsys):
+    from flows.train import train_flow
+
+    corpus = tmp_path / "no-test"
+    corpus.mkdir()
+    for split in ("train", "valid"):
+        (corpus / f"{split}.txt").write_text((tiny_corpus / f"{split}.txt").read_text())
+    result = train_flow(tiny_cfg(f"data.corpus={corpus}", "train.max_epochs=1", experiment="skipped"))
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == ["rnnlab: warning: eval.splits: test: corpus 'no-test' has no such split; it is skipped "
+                        "(its runs are tagged rnnlab.eval.skipped)"]
+    run = tracking.client().get_run(result["run_id"])
+    assert run.data.tags["rnnlab.eval.skipped"] == "test: corpus 'no-test' has no such split"
+    assert "valid_ppl" in run.data.metrics and not [k for k in run.data.metrics if k.startswith("test_")]
 
 
 def test_verbose_shows_the_libraries_own_logs(tiny_corpus):
@@ -55,7 +108,7 @@ def test_the_same_run_on_the_same_machine_gives_identical_numbers(prefect_server
     clock = {"tokens_per_second", "train_seconds", "fit_seconds", "eval_seconds"}
     metrics = [{k: v for k, v in run.data.metrics.items() if k not in clock} for run in runs]
     assert metrics[0] == metrics[1] and "valid_ppl" in metrics[0] and "test_ppl" in metrics[0]
-    for key in ("train_loss", "grad_norm", "valid_nll"):
+    for key in ("train/loss", "train/grad_norm", "valid/nll"):
         assert tracking.metric_history(first["run_id"], key) == tracking.metric_history(second["run_id"], key)
     assert runs[0].data.tags["cpu.capability"] == runs[1].data.tags["cpu.capability"]  # recorded with every run
     assert runs[0].data.tags["rnnlab.outcome"] == "trained" == first["outcome"]

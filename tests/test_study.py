@@ -33,7 +33,24 @@ def test_the_grid_is_the_product_of_factors_minus_exclusions_times_seeds(tmp_pat
     assert study.variants == ["cell=rnn_tanh,clip_norm=null", "cell=rnn_tanh,clip_norm=0.25", "cell=lstm,clip_norm=0.25"]
     assert [(c.config.model.cell, c.config.train.clip_norm, c.seed, c.config.seed) for c in study.cells[:2]] == [
         ("rnn_tanh", None, 1, 1), ("rnn_tanh", None, 2, 2)]
-    assert study.cells[0].config.run_name == "cell=rnn_tanh,clip_norm=null,seed=1"
+    assert study.cells[0].config.run_name == "rnn_tanh clip=null s1"
+
+
+@pytest.mark.parametrize("name, first_names", [
+    ("lm_clipping", ["rnn_tanh clip=null lr=3.0 s1", "rnn_tanh clip=null lr=20.0 s1"]),
+    ("lm_residual", ["layers=2 res=false s1", "layers=2 res=true s1"]),
+    ("nmt_bidirectional", ["bidir=false attn=none s1", "bidir=false attn=dot s1"]),
+    ("lm_cells", ["rnn_tanh s1", "gru s1"]),
+])
+def test_runs_are_named_variant_first_short_and_unique_within_the_study(name, first_names):
+    """A runs table cuts names at ~20 characters: what tells variants apart comes first; a cell type needs no key,
+    a bare number or a `none` does."""
+    study = load_study(STUDIES / f"{name}.yaml")
+    names = [cell.config.run_name for cell in study.cells]
+    assert [n for n in names if n.endswith(" s1")][:2] == first_names
+    assert len(set(names)) == len(names)
+    assert all(cell.config.run_name == f"{cell.label} s{cell.seed}" for cell in study.cells)
+    assert len({cell.label for cell in study.cells}) == len(study.variants)
 
 
 def test_overrides_go_to_the_study_or_to_every_cell_and_the_budget_applies(tmp_path):

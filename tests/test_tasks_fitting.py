@@ -66,7 +66,7 @@ def test_hidden_state_is_carried_across_segments_and_reset_each_epoch(tiny_cfg):
 def test_clipping_by_norm_logs_the_pre_clip_norm_and_bounds_the_applied_gradient(tiny_cfg):
     recorder = Recorder()
     run_id, result = fit(tiny_cfg("train.clip_norm=0.01"), [recorder])
-    pre_clip = history(run_id, "grad_norm")
+    pre_clip = history(run_id, "train/grad_norm")
     assert len(pre_clip) == result.steps  # logged every step
     assert min(pre_clip) > 0.01
     assert max(recorder.post_clip_norms) == pytest.approx(0.01, rel=1e-4)
@@ -77,7 +77,7 @@ def test_clipping_by_norm_logs_the_pre_clip_norm_and_bounds_the_applied_gradient
 def test_without_clipping_the_optimizer_sees_the_raw_gradient(tiny_cfg):
     recorder = Recorder()
     run_id, _ = fit(tiny_cfg("train.clip_norm=null"), [recorder])
-    assert recorder.post_clip_norms == pytest.approx(history(run_id, "grad_norm"), rel=1e-5)
+    assert recorder.post_clip_norms == pytest.approx(history(run_id, "train/grad_norm"), rel=1e-5)
     assert history(run_id, "clipped_share")[-1] == 0.0
 
 
@@ -99,15 +99,15 @@ def test_each_recurrent_layer_logs_its_own_pre_clip_gradient_norm_every_50_steps
     sampled = list(range(0, result.steps, 50))  # steps 1, 51, 101, …, logged at global steps 0, 50, 100, …
     metrics = tracking.client().get_run(run_id).data.metrics
     for layer in range(3):
-        logged = tracking.metric_history(run_id, f"grad_norm_layer{layer}")
+        logged = tracking.metric_history(run_id, f"train/grad_norm_layer{layer}")
         assert [step for step, _ in logged] == sampled  # a summary per layer, not one per step
         assert [v for _, v in logged] == pytest.approx([recorder.norms[s][layer] for s in sampled], rel=1e-5)
         assert metrics[f"grad_norm_layer{layer}_mean"] == pytest.approx(sum(v for _, v in logged) / len(logged))
-    total = dict(tracking.metric_history(run_id, "grad_norm"))
+    total = dict(tracking.metric_history(run_id, "train/grad_norm"))
     for step in sampled:  # the layers' norms are parts of the total (which also holds the embedding and decoder)
         parts = [recorder.norms[step][layer] for layer in range(3)]
         assert math.sqrt(sum(p * p for p in parts)) <= total[step] * (1 + 1e-5)
-    assert "grad_norm_layer3" not in metrics and "grad_norm_layer3_mean" not in metrics
+    assert "train/grad_norm_layer3" not in metrics and "grad_norm_layer3_mean" not in metrics
 
 
 def test_a_translator_logs_its_encoder_and_decoder_layers_by_name():
@@ -129,7 +129,7 @@ def test_clipping_by_value_bounds_every_gradient_element(tiny_cfg):
 
 def test_lr_is_halved_each_epoch_after_decay_after(tiny_cfg):
     run_id, _ = fit(tiny_cfg("train.max_epochs=4", "train.decay_after=2", "train.lr_decay=0.5", "train.lr=1.0"))
-    lrs = sorted(set(history(run_id, "lr")), reverse=True)
+    lrs = sorted(set(history(run_id, "train/lr")), reverse=True)
     assert lrs == [1.0, 0.5, 0.25]
 
 
@@ -152,7 +152,7 @@ def test_adam_is_available():
 
 def test_same_seed_same_run_and_another_seed_another(tiny_cfg):
     runs = [fit(tiny_cfg(f"seed={seed}", "train.max_epochs=1")) for seed in (7, 7, 8)]
-    losses = [history(run_id, "train_loss") for run_id, _ in runs]
+    losses = [history(run_id, "train/loss") for run_id, _ in runs]
     assert losses[0] == losses[1]
     assert losses[0] != losses[2]
     weights = [load_weights(result.checkpoint) for _, result in runs]

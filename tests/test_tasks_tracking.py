@@ -61,22 +61,35 @@ def test_metrics_logger_batches_values_and_loses_none():
     run_id = new_run()
     logger = MlflowMetricsLogger(run_id, flush_every=100, flush_seconds=3600)
     for step in range(250):
-        logger.log_metrics({"train_loss": 1.0 / (step + 1), "grad_norm": float(step)}, step=step)
+        logger.log_metrics({"train/loss": 1.0 / (step + 1), "train/grad_norm": float(step)}, step=step)
         logger.save()  # Lightning calls save() after every log: it must not flush
     logger.finalize("success")
     assert logger.batches_sent == 5  # 500 values in 5 calls, not 250
-    history = tracking.client().get_metric_history(run_id, "grad_norm")
+    history = tracking.client().get_metric_history(run_id, "train/grad_norm")
     assert sorted(m.step for m in history) == list(range(250))
 
 
 def test_an_infinite_metric_reads_back_as_infinite_not_as_max_float():
     run_id = new_run()
-    tracking.log_metrics(run_id, {"valid_ppl": float("inf"), "gap": float("-inf"), "train_loss": 6.5}, step=3)
-    stored = tracking.client().get_run(run_id).data.metrics["valid_ppl"]
+    tracking.log_metrics(run_id, {"max_grad_norm": float("inf"), "gap": float("-inf"), "train_loss": 6.5}, step=3)
+    stored = tracking.client().get_run(run_id).data.metrics["max_grad_norm"]
     assert stored == 1.7976931348623157e308  # what MLflow's SQL store keeps
     assert tracking.as_logged(stored) == float("inf") and tracking.as_logged(-stored) == float("-inf")
     assert tracking.as_logged(6.5) == 6.5
-    assert tracking.metric_history(run_id, "valid_ppl") == [(3, float("inf"))]
+    assert tracking.metric_history(run_id, "max_grad_norm") == [(3, float("inf"))]
+
+
+def test_a_perplexity_that_overflowed_is_not_stored_its_nll_is():
+    """An axis to 1e308 in the UI helps no one: the NLL (finite, in nats per token) carries the fact, and reading
+    the perplexity back from it restores the inf."""
+    run_id = new_run()
+    tracking.log_metrics(run_id, {"valid_ppl": float("inf"), "valid_nll": 812.5, "test_ppl": 140.0})
+    logger = MlflowMetricsLogger(run_id)
+    logger.log_metrics({"valid/ppl": float("inf"), "valid/nll": 812.5}, step=7)
+    logger.finalize("success")
+    metrics = tracking.client().get_run(run_id).data.metrics
+    assert "valid_ppl" not in metrics and "valid/ppl" not in metrics
+    assert metrics["valid_nll"] == 812.5 and metrics["valid/nll"] == 812.5 and metrics["test_ppl"] == 140.0
 
 
 def test_every_run_records_what_its_numbers_depend_on_beyond_the_config():
