@@ -170,7 +170,7 @@ def test_best_and_last_checkpoints_and_validation_every_epoch(tiny_cfg):
     run_id, result = fit(tiny_cfg("train.max_epochs=3"))
     assert result.checkpoint.endswith("best.ckpt")
     assert (Path(result.checkpoint).parent / "last.ckpt").exists()
-    valid = history(run_id, "valid_ppl")
+    valid = history(run_id, "valid/ppl")
     assert len(valid) == 3 and all(math.isfinite(v) for v in valid)
     best_epoch = torch.load(result.checkpoint, weights_only=True)["epoch"]
     assert valid[best_epoch] == min(valid)
