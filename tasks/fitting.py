@@ -240,11 +240,11 @@ class TrainingLoss(Callback):
 
     @property
     def final(self) -> float | None:
-        """The training loss a run ends with: the mean over its last `window` steps (one batch's loss is noisy),
-        or the last loss where it was not finite."""
-        if self.last is not None and not math.isfinite(self.last) or not self.recent:
-            return self.last
-        return sum(self.recent) / len(self.recent)
+        """The training loss a run ends with: the mean over its last `window` steps (one batch's loss is noisy);
+        None when the last was not finite (the run diverged: its outcome says so)."""
+        if self.last is None or not math.isfinite(self.last):
+            return None
+        return sum(self.recent) / len(self.recent) if self.recent else self.last
 
     def stop(self, trainer: pl.Trainer, reason: str) -> None:
         self.stopped_at, self.stop_reason = trainer.global_step, reason

@@ -94,7 +94,11 @@ def experiment_id(name: str, mlflow: MlflowClient | None = None, description: st
     wanted = {**EXPERIMENT_KIND, **({"mlflow.note.content": description} if description else {})}
     for key, value in wanted.items():  # also on experiments recorded before rnnlab set them
         if found.tags.get(key) != value:
-            mlflow.set_experiment_tag(found.experiment_id, key, value)
+            try:
+                mlflow.set_experiment_tag(found.experiment_id, key, value)
+            except MlflowException:  # two processes setting it at once: the store keeps one, the same
+                if mlflow.get_experiment(found.experiment_id).tags.get(key) != value:
+                    raise
     return found.experiment_id
 
 
@@ -206,11 +210,14 @@ def set_tags(run_id: str, tags: Mapping[str, Any], mlflow: MlflowClient | None =
     mlflow.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
-def storable(metrics: Mapping[str, float]) -> dict[str, float]:
-    """The metrics to store: a perplexity that overflowed (inf: the model gives the data ~zero probability) is left
+def storable(metrics: Mapping[str, float], curve: bool = False) -> dict[str, float]:
+    """The metrics to store. A perplexity that overflowed (inf: the model gives the data ~zero probability) is left
     out, since the store would keep it as max-float (an axis to 1e308 in the UI); the NLL beside it, in nats per
-    token, carries the same fact as a finite number (and `perplexity_from` restores the inf when it is read)."""
-    return {k: float(v) for k, v in metrics.items() if not (k.endswith("ppl") and not math.isfinite(float(v)))}
+    token, carries the same fact as a finite number (and the comparison restores the inf from it). On a curve, no
+    value that is not finite is stored: the step where a run diverged is its `diverged_step`, and the reason is in
+    its `rnnlab.outcome_reason` ("the training loss became inf at step 12")."""
+    return {k: float(v) for k, v in metrics.items()
+            if math.isfinite(float(v)) or not (curve or k.endswith("ppl"))}
 
 
 def log_metrics(run_id: str, metrics: Mapping[str, float], step: int = 0, mlflow: MlflowClient | None = None) -> None:
@@ -418,7 +425,7 @@ class MlflowMetricsLogger(Logger):
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         now = int(time.time() * 1000)
-        self._buffer.extend(Metric(k, v, now, step or 0) for k, v in storable(metrics).items())
+        self._buffer.extend(Metric(k, v, now, step or 0) for k, v in storable(metrics, curve=True).items())
         if len(self._buffer) >= self.flush_every or time.monotonic() - self._last_hand_off > self.flush_seconds:
             self._hand_off()
 

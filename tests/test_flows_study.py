@@ -191,7 +191,7 @@ def test_a_worker_killed_mid_cell_leaves_no_run_running_and_the_next_execution_r
 
     def gru_checkpointed() -> bool:
         runs = [r for r in cell_runs(tmp_path, "tiny_worker") if r.data.tags.get("factor.model.cell") == "gru"]
-        return bool(runs) and runs[0].info.status == "RUNNING" and "valid_ppl" in runs[0].data.metrics
+        return bool(runs) and runs[0].info.status == "RUNNING" and "valid/ppl" in runs[0].data.metrics
 
     try:
         wait_for(lambda: (tmp_path / "mlruns" / "mlflow.db").exists(), what="the store")

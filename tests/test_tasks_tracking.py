@@ -92,6 +92,16 @@ def test_a_perplexity_that_overflowed_is_not_stored_its_nll_is():
     assert metrics["valid_nll"] == 812.5 and metrics["valid/nll"] == 812.5 and metrics["test_ppl"] == 140.0
 
 
+def test_a_curve_stores_no_value_that_is_not_finite():
+    """The step a run blew up at is its diverged_step; as a point it would stretch the chart's axis to 1.8e308."""
+    run_id = new_run()
+    logger = MlflowMetricsLogger(run_id)
+    for step, norm in enumerate([0.5, 7.0, float("inf"), float("nan")]):
+        logger.log_metrics({"train/grad_norm": norm}, step=step)
+    logger.finalize("success")
+    assert tracking.metric_history(run_id, "train/grad_norm") == [(0, 0.5), (1, 7.0)]
+
+
 def test_every_run_records_what_its_numbers_depend_on_beyond_the_config():
     tags = tracking.client().get_run(new_run()).data.tags
     import torch
