@@ -509,7 +509,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
     def ready(url: str) -> None:
         print(f"rnnlab: MLflow UI for {uri} at {url} (Ctrl-C stops it)", file=sys.stderr)
         if args.study:
-            print(f"rnnlab: study '{args.study}': {url}/#/experiments/{experiments[args.study]}/runs", file=sys.stderr)
+            # MLflow 3.17's UI opens an experiment in its GenAI mode (traces, evaluations) whatever the experiment's
+            # tags, unless the browser was switched to "Model training" (kept in the browser's local storage); this
+            # parameter opens the study's runs in that mode.
+            print(f"rnnlab: study '{args.study}': {url}/#/experiments/{experiments[args.study]}/runs"
+                  "?workflowType=machine_learning", file=sys.stderr)
         sys.stderr.flush()
 
     try:

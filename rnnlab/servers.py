@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from rnnlab.env import pid_alive, project_dir, verbose
-from rnnlab.processes import Interrupts, guarded
+from rnnlab.processes import guarded
 
 
 class ServerError(RuntimeError):
@@ -174,7 +174,7 @@ def project_urls() -> dict[str, str]:
 # the web worker that imports it again; so rnnlab starts that worker, uvicorn on MLflow's app, itself: it listens
 # ~4 s after `rnnlab ui` starts, one process beside rnnlab, 0.3 GB. It is configured as MLflow's CLI configures it, by the variables that the CLI hands its workers
 # (mlflow/server/constants.py, internal to MLflow; tests/test_ui.py checks that the worker serves the project's store).
-UI_GRACE = 5.0  # seconds the server has to stop on SIGINT/SIGTERM before its process group is killed
+UI_GRACE = 5.0  # seconds the server has to stop once asked before its process group is killed
 
 
 def ui_command(uri: str, host: str, port: int, jobs: bool) -> tuple[list[str], dict[str, str]]:
@@ -209,7 +209,7 @@ def run_ui(uri: str, host: str, port: int, jobs: bool, on_ready: Callable[[str],
            timeout: float = 120.0) -> int:
     """Serve the MLflow UI over `uri` until the server ends or this command is interrupted; call `on_ready(url)` once
     it answers. The server is a child in its own process group with a parent-death signal: a terminal's Ctrl-C
-    reaches rnnlab alone, which passes the signal on to the whole group and kills what is left of it after UI_GRACE
+    reaches rnnlab alone, which asks the whole group to stop (SIGTERM) and kills what is left of it after UI_GRACE
     seconds (with --jobs, MLflow's job runner and consumers too), and a SIGKILLed rnnlab takes the server with it.
     Returns the server's exit code; an interrupt propagates (KeyboardInterrupt) once the group is gone."""
     if port_taken(host, port):
@@ -233,7 +233,9 @@ def run_ui(uri: str, host: str, port: int, jobs: bool, on_ready: Callable[[str],
         return process.wait()
     finally:
         if process is not None:
-            stop_group(process, Interrupts.received or signal.SIGTERM)
+            # SIGTERM, for a Ctrl-C too: the stop request that servers take quietly (uvicorn stops the same way on
+            # either; with --jobs, MLflow's job runner printed a KeyboardInterrupt traceback for a SIGINT).
+            stop_group(process, signal.SIGTERM)
 
 
 def stop_group(process: subprocess.Popen, sig: int, grace: float = UI_GRACE) -> None:

@@ -88,8 +88,8 @@ def test_it_listens_within_10_seconds_in_2_processes_without_a_job_runner(ui):
 def test_it_prints_its_address_and_the_studys_runs_page(ui, ui_study):
     first, second = ui.lines(2)
     assert first.startswith("rnnlab: MLflow UI for sqlite:///") and first.endswith(f"at {ui.url} (Ctrl-C stops it)")
-    page = f"{ui.url}/#/experiments/{ui_study['experiment_id']}/runs"
-    assert second == f"rnnlab: study 'tiny_ui': {page}"
+    page = f"{ui.url}/#/experiments/{ui_study['experiment_id']}/runs?workflowType=machine_learning"
+    assert second == f"rnnlab: study 'tiny_ui': {page}"  # what it shows there: tests/test_browser.py
     assert answers(page)  # the UI's page itself (the fragment is the browser's)
 
 
@@ -127,3 +127,16 @@ def test_an_unknown_study_is_named_with_the_experiments_there_and_nothing_starts
     assert stderr.strip().splitlines() == [f"rnnlab: error: no study or experiment 'tiny_uii' in sqlite:///"
                                            f"{ui_study['home'] / 'mlruns' / 'mlflow.db'}; there are: Default, tiny_ui"]
     assert not processes_left(mark=ui.mark)
+
+
+@pytest.mark.slow  # ~15 s and 2 GB: MLflow's CLI, its job runner and 7 job consumers
+def test_with_jobs_mlflows_job_runner_runs_too_and_a_signal_stops_all_of_it(ui_study):
+    ui = UI(ui_study["home"], "--jobs")
+    ui.wait_listening()
+    deadline = time.monotonic() + 60
+    while not any("_job_runner" in " ".join(p.cmdline()) for p in processes_left(mark=ui.mark)):
+        assert time.monotonic() < deadline, "no job runner started"
+        time.sleep(0.5)
+    returncode, stderr = ui.stop(signal.SIGINT)
+    assert returncode == 130 and "Traceback" not in stderr
+    assert not processes_left(grace=10, mark=ui.mark)
