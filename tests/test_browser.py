@@ -93,9 +93,10 @@ def open_study(page, ui) -> None:
     every page (it takes a third of the width)."""
     page.goto(ui.study_url)
     page.get_by_role("link", name="study tiny_ui").wait_for()  # the runs table has loaded
-    close = page.get_by_role("button", name="Close")
-    if close.is_visible():
-        close.click()
+    assistant = page.locator("div").filter(has=page.get_by_text("MLflow Assistant")).filter(
+        has=page.get_by_role("button", name="Close")).last  # the innermost block with its title and its Close
+    if assistant.count():
+        assistant.get_by_role("button", name="Close").click()
 
 
 # What of a link's text is drawn: the characters inside every box that clips it (the grid cell, the ellipsis
