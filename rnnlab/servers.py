@@ -3,10 +3,13 @@
 They are the libraries' own servers (`prefect server start`, `mlflow server`) on the project's stores (Prefect's
 SQLite in .prefect/, MLflow's mlruns/mlflow.db and mlruns/artifacts); rnnlab only keeps their pids and logs in
 .servers/ and checks their health. `rnnlab serve` processes are stopped before the servers they talk to.
+
+`rnnlab ui` runs MLflow's server in the foreground instead, over the project's store, for one person's browser.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,8 +20,10 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-from rnnlab.env import pid_alive, project_dir
+from rnnlab.env import pid_alive, project_dir, verbose
+from rnnlab.processes import guarded
 
 
 class ServerError(RuntimeError):
@@ -160,3 +165,85 @@ def project_urls() -> dict[str, str]:
         if state:
             urls[variable] = state["url"]
     return urls
+
+
+# `rnnlab ui`. `mlflow ui` (MLflow 3.17) starts 4 web workers, a job runner and 7 job consumers for GenAI evaluation
+# jobs (15 processes, 3.1 GB) and listened after 24 s on 2 cores. One web worker serves one person's browser, and the
+# jobs (scorers, LLM judges) are not what this lab records: they run only with --jobs. Even so, `mlflow server
+# --workers 1` listened after 6-7.5 s, half of it MLflow's CLI importing the server's code (3.5 s) before it starts
+# the web worker that imports it again; so rnnlab starts that worker, uvicorn on MLflow's app, itself: it listens
+# ~4 s after `rnnlab ui` starts, one process beside rnnlab, 0.3 GB. It is configured as MLflow's CLI configures it, by the variables that the CLI hands its workers
+# (mlflow/server/constants.py, internal to MLflow; tests/test_ui.py checks that the worker serves the project's store).
+UI_GRACE = 5.0  # seconds the server has to stop once asked before its process group is killed
+
+
+def ui_command(uri: str, host: str, port: int, jobs: bool) -> tuple[list[str], dict[str, str]]:
+    """The command that serves the MLflow UI over `uri`, and the environment it needs besides this process's."""
+    quiet = [] if verbose() else ["--log-level", "warning", "--no-access-log"]  # a line per request: only with -v
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true" if jobs else "false"}
+    if not verbose() and "PYTHONWARNINGS" not in os.environ:  # Starlette's deprecation of what MLflow uses, every start
+        env["PYTHONWARNINGS"] = "ignore:starlette.middleware.wsgi is deprecated"
+    # What is uploaded through the UI goes beside rnnlab's artifacts (MLflow's default: ./mlartifacts of the cwd).
+    uploads = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts" if uri.startswith("sqlite:///")
+               else Path.cwd() / "mlartifacts")
+    if jobs:  # MLflow's own CLI, the one that starts the job runner beside the web worker
+        command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host,
+                   "--port", str(port), "--workers", "1", "--artifacts-destination", str(uploads),
+                   *(["--uvicorn-opts", " ".join(quiet)] if quiet else [])]
+        return command, env
+    command = [sys.executable, "-m", "uvicorn", "--host", host, "--port", str(port), "--workers", "1", *quiet,
+               "mlflow.server.fastapi_app:app"]
+    env |= {"_MLFLOW_SERVER_FILE_STORE": uri, "_MLFLOW_SERVER_REGISTRY_STORE": uri,
+            "_MLFLOW_SERVER_SERVE_ARTIFACTS": "true", "_MLFLOW_SERVER_ARTIFACT_ROOT": "mlflow-artifacts:/",
+            "_MLFLOW_SGI_NAME": "uvicorn", "_MLFLOW_SERVER_ARTIFACT_DESTINATION": str(uploads)}
+    return command, env
+
+
+def local_url(host: str, port: int) -> str:
+    """The URL that reaches a server bound to `host` from this machine (one bound to every address: loopback)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def run_ui(uri: str, host: str, port: int, jobs: bool, on_ready: Callable[[str], None],
+           timeout: float = 120.0) -> int:
+    """Serve the MLflow UI over `uri` until the server ends or this command is interrupted; call `on_ready(url)` once
+    it answers. The server is a child in its own process group with a parent-death signal: a terminal's Ctrl-C
+    reaches rnnlab alone, which asks the whole group to stop (SIGTERM) and kills what is left of it after UI_GRACE
+    seconds (with --jobs, MLflow's job runner and consumers too), and a SIGKILLed rnnlab takes the server with it.
+    Returns the server's exit code; an interrupt propagates (KeyboardInterrupt) once the group is gone."""
+    if port_taken(host, port):
+        raise ServerError(f"cannot start the MLflow UI: port {port} on {host} is already taken by another program; "
+                          "choose another with --port")
+    command, env = ui_command(uri, host, port, jobs)
+    url = local_url(host, port)
+    process = None
+    try:
+        process = subprocess.Popen(guarded(command), env={**os.environ, **env}, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while not healthy(url + "/health", timeout=1.0):
+            if process.poll() is not None:
+                raise ServerError(f"the MLflow UI server exited (code {process.returncode}) before it answered on "
+                                  f"{host}:{port}; its output is above")
+            if time.monotonic() > deadline:
+                raise ServerError(f"the MLflow UI server did not answer on {host}:{port} within {timeout:.0f} s")
+            time.sleep(0.1)
+        on_ready(url)
+        return process.wait()
+    finally:
+        if process is not None:
+            # SIGTERM, for a Ctrl-C too: the stop request that servers take quietly (uvicorn stops the same way on
+            # either; with --jobs, MLflow's job runner printed a KeyboardInterrupt traceback for a SIGINT).
+            stop_group(process, signal.SIGTERM)
+
+
+def stop_group(process: subprocess.Popen, sig: int, grace: float = UI_GRACE) -> None:
+    """`sig` to the child's process group, then SIGKILL to whatever of the group outlives `grace` seconds."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(grace)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)  # uvicorn can outlive MLflow's CLI, its parent
+    process.wait()

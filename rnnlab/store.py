@@ -80,6 +80,25 @@ def check_local_store(uri: str, write: bool) -> None:
         raise EnvironmentProblem(damaged.format(f"it is cut short ({size:,} of {pages:,} bytes)"))
 
 
+def experiments(uri: str) -> dict[str, str]:
+    """Name → id of the live experiments of a SQLite store, read with SQLite alone: `rnnlab ui` must listen within
+    seconds, and MLflow's client costs ~3 s of imports before its first query. The store is checked first (a missing
+    one, a damaged one), and a SQLite file without MLflow's tables is named as such."""
+    path = store_path(uri)
+    check_local_store(uri, write=False)
+    if not path.is_file():
+        raise LookupError(f"no tracking store at {path}: nothing has been run in this project yet (or set "
+                          "MLFLOW_TRACKING_URI, or RNNLAB_HOME to the project that has one)")
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=30)) as db:
+            rows = db.execute("SELECT name, experiment_id FROM experiments WHERE lifecycle_stage = 'active' "
+                              "ORDER BY experiment_id").fetchall()
+    except sqlite3.Error as err:
+        raise EnvironmentProblem(f"MLflow store {path} is not an MLflow store, or a damaged one (SQLite says: {err}); "
+                                 f"move it aside (mv {path} {path}.damaged), or restore it from a backup") from None
+    return {name: str(experiment_id) for name, experiment_id in rows}
+
+
 def check_remote_store(uri: str, timeout: float = 5.0) -> None:
     """A tracking server answers (any HTTP answer will do), within `timeout` seconds, instead of after minutes of
     retries."""

@@ -1,6 +1,7 @@
 """Test-session set-up: every store (MLflow, Prefect, caches) lives in a temporary project directory, data comes
 from ../shared/data (or $RNNLAB_DATA_DIR), and tiny corpora are cut from it at test time."""
 
+import json
 import os
 import shutil
 import sys
@@ -109,3 +110,27 @@ def prefect_server():
 
 def rnnlab_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "rnnlab.cli", *args]
+
+
+@pytest.fixture(scope="session")
+def ui_study(tmp_path_factory, tiny_corpus) -> dict:
+    """A tiny real study to look at in the MLflow UI, run once per session: a language model, 2 variants × 2 seeds,
+    40 steps each with a validation every 20, its report written. One variant trains (a tanh RNN at lr 1), the other
+    diverges at once (an LSTM at lr 1e38), as in a real study; two factors give the variants names as long as real
+    ones. Its project directory, name, experiment and parent run."""
+    import yaml
+    from test_flows_study import rnnlab, store, tiny_study
+
+    home = tmp_path_factory.mktemp("ui-home")
+    path = tiny_study(home, "tiny_ui", tiny_corpus, {"model.cell": ["rnn_tanh", "lstm"], "train.lr": [1.0, 1.0e38]},
+                      seeds=(1, 2), **{"train.max_steps": 40, "train.val_every_n_steps": 20})
+    tree = yaml.safe_load(path.read_text())
+    tree["exclude"] = [{"model.cell": "rnn_tanh", "train.lr": 1.0e38}, {"model.cell": "lstm", "train.lr": 1.0}]
+    path.write_text(yaml.safe_dump(tree))
+    done = rnnlab("study", str(path), "--json", home=home)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert (result["cells"], result["diverged"]) == (4, 2)
+    experiment = store(home).get_experiment_by_name("tiny_ui")
+    return {"home": home, "study": "tiny_ui", "experiment_id": experiment.experiment_id,
+            "parent_run_id": result["parent_run_id"], "result": result}

@@ -317,6 +317,9 @@ CASES = [
      environ(RNNLAB_HOME="{tmp}/empty")),
     ("ui in an empty project", ["ui"], "no tracking store at {tmp}/empty/mlruns/mlflow.db",
      environ(RNNLAB_HOME="{tmp}/empty")),
+    ("ui of a tracking server", ["ui"], "MLFLOW_TRACKING_URI=http://127.0.0.1:9 is a tracking server, which serves "
+     "the MLflow UI itself", environ(MLFLOW_TRACKING_URI="http://127.0.0.1:9")),
+    ("ui of a garbage store", ["ui"], "mlflow.db is damaged: it is not a SQLite database", damaged_store("garbage")),
 ]
 
 PENDING: dict[str, str] = {}  # case id → why it is expected to fail for now (marked xfail, not strict)
