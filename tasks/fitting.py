@@ -248,6 +248,7 @@ class TrainingLoss(Callback):
 
     def stop(self, trainer: pl.Trainer, reason: str) -> None:
         self.stopped_at, self.stop_reason = trainer.global_step, reason
+        trainer.lightning_module.stopped_diverged = True  # the validation Lightning runs as it stops is no curve point
         trainer.should_stop = True
 
 

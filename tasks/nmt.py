@@ -121,7 +121,8 @@ class ValidationBLEU(Callback):
                             max_len_ratio=self.cfg.eval.max_len_ratio)
         score, _, _, _ = bleu_chrf(self.detok.decode(ids), self.references)
         module.log("valid_bleu_greedy", score, logger=False)  # for the checkpoint monitor and the progress line
-        trainer.logger.log_metrics({"valid/bleu_greedy": score}, step=trainer.global_step)  # the curve
+        if not module.stopped_diverged:  # the pass Lightning runs as it stops a diverged run is no curve point
+            trainer.logger.log_metrics({"valid/bleu_greedy": score}, step=trainer.global_step)  # the curve
 
 
 def fit_nmt(cfg: NMTRunConfig, corpus: ParallelCorpus, run_id: str, workdir: str | None = None) -> FitResult:

@@ -193,6 +193,8 @@ def test_a_run_whose_loss_stays_far_above_a_uniform_guess_is_stopped_by_the_blow
     assert result.stop_reason.startswith("blew up: the mean training loss over steps 3–5 was")
     assert "1.5 × " in result.stop_reason and "(a uniform guess)" in result.stop_reason
     assert tracking.client().get_run(run_id).data.metrics["diverged_step"] == 5
+    # Lightning validates once more as it stops: that pass over the rejected model is no point of the curve
+    assert history(run_id, "valid/ppl") == [] and history(run_id, "valid/nll") == []
     healthy = fit(tiny_cfg("train.blowup_after=2", "train.blowup_window=3", "train.max_epochs=1"))[1]
     assert healthy.diverged_at is None and healthy.stop_reason is None  # the same rule leaves a sane run alone
 
@@ -200,6 +202,7 @@ def test_a_run_whose_loss_stays_far_above_a_uniform_guess_is_stopped_by_the_blow
 class FakeTrainer:
     def __init__(self):
         self.global_step, self.should_stop = 0, False
+        self.lightning_module = type("Module", (), {"stopped_diverged": False})()
         self.logger = type("Logger", (), {"log_metrics": lambda *a, **k: None})()
 
 
@@ -220,6 +223,7 @@ def test_the_blow_up_rule_watches_the_mean_loss_over_a_window_after_warm_up(loss
         if trainer.should_stop:
             break
     assert rule.stopped_at == stop_at and trainer.should_stop == (stop_at is not None)
+    assert trainer.lightning_module.stopped_diverged == (stop_at is not None)  # its last validation is no curve point
     if stop_at:
         assert rule.stop_reason.startswith(f"blew up: the mean training loss over steps {stop_at - 9}–{stop_at}")
 
