@@ -71,28 +71,36 @@ def limits(values: list[float], log: bool, pad: float = 0.08) -> tuple[float, fl
     return low - pad * span, high + pad * span
 
 
-def mark_beyond(ax: plt.Axes, ended: list[tuple[int, float]], lim: tuple[float, float], colour: tuple,
+def mark_beyond(ax: plt.Axes, ended: list[tuple[int, float | None]], lim: tuple[float, float], colour: tuple,
                 label: str, taken: dict[tuple[int, float], int]) -> None:
     """Runs of one variant that did not train: a × at each one's (step, last value); on the axes' edge when that
     value lies beyond the limits chosen for the runs that trained (a non-finite one on the top edge), where the
-    legend entry gives the values (written on the axes, they would pile up on each other). Variants whose × fall
-    on the same point are set side by side (`taken` counts the variants already drawn at each point)."""
-    beyond = []
+    legend entry gives the values (written on the axes, they would pile up on each other). A run stopped before its
+    first validation (value None) has its × on the top edge at the step where it stopped, and the legend says so.
+    Variants whose × fall on the same point are set side by side (`taken` counts the variants already drawn at each
+    point)."""
+    beyond, unvalidated = [], 0
     drawn: set[tuple[int, float]] = set()
     for i, (step, y) in enumerate(ended):
-        shown = lim[1] if not math.isfinite(y) else min(max(y, lim[0]), lim[1])
+        shown = lim[1] if y is None or not math.isfinite(y) else min(max(y, lim[0]), lim[1])
         if (step, shown) not in drawn:
             drawn.add((step, shown))
             taken[(step, shown)] = taken.get((step, shown), -1) + 1
         beside = transforms.offset_copy(ax.transData, fig=ax.figure, x=9 * taken[(step, shown)], units="points")
         ax.plot([step], [shown], color=colour, label=label if i == 0 else None, transform=beside, **FAILED_MARKER)
-        if shown != y:
+        if y is None:
+            unvalidated += 1
+        elif shown != y:
             beyond.append(y)
+    notes = []
     if beyond:
-        handle = ax.get_lines()[-len(ended)]
         low, high = min(beyond), max(beyond)
-        shown = f"{low:.2g}" if low == high else f"{low:.2g} to {high:.2g}"
-        handle.set_label(f"{label} (off the axes at {shown})")
+        notes.append(f"off the axes at {low:.2g}" if low == high else f"off the axes at {low:.2g} to {high:.2g}")
+    if unvalidated:
+        notes.append("stopped before its first validation" if unvalidated == len(ended) == 1 else
+                     f"{unvalidated} stopped before their first validation")
+    if notes:
+        ax.get_lines()[-len(ended)].set_label(f"{label} ({'; '.join(notes)})")
 
 
 def metric_curves(curves: dict[str, list[tuple[str, pd.Series]]], stops: dict[str, list[tuple[str, int]]],
@@ -118,7 +126,7 @@ def metric_curves(curves: dict[str, list[tuple[str, pd.Series]]], stops: dict[st
                     ax.fill_between(frame.index, frame.min(axis=1), frame.max(axis=1), color=colour[variant],
                                     alpha=0.2, linewidth=0)
             ended = [(o, int(s.index[-1]), float(s.iloc[-1])) for o, s in runs if o != TRAINED and len(s)]
-            ended += [(o, step, math.inf) for o, step in stops.get(variant, [])]
+            ended += [(o, step, None) for o, step in stops.get(variant, [])]
             if ended:
                 how = ", ".join(dict.fromkeys(WORDS[o] for o, _, _ in ended))
                 mark_beyond(ax, [(step, y) for _, step, y in ended], lim, colour[variant], f"{variant}: {how}", taken)
@@ -132,7 +140,7 @@ def metric_curves(curves: dict[str, list[tuple[str, pd.Series]]], stops: dict[st
         ax.set(xlabel="training step", ylabel=metric)
         ax.set_title(f"{metric} during training", loc="left", pad=12)  # above the × on the top edge
         ax.set_title(f"line: {'geometric ' if log else ''}mean of the seeds that trained, band: min–max"
-                     + ("\n×: a run that did not train, at its last validation" if taken else ""), loc="right",
+                     + ("\n×: a run that did not train, at its last validation (or where it stopped)" if taken else ""), loc="right",
                      fontsize=7, color="0.35")
         legend(ax)
         return save(fig, path)

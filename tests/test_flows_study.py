@@ -183,6 +183,7 @@ def wait_for(condition, timeout: float = 300, what: str = "") -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow  # ~70 s; by default a whole study killed mid-cell and resumed: tests/test_faults.py
 def test_a_worker_killed_mid_cell_leaves_no_run_running_and_the_next_execution_resumes_it(tmp_path, tiny_corpus):
     path = tiny_study(tmp_path, "tiny_worker", tiny_corpus, {"model.cell": ["lstm", "gru"]}, concurrency=2,
                       **{"train.max_epochs": 15})
@@ -220,6 +221,7 @@ def test_a_worker_killed_mid_cell_leaves_no_run_running_and_the_next_execution_r
     assert int(resumed.data.tags["rnnlab.resumed_from_step"]) > 0
 
 
+@pytest.mark.slow  # ~35 s; by default runs orphaned on this host are swept: test_tasks_tracking, test_faults
 def test_a_cell_run_left_running_by_an_execution_prefect_knows_nothing_of_is_swept_killed(tmp_path, tiny_corpus):
     """A worker on another machine died with its cell RUNNING: no pid of this host to check, so the next execution
     asks Prefect about the flow run that owned it."""

@@ -189,6 +189,7 @@ def test_a_scheduled_study_that_fails_is_failed_in_prefect_and_in_mlflow_with_th
     assert cells["1000000000"].info.status == "FAILED" and "allocate" in cells["1000000000"].data.tags["rnnlab.error"]
 
 
+@pytest.mark.slow  # ~40 s; by default a served cron deployment runs a study: the test before
 def test_a_study_deployed_to_a_work_pool_is_run_by_a_worker_of_that_pool(servers, tiny_corpus, tmp_path):
     """The multi-machine route, on one machine: `rnnlab deploy --pool` registers the deployment on a Prefect work
     pool; `rnnlab worker` (Prefect's own process worker) picks the run up and records it to the MLflow server."""
@@ -218,6 +219,7 @@ def test_a_study_deployed_to_a_work_pool_is_run_by_a_worker_of_that_pool(servers
     assert all(r.info.status == "FINISHED" and r.data.tags["prefect.flow_run_id"] == str(flow_run.id) for r in cells)
 
 
+@pytest.mark.slow  # ~75 s; by default a scheduled study records to the MLflow server, above
 def test_every_command_works_against_the_mlflow_server_artifacts_included(servers, tiny_corpus, tmp_path):
     home, env, remote, state = servers
     remote = {k: v for k, v in remote.items() if k != "PREFECT_API_URL"}  # Prefect stays ephemeral here

@@ -78,3 +78,16 @@ def test_the_gradient_norm_plot_draws_each_variant_and_its_clipping_threshold(tm
                                                    ([1.0, 100.0], False, False)])
 def test_a_log_axis_only_where_values_span_orders_of_magnitude(values, log, expected):
     assert plots.log_axis(values, log) == expected
+
+
+def test_a_run_stopped_before_its_first_validation_is_marked_where_it_stopped_and_says_so(tmp_path, monkeypatch):
+    legends = []
+    save = plots.save
+    monkeypatch.setattr(plots, "save", lambda fig, path: (legends.extend(
+        t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()), save(fig, path))[1])
+    curves = {VARIANTS[0]: [],
+              VARIANTS[1]: [("trained", series([900.0, 860.0, 850.0])), ("trained", series([910.0, 870.0, 855.0]))]}
+    path = plots.metric_curves(curves, {VARIANTS[0]: [("diverged", 50)]}, "valid_ppl", True, COLOUR, tmp_path / "c.png")
+    assert f"{VARIANTS[0]}: diverged (stopped before its first validation)" in legends, legends
+    assert not any("inf" in text for text in legends)  # it has no value: it is not "off the axes at inf"
+    assert len(pixels(path, VARIANTS[0])) > 20  # its ×, on the top edge
