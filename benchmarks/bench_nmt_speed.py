@@ -1,8 +1,13 @@
 """Training throughput (target tokens/s) of the shipped seq2seq architecture through rnnlab's path vs a bare
-PyTorch loop over the same batches, alternating sides; then translation speed (sentences/s), greedy and beam 5.
+PyTorch loop over the same batches, alternating sides, in fp32 and bf16-mixed, each against the matmul peak measured
+in the same process for its precision; then translation speed (sentences/s), greedy and beam 5.
 
 rnnlab's side is the real `fit_nmt` (Lightning Trainer, callbacks, pre-clip gradient norm, metrics batched to
-MLflow); the bare side trains the same `Seq2Seq` module with Adam and clip_grad_norm_ in a plain loop.
+MLflow) with `train.precision` 32-true or bf16-mixed; the bare side trains the same `Seq2Seq` module with Adam and
+clip_grad_norm_ in a plain loop, fp32 or under the same bf16 autocast. Training FLOPs per target token ≈ 6 per
+non-embedding parameter per token it passes (encoder parameters × source tokens, decoder parameters × target
+tokens, per target token) plus the attention's 12 × source length × hidden size. Where the CPU cannot run bf16,
+that side is skipped and the benchmark says so.
 
     python benchmarks/bench_nmt_speed.py [--steps 100] [--rounds 3] [--run RUN_ID]
 """
@@ -11,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -36,10 +40,12 @@ from tasks.steps import prepare_corpus  # noqa: E402
 from tasks.model_settings import seq2seq_shape  # noqa: E402
 from tasks.nmt import BucketBatches, PairDataset, collate, fit_nmt, translate_ids  # noqa: E402
 
+from peak import machine_line, peaks, print_peaks, report  # noqa: E402  (beside this file)
+
 CONFIG = REPO / "conf" / "runs" / "multi30k_deen.yaml"
 
 
-def bare_tokens_per_second(cfg, corpus, steps: int) -> float:
+def bare_tokens_per_second(cfg, corpus, steps: int, bf16: bool = False) -> float:
     torch.manual_seed(cfg.seed)
     train = corpus.load("train")
     batches = BucketBatches([len(t) for t in train["tgt"]], cfg.train.batch_size, cfg.seed)
@@ -51,12 +57,27 @@ def bare_tokens_per_second(cfg, corpus, steps: int) -> float:
         if step == steps:
             break
         optimizer.zero_grad()
-        loss, count = sequence_nll(net(src, lengths, prev), targets, cfg.train.label_smoothing)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss, count = sequence_nll(net(src, lengths, prev), targets, cfg.train.label_smoothing)
         (loss / count).backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.train.clip_norm)
         optimizer.step()
         tokens += count
     return tokens / (time.perf_counter() - start)
+
+
+def training_flops(cfg, corpus) -> tuple[float, tuple[int, int, int]]:
+    """Training FLOPs per target token, and the shape of the largest matmul (the output projection of a batch)."""
+    net = Seq2Seq(seq2seq_shape(cfg, corpus.src_vocab, corpus.tgt_vocab))
+    count = lambda module: sum(p.numel() for name, p in module.named_parameters() if "embedding" not in name)  # noqa: E731
+    train = corpus.load("train")
+    src_tokens, tgt_tokens = sum(map(len, train["src"])), sum(map(len, train["tgt"]))
+    hidden = cfg.model.hidden_size
+    per_target = 6 * (count(net.encoder) * src_tokens / tgt_tokens + count(net.decoder))
+    if cfg.model.attention != "none":
+        per_target += 12 * (src_tokens / len(train["src"])) * hidden
+    rows = cfg.train.batch_size * round(tgt_tokens / len(train["tgt"]))
+    return per_target, (rows, hidden, corpus.tgt_vocab)
 
 
 def rnnlab_tokens_per_second(cfg, corpus) -> tuple[float, str]:
@@ -76,19 +97,30 @@ def main() -> None:
     cfg = config.load(CONFIG, [f"train.max_steps={args.steps}", "experiment=bench"])
     corpus = prepare_corpus(cfg)
     m = cfg.model
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; seq2seq emb {m.embedding_size}, hidden "
-          f"{m.hidden_size}, bidirectional={m.bidirectional}, attention={m.attention}, vocab {corpus.src_vocab}/"
-          f"{corpus.tgt_vocab}, batch {cfg.train.batch_size}, {args.steps} steps per side per round", flush=True)
-    bare, ours = [], []
+    flops, shape = training_flops(cfg, corpus)
+    print(machine_line())
+    print(f"seq2seq emb {m.embedding_size}, hidden {m.hidden_size}, bidirectional={m.bidirectional}, attention="
+          f"{m.attention}, vocab {corpus.src_vocab}/{corpus.tgt_vocab}, batch {cfg.train.batch_size}, {args.steps} "
+          f"steps per side per round; training ≈ {flops / 1e6:.1f} MFLOP per target token", flush=True)
+    found = peaks(shape)
+    print_peaks(found, shape)
+    bf16_cfg = config.load(CONFIG, [f"train.max_steps={args.steps}", "experiment=bench", "train.precision=bf16-mixed"])
+    sides = {"bare fp32": lambda: bare_tokens_per_second(cfg, corpus, args.steps),
+             "rnnlab fp32": lambda: rnnlab_tokens_per_second(cfg, corpus)}
+    if "bf16" in found:
+        sides["bare bf16"] = lambda: bare_tokens_per_second(cfg, corpus, args.steps, bf16=True)
+        sides["rnnlab bf16"] = lambda: rnnlab_tokens_per_second(bf16_cfg, corpus)
+    speeds: dict[str, list[float]] = {side: [] for side in sides}
+    checkpoint = None
     for round_ in range(args.rounds):
-        bare.append(bare_tokens_per_second(cfg, corpus, args.steps))
-        speed, checkpoint = rnnlab_tokens_per_second(cfg, corpus)
-        ours.append(speed)
-        print(f"round {round_ + 1}: bare {bare[-1]:,.0f} tgt tok/s, rnnlab {ours[-1]:,.0f} tgt tok/s", flush=True)
-    b, o = statistics.median(bare), statistics.median(ours)
-    paired = statistics.median(r / b_ for r, b_ in zip(ours, bare))
-    print(f"median: bare {b:,.0f} tgt tok/s · rnnlab {o:,.0f} tgt tok/s · ratio rnnlab/bare {o / b:.3f} "
-          f"(median of the per-round ratios {paired:.3f})")
+        for side, measure in sides.items():
+            speed = measure()
+            if isinstance(speed, tuple):
+                speed, checkpoint = speed
+            speeds[side].append(speed)
+        print(f"round {round_ + 1}: " + ", ".join(f"{side} {v[-1]:,.0f}" for side, v in speeds.items())
+              + " tgt tok/s", flush=True)
+    report(speeds, flops, found, unit="tgt tok/s")
 
     if args.run:  # decoding speed depends on how well the model has learned when to stop: use a trained run
         from tasks.nmt import load_run

@@ -77,7 +77,9 @@ class Attend(nn.Module):
             scores = query @ self.w(keys).transpose(1, 2)
         else:
             scores = self.v(torch.tanh(self.wq(query).unsqueeze(2) + self.wk(keys).unsqueeze(1))).squeeze(-1)
-        return scores.masked_fill(~src_mask.unsqueeze(1), float("-inf")).softmax(-1)
+        # In fp32 under bf16 autocast (which leaves softmax in bf16 on CPU): weights over up to ~100 source
+        # positions, each rounded to 8 bits of mantissa, no longer sum to 1.
+        return scores.float().masked_fill(~src_mask.unsqueeze(1), float("-inf")).softmax(-1)
 
 
 class Decoder(nn.Module):

@@ -80,6 +80,9 @@ class TrainConfig(Section):
     val_every_n_steps: int | None = Field(None, ge=1, description="also validate every n steps (null = once per epoch)")
     log_every_n_steps: int = Field(1, ge=1)
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    precision: Literal["32-true", "bf16-mixed"] = Field(
+        "32-true", description="32-true: fp32 throughout; bf16-mixed: matmuls and recurrences in bf16 under autocast "
+        "(Lightning's precision plugin), weights, gradients, clipping, losses and evaluation in fp32")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads (null = torch default)")
     # The blow-up rule: a run whose training loss has left the uniform guess far behind (upwards) has exploded; it
     # stops as `diverged` instead of spending the rest of its budget (an exploded model is also the slowest one).

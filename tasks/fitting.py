@@ -284,6 +284,7 @@ def build_trainer(cfg: RunConfig, workdir: Path, callbacks: list[Callback], logg
         log_every_n_steps=cfg.train.log_every_n_steps,
         accelerator=cfg.train.accelerator,
         devices=1,
+        precision=cfg.train.precision,  # Lightning's plugin: torch.autocast for bf16-mixed, on CPU and GPU alike
         logger=logger,
         callbacks=callbacks,
         default_root_dir=str(workdir),

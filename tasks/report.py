@@ -158,13 +158,18 @@ def environment_section(runs: pd.DataFrame, parent: Any) -> str:
     def values(column: str) -> str:
         return ", ".join(f"`{v}`" for v in found(column)) or "–"
 
+    # runs recorded before precision was a setting trained in fp32
+    precisions = sorted(set(runs.get("params.train.precision", pd.Series(dtype=object)).fillna("32-true").astype(str))
+                        or {"32-true"})
     rows = [("study execution (parent run)", f"`{parent.info.run_id}`"), ("git commit", values("tags.git.commit")),
             ("uncommitted changes", values("tags.git.dirty")), ("code version", values("tags.rnnlab.code_version")),
             ("data checksum", values("tags.data.checksum")), ("python", values("tags.python")),
             ("platform", values("tags.platform")), ("CPU", values("tags.cpu")),
             ("CPU capability (torch kernels)", values("tags.cpu.capability")), ("CPU count", values("tags.cpu.count")),
             ("torch threads per cell", values("tags.torch.threads")),
-            ("torch deterministic algorithms", values("tags.torch.deterministic")), ("CUDA", values("tags.cuda"))]
+            ("CPU bf16 instructions", values("tags.cpu.bf16")), ("training precision", ", ".join(
+                f"`{v}`" for v in precisions)), ("torch deterministic algorithms", values("tags.torch.deterministic")),
+            ("CUDA", values("tags.cuda")), ("GPU", values("tags.gpu"))]
     rows += [(column.removeprefix("tags.pkg."), values(column)) for column in sorted(runs.columns)
              if column.startswith("tags.pkg.")]
     text = md_table(pd.DataFrame(rows, columns=["what", "value"]))
@@ -173,6 +178,10 @@ def environment_section(runs: pd.DataFrame, parent: Any) -> str:
         text = (f"**Warning: the cells of this study ran on different CPU kernels ({', '.join(capabilities)}) or "
                 "thread counts.** Floating-point results differ between them (a lot for chaotic runs), so the "
                 "variants were not compared on equal terms: rerun the study on one kind of machine.\n\n" + text)
+    if len(precisions) > 1 and "grid.train.precision" not in parent.data.params:
+        text = (f"**Warning: the cells of this study trained in different precisions ({', '.join(precisions)}), "
+                "and precision is not one of its factors.** Rerun them in one precision to compare the variants.\n\n"
+                + text)
     return text + ("\nResults reproduce bit for bit on the same machine (same CPU capability and thread count), "
                    "not across machines: other kernels round differently.\n")
 

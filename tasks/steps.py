@@ -9,8 +9,8 @@ import sys
 
 from prefect import task
 
-from rnnlab.config import RunConfig
-from tasks import lm, lm_corpus, nmt, nmt_corpus
+from rnnlab.config import ConfigError, RunConfig
+from tasks import hardware, lm, lm_corpus, nmt, nmt_corpus
 from tasks.corpus_files import DataError
 from tasks.fitting import FitResult
 from tasks.lm_corpus import LMCorpus
@@ -39,8 +39,16 @@ def skipped_eval_splits(cfg: RunConfig, corpus: Corpus) -> dict[str, str]:
 
 
 def check_fits(cfg: RunConfig, corpus: Corpus) -> None:
-    """Fail here, before any run opens, when the corpus cannot fill the batches the config asks for."""
+    """Fail here, before any run opens, when the corpus cannot fill the batches the config asks for, or when this
+    machine cannot run its accelerator or precision."""
     (nmt_corpus if cfg.task == "nmt" else lm_corpus).check_fits(cfg, corpus)
+    warning = hardware.check_runnable(cfg)
+    if warning and warning not in _warned:  # once, not once per cell of a study
+        _warned.add(warning)
+        print(warning, file=sys.stderr, flush=True)
+
+
+_warned: set[str] = set()
 
 
 def check_cells_fit(cells: list, corpora: dict[str, Corpus]) -> None:
@@ -51,6 +59,8 @@ def check_cells_fit(cells: list, corpora: dict[str, Corpus]) -> None:
             check_fits(cell.config, corpora[data_key(cell.config)])
         except DataError as err:
             raise DataError(f"cell {cell.name}: {err}") from None
+        except ConfigError as err:
+            raise ConfigError(f"cell {cell.name}: {err}") from None
 
 
 def data_key(cfg: RunConfig) -> str:

@@ -33,6 +33,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from rnnlab import store
+from tasks import hardware
 from rnnlab.env import EnvironmentProblem, disk_full, pid_alive, project_dir, release_reserve
 from rnnlab.store import check_local_store, is_local_store, store_path, tracking_uri
 
@@ -126,25 +127,17 @@ def git_state() -> dict[str, str]:
     return {"git.commit": commit, "git.dirty": str(bool(git("status", "--porcelain", "--untracked-files=no"))).lower()}
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def provenance_tags() -> dict[str, str]:
     tags = {"rnnlab.code_version": code_version(), **git_state(), "python": platform.python_version(),
             "host": socket.gethostname(), "pid": str(os.getpid()), "platform": platform.platform(),
             "torch.threads": str(torch.get_num_threads()), "cuda": str(torch.cuda.is_available()).lower(),
             "torch.deterministic": str(torch.are_deterministic_algorithms_enabled()).lower(),
-            "cpu": cpu_model(), "cpu.count": str(os.cpu_count()),
+            "cpu": hardware.cpu_model(), "cpu.count": str(os.cpu_count()),
             # Which kernels torch runs (AVX2, AVX512, ...): float results differ between them, so a result
             # reproduces bit for bit only on the same capability (and thread count).
-            "cpu.capability": torch.backends.cpu.get_cpu_capability()}
+            "cpu.capability": torch.backends.cpu.get_cpu_capability(),
+            # The CPU's bf16 instructions (amx_bf16, avx512_bf16): whether bf16-mixed runs natively or emulated.
+            "cpu.bf16": ",".join(hardware.native_bf16()) or "none"}
     # The runs table's Source column: the code that made the run (and its commit, where there is one).
     tags["mlflow.source.type"] = "LOCAL"
     tags["mlflow.source.name"] = f"rnnlab {tags['rnnlab.code_version']}"
