@@ -21,6 +21,7 @@ Corpus = LMCorpus | ParallelCorpus
 
 
 def prepare_corpus(cfg: RunConfig) -> Corpus:
+    check_machine(cfg)  # first: a setting this machine cannot run fails before any data is prepared
     if cfg.task == "nmt":
         corpus = nmt_corpus.prepare_parallel_corpus(cfg.data)
     else:
@@ -42,6 +43,12 @@ def check_fits(cfg: RunConfig, corpus: Corpus) -> None:
     """Fail here, before any run opens, when the corpus cannot fill the batches the config asks for, or when this
     machine cannot run its accelerator or precision."""
     (nmt_corpus if cfg.task == "nmt" else lm_corpus).check_fits(cfg, corpus)
+    check_machine(cfg)
+
+
+def check_machine(cfg: RunConfig) -> None:
+    """ConfigError where this machine cannot run the config's accelerator or precision; a warning where it runs it
+    slowly."""
     warning = hardware.check_runnable(cfg)
     if warning and warning not in _warned:  # once, not once per cell of a study
         _warned.add(warning)

@@ -80,3 +80,25 @@ def test_a_bf16_translation_model_learns_to_reverse_sentences(prefect_server, re
     assert result["metrics"]["test_bleu"] > 90  # as fp32 does in the same budget (test_flows_nmt)
     params = tracking.client().get_run(result["run_id"]).data.params
     assert params["train.precision"] == "bf16-mixed" and json.loads(params["model.bidirectional"]) is True
+
+
+def test_the_report_lists_the_precision_and_warns_when_cells_differ_in_it_without_it_being_a_factor():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from tasks.report import environment_section
+
+    def parent(params):
+        return SimpleNamespace(info=SimpleNamespace(run_id="p1"), data=SimpleNamespace(params=params))
+
+    one = pd.DataFrame({"params.train.precision": ["bf16-mixed"] * 2, "tags.cpu.bf16": ["avx512_bf16"] * 2})
+    text = environment_section(one, parent({}))
+    assert "| training precision" in text and "`bf16-mixed`" in text and "`avx512_bf16`" in text
+    assert "Warning" not in text
+    mixed = pd.DataFrame({"params.train.precision": ["bf16-mixed", "32-true"]})
+    assert "trained in different precisions (32-true, bf16-mixed), and precision is not one of its factors" in \
+        environment_section(mixed, parent({}))
+    assert "different precisions" not in environment_section(mixed, parent({"grid.train.precision": "[...]"}))
+    recorded_before = pd.DataFrame({"tags.cpu": ["x"]})  # runs from before precision was a setting: fp32
+    assert "`32-true`" in environment_section(recorded_before, parent({}))
