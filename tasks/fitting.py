@@ -24,7 +24,8 @@ from models.metrics import perplexity
 from rnnlab.config import RunConfig
 from rnnlab.env import keep_freed_memory, project_dir, verbose
 from tasks.outcome import uniform_loss
-from tasks.tracking import MlflowMetricsLogger, log_metrics, set_tags
+from tasks.metrics_logger import MlflowMetricsLogger
+from tasks.tracking import log_metrics, set_tags
 
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated", category=FutureWarning)
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # rnnlab prints its own progress lines

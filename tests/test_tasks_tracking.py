@@ -5,7 +5,8 @@ import subprocess
 import pytest
 
 from tasks import tracking
-from tasks.tracking import MlflowMetricsLogger, closing, open_run
+from tasks.metrics_logger import MlflowMetricsLogger
+from tasks.tracking import closing, open_run
 
 
 def new_run(**tags) -> str:
