@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import math
 import os
 import sys
@@ -15,8 +16,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from rnnlab.env import (EnvironmentProblem, check_project, configure, disk_full, pause_gc_in_spawned_worker,
-                        project_dir, release_reserve)
+from rnnlab.env import (EnvironmentProblem, check_project, collector_paused, configure, disk_full,
+                        pause_gc_in_spawned_worker, project_dir, release_reserve)
 from rnnlab import servers, store
 from rnnlab.processes import Interrupts, start_prefect_api
 
@@ -325,8 +326,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if Path(args.csv).is_dir():
             raise LookupError(f"--csv {args.csv}: a directory; give a file name, e.g. {Path(args.csv) / 'table.csv'}")
     with quietly(True):
-        from tasks.compare import as_json, comparison, formatted  # lazy: MLflow, pandas (~5 s)
-        from tasks.verdict import answer
+        with collector_paused():
+            from tasks.compare import as_json, comparison, formatted  # lazy: MLflow, pandas, SciPy (~2 s)
+            from tasks.tracking import import_store
+            from tasks.verdict import answer
+
+            import_store()
 
         store.read_only()
 
@@ -340,6 +345,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:
         print(answer_block(c.question, result.text, result.factors) + "\n\n" + formatted(c).to_string(index=False) + "\n\n"
               + "\n".join(f"- {line}" for line in result.basis))
+    Exit.at_once = True  # all is printed and written; nothing of the process is left to tear down
     return 0
 
 
@@ -540,5 +546,25 @@ def cmd_data(args: argparse.Namespace) -> int:
                   args.json, f"rnnlab: {corpus.name} ({'sentence pairs' if cfg.task == 'nmt' else 'tokens with <eos>'}): {shown}")
 
 
+class Exit:
+    at_once = False  # set by a command that has only read, printed and closed its files: `compare`
+
+
+def run() -> None:
+    """The `rnnlab` command (and `python -m rnnlab.cli`): `main`, then the exit. After `compare` the process skips the
+    interpreter's teardown (`os._exit`, once stdout, stderr and the logs are flushed): freeing the modules of MLflow,
+    SQLAlchemy, pandas and SciPy took ~1 s, more than the comparison itself, and that command has nothing left to
+    write or close (its SQLite reads are done; a --csv file is closed). `main` itself always returns, for callers
+    in-process (the tests)."""
+    code = main()
+    if Exit.at_once:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # a closed pipe (`| head`) has nothing left to take
+                stream.flush()
+        logging.shutdown()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -161,6 +162,27 @@ def test_compare_builds_the_table_and_the_answer_from_mlflow_alone(clipping_stud
     assert "0/2 trained: 2 diverged" in shown.stdout and " *" in shown.stdout
     assert "valid_ppl (geometric mean [95% CI], lower is better)" in shown.stdout
     assert "inf" not in shown.stdout and "nan" not in shown.stdout.lower()
+
+
+def test_compare_ends_without_tearing_down_yet_loses_no_output(clipping_study, tmp_path):
+    """`rnnlab compare` skips the interpreter's teardown (`rnnlab.cli.run`): what it printed and wrote is all there,
+    its exit code is the command's, and a reader that stops early (`| head -1`) gets no error from it."""
+    home, _, _, _ = clipping_study
+    whole = rnnlab("compare", "tiny_clipping", "--csv", str(tmp_path / "t.csv"), home=home)
+    assert whole.returncode == 0 and "rnnlab: wrote" in whole.stderr and len(pd.read_csv(tmp_path / "t.csv")) == 4
+    ordinary = subprocess.run([sys.executable, "-c", "import sys; from rnnlab.cli import main; "
+                               "sys.exit(main(['compare', 'tiny_clipping']))"], capture_output=True, text=True,
+                              cwd=REPO, timeout=600, env={**os.environ, "RNNLAB_HOME": str(home)})
+    assert ordinary.returncode == 0 and whole.stdout == ordinary.stdout  # the same, to the last byte
+    reader = subprocess.Popen(rnnlab_command("compare", "tiny_clipping"), cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env={**os.environ, "RNNLAB_HOME": str(home)})
+    assert reader.stdout.readline().startswith("Question: ")
+    reader.stdout.close()  # as `head -1` does
+    assert reader.wait(timeout=120) == 0
+    errors = reader.stderr.read()
+    assert "Traceback" not in errors and "BrokenPipe" not in errors
+    missing = rnnlab("compare", "no_such_study", home=home)  # an error still exits the ordinary way, with its code
+    assert missing.returncode == 2 and "no_such_study" in missing.stderr
 
 
 def test_a_bad_study_fails_before_anything_is_recorded(tmp_path, tiny_corpus):

@@ -1,11 +1,18 @@
-"""The import graph of the project's packages: no cycles, and models/ stands on nothing of the project.
+"""The import graph of the project's packages: no cycles, models/ stands on nothing of the project, and the
+read-only commands load no training library.
 
 Every import counts, function-level ones too: a lazy import only hides a cycle, it does not remove it."""
 
 import ast
+import gc
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from conftest import REPO
+
+from rnnlab.env import collector_paused
 
 PACKAGES = ("rnnlab", "flows", "tasks", "models")
 
@@ -102,3 +109,23 @@ def test_a_wing_stands_on_the_floor_alone():
             assert tasks_imports <= set(FLOOR) | set(modules), (module, tasks_imports - set(FLOOR) - set(modules))
     for module in FLOOR:
         assert {i for i in graph[module] if i.startswith("tasks.")} <= set(FLOOR), module
+
+
+def test_what_compare_and_help_load_holds_no_training_library():
+    """`rnnlab compare` reads MLflow and computes statistics: it loads neither torch, nor Lightning, nor Prefect
+    (together ~5 s of start-up), and `rnnlab --help` not even MLflow."""
+    probe = ("import sys; import rnnlab.cli; help = set(sys.modules); "
+             "import tasks.compare, tasks.verdict, tasks.tracking; "
+             "print(sorted(m for m in ('torch', 'lightning', 'prefect') if m in sys.modules), "
+             "sorted(m for m in ('mlflow', 'pandas', 'torch') if m in help))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["[]", "[]"]
+
+
+def test_the_collector_is_back_on_after_a_commands_imports_even_when_one_fails():
+    assert gc.isenabled()
+    with pytest.raises(ImportError), collector_paused():
+        assert not gc.isenabled()
+        import no_such_module  # noqa: F401
+    assert gc.isenabled()
