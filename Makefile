@@ -31,6 +31,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_lm_speed.py
 	$(BIN)/python benchmarks/bench_nmt_speed.py
 	$(BIN)/python benchmarks/bench_study_overhead.py
+	$(BIN)/python benchmarks/bench_cli_start.py
 	$(BIN)/python benchmarks/bench_remote_tracking.py
 
 ui: install
