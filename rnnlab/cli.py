@@ -331,7 +331,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             from tasks.tracking import import_store
             from tasks.verdict import answer
 
-            import_store()
+            import_store()  # SQLAlchemy's store, inside the pause too (`client()` would import it after it)
 
         store.read_only()
 

@@ -19,24 +19,23 @@ BF16_FLAGS = ("amx_bf16", "avx512_bf16", "avx_ne_convert")
 
 
 @functools.cache
-def cpu_flags() -> frozenset[str]:
+def cpuinfo(field: str) -> str:
+    """The first value of `field` in /proc/cpuinfo ("flags", "model name"); "" where there is none (not Linux)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return frozenset(line.partition(":")[2].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.partition(":")[0].strip() == field:
                 return line.partition(":")[2].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return ""
+
+
+def cpu_flags() -> frozenset[str]:
+    return frozenset(cpuinfo("flags").split())
+
+
+def cpu_model() -> str:
+    return cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def native_bf16() -> list[str]:
