@@ -21,6 +21,15 @@ class EnvironmentProblem(RuntimeError):
     full disk); the message names it and says what to do. Reported as one line, exit 2."""
 
 
+CODE_ROOT = Path(__file__).resolve().parent.parent
+CODE_PACKAGES = ("rnnlab", "flows", "tasks", "models")
+
+
+def source_files() -> list[Path]:
+    """rnnlab's own source files, in a fixed order: what identifies the code (with or without a git checkout)."""
+    return [path for package in CODE_PACKAGES for path in sorted((CODE_ROOT / package).glob("**/*.py"))]
+
+
 def project_dir() -> Path:
     """The project whose stores (mlruns/, .prefect/, .cache/) a command uses: $RNNLAB_HOME, else the cwd."""
     return Path(os.environ.get("RNNLAB_HOME") or os.getcwd()).resolve()

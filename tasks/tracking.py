@@ -28,11 +28,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from rnnlab import store
-from rnnlab.env import EnvironmentProblem, disk_full, pid_alive, project_dir, release_reserve
+from rnnlab.env import (CODE_ROOT, EnvironmentProblem, disk_full, pid_alive, project_dir, release_reserve,
+                        source_files)
 from rnnlab.store import check_local_store, is_local_store, store_path, tracking_uri
 
-CODE_ROOT = Path(__file__).resolve().parent.parent
-CODE_PACKAGES = ("rnnlab", "flows", "tasks", "models")
 PACKAGES = ("torch", "lightning", "prefect", "mlflow", "sacrebleu", "pandas", "numpy", "pydantic")
 
 
@@ -100,10 +99,9 @@ def experiment_id(name: str, mlflow: MlflowClient | None = None, description: st
 def code_version() -> str:
     """Hash of rnnlab's own source files: identifies the code even outside a git checkout."""
     digest = hashlib.sha256()
-    for package in CODE_PACKAGES:
-        for path in sorted((CODE_ROOT / package).glob("**/*.py")):
-            digest.update(path.relative_to(CODE_ROOT).as_posix().encode())
-            digest.update(path.read_bytes())
+    for path in source_files():
+        digest.update(path.relative_to(CODE_ROOT).as_posix().encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 

@@ -16,6 +16,7 @@ SESSION_HOME = Path(tempfile.mkdtemp(prefix="rnnlab-tests-"))
 os.environ["RNNLAB_HOME"] = str(SESSION_HOME)
 SESSION_MARK = "RNNLAB_TEST_SESSION"  # inherited by every process the tests start: see pytest_sessionfinish
 os.environ[SESSION_MARK] = SESSION_HOME.name
+os.environ["RNNLAB_CACHE_DIR"] = str(SESSION_HOME / "user-cache")  # the user's cache (kept answers), not ~/.cache
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("RNNLAB_DATA_MIRROR", None)
