@@ -71,6 +71,7 @@ def test_output_length_is_bounded_by_the_ratio():
         assert [len(h) for h in out] == [13, 16]  # 1.5 × length + 10
 
 
+@torch.no_grad()
 def sequence_logprob(net, src, lengths, tokens):
     prev = torch.tensor([[BOS, *tokens]])
     logp = net(src, lengths, prev).log_softmax(-1)[0]
