@@ -8,7 +8,7 @@ stack keeps a command's output: Prefect's result cache would itself cost ~2 s of
 Only for a local SQLite store: a server's store has no file whose changes can be seen. An answer is found by a key
 of everything it was computed from:
 - the store's file and its write-ahead log: device, inode, size, modification and change times (ns);
-- rnnlab's code (each source file's path, size and modification time), the interpreter, its installed packages
+- rnnlab's code (each source file's path and the same stat), the interpreter, its installed packages
   (their folders' modification times: pip changes them when it installs or removes anything);
 - the command's arguments.
 The store's part is read before the first query and again after the answer; the answer is kept only if both agree
@@ -82,8 +82,8 @@ class Lookup:
         """Keep the answer just printed, if the store did not change while it was computed and had settled before."""
         if self.key is None or store_state() != self.store:
             return False
-        newest = max(part[3:5] for part in self.store[1:] if part is not None)
-        if max(newest) > self.started_ns - SETTLED_S * 1e9:
+        newest = max(time_ns for part in self.store[1:] if part is not None for time_ns in part[3:5])
+        if newest > self.started_ns - SETTLED_S * 1e9:
             return False
         folder = trusted(cache_dir() / "answers", create=True)
         if folder is None:
