@@ -1,6 +1,7 @@
 """A claims study (conf/studies/lecture.yaml): every named study through the study flow (finished cells reused) ─►
-open the claims' parent run ─► probe the finished, trained runs the measurements need ─► measurements and verdicts
-(tasks/claims.py) ─► the claims report. Composes, decides nothing else."""
+open the claims' parent run ─► probe the finished, trained runs the measurements need; date each criterion from git
+(tasks/claims_registration.py) ─► measurements, verdicts and pre-registration (tasks/claims.py) ─► the claims
+report. Composes, decides nothing else."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from rnnlab.claims import Lecture, load_claims
 from rnnlab.env import project_dir
 from tasks import tracking
 from tasks.claims import Evidence, evaluate, refusal, run_records
+from tasks.claims_registration import timeline
 from tasks.claims_report import build_claims_report
 from tasks.outcome import TRAINED
 from tasks.steps import probe_context, probe_gradient_flow, probe_spectral_check
@@ -65,7 +67,9 @@ def claims_flow(claims_file: str, overrides: list[str] | None = None, force: boo
             executions[name] = latest_execution(name)
     parent_run_id = open_claims_run(lecture, executions)
     with tracking.closing(parent_run_id):
-        ev = Evidence(runs=gather_records(lecture, executions))
+        ids = [c.id for c in lecture.config.claims]
+        ev = Evidence(runs=gather_records(lecture, executions),
+                      timeline=timeline(lecture.source, ids, lecture.config.published))
         for claim in lecture.config.claims:
             m = claim.measure
             wanted = PROBES.get(m.kind, ())
@@ -82,7 +86,8 @@ def claims_flow(claims_file: str, overrides: list[str] | None = None, force: boo
         tracking.log_text(parent_run_id, json.dumps(ev.as_json(), indent=1, sort_keys=True, default=str),
                           "evidence.json")
         results = evaluate(lecture.config.claims, ev)
-        tracking.set_tags(parent_run_id, {f"rnnlab.verdict.{r.claim.id}": r.verdict.verdict for r in results})
+        tracking.set_tags(parent_run_id, {f"rnnlab.verdict.{r.claim.id}": r.verdict.verdict for r in results}
+                          | {f"rnnlab.registration.{r.claim.id}": r.registration.status for r in results})
         if failures:
             tracking.log_text(parent_run_id, "\n".join(failures) + "\n", "failures.txt")
         report = build_claims_report(lecture.name, parent_run_id, str(project_dir() / "reports" / lecture.name))

@@ -17,6 +17,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+import pandas as pd
 import psutil
 import torch
 from prefect import flow, get_client, task
@@ -32,7 +33,8 @@ from tasks import tracking
 from tasks.compare import as_json, cell_results, compare, log_comparison, summary_metrics
 from tasks.outcome import DIVERGED, FAILED_TO_LEARN
 from tasks.fitting import cell_dir
-from tasks.steps import check_cells_fit, prepare_data
+from tasks.held_out import NAMED_TAG, SCORED_TAG, SPLIT_TAG, named_variants, runs_to_score
+from tasks.steps import check_cells_fit, has_split, prepare_data, score_held_out
 from tasks.steps import data_key as corpus_key
 from tasks.verdict import answer
 
@@ -179,6 +181,30 @@ def compare_and_log(study: str, parent_run_id: str) -> dict[str, Any]:
     tracking.set_tags(parent_run_id, {"mlflow.note.content": f"{c.question}\n\n**Answer.** {result.text}".strip(),
                                       "rnnlab.answer": result.text[:5000]})
     return as_json(c, result)
+
+
+@task(name="held-out-test")
+def test_after_decision(study: Study, corpora: dict[str, Any], parent_run_id: str) -> list[str]:
+    """After the decision on validation data: the test split, scored once, for the variants the answer names (their
+    trained runs; a run scored by an earlier execution is not scored again). The variants scored are recorded on the
+    parent run, or why nothing was."""
+    parent, grid, runs = cell_results(study.name, parent_run_id)
+    c = compare(study.name, parent, grid, runs)
+    named = named_variants(c)
+    cells = {(cell.id, cell.seed): cell for cell in study.cells}
+    corpus = corpora[data_key(study.cells[0])]
+    if not has_split(corpus, "test"):
+        tracking.set_tags(parent_run_id, {SPLIT_TAG: f"none: corpus '{corpus.name}' has no test split",
+                                          NAMED_TAG: json.dumps(named)})
+        return []
+    scored = set(runs.loc[runs.get(f"tags.{SCORED_TAG}", pd.Series(index=runs.index)).notna(), "run_id"]) \
+        if not runs.empty else set()
+    for row in runs_to_score(c, named).itertuples(index=False):
+        if row.run_id not in scored:
+            cell = cells[(row.variant, row.seed)]
+            score_held_out(cell.config, corpora[data_key(cell)], row.run_id)
+    tracking.set_tags(parent_run_id, {SPLIT_TAG: "test", NAMED_TAG: json.dumps(named)})
+    return named
 
 
 class StudyProgress:
@@ -376,6 +402,7 @@ def study_flow(study_file: str, overrides: list[str] | None = None, force: bool 
             sweep_orphans(study.name)
             results, failures = run_grid(study, corpora, todo, reused, parent_run_id, runner, fresh_since_ms)
             compared = compare_and_log(study.name, parent_run_id)
+            test_after_decision(study, corpora, parent_run_id)
             reused_here = sum(r.get("reused", False) for r in results)
             counts = {"cells": len(study.cells), "reused": reused_here, "trained": len(results) - reused_here,
                       "diverged": sum(r["outcome"] == DIVERGED for r in results),

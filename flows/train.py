@@ -55,7 +55,8 @@ def run_steps(cfg: RunConfig, corpus: Any, parent_run_id: str | None = None, tag
         fitted = train(cfg, corpus, run_id, workdir)
         started = time.perf_counter()
         metrics = evaluate(cfg, corpus, run_id, fitted) if fitted.diverged_at is None else {}
-        outcome = judge(cfg, corpus.output_vocab, metrics, fitted.stop_reason)
+        floor = corpus.floor if cfg.eval.floor == "unigram" else None
+        outcome = judge(cfg, corpus.output_vocab, metrics, fitted.stop_reason, floor)
         summary = record(run_id, outcome, fitted, metrics, time.perf_counter() - started)
     return {"run_id": run_id, "experiment": cfg.experiment, "status": "FINISHED", "outcome": outcome.kind,
             "outcome_reason": outcome.reason, "diverged": outcome.kind == DIVERGED, "metrics": summary}

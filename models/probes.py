@@ -81,15 +81,64 @@ def perplexity_of(nll: torch.Tensor) -> float:
     return math.exp(mean) if mean < math.log(1.7e308) else math.inf
 
 
-def effective_k(ks: list[int], ppl: list[float], reference: float, tolerance: float) -> tuple[int, bool]:
-    """The smallest k from which on every k tried has a perplexity within `tolerance` (0.01 = 1%) of `reference`
-    (a k where a noisy curve dips in once and climbs out again does not count), and whether one was found; when
-    none was, the largest k tried, with False."""
-    within = [p <= reference * (1 + tolerance) for p in ppl]
-    for i in range(len(ks)):
-        if all(within[i:]):
-            return ks[i], True
-    return ks[-1], False
+def context_ks(dense_to: int = 30, at_least: int = 200, per_octave: int = 4) -> list[int]:
+    """Every integer k from 1 to `dense_to`, then log-spaced (`per_octave` steps per doubling) until one is at least
+    `at_least`: 1 … 30, 36, 42, 50, 60, 71, 85, 101, 120, 143, 170, 202. Dense where effective contexts of small
+    RNNs lie (a grid of 5, 8, 13 put ×0.6 between neighbours, against claim thresholds of ×0.5 and ×2)."""
+    ks, step = list(range(1, dense_to + 1)), 1
+    while ks[-1] < at_least:
+        k = round(dense_to * 2 ** (step / per_octave))
+        step += 1
+        if k > ks[-1]:
+            ks.append(k)
+    return ks
+
+
+def crossing(ks: list[int], excess: torch.Tensor, tolerance: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of `excess` [..., len(ks)] (perplexity at k over the full-context one, minus 1): the k from which on
+    every k tried stays within `tolerance`, interpolated linearly in log k between the last k outside it and the
+    next (the curve is close to linear in log k there, and neighbours are a grid step apart); whether it was
+    reached. A row never outside gives ks[0]; a row whose last k is still outside gives ks[-1], not reached."""
+    count = len(ks)
+    outside = excess > tolerance
+    last = (outside * torch.arange(1, count + 1)).max(-1).values  # 1 + the last index outside; 0 when none is
+    reached = last < count
+    i = (last - 1).clamp(0, max(count - 2, 0))
+    j = (i + 1).clamp(max=count - 1)
+    log_k = torch.tensor(ks, dtype=torch.float64).log()
+    high, low = excess.double().gather(-1, i[..., None])[..., 0], excess.double().gather(-1, j[..., None])[..., 0]
+    share = ((high - tolerance) / (high - low).clamp_min(1e-300)).clamp(0, 1)
+    k = (log_k[i] + share * (log_k[j] - log_k[i])).exp()
+    k = torch.where(last == 0, torch.full_like(k, float(ks[0])), k)
+    return torch.where(reached, k, torch.full_like(k, float(ks[-1]))), reached
+
+
+def effective_k(ks: list[int], ppl: list[float], reference: float, tolerance: float) -> tuple[float, bool]:
+    """The k from which on every k tried has a perplexity within `tolerance` (0.01 = 1%) of `reference`,
+    interpolated in log k (`crossing`; a k where a noisy curve dips in once and climbs out again does not count),
+    and whether one was found; when none was, the largest k tried, with False."""
+    excess = torch.tensor(ppl, dtype=torch.float64) / reference - 1
+    k, reached = crossing(ks, excess, tolerance)
+    return float(k), bool(reached)
+
+
+def bootstrap_excess(nll: torch.Tensor, full: torch.Tensor, draws: int, seed: int) -> torch.Tensor:
+    """[draws, K]: perplexity(k) / perplexity(full context) − 1 on `draws` resamples of the positions (with
+    replacement, seeded: two runs probed on the same positions get the same resamples, so their k's pair up).
+    `nll` [K, P] given the last k tokens, `full` [P] given the whole split."""
+    positions = nll.shape[1]
+    picks = torch.randint(positions, (draws, positions), generator=torch.Generator().manual_seed(seed))
+    counts = torch.zeros(draws, positions, dtype=torch.float64).scatter_add_(
+        1, picks, torch.ones(draws, positions, dtype=torch.float64))
+    means = counts @ nll.double().T / positions
+    return (means - (counts @ full.double() / positions)[:, None]).exp() - 1
+
+
+def interval(values: list[float], level: float = 0.95) -> tuple[float, float]:
+    """The percentile interval of bootstrap draws, as order statistics (a draw may be inf: never reached)."""
+    ordered = sorted(values)
+    tail = (1 - level) / 2
+    return ordered[round(tail * (len(ordered) - 1))], ordered[round((1 - tail) * (len(ordered) - 1))]
 
 
 # Gradient flow ---------------------------------------------------------------------------------------------------
@@ -203,26 +252,55 @@ def _float64_copy(net: RNNLM) -> RNNLM:
     return copy.double().eval()
 
 
+def linear_flow(weight: torch.Tensor, steps: int, positions: int, input_scale: float) -> dict:
+    """`gradient_flow` of a one-layer tanh RNNLM with recurrent matrix `weight` (hidden × hidden), no biases and
+    inputs so tiny that tanh stays linear (tanh' ≈ 1): then ∂L_t/∂h_{t−k} = (Wᵀ)^k ∂L_t/∂h_t exactly. Draws its
+    network and tokens from torch's global generator (seed it first)."""
+    hidden, vocab = weight.shape[0], 10
+    net = RNNLM(vocab, LMSettings(cell="rnn_tanh", layers=1, embedding_size=hidden, hidden_size=hidden,
+                                  init_range=0.1))
+    with torch.no_grad():
+        net.layers[0].weight_hh_l0.copy_(weight)
+        net.layers[0].bias_hh_l0.zero_()
+        net.layers[0].bias_ih_l0.zero_()
+        net.embedding.weight.mul_(input_scale / 0.1)
+    ids = torch.randint(vocab, (steps + 1 + positions,))
+    return gradient_flow(net, ids, torch.arange(steps + 1, steps + 1 + positions), steps, burn_in=0)
+
+
+def shifted(eigenvalue: float, shift: float, hidden: int, block: int) -> torch.Tensor:
+    """eigenvalue · I plus `shift` on the superdiagonal within blocks of `block` (a strictly upper-triangular part):
+    every eigenvalue is `eigenvalue`, but the matrix is not normal and its σ₁ exceeds it (by up to `shift`)."""
+    upper = torch.diag(torch.tensor([0.0 if (i + 1) % block == 0 else shift for i in range(hidden - 1)]), 1)
+    return eigenvalue * torch.eye(hidden) + upper
+
+
 def spectral_check(radii: tuple[float, ...] = (0.9, 1.0, 1.1), steps: int = 60, hidden: int = 32, positions: int = 8,
-                   input_scale: float = 1e-6, seed: int = 0) -> dict:
-    """The controlled check of the gradient-flow probe: a one-layer tanh RNNLM whose recurrent matrix is an
-    orthogonal matrix scaled to spectral radius r, with inputs so tiny that tanh stays linear (tanh' ≈ 1), so that
-    ∂L_t/∂h_{t−k} = (Wᵀ)^k ∂L_t/∂h_t and its norm is exactly r^k times the last step's. The fitted per-step rates
-    must come out as the radii: decay below 1, flat at 1, growth above."""
+                   input_scale: float = 1e-6, seed: int = 0, eigenvalue: float = 0.9, shift: float = 0.5,
+                   block: int = 4, contracted_sigma: float = 0.95, non_normal_steps: int = 120) -> dict:
+    """The controlled check of the gradient-flow probe, true by construction (it tests the instrument and the maths,
+    not a trained model): a linear-regime tanh RNN (`linear_flow`) whose recurrent matrix is
+    - an orthogonal matrix scaled to spectral radius r: the norm is exactly r^k times the last step's, so the fitted
+      per-step rates come out as the radii (decay below 1, flat at 1, growth above);
+    - `shifted`: every eigenvalue 0.9 but σ₁ above 1 (non-normal): the norm first grows (×14.3 by k = 28
+      with the defaults) and only then decays: eigenvalues below 1 do not make the gradient shrink with distance;
+    - the same matrix scaled to σ₁ = 0.95: ‖(Wᵀ)^k g‖ ≤ σ₁^k ‖g‖, so it shrinks at every step: σ₁ < 1 suffices."""
     torch.manual_seed(seed)
-    vocab = 10
     out: dict = {"radii": list(radii), "rates": [], "ks": list(range(steps + 1)), "norms": {}}
     for r in radii:
-        net = RNNLM(vocab, LMSettings(cell="rnn_tanh", layers=1, embedding_size=hidden, hidden_size=hidden,
-                                      init_range=0.1))
-        with torch.no_grad():
-            nn.init.orthogonal_(net.layers[0].weight_hh_l0)
-            net.layers[0].weight_hh_l0.mul_(r)
-            net.layers[0].bias_hh_l0.zero_()
-            net.layers[0].bias_ih_l0.zero_()
-            net.embedding.weight.mul_(input_scale / 0.1)
-        ids = torch.randint(vocab, (steps + 1 + positions,))
-        flow = gradient_flow(net, ids, torch.arange(steps + 1, steps + 1 + positions), steps, burn_in=0)
+        weight = nn.init.orthogonal_(torch.empty(hidden, hidden)) * r
+        flow = linear_flow(weight, steps, positions, input_scale)
         out["rates"].append(flow["h"]["rate"])
         out["norms"][r] = flow["h"]["geomean"]
+    weight = shifted(eigenvalue, shift, hidden, block)
+    sigma = float(torch.linalg.matrix_norm(weight.double(), ord=2))
+    for name, matrix in (("non_normal", weight), ("contracted", weight * (contracted_sigma / sigma))):
+        flow = linear_flow(matrix, non_normal_steps, positions, input_scale)
+        norms = flow["h"]["geomean"]
+        peak = max(range(len(norms)), key=lambda k: norms[k])
+        out[name] = {"eigenvalue": float(torch.linalg.eigvals(matrix.double()).abs().max()), "sigma": flow["sigma"][0],
+                     "shift": shift * float(matrix[0, 0]) / eigenvalue, "block": block,
+                     "ks": list(range(non_normal_steps + 1)), "norms": norms, "peak": norms[peak] / norms[0],
+                     "peak_k": peak, "last": norms[-1] / norms[0],
+                     "largest_step": max(b / a for a, b in zip(norms, norms[1:]))}
     return out

@@ -1,6 +1,8 @@
 """A claims file: claims quoted from the course notes, each with the studies that measure it, the measurement (a
-named kind with its parameters, computed in tasks/claims.py), the criterion (its thresholds, written before the run)
-and what each verdict means in words. `rnnlab study` recognises one by its top-level `claims:` list.
+named kind with its parameters, computed in tasks/claims.py), the criterion (its thresholds, and the parts of the
+measurement that hold by construction and so are not counted as support) and what each verdict means in words.
+Whether a criterion was committed before the data it judges is not declared here but computed, from git and MLflow
+(tasks/claims_registration.py). `rnnlab study` recognises one by its top-level `claims:` list.
 
 Every study the claims name is loaded (every cell validated) and every criterion checked against its measurement's
 kind before anything trains, so a typo fails at once, naming the file, the claim and the key.
@@ -17,7 +19,10 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from rnnlab.config import ConfigError, Section, read_yaml
 from rnnlab.study import Study, load_study
 
-VERDICTS = ("supported", "not supported", "inconclusive", "not testable here")
+# "not testable here": the claim is about a scale the lab does not train at (a criterion's verdict); "not testable at
+# this training level": a model it is judged on learned no more than word frequencies, or its reference model is
+# more than 10% worse than the subject (the lab's rule for every claim on trained models: tasks/claims.py)
+VERDICTS = ("supported", "not supported", "inconclusive", "not testable here", "not testable at this training level")
 
 
 # ---- measurements: what is computed, from which study's runs (tasks/claims.py has one function per kind) ----
@@ -139,6 +144,8 @@ class VanishingCriterion(Section):
     min_diverged_share: float = Field(0.5, ge=0, le=1, description="exploding side supported: unclipped runs that "
                                                                       "diverged, at least this share")
     min_seeds: int = Field(2, ge=1)
+    by_construction: list[Literal["spectral_check", "non_normal_check"]] = Field(
+        default_factory=list, description="parts that hold by construction: shown, never counted as support")
 
 
 class MemoryCriterion(Section):
@@ -166,6 +173,8 @@ class BidirectionalCriterion(Section):
     min_gain: float = Field(gt=0, description="BLEU points: a setting helps at ≥ +min_gain, hurts at ≤ −min_gain")
     require: Literal["any", "all"] = "any"
     min_pairs: int = Field(2, ge=1)
+    by_construction: list[Literal["lm_refusal"]] = Field(
+        default_factory=list, description="parts that hold by construction: shown, never counted as support")
 
 
 class ScaleCriterion(Section):
@@ -183,7 +192,7 @@ CRITERIA: dict[str, type[Section]] = {
 
 
 class Meanings(Section):
-    """What each verdict means for this claim, in words (written before the run, with the thresholds)."""
+    """What each verdict means for this claim, in words (committed with the thresholds)."""
 
     supported: str = Field(min_length=1)
     not_supported: str = Field(min_length=1)
@@ -216,6 +225,9 @@ class ClaimsConfig(Section):
     study: str = Field(min_length=1, description="the claims study's name: its MLflow experiment")
     title: str = ""
     claims: list[Claim] = Field(min_length=1)
+    published: dict[str, list[str]] = Field(
+        default_factory=dict, description="study name → commits that published its results before the runs this "
+                                          "store holds: the data was seen from then on (dates read from git)")
 
     @field_validator("claims")
     @classmethod
@@ -306,4 +318,8 @@ def load_claims(path: str | Path, overrides: list[str] | None = None) -> Lecture
                                   f"claims name ({', '.join(studies) or 'none'}); add its file under `studies`")
         if isinstance(measure, Bidirectional) and not (path.parent / measure.lm_config).is_file():
             raise ConfigError(f"{path}: claim '{claim.id}': measure.lm_config not found: {measure.lm_config}")
+    unknown = sorted(set(cfg.published) - set(studies))
+    if unknown:
+        raise ConfigError(f"{path}: published: {', '.join(unknown)} is not one of the studies the claims name "
+                          f"({', '.join(studies)})")
     return Lecture(cfg, str(path), studies, by_file, routed)

@@ -127,6 +127,10 @@ class NMTTrainConfig(TrainConfig):
 class EvalConfig(Section):
     batch_size: int = Field(10, ge=1)
     splits: tuple[Literal["valid", "test"], ...] = Field(("valid", "test"), description="splits scored after training (test skipped if the corpus has none)")
+    floor: Literal["unigram", "uniform"] = Field("unigram", description="what a run must beat to count as trained: "
+                                                  "unigram = the training split's word frequencies on the same split "
+                                                  "(a model at or above it learned nothing); uniform = a uniform guess "
+                                                  "over the vocabulary, far weaker: only for tiny smoke-test runs")
 
 
 class ParallelDataConfig(Section):
@@ -162,6 +166,10 @@ class NMTEvalConfig(Section):
     min_bleu: float = Field(3.0, ge=0.0, description="a run whose validation BLEU stays below this failed to learn: "
                             "one constant sentence ('A man in a blue shirt is standing .') scores 2.9 on Multi30k")
     splits: tuple[Literal["valid", "test"], ...] = ("valid", "test")
+    floor: Literal["unigram", "uniform"] = Field("unigram", description="what a run must beat to count as trained: "
+                                                  "unigram = the training split's word frequencies on the same split "
+                                                  "(a model at or above it learned nothing); uniform = a uniform guess "
+                                                  "over the vocabulary, far weaker: only for tiny smoke-test runs")
 
 
 class RunBase(Section):

@@ -24,7 +24,11 @@ SET_BY_STUDY = {
     "seed": "every cell runs once per seed listed under `seeds`: set those instead (e.g. seeds=[1,2,3])",
     "experiment": "a study's runs go to the experiment named after the study: set `study` instead (e.g. study=my_study)",
     "run_name": "each cell's run is named after its variant and seed (e.g. lstm clip=0.25 s1)",
+    "eval.splits": "a study scores every cell on the validation split, where it decides, and the test split once, "
+                   "after the decision, for the variants its answer names (tasks/held_out.py)",
 }
+# The splits each cell is scored on: the test split is held out until the study has decided.
+CELL_SPLITS = ["valid"]
 
 # What every run logs, whatever its task: the training summary (tasks/fitting.py fit_module, flows/train.py record).
 SUMMARY_METRICS = ("train_loss", "train_seconds", "fit_seconds", "eval_seconds", "tokens_per_second", "train_steps",
@@ -49,6 +53,22 @@ def logged_metrics(cfg: RunConfig) -> list[str]:
 class Metric(Section):
     name: str = Field("valid_ppl", min_length=1, description="the MLflow metric that decides, e.g. valid_ppl or test_bleu")
     goal: Literal["min", "max"] = Field("min", description="min: lower is better (perplexity); max: higher is better (BLEU)")
+
+
+class Effect(Section):
+    """The effects the study cares about, on the scale its metric is compared on: a perplexity as a ratio (1.05 =
+    5% either way), BLEU or chrF in points. Declared before the runs, they give the answer its power statement and
+    its only licence to call two variants equivalent."""
+
+    smallest: float | None = Field(None, gt=0.0, description="the smallest effect worth detecting: the report states "
+                                   "the power the seeds had for it and how many seeds 80% power would need")
+    margin: float | None = Field(None, gt=0.0, description="differences within it are too small to matter: two "
+                                 "variants are called equivalent only when two one-sided tests place them within it")
+
+
+def log_scale_metric(name: str) -> bool:
+    """Perplexities are compared as ratios (tasks/stats.py on_log_scale: the same rule)."""
+    return "ppl" in name
 
 
 class Budget(Section):
@@ -76,6 +96,8 @@ class StudyConfig(Section):
     exclude: list[dict[str, Any]] = Field(default_factory=list, description="factor combinations to leave out")
     seeds: list[int] = Field([1], min_length=1)
     metric: Metric = Metric()
+    effect: Effect = Field(Effect(), description="the smallest effect worth detecting and the equivalence margin: "
+                                                 "perplexity ratios (e.g. {smallest: 1.05, margin: 1.02}) or points")
     budget: Budget = Budget()
     concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="cells trained at once")
     runner: Runner = Field(Runner(), description="where cells run: `process` (local worker processes, the default) "
@@ -114,6 +136,14 @@ class StudyConfig(Section):
         if len(set(seeds)) != len(seeds):
             raise ValueError(f"seeds repeat a value: {seeds}")
         return seeds
+
+    @model_validator(mode="after")
+    def _effect_on_the_metrics_scale(self) -> "StudyConfig":
+        for name, value in self.effect.model_dump().items():
+            if value is not None and log_scale_metric(self.metric.name) and value <= 1.0:
+                raise ValueError(f"effect.{name}={value}: {self.metric.name} is compared as a ratio, so an effect is "
+                                 f"a ratio above 1 (e.g. 1.05 for 5%), not {value}")
+        return self
 
     @model_validator(mode="after")
     def _exclusions(self) -> "StudyConfig":
@@ -249,6 +279,11 @@ def check_metric(path: Path, cfg: StudyConfig, cells: list[Cell]) -> None:
     """The deciding metric must be one that every cell's run logs: else every cell would train for nothing and the
     comparison would have no numbers to compare."""
     allowed = [m for m in logged_metrics(cells[0].config) if all(m in logged_metrics(c.config) for c in cells)]
+    twin = "valid_" + cfg.metric.name.removeprefix("test_")
+    if cfg.metric.name.startswith("test_") and twin in allowed:
+        raise ConfigError(f"{path}: metric.name={cfg.metric.name!r} is a test score, but a study decides on "
+                          f"validation data and scores the test split once, after the decision, for the variants its "
+                          f"answer names; decide on {twin!r} instead")
     if cfg.metric.name not in allowed:
         raise ConfigError(f"{path}: metric.name={cfg.metric.name!r} is not a metric that this study's "
                           f"{cells[0].config.task} runs log; choose one of: {', '.join(allowed)}")
@@ -305,7 +340,8 @@ def read_study(path: Path, overrides: list[str] | None = None) -> Study:
             tree = base_tree
             for key, value in factors.items():
                 tree = deep_merge(tree, dotted(key, value))
-            tree = deep_merge(tree, {"experiment": cfg.study, "seed": seed, "run_name": run_name(labels[vid], seed)})
+            tree = deep_merge(tree, {"experiment": cfg.study, "seed": seed, "run_name": run_name(labels[vid], seed),
+                                     "eval": {"splits": CELL_SPLITS}})
             cells.append(Cell(vid, factors, seed, build(tree, f"{path}: cell {vid} (seed {seed})"), labels[vid]))
     check_metric(path, cfg, cells)
     return Study(cfg, str(path), base_tree, tuple(cells))

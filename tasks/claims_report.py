@@ -1,8 +1,10 @@
 """The claims report, from what MLflow recorded and nothing else: the claims file and the evidence (runs and probe
 results) logged on the claims' parent run; every measurement and verdict recomputed from them (tasks/claims.py).
 
-A table (claim · measured · verdict · evidence), then one section per claim with its criterion, its verdict's
-meanings, its plot and its runs. report.md with PNGs beside it and a self-contained report.html, byte-identical when
+A table (claim · measured · verdict · pre-registered · evidence), then one section per claim with its verdict, the
+training level of the models it is judged on, the parts that hold by construction (shown, not counted), when its
+criterion was committed against when its data was first recorded, its criterion, its verdict's meanings, its plot
+and its runs. report.md with PNGs beside it and a self-contained report.html, byte-identical when
 rebuilt from the same store (the study reports' writers: tasks/report.py, tasks/plots.py).
 """
 
@@ -20,7 +22,7 @@ from prefect import task
 
 from rnnlab.claims import ClaimsConfig
 from tasks import plots, tracking
-from tasks.claims import ClaimResult, Evidence, evaluate, select, setting
+from tasks.claims import REFERENCE_GAP, ClaimResult, Evidence, evaluate, select, setting
 from tasks.compare import md_table, read_text
 from tasks.outcome import TRAINED, WORDS
 from tasks.report import html, write_report
@@ -105,19 +107,32 @@ def not_probed(ev: Evidence, study: str) -> str:
             + ".")
 
 
+LEVEL_RULE = (f"a model the claim is judged on has a validation perplexity (median over its seeds) at or above the "
+              f"unigram floor of its runs, or its reference model is more than {REFERENCE_GAP:.0%} worse than the "
+              "subject (the lab's rule for every claim)")
+
+
 def section(result: ClaimResult, ev: Evidence, out: Path) -> str:
     claim, meanings = result.claim, result.claim.verdicts
     words = [("supported", meanings.supported), ("not supported", meanings.not_supported),
              ("inconclusive", meanings.inconclusive)] + ([("not testable here", meanings.not_testable)]
                                                          if meanings.not_testable else [])
+    words.append(("not testable at this training level", LEVEL_RULE))
     criterion = ", ".join(f"{k} {json.dumps(v)}" for k, v in claim.rule().model_dump(mode="json").items())
+    registration = result.registration
     text = [f"## {claim.id}: {claim.quote}\n",
             f"**Verdict: {result.verdict.verdict}.** {result.verdict.reason}\n",
             f"**Measured** ({claim.measure.kind}): {result.measurement.text}.",
             ("" if claim.measure.kind not in ("effective_context", "vanishing_gradient", "lstm_memory") else
-             not_probed(ev, claim.measure.study)) + "\n",
-            f"**Criterion** (written before the runs): {criterion}.\n",
-            "\n".join(f"- *{v}*: {w}" for v, w in words) + "\n"]
+             not_probed(ev, claim.measure.study)) + "\n"]
+    if result.measurement.level:
+        text.append(f"**Training level**: {result.measurement.level}.\n")
+    if result.verdict.construction:
+        text.append(f"**True by construction, not counted as support**: {result.verdict.construction}.\n")
+    text += [f"**Pre-registered: {'yes' if registration.preregistered else 'no'}** ({registration.status}): "
+             f"{registration.text}.\n",
+             f"**Criterion**: {criterion}.\n",
+             "\n".join(f"- *{v}*: {w}" for v, w in words) + "\n"]
     if getattr(claim.measure, "literature", None):
         text.append("From the literature, not measured here:\n\n" + "\n".join(f"- {x}" for x in claim.measure.literature) + "\n")
     shown = figure(result, ev, out)
@@ -135,13 +150,20 @@ def render(study: str, parent_run_id: str | None, out: Path) -> tuple[Path, str]
     table = pd.DataFrame({"claim": [f"{r.claim.id}: {r.claim.quote}" for r in results],
                           "measured": [r.measurement.text for r in results],
                           "verdict": [f"**{r.verdict.verdict}**: {r.verdict.reason}" for r in results],
+                          "pre-registered": [("yes" if r.registration.preregistered else "no")
+                                             + f" ({r.registration.status})" for r in results],
                           "evidence": [f"[section](#{r.claim.id}) · {len(r.measurement.runs)} runs" for r in results]})
     executions = {k.removeprefix("rnnlab.execution."): v for k, v in sorted(parent.data.tags.items())
                   if k.startswith("rnnlab.execution.")}
     sections = [f"# Claims `{study}`: {config.title}\n" if config.title else f"# Claims `{study}`\n",
-                "Each claim of the course notes, the measurement that tests it, and the verdict its criterion (written "
-                "in the claims file before the runs) gives on the data. Verdicts: *supported*, *not supported*, "
-                "*inconclusive* (between the two, or data missing), *not testable here*.\n", md_table(table)]
+                "Each claim of the course notes, the measurement that tests it, and the verdict its criterion (in the "
+                "claims file) gives on the data. Verdicts: *supported*, *not supported*, *inconclusive* (between the "
+                "two, or data missing), *not testable here* (a scale the lab does not train at), *not testable at "
+                "this training level* (a model judged has not learned beyond the unigram floor, or its reference is "
+                f"more than {REFERENCE_GAP:.0%} worse than the subject). Parts true by construction are shown, never "
+                "counted as support. *Pre-registered* only where the criterion was committed (git) before the first "
+                "of the data it judges was recorded (MLflow start times, and commits that published a study's "
+                "results).\n", md_table(table)]
     sections += [section(r, ev, out) for r in results]
     sections += ["## Studies\n", md_table(pd.DataFrame(
         [(name, f"`{run}`", f"`rnnlab report {name}`") for name, run in executions.items()],

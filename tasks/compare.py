@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -27,6 +27,9 @@ SHORT = {"tokens_per_second": "tok/s", "train_seconds": "train s", "clipped_shar
          "max_grad_norm": "max grad", "valid_bleu_greedy": "valid_bleu"}
 
 
+CURVE_COLUMNS = ["variant", "seed", "step", "value"]
+
+
 @dataclass(frozen=True)
 class Comparison:
     study: str
@@ -37,6 +40,16 @@ class Comparison:
     factors: dict[str, list[str]]  # factor → its values, in the grid's order (the first is the baseline)
     runs: pd.DataFrame  # one row per cell × seed with a finished run: variant, seed, run_id, outcome, factors, metrics
     table: pd.DataFrame  # one row per variant
+    # The unigram model of the training split, per perplexity metric ({"valid_ppl": 687.03}): at or above it a model
+    # has learned nothing (tasks/unigram.py); from the runs' data.unigram_ppl.<split> tags, {} for older runs.
+    floor: dict[str, float] = field(default_factory=dict)
+    # What the study file declared under `effect` (rnnlab/study.py Effect), on the metric's comparison scale (a
+    # perplexity ratio, or points): the smallest effect worth detecting, and the margin within which two variants
+    # count as equivalent. None where not declared (and for executions recorded before they could be).
+    smallest_effect: float | None = None
+    margin: float | None = None
+    # The trained runs' validation curves (validation_curves): variant, seed, step, value; empty where none.
+    curves: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=CURVE_COLUMNS))
 
     @property
     def log_scale(self) -> bool:
@@ -62,6 +75,17 @@ def cell_results(study: str, parent_run_id: str | None = None) -> tuple[Any, lis
     runs = runs[runs["tags.rnnlab.cell_key"].isin(keys) & (runs["status"] == "FINISHED")]
     runs = runs.sort_values("start_time").drop_duplicates("tags.rnnlab.cell_key", keep="last")
     return parent, grid, runs.reset_index(drop=True)
+
+
+def floor_of_runs(runs: pd.DataFrame) -> dict[str, float]:
+    """{"valid_ppl": the unigram model's perplexity on valid, ...} from the runs' data tags (one corpus per study)."""
+    found = {}
+    for column in runs.columns:
+        if column.startswith("tags.data.unigram_ppl."):
+            values = pd.to_numeric(runs[column], errors="coerce").dropna()
+            if len(values):
+                found[f"{column.rpartition('.')[2]}_ppl"] = float(values.iloc[0])
+    return found
 
 
 def recorded_outcome(run: pd.Series) -> str:
@@ -101,13 +125,56 @@ def run_frame(runs: pd.DataFrame, grid: list[dict[str, Any]], metrics: list[str]
     return frame.sort_values("order", kind="stable").drop(columns="order").reset_index(drop=True)
 
 
+def curve_key(metric: str) -> str | None:
+    """The curve logged during training that tracks a deciding metric: `valid/ppl` for a perplexity (models/metrics.py),
+    `valid/bleu_greedy` for BLEU (tasks/nmt.py); None for any other (speed, time: no curve)."""
+    return "valid/ppl" if "ppl" in metric else "valid/bleu_greedy" if "bleu" in metric else None
+
+
+Points = Callable[[str, str], list[tuple[int, float]]]  # (run id, metric key) → (step, value) in step order
+
+
+def validation_curves(frame: pd.DataFrame, metric: str, points: Points | None = None) -> pd.DataFrame:
+    """The validation curve of every trained run in `frame` (run_frame): variant, seed, step, value. Runs recorded
+    before the curves had names of their own logged it under the metric's name (`valid_ppl`), the final evaluation
+    repeating the last step: the first value at a step is kept."""
+    key = curve_key(metric)
+    points = points or tracking.metric_history
+    rows = []
+    for run in frame[frame["outcome"] == TRAINED].itertuples(index=False):
+        found = (points(run.run_id, key) if key else []) or (points(run.run_id, metric) if metric.startswith("valid_")
+                                                             else [])
+        seen = set()
+        for step, value in found:
+            if step not in seen:
+                seen.add(step)
+                rows.append((run.variant, run.seed, int(step), float(value)))
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+
+
+def declared_effect(parent: Any) -> dict[str, float | None]:
+    """The study file's `effect` (smallest, margin) as the study flow logged it, the param `study.effect`; both None
+    for executions recorded before studies could declare it."""
+    params = getattr(parent.data, "params", None) or {}
+    try:
+        declared = json.loads(params.get("study.effect") or "null") or {}
+    except json.JSONDecodeError:
+        declared = {}
+    return {"smallest_effect": declared.get("smallest"), "margin": declared.get("margin")}
+
+
 def comparison(study: str, parent_run_id: str | None = None) -> Comparison:
     return compare(study, *cell_results(study, parent_run_id))
 
 
-def compare(study: str, parent: Any, grid: list[dict[str, Any]], runs: pd.DataFrame) -> Comparison:
+def compare(study: str, parent: Any, grid: list[dict[str, Any]], runs: pd.DataFrame,
+            points: Points | None = None) -> Comparison:
+    """The comparison of an execution's runs; `points` reads a run's metric history (MLflow's, unless given)."""
     metric, goal = parent.data.tags["rnnlab.metric"], parent.data.tags["rnnlab.goal"]
-    names = [metric] + [m for m in KEY_METRICS if m != metric and f"metrics.{m}" in runs.columns]
+    # Test scores stay out of the study's table: the test split is scored after the decision, for the variants the
+    # answer names only, and reported apart (tasks/held_out.py).
+    names = [metric] + [m for m in KEY_METRICS if m != metric and not m.startswith("test_")
+                        and f"metrics.{m}" in runs.columns]
     frame = run_frame(runs, grid, names)
     trained = frame[frame["outcome"] == TRAINED]
     if len(trained) and trained[metric].isna().all():  # a trained run logged all it ever will: the name is wrong
@@ -144,7 +211,9 @@ def compare(study: str, parent: Any, grid: list[dict[str, Any]], runs: pd.DataFr
         table.loc[scored.idxmin() if goal == "min" else scored.idxmax(), "best"] = True
     note = parent.data.tags.get("mlflow.note.content", "")  # where executions recorded before rnnlab.question kept it
     question = parent.data.tags.get("rnnlab.question", note.partition("\n\n**Answer.**")[0])
-    return Comparison(study, question, metric, goal, parent.info.run_id, factors, frame, table)
+    return Comparison(study, question, metric, goal, parent.info.run_id, factors, frame, table,
+                      floor=floor_of_runs(runs) if not runs.empty else {}, **declared_effect(parent),
+                      curves=validation_curves(frame, metric, points))
 
 
 def perplexity_of(mean_nll: float) -> float:
@@ -225,7 +294,16 @@ def formatted(c: Comparison) -> pd.DataFrame:
                             for m, lo, hi in zip(table[column], table[f"{name}_low"], table[f"{name}_high"])]
         else:
             shown[label] = [mean_std(m, s, digits_for(name)) for m, s in zip(table[column], table[f"{name}_std"])]
+    if c.floor:  # the level a model must beat to have learned anything, beside the variants
+        row = {"variant": FLOOR_LABEL, "outcome": "no training: word frequencies"}
+        for column in shown.columns[2:]:
+            name = next((n for n in c.floor if column == n or column.startswith(f"{n} (")), None)
+            row[column] = number(c.floor[name], 1) if name else "–"
+        shown = pd.concat([shown, pd.DataFrame([row])], ignore_index=True)
     return shown
+
+
+FLOOR_LABEL = "unigram model (floor)"
 
 
 def md_table(frame: pd.DataFrame) -> str:
@@ -236,14 +314,16 @@ def md_table(frame: pd.DataFrame) -> str:
 
 
 def as_markdown(c: Comparison) -> str:
+    floor = (f" The last row, *{FLOOR_LABEL}*, is the training split's word frequencies with no context, scored on "
+             "the same split: a run at or above its perplexity failed to learn." if c.floor else "")
     return (md_table(formatted(c)) + f"\n\\* best {c.metric} among variants with a trained seed. "
             "Statistics are over the seeds that trained, and no others; a perplexity is a geometric mean (its 95% "
-            "interval is a Student-t interval on log perplexity), other figures mean ± std.\n")
+            f"interval is a Student-t interval on log perplexity), other figures mean ± std.{floor}\n")
 
 
 def as_json(c: Comparison, answer: Any) -> dict[str, Any]:
     return {"study": c.study, "question": c.question, "answer": answer.text, "factors": answer.factors,
-            "metric": c.metric, "goal": c.goal, "parent_run_id": c.parent_run_id,
+            "metric": c.metric, "goal": c.goal, "parent_run_id": c.parent_run_id, "floor": c.floor,
             "table": json.loads(c.table.to_json(orient="records"))}
 
 

@@ -15,9 +15,10 @@ import torch
 from rnnlab.config import DataConfig, LMRunConfig
 from tasks.corpus_files import (DataError, PreparedCorpus, SourceFile, cache_key, cache_root, data_dir,
                                 fetch_if_missing, read_lines, sha256_file, user_folder, verified_cache)
+from tasks.unigram import floor_tags, unigram_perplexities
 
 EOS, UNK = "<eos>", "<unk>"
-FORMAT_VERSION = "lm-words-v1"  # part of the cache key: bump when tokenization changes
+FORMAT_VERSION = "lm-words-v2"  # part of the cache key: bump when tokenization or the meta changes (v2: unigram floor)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,12 @@ KNOWN_CORPORA: dict[str, CorpusSpec] = {
 class LMCorpus(PreparedCorpus):
     vocab_size: int
     tokens: dict[str, int] = field(hash=False)
+    unigram: dict = field(default_factory=dict, hash=False)  # the floor: tasks/unigram.py
+
+    @property
+    def floor(self) -> dict[str, float]:
+        """split → the perplexity of the training split's unigram model on it: a model at or above it learned nothing."""
+        return self.unigram.get("ppl", {})
 
     @property
     def output_vocab(self) -> int:
@@ -62,7 +69,8 @@ class LMCorpus(PreparedCorpus):
         return self.cached("vocab.txt")
 
     def facts(self) -> dict[str, str]:
-        return {"data.vocab_size": str(self.vocab_size), **{f"data.tokens.{s}": str(n) for s, n in self.tokens.items()}}
+        return {"data.vocab_size": str(self.vocab_size), **{f"data.tokens.{s}": str(n) for s, n in self.tokens.items()},
+                **floor_tags(self.unigram)}
 
     def artifacts(self) -> dict[str, list[Path]]:
         """Files a run needs to be used later, by artifact folder."""
@@ -125,7 +133,8 @@ def prepare_lm_corpus(cfg: DataConfig) -> LMCorpus:
     key = cache_key([FORMAT_VERSION, checksums])
     target = cache_root() / "lm" / f"{name}-{key}"
     meta = verified_cache(target, lambda staging: write_cache(files, staging, checksums))
-    return LMCorpus(name=name, cache_dir=str(target), checksum=key, vocab_size=meta["vocab_size"], tokens=meta["tokens"])
+    return LMCorpus(name=name, cache_dir=str(target), checksum=key, vocab_size=meta["vocab_size"], tokens=meta["tokens"],
+                    unigram=meta["unigram"])
 
 
 def write_cache(files: dict[str, Path], staging: Path, checksums: dict[str, str]) -> dict:
@@ -134,14 +143,16 @@ def write_cache(files: dict[str, Path], staging: Path, checksums: dict[str, str]
     split_words = {split: words(read_lines(path)) for split, path in files.items()}
     vocab = build_vocab(split_words["train"])
     index = {w: i for i, w in enumerate(vocab)}
-    tokens, oov = {}, {}
+    tokens, oov, ids = {}, {}, {}
     for split, ws in split_words.items():
-        torch.save(encode(ws, index), staging / f"{split}.pt")
+        ids[split] = encode(ws, index)
+        torch.save(ids[split], staging / f"{split}.pt")
         tokens[split] = len(ws)
         oov[split] = sum(1 for w in ws if w not in index)
+    unigram = unigram_perplexities(ids["train"], {s: t for s, t in ids.items() if s != "train"}, len(vocab))
     (staging / "vocab.txt").write_text("".join(w + "\n" for w in vocab), encoding="utf-8")
     return {"format": FORMAT_VERSION, "files": {s: str(p) for s, p in files.items()}, "sha256": checksums,
-            "vocab_size": len(vocab), "tokens": tokens, "oov": oov}
+            "vocab_size": len(vocab), "tokens": tokens, "oov": oov, "unigram": unigram}
 
 
 def check_fits(cfg: LMRunConfig, corpus: LMCorpus) -> None:

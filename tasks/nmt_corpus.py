@@ -18,8 +18,9 @@ from models.seq2seq import PAD
 from rnnlab.config import NMTRunConfig, ParallelDataConfig
 from tasks.corpus_files import (DataError, PreparedCorpus, SourceFile, cache_key, cache_root, data_dir,
                                 fetch_if_missing, read_lines, sha256_file, user_folder, verified_cache)
+from tasks.unigram import floor_tags, unigram_perplexities
 
-FORMAT_VERSION = "parallel-spm-v1"
+FORMAT_VERSION = "parallel-spm-v2"  # v2: the unigram floor in the meta
 BOS_ID, EOS_ID, UNK_ID = 1, 2, 3  # subword ids; padding is the model's PAD (0)
 
 _M30K = "https://raw.githubusercontent.com/multi30k/dataset/a3d2e0d26b56f3846f66a952536ffed4e401d05a/data/task1/raw"
@@ -68,6 +69,13 @@ class ParallelCorpus(PreparedCorpus):
     tgt_vocab: int
     pairs: dict[str, int] = field(hash=False)
     filtered: dict[str, int] = field(hash=False)
+    unigram: dict = field(default_factory=dict, hash=False)  # the floor on target tokens: tasks/unigram.py
+
+    @property
+    def floor(self) -> dict[str, float]:
+        """split → the target-token perplexity of the training targets' unigram model on it (EOS included, as the
+        model is scored): a translation model at or above it learned nothing of the source."""
+        return self.unigram.get("ppl", {})
 
     def model_path(self, side: str) -> Path:
         return self.cached(f"{side}.model")
@@ -83,7 +91,7 @@ class ParallelCorpus(PreparedCorpus):
     def facts(self) -> dict[str, str]:
         return {"data.src_vocab": str(self.src_vocab), "data.tgt_vocab": str(self.tgt_vocab),
                 **{f"data.pairs.{s}": str(n) for s, n in self.pairs.items()},
-                "data.filtered.train": str(self.filtered.get("train", 0))}
+                "data.filtered.train": str(self.filtered.get("train", 0)), **floor_tags(self.unigram)}
 
     def artifacts(self) -> dict[str, list[Path]]:
         """Files a run needs to be used later, by artifact folder."""
@@ -152,7 +160,8 @@ def prepare_parallel_corpus(cfg: ParallelDataConfig) -> ParallelCorpus:
     key = cache_key([FORMAT_VERSION, checksums, cfg.src, cfg.tgt, cfg.vocab_size, cfg.max_len])
     target = cache_root() / "parallel" / f"{name}-{cfg.src}-{cfg.tgt}-{key}"
     meta = verified_cache(target, lambda staging: write_cache(files, staging, cfg.vocab_size, cfg.max_len))
-    return ParallelCorpus(name, str(target), key, meta["src_vocab"], meta["tgt_vocab"], meta["pairs"], meta["filtered"])
+    return ParallelCorpus(name, str(target), key, meta["src_vocab"], meta["tgt_vocab"], meta["pairs"], meta["filtered"],
+                          meta["unigram"])
 
 
 def write_cache(files: dict[str, tuple[Path, Path]], staging: Path, vocab_size: int, max_len: int) -> dict:
@@ -162,7 +171,7 @@ def write_cache(files: dict[str, tuple[Path, Path]], staging: Path, vocab_size: 
     texts = {split: read_pairs(*pair) for split, pair in files.items()}
     models = {side: train_sentencepiece(texts["train"][i], vocab_size) for i, side in enumerate(("src", "tgt"))}
     sp = {side: processor(model) for side, model in models.items()}
-    pairs, filtered, references = {}, {}, {}
+    pairs, filtered, references, targets = {}, {}, {}, {}
     for split, (src_lines, tgt_lines) in texts.items():
         src_ids, tgt_ids = sp["src"].encode(src_lines), sp["tgt"].encode(tgt_lines)
         keep = range(len(src_ids))
@@ -171,6 +180,8 @@ def write_cache(files: dict[str, tuple[Path, Path]], staging: Path, vocab_size: 
         torch.save({"src": [torch.tensor(src_ids[i], dtype=torch.int32) for i in keep],
                     "tgt": [torch.tensor(tgt_ids[i], dtype=torch.int32) for i in keep]}, staging / f"{split}.pt")
         pairs[split], filtered[split] = len(keep), len(src_ids) - len(keep)
+        # the tokens a model is scored on: each target followed by EOS (tasks/nmt.py batches)
+        targets[split] = torch.tensor([t for i in keep for t in [*tgt_ids[i], EOS_ID]], dtype=torch.int64)
         references[split] = tgt_lines
     for side, model in models.items():
         (staging / f"{side}.model").write_bytes(model)
@@ -179,7 +190,9 @@ def write_cache(files: dict[str, tuple[Path, Path]], staging: Path, vocab_size: 
     (staging / "references.json").write_text(json.dumps(references, ensure_ascii=False))
     return {"format": FORMAT_VERSION, "files": {s: [str(p) for p in pair] for s, pair in files.items()},
             "src_vocab": sp["src"].get_piece_size(), "tgt_vocab": sp["tgt"].get_piece_size(),
-            "pairs": pairs, "filtered": filtered}
+            "pairs": pairs, "filtered": filtered,
+            "unigram": unigram_perplexities(targets["train"], {s: t for s, t in targets.items() if s != "train"},
+                                            sp["tgt"].get_piece_size())}
 
 
 def check_fits(cfg: NMTRunConfig, corpus: ParallelCorpus) -> None:

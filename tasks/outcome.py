@@ -2,9 +2,10 @@
 
 - trained: it finished its budget and does better than a trivial predictor;
 - diverged: its training loss became NaN/inf, or it blew up (the blow-up rule of `train.blowup_*` stopped it);
-- failed_to_learn: it finished, but is no better than a trivial predictor: a language model whose perplexity is at
-  or above the vocabulary size (a uniform guess over the vocabulary has exactly that perplexity), a translation
-  model whose token perplexity is at or above the target vocabulary size or whose BLEU is below `eval.min_bleu`.
+- failed_to_learn: it finished, but is no better than a trivial predictor: its perplexity is at or above that of
+  the training split's unigram model on the same split (word frequencies and no context: tasks/unigram.py; for
+  translation, on target tokens), or, for translation, its BLEU is below `eval.min_bleu`. (Where a corpus has no
+  floor recorded, the uniform guess over the vocabulary stands in: its perplexity is the vocabulary size.)
 
 The outcome is tagged on the run (`rnnlab.outcome`, with `rnnlab.outcome_reason` in words).
 """
@@ -41,20 +42,33 @@ def first(metrics: Mapping[str, float], *names: str) -> tuple[str, float] | None
     return next(((n, float(metrics[n])) for n in names if n in metrics), None)
 
 
-def judge(cfg: RunConfig, vocab_size: int, metrics: Mapping[str, float], stopped: str | None) -> Outcome:
+def floor_of(metric: str, floor: Mapping[str, float], vocab_size: int) -> tuple[float, str]:
+    """The perplexity a model must get below on `metric`'s split (valid_ppl → valid), and what it is."""
+    split = metric.partition("_")[0]
+    if split in floor:
+        return float(floor[split]), f"{float(floor[split]):,.1f}, the perplexity of the training split's unigram model"
+    return float(vocab_size), f"{vocab_size:,}, the perplexity of a uniform guess over the vocabulary"
+
+
+def judge(cfg: RunConfig, vocab_size: int, metrics: Mapping[str, float], stopped: str | None,
+          floor: Mapping[str, float] | None = None) -> Outcome:
     """The outcome of a run from its final metrics; `stopped` is why training stopped early (NaN, blow-up), if it did;
-    `vocab_size` is the vocabulary its model predicts over."""
+    `vocab_size` is the vocabulary its model predicts over; `floor` the unigram model's perplexity per split."""
     if stopped:
         return Outcome(DIVERGED, stopped)
     found = first(metrics, "valid_ppl", "test_ppl")
-    if found and not found[1] < vocab_size:
+    if found:
         name, ppl = found
-        return Outcome(FAILED_TO_LEARN, f"{name} {ppl:.4g} is at or above {vocab_size:,}, the perplexity of a uniform "
-                                        f"guess over the vocabulary")
+        limit, what = floor_of(name, floor or {}, vocab_size)
+        if not ppl < limit:
+            learned = " (it learned no more than word frequencies)" if "unigram" in what else ""
+            return Outcome(FAILED_TO_LEARN, f"{name} {ppl:,.1f} is at or above {what} on the same split{learned}")
     if cfg.task == "nmt":
         bleu = first(metrics, "valid_bleu_greedy", "valid_bleu", "test_bleu_greedy", "test_bleu")
         if bleu and bleu[1] < cfg.eval.min_bleu:
             return Outcome(FAILED_TO_LEARN, f"{bleu[0]} {bleu[1]:.2f} is below {cfg.eval.min_bleu:g} "
                                             "(eval.min_bleu), the level of a trivial translation")
-    shown = f"{found[0]} {found[1]:.4g} < {vocab_size:,} (uniform guess)" if found else "no perplexity was measured"
-    return Outcome(TRAINED, shown)
+    if not found:
+        return Outcome(TRAINED, "no perplexity was measured")
+    limit, what = floor_of(found[0], floor or {}, vocab_size)
+    return Outcome(TRAINED, f"{found[0]} {found[1]:,.1f} is ×{found[1] / limit:.2f} of {what}")

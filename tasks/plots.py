@@ -103,15 +103,22 @@ def mark_beyond(ax: plt.Axes, ended: list[tuple[int, float | None]], lim: tuple[
         ax.get_lines()[-len(ended)].set_label(f"{label} ({'; '.join(notes)})")
 
 
+def draw_floor(ax: plt.Axes, floor: float | None) -> None:
+    """The unigram model's perplexity as a dashed line: a run on or above it learned nothing (tasks/unigram.py)."""
+    if floor is not None:
+        ax.axhline(floor, color="0.25", linestyle="--", linewidth=1.1, label=f"unigram model (floor): {floor:,.1f}")
+
+
 def metric_curves(curves: dict[str, list[tuple[str, pd.Series]]], stops: dict[str, list[tuple[str, int]]],
-                  metric: str, log: bool, colour: dict[str, tuple], path: Path) -> Path:
+                  metric: str, log: bool, colour: dict[str, tuple], path: Path, floor: float | None = None) -> Path:
     """The validation metric vs step. `curves`: per variant, (outcome, series by step) per run; `stops`: per variant,
     (outcome, step) for runs that stopped before any validation. Runs that trained: the mean over seeds (geometric for
-    perplexities), band min–max. The others: one × each at their last point."""
+    perplexities), band min–max. The others: one × each at their last point. `floor`: the unigram model's score."""
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots()
         values = [v for runs in curves.values() for o, s in runs if o == TRAINED for v in s] or \
             [v for runs in curves.values() for _, s in runs for v in s]
+        values += [floor] if floor is not None else []
         log = log_axis(values, log)
         lim = limits(values, log) or (1.0, 10.0)
         taken: dict[tuple[int, float], int] = {}
@@ -130,6 +137,7 @@ def metric_curves(curves: dict[str, list[tuple[str, pd.Series]]], stops: dict[st
             if ended:
                 how = ", ".join(dict.fromkeys(WORDS[o] for o, _, _ in ended))
                 mark_beyond(ax, [(step, y) for _, step, y in ended], lim, colour[variant], f"{variant}: {how}", taken)
+        draw_floor(ax, floor)
         if log:
             ax.set_yscale("log")
         ax.set_ylim(*lim)
@@ -175,14 +183,14 @@ def gradient_norms(histories: dict[str, list[pd.Series]], thresholds: dict[str, 
 
 
 def final_metric(table: pd.DataFrame, runs: pd.DataFrame, metric: str, log: bool, colour: dict[str, tuple],
-                 path: Path) -> Path:
+                 path: Path, floor: float | None = None) -> Path:
     """The deciding metric per variant: each trained seed as a dot, the (geometric) mean with its 95% interval;
-    a variant that did not train in some seed says so in words above its place."""
+    a variant that did not train in some seed says so in words above its place; `floor`: the unigram model's score."""
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(max(7.5, 1.1 * len(table)), 4.2))
         trained = runs[runs["outcome"] == TRAINED]
         values = list(trained[metric].dropna()) + list(table[f"{metric}_low"].dropna()) + \
-            list(table[f"{metric}_high"].dropna())
+            list(table[f"{metric}_high"].dropna()) + ([floor] if floor is not None else [])
         use_log = log_axis(values, log)
         lim = limits(values, use_log, pad=0.15) or (0.0, 1.0)
         for i, row in enumerate(table.itertuples(index=False)):
@@ -198,6 +206,9 @@ def final_metric(table: pd.DataFrame, runs: pd.DataFrame, metric: str, log: bool
                 ax.annotate(words or "no result", (i, 1.0), xycoords=("data", "axes fraction"), xytext=(0, -6),
                             textcoords="offset points", ha="center", va="top", fontsize=8, color=colour[row.variant],
                             fontweight="bold")
+        draw_floor(ax, floor)
+        if floor is not None:
+            legend(ax)
         if use_log:
             ax.set_yscale("log")
         ax.set_ylim(*lim)
@@ -214,7 +225,7 @@ def context_curves(result: dict, path: Path) -> Path:
     """The context probe of one run, two panels against k (log axis): left, perplexity with the context cut to the
     last k tokens, against the full-context perplexity and its +1%/+5% lines; right, perplexity of a fixed window
     whose words beyond k are shuffled, against the same window unshuffled. The effective k's are marked."""
-    ks = result["ks"]
+    grids = (result["ks"], result.get("order_ks", result["ks"]))  # the order probe may use a coarser grid
     panels = [("context cut to the last k tokens (state reset before them)", result["ppl"], result["full_ppl"],
                "full context (state carried through the split)", "k", "#1f77b4"),
               (f"words beyond distance k shuffled, in a {result['window']}-token window", result["shuffled_ppl"],
@@ -223,17 +234,19 @@ def context_curves(result: dict, path: Path) -> Path:
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
         values = [v for _, curve, ref, *_ in panels for v in [*curve, ref * 1.05]]
         log = log_axis(values, True)
-        for ax, (title, curve, reference, ref_label, prefix, colour) in zip(axes, panels):
+        for ax, ks, (title, curve, reference, ref_label, prefix, colour) in zip(axes, grids, panels):
             ax.plot(ks, curve, marker="o", markersize=4, color=colour, label="perplexity at k")
             ax.axhline(reference, color="black", linewidth=1.2, label=f"{ref_label}: {reference:.1f}")
             for name, tolerance, style in (("1pct", 0.01, ":"), ("5pct", 0.05, "--")):
                 k, reached = result[f"{prefix}_{name}"], result[f"{prefix}_{name}_reached"]
                 ax.axhline(reference * (1 + tolerance), color="0.4", linestyle=style, linewidth=1,
-                           label=f"+{tolerance:.0%}: " + (f"reached from k = {k}" if reached else f"not reached by k = {k}"))
+                           label=f"+{tolerance:.0%}: " + (f"reached from k = {k:.3g}" if reached
+                                                          else f"not reached by k = {k:g}"))
                 if reached:
                     ax.axvline(k, color="0.4", linestyle=style, linewidth=1)
             ax.set_xscale("log")
-            ax.set_xticks(ks, [str(k) for k in ks])
+            ticks = [k for k in ks if k in (1, 2, 3, 5, 8, 13, 20, 30, 50, 80, 130, 200) or k == ks[-1]]
+            ax.set_xticks(ticks, [str(k) for k in ticks])
             ax.minorticks_off()
             if log:
                 ax.set_yscale("log")
@@ -328,10 +341,15 @@ def spectral(check: dict, path: Path) -> Path:
         fig, ax = plt.subplots()
         for radius in radii:
             ax.plot(check["ks"], [first_number(v) for v in norms[radius]], color=colour[radius], linewidth=1.4,
-                    label=f"spectral radius {radius}")
+                    label=f"orthogonal, spectral radius {radius}")
+        for name, style in (("non_normal", "--"), ("contracted", ":")):  # absent from checks recorded before them
+            if name in check:
+                part = check[name]
+                ax.plot(part["ks"], part["norms"], color="0.2", linestyle=style, linewidth=1.4,
+                        label=f"non-normal, eigenvalues ≤ {part['eigenvalue']:.2g}, σ₁ {part['sigma']:.2f}")
         ax.set_yscale("log")
         ax.set(xlabel="distance k (steps back)", ylabel="gradient norm at h(t−k)",
-               title="spectral check: decay below radius 1, growth above")
+               title="spectral check (by construction): radius r gives r^k; eigenvalues < 1 with σ₁ > 1 first grow")
         legend(ax)
         return save(fig, path)
 

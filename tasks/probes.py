@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -32,9 +33,15 @@ from tasks.model_settings import lm_settings
 from tasks.scoring import recorded_config, run_file
 from tasks.tracking import download_artifact, log_artifact, log_metrics, set_tags, stderr
 
-VERSION = "1"  # part of the inputs' hash: bump when a probe's maths changes, so old results are not reused
+# Part of the inputs' hash: bump a probe's when its maths changes, so old results are not reused (context 2: every
+# k from 1 to 30, the crossing interpolated in log k, bootstrap intervals)
+VERSIONS = {"context": "2", "gradient_flow": "1"}
 SEED = 14  # the positions' seed: one for every run, so that probes of two runs score the same positions (paired)
-CONTEXT_KS = [1, 2, 3, 5, 8, 13, 20, 30, 50, 80, 130, 200]  # log-spaced (Fibonacci-like) up to 200
+CONTEXT_KS = probes.context_ks(30, 200)  # 1 … 30, then 4 steps per doubling to 202 (41 k's)
+# The order probe reads a 300-token window per k: on the dense grid it would cost ~3× the rest of the probe, and no
+# claim reads it, so it keeps the coarse log-spaced grid
+ORDER_KS = [1, 2, 3, 5, 8, 13, 20, 30, 50, 80, 130, 200]
+BOOTSTRAP_DRAWS = 1000  # resamples of the positions for the intervals of k (and, across runs, of ratios of k)
 SHUFFLE_WINDOW = 300  # Khandelwal et al. (2018): a 300-token window whose words beyond distance k are shuffled
 GRADIENT_STEPS = 100  # k = 0 … 100
 BURN_IN = 50  # tokens read (without gradient) before the stepped window, so its first state is a typical one
@@ -58,8 +65,8 @@ class RecordedLM:
 
     def inputs_key(self, probe: str, positions: int) -> str:
         """The hash of everything a probe's result depends on."""
-        identity = {"probe": probe, "version": VERSION, "split": self.split, "positions": positions, "seed": SEED,
-                    "checkpoint": self.checkpoint_sha256,
+        identity = {"probe": probe, "version": VERSIONS[probe], "split": self.split, "positions": positions,
+                    "seed": SEED, "checkpoint": self.checkpoint_sha256,
                     "tokens": hashlib.sha256(self.ids.numpy().tobytes()).hexdigest()}
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -119,7 +126,7 @@ def run_probe(probe: str, run_id: str, split: str, positions: int | None, force:
         stderr(f"rnnlab: probe {probe} of run {run_id} ({lm.cfg.model.cell}, {lm.cfg.model.layers}×"
                f"{lm.cfg.model.hidden_size}) on {split} ({len(lm.ids):,} tokens), {positions} positions")
         base = {"run_id": run_id, "split": split, "cell": lm.cfg.model.cell, "positions_requested": positions,
-                "seed": SEED, "version": VERSION}
+                "seed": SEED, "version": VERSIONS[probe]}
         result = measure(lm, positions, base, started, tmp)
         stderr(f"rnnlab: probe {probe} of run {run_id}: computed in {result['seconds']:.1f} s; logged to the run "
                "(metrics probe_*, artifacts probes/)")
@@ -141,11 +148,12 @@ def positions_for(lm: RecordedLM, positions: int, earliest: int) -> torch.Tensor
 
 def context_probe(run_id: str, split: str = "valid", positions: int | None = None, force: bool = False) -> dict:
     """Perplexity of a recorded run when it sees only the last k tokens before each target (zero state before
-    them), k = 1 … 200, and when the words beyond distance k of a 300-token window are shuffled; against the
-    full-context perplexity (the state carried through the whole split, as the run's evaluation does it) on the same
-    positions. The effective context: the smallest k from which on the curve stays within 1% (5%) of the full-context
-    perplexity; the order horizon: the smallest k beyond which shuffling costs less than 1% (5%) against the
-    unshuffled 300-token window."""
+    them), every k from 1 to 30 and log-spaced to 202, and when the words beyond distance k of a 300-token window
+    are shuffled (k = 1 … 200, log-spaced); against the full-context perplexity (the state carried through the whole
+    split, as the run's evaluation does it) on the same positions. The effective context: the k from which on the
+    curve stays within 1% (5%) of the full-context perplexity, interpolated in log k, with a 95% bootstrap interval
+    over the positions (and the draws themselves, which pair up across runs probed on the same positions); the
+    order horizon: the k beyond which shuffling costs less than 1% (5%) against the unshuffled 300-token window."""
     return run_probe("context", run_id, split, positions, force, measure_context)
 
 
@@ -155,30 +163,47 @@ def measure_context(lm: RecordedLM, positions: int, base: dict, started: float, 
     eos = lm.vocab.index(EOS)
     full = token_losses(lm.net, lm.ids, eos, cfg.eval.batch_size, cfg.train.bptt)[where]
     nll = probes.context_nll(lm.net, lm.ids, where, CONTEXT_KS)
-    stderr(f"rnnlab: context cut to the last k tokens, k = 1 … {CONTEXT_KS[-1]}: {time.perf_counter() - clock:.1f} s")
+    stderr(f"rnnlab: context cut to the last k tokens, k = 1 … {CONTEXT_KS[-1]} ({len(CONTEXT_KS)} k's): "
+           f"{time.perf_counter() - clock:.1f} s")
     clock = time.perf_counter()
-    shuffled = probes.shuffled_nll(lm.net, lm.ids, where, CONTEXT_KS, SHUFFLE_WINDOW, SEED)
+    shuffled = probes.shuffled_nll(lm.net, lm.ids, where, ORDER_KS, SHUFFLE_WINDOW, SEED)
     window = probes.last_token_nll(lm.net, probes.windows(lm.ids, where, SHUFFLE_WINDOW), lm.ids[where])
     stderr(f"rnnlab: words beyond k shuffled in a {SHUFFLE_WINDOW}-token window: {time.perf_counter() - clock:.1f} s")
-    result = {**base, "positions": len(where), "ks": CONTEXT_KS, "ppl": [probes.perplexity_of(n) for n in nll],
+    result = {**base, "positions": len(where), "positions_key": positions_key(lm, where), "ks": CONTEXT_KS,
+              "ppl": [probes.perplexity_of(n) for n in nll], "order_ks": ORDER_KS,
               "shuffled_ppl": [probes.perplexity_of(n) for n in shuffled], "full_ppl": probes.perplexity_of(full),
-              "window": SHUFFLE_WINDOW, "window_ppl": probes.perplexity_of(window)}
+              "window": SHUFFLE_WINDOW, "window_ppl": probes.perplexity_of(window),
+              "bootstrap": {"draws": BOOTSTRAP_DRAWS, "seed": SEED, "level": 0.95}}
+    excess = probes.bootstrap_excess(nll, full, BOOTSTRAP_DRAWS, SEED)
     for name, tolerance in TOLERANCES.items():
         result[f"k_{name}"], result[f"k_{name}_reached"] = probes.effective_k(
             CONTEXT_KS, result["ppl"], result["full_ppl"], tolerance)
+        k, reached = probes.crossing(CONTEXT_KS, excess, tolerance)
+        draws = [float(x) if r else None for x, r in zip(k.tolist(), reached.tolist())]  # None: not reached
+        result[f"k_{name}_draws"] = draws
+        result[f"k_{name}_interval"] = list(probes.interval([math.inf if x is None else x for x in draws]))
         result[f"order_k_{name}"], result[f"order_k_{name}_reached"] = probes.effective_k(
-            CONTEXT_KS, result["shuffled_ppl"], result["window_ppl"], tolerance)
+            ORDER_KS, result["shuffled_ppl"], result["window_ppl"], tolerance)
     result["seconds"] = time.perf_counter() - started
     log_context(lm, result)
-    table = pd.DataFrame({"k": CONTEXT_KS, "ppl": result["ppl"], "shuffled_ppl": result["shuffled_ppl"],
-                          "nll": nll.mean(1).tolist(), "shuffled_nll": shuffled.mean(1).tolist()})
+    table = pd.concat([pd.DataFrame({"curve": "context cut to k", "k": CONTEXT_KS, "ppl": result["ppl"],
+                                     "nll": nll.mean(1).tolist()}),
+                       pd.DataFrame({"curve": "beyond k shuffled", "k": ORDER_KS, "ppl": result["shuffled_ppl"],
+                                     "nll": shuffled.mean(1).tolist()})])
     record(lm, "context", lm.inputs_key("context", positions), result, table, plots.context_curves, tmp)
     return result
 
 
+def positions_key(lm: RecordedLM, where: torch.Tensor) -> str:
+    """The positions and the tokens at them: two probes with the same key resampled the same positions."""
+    return hashlib.sha256(where.numpy().tobytes() + lm.ids[where].numpy().tobytes()).hexdigest()[:16]
+
+
 def log_context(lm: RecordedLM, result: dict) -> None:
-    for k, ppl, shuffled in zip(result["ks"], result["ppl"], result["shuffled_ppl"]):
-        log_metrics(lm.run_id, {"probe_context_ppl": ppl, "probe_context_shuffled_ppl": shuffled}, step=k)
+    for k, ppl in zip(result["ks"], result["ppl"]):
+        log_metrics(lm.run_id, {"probe_context_ppl": ppl}, step=k)
+    for k, shuffled in zip(result["order_ks"], result["shuffled_ppl"]):
+        log_metrics(lm.run_id, {"probe_context_shuffled_ppl": shuffled}, step=k)
     summary = {"probe_context_full_ppl": result["full_ppl"], "probe_context_window_ppl": result["window_ppl"]}
     for name in TOLERANCES:
         for prefix in ("k", "order_k"):
@@ -187,7 +212,9 @@ def log_context(lm: RecordedLM, result: dict) -> None:
             if result[f"{prefix}_{name}_reached"]:
                 summary[f"probe_context_{prefix}_{name}"] = result[f"{prefix}_{name}"]
             summary[f"probe_context_{prefix}_{name}_reached"] = float(result[f"{prefix}_{name}_reached"])
-    log_metrics(lm.run_id, summary, step=0)
+        low, high = result[f"k_{name}_interval"]
+        summary |= {f"probe_context_k_{name}_low": low, f"probe_context_k_{name}_high": high}
+    log_metrics(lm.run_id, {k: v for k, v in summary.items() if math.isfinite(v)}, step=0)
 
 
 # Gradient flow ----------------------------------------------------------------------------------------------------
@@ -255,7 +282,9 @@ def log_gradient_flow(lm: RecordedLM, result: dict) -> None:
 
 def spectral_check(radii: tuple[float, ...] = (0.9, 1.0, 1.1), steps: int = 60, hidden: int = 32,
                    positions: int = 8) -> dict:
-    """The controlled check of the gradient-flow probe (models/probes.spectral_check): a linear-regime tanh RNN
-    with an orthogonal recurrent matrix scaled to each radius r; ‖∂L_t/∂h_{t−k}‖ = r^k ‖∂L_t/∂h_t‖, so the fitted
-    per-step rates must be the radii. {"radii", "rates", "ks", "norms": {radius: geometric mean per k}}."""
+    """The controlled check of the gradient-flow probe (models/probes.spectral_check), true by construction: a
+    linear-regime tanh RNN with an orthogonal recurrent matrix scaled to each radius r (‖∂L_t/∂h_{t−k}‖ =
+    r^k ‖∂L_t/∂h_t‖, so the fitted per-step rates must be the radii), and a non-normal matrix with every eigenvalue
+    0.9 and σ₁ above 1 (the gradient grows before it decays), also scaled to σ₁ = 0.95 (it shrinks at every step).
+    {"radii", "rates", "ks", "norms": {radius: geometric mean per k}, "non_normal": {...}, "contracted": {...}}."""
     return probes.spectral_check(tuple(radii), steps=steps, hidden=hidden, positions=positions)

@@ -23,10 +23,10 @@ import pandas as pd
 import yaml
 from prefect import task
 
-from tasks import plots, stats, tracking
+from tasks import held_out, plots, stats, tracking
 from tasks.compare import Comparison, as_markdown, cell_results, compare, md_table, number, read_text
 from tasks.outcome import TRAINED, WORDS
-from tasks.verdict import Answer, answer, factor
+from tasks.verdict import Answer, answer, declared, effect_size, factor
 
 
 def curve_name(metric: str) -> str:
@@ -48,9 +48,18 @@ def artifact_names(run_id: str, folder: str) -> set[str]:
     return {a.path for a in tracking.client().list_artifacts(run_id, folder)}
 
 
+TESTS = {"lm": "a paired bootstrap over sentences of the per-sentence NLL saved at evaluation (corpus perplexity "
+               "difference; 1000 resamples, seed 12345; two-sided, null-centred: the resampled differences are "
+               "shifted to no difference and p counts those at least as far from it as the observed one, either way)",
+         "nmt": "sacrebleu's paired bootstrap resampling on the saved translations (1000 resamples, seed 12345; "
+                "two-sided: it compares absolute differences, centred)"}
+
+
 def significance(c: Comparison, task_kind: str) -> pd.DataFrame:
     """The best variant against each other one, seed by seed, where both trained: a paired bootstrap on the saved
-    per-sentence scores (language models) or test translations (translation)."""
+    per-sentence scores (language models) or translations (translation), on the test split where both runs have
+    it, else on validation. All these tests are one family (the best against the rest): their p-values are
+    Holm-adjusted together (`p_holm`), and `significant` is judged on the adjusted p."""
     best = c.table[c.table["best"]]
     if best.empty:
         return pd.DataFrame()
@@ -62,25 +71,33 @@ def significance(c: Comparison, task_kind: str) -> pd.DataFrame:
         def fetch(run_id: str, path: str) -> Path:
             return tracking.download_artifact(run_id, path, Path(tmp) / run_id)
 
+        def shared_split(run_ids: list[str], folder: str, name: str) -> str:
+            return "test" if all(f"{folder}/{name.format('test')}" in artifact_names(r, folder) for r in run_ids) \
+                else "valid"
+
         for row in trained[trained["variant"] != best_variant].itertuples(index=False):
             if row.seed not in best_runs:
                 continue
             best_id = best_runs[row.seed]
             if task_kind == "lm":
-                split = "test" if "eval/test_sentences.csv" in artifact_names(row.run_id, "eval") else "valid"
+                split = shared_split([best_id, row.run_id], "eval", "{}_sentences.csv")
                 result = stats.perplexity_bootstrap(pd.read_csv(fetch(best_id, f"eval/{split}_sentences.csv")),
                                                     pd.read_csv(fetch(row.run_id, f"eval/{split}_sentences.csv")))
                 measure = f"{split} perplexity"
             else:
-                split = "test" if "translations/test.ref" in artifact_names(row.run_id, "translations") else "valid"
+                split = shared_split([best_id, row.run_id], "translations", "{}.beam.hyp")
                 lines = [fetch(r, f"translations/{split}.{kind}").read_text(encoding="utf-8").splitlines()
                          for r, kind in ((best_id, "beam.hyp"), (row.run_id, "beam.hyp"), (row.run_id, "ref"))]
                 result = stats.bleu_bootstrap(*lines)
                 measure = f"{split} BLEU"
             rows.append({"variant": row.variant, "seed": row.seed, "measure": measure, "variant_value": result.baseline,
                          "best_value": result.system, "difference": result.difference, "ci_low": result.ci_low,
-                         "ci_high": result.ci_high, "p_value": result.p_value, "significant": result.significant})
-    return pd.DataFrame(rows)
+                         "ci_high": result.ci_high, "p_value": result.p_value})
+    found = pd.DataFrame(rows)
+    if not found.empty:
+        found["p_holm"] = stats.holm(found["p_value"])
+        found["significant"] = found["p_holm"] < stats.ALPHA
+    return found
 
 
 def answer_section(c: Comparison, answer: Answer) -> str:
@@ -98,6 +115,8 @@ def effects_section(c: Comparison, effects: pd.DataFrame) -> str:
     def ratio_or_points(v: float) -> str:
         return "–" if math.isnan(v) else factor(c, v)
 
+    smallest = declared(c, c.smallest_effect)
+    detectable = [stats.detectable_effect(sd, n) for sd, n in zip(effects["sd"], effects["pairs"])]
     shown = pd.DataFrame({
         "factor": effects["factor"], "change": effects["from"] + " → " + effects["to"], "with": effects["stratum"],
         "trained": [f"{a}/{n} → {b}/{m}" for a, n, b, m in
@@ -108,19 +127,38 @@ def effects_section(c: Comparison, effects: pd.DataFrame) -> str:
         "95% CI": [f"[{ratio_or_points(lo)}, {ratio_or_points(hi)}]" if not math.isnan(lo) else "–"
                    for lo, hi in zip(effects["ci_low"], effects["ci_high"])],
         "lower / higher": [f"{d} / {u}" for d, u in zip(effects["down"], effects["up"])],
-        "sign test p": [f"{p:.2g}" if n else "–" for p, n in zip(effects["sign_p"], effects["pairs"])]})
+        "sign test p": [f"{p:.2g}" if n else "–" for p, n in zip(effects["sign_p"], effects["pairs"])],
+        "detectable at 80% power": ["–" if math.isnan(d) else effect_size(c, d) for d in detectable]})
+    if smallest is not None:
+        had = [stats.power(smallest, sd, n) for sd, n in zip(effects["sd"], effects["pairs"])]
+        needed = [stats.seeds_needed(smallest, sd) for sd in effects["sd"]]
+        shown[f"power for {effect_size(c, smallest)}"] = ["–" if math.isnan(h) else f"{h:.0%}" for h in had]
+        shown["seeds for 80% power"] = ["–" if math.isnan(sd) or sd == 0 else str(n) if n else
+                                        f"> {stats.MOST_SEEDS:,}" for sd, n in zip(effects["sd"], needed)]
     what = ("the geometric mean of the paired perplexity ratios (changed / original, from differences of log "
             "perplexity)" if c.log_scale else "the mean paired difference (changed − original)")
+    power = (f" *power for {effect_size(c, smallest)}*: the power these pairs had for the study's declared smallest "
+             "effect, and *seeds for 80% power*: how many pairs that effect would need, from the same spread."
+             if smallest is not None else " The study declared no smallest effect of interest (`effect.smallest`), "
+             "so no power for it is given.")
     return (f"Each row changes one factor from its first value and holds the other factors and the seed fixed, within "
             f"each combination of the other factors' values (*with*) and pooled over them (*all*). "
-            f"Outcomes are compared as counts: how many runs trained at each value, with Fisher's exact test. "
-            f"{c.metric} is compared only over the pairs in which both runs trained: {what}, with a Student-t 95% "
-            f"interval, and how many pairs went lower or higher, with the exact sign test ({c.better} is better). "
-            f"A pair in which either run did not train is counted, never averaged.\n\n"
+            f"Outcomes are compared as counts: how many runs trained at each value, with Fisher's exact test "
+            f"(two-sided). {c.metric} is compared only over the pairs in which both runs trained: {what}, with a "
+            f"Student-t 95% interval (two-sided), and how many pairs went lower or higher, with the exact sign test "
+            f"(two-sided; {c.better} is better). A pair in which either run did not train is counted, never averaged. "
+            f"*Detectable at 80% power*: the smallest true effect, either way, that a two-sided paired t-test "
+            f"(α = {stats.ALPHA}) over these pairs would detect 80% of the time, from the noncentral t with the "
+            f"observed standard deviation of the paired differences taken as the true one.{power} No row is "
+            f"corrected for the others: read them as estimates, and the answer's comparisons for the verdict.\n\n"
             f"Why these tests: one run per variant says little, so every figure is over seeds (Reimers & Gurevych "
             f"2017); the sign test assumes no distribution, which a handful of seeds cannot check (Dror et al. 2018); "
             f"a bootstrap across seeds (Agarwal et al. 2021) needs more runs than this: over two values its interval is "
             f"just their range, falsely narrow. Perplexities are compared in log space, as ratios.\n\n" + md_table(shown))
+
+
+def seeds_words(seeds: list[int]) -> str:
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(str(s) for s in seeds)}"
 
 
 def significance_section(c: Comparison, sig: pd.DataFrame) -> str:
@@ -129,25 +167,35 @@ def significance_section(c: Comparison, sig: pd.DataFrame) -> str:
                 if not c.table["best"].any() or len(c.table[c.table["trained"] > 0]) > 1 else
                 "Only one variant trained: there is nothing to test it against.\n")
     best = c.table[c.table["best"]].iloc[0]["variant"]
+
+    def p_words(p: float) -> str:
+        return f"{p:.2g}" if p >= 0.001 else "< 0.001"
+
     shown = pd.DataFrame({
         "variant": sig["variant"], "seed": sig["seed"], "measure": sig["measure"], "variant value": sig["variant_value"],
         f"`{best}`": sig["best_value"], "Δ (best − variant)": sig["difference"],
         "95% CI of Δ": [f"[{number(lo)}, {number(hi)}]" if not math.isnan(lo) else "–"
                         for lo, hi in zip(sig["ci_low"], sig["ci_high"])],
-        "p": [f"{p:.2g}" if p >= 0.001 else "< 0.001" for p in sig["p_value"]],
+        "p (two-sided)": [p_words(p) for p in sig["p_value"]], "Holm p": [p_words(p) for p in sig["p_holm"]],
         "verdict": ["significant" if s else "**not significant**" for s in sig["significant"]]})
     kind = sig["measure"].iloc[0]
-    how = ("sacrebleu's paired bootstrap resampling on the saved translations (1000 resamples, seed 12345)"
-           if "BLEU" in kind else "a paired bootstrap over sentences of the per-sentence NLL saved at evaluation "
-           "(1000 resamples, seed 12345)")
+    how = TESTS["nmt" if "BLEU" in kind else "lm"]
+    way = "lower" if "perplexity" in kind else "higher"  # the better direction of what was tested
     plain = []
     for variant, group in sig.groupby("variant", sort=False):
-        n_sig = int(group["significant"].sum())
-        plain.append(f"- `{best}` against `{variant}`: the difference exceeds the evaluation data's sampling noise "
-                     f"(p < {stats.ALPHA}) in {n_sig} of {len(group)} seeds in which both trained.")
+        significant = group[group["significant"]]
+        best_ahead = significant[(significant["difference"] < 0) == (way == "lower")]["seed"].tolist()
+        variant_ahead = significant[(significant["difference"] < 0) != (way == "lower")]["seed"].tolist()
+        neither = group[~group["significant"]]["seed"].tolist()
+        parts = ([f"`{best}` {way} in {seeds_words(best_ahead)}"] if best_ahead else []) + \
+            ([f"`{variant}` {way} in {seeds_words(variant_ahead)}"] if variant_ahead else []) + \
+            ([f"no significant difference in {seeds_words(neither)}"] if neither else [])
+        plain.append(f"- `{best}` against `{variant}`: " + "; ".join(parts) + ".")
     return (f"The best variant `{best}` against each other variant, seed by seed, only where both trained, with {how}. "
-            "This asks whether a difference is larger than the noise of the evaluation sentences for one pair of "
-            "runs; whether it holds across seeds is the factor table's question.\n\n" + md_table(shown)
+            f"These {len(sig)} tests are one family (the best against each other variant): each p is adjusted "
+            f"with Holm's step-down method, and a difference is significant where the adjusted p is below "
+            f"{stats.ALPHA}. This asks whether a difference is larger than the noise of the evaluation sentences for "
+            "one pair of runs; whether it holds across seeds is the factor table's question.\n\n" + md_table(shown)
             + "\n" + "\n".join(plain) + "\n")
 
 
@@ -203,7 +251,7 @@ def figures(c: Comparison, runs: pd.DataFrame, out: Path) -> list[tuple[str, str
                 curves[row.variant].append((row.outcome, series))
             elif not math.isnan(row.diverged_step):
                 stops[row.variant].append((row.outcome, int(row.diverged_step)))
-        plots.metric_curves(curves, stops, c.metric, c.log_scale, colour, out / "curve.png")
+        plots.metric_curves(curves, stops, c.metric, c.log_scale, colour, out / "curve.png", c.floor.get(c.metric))
         shown.append(("curve.png", f"{c.metric} vs step"))
     norms = {v: [history(r, "grad_norm") for r in c.runs[c.runs["variant"] == v]["run_id"]] for v in c.table["variant"]}
     clip = {v: runs[runs["tags.rnnlab.cell"] == v]["params.train.clip_norm"].iloc[0] for v in c.table["variant"]
@@ -211,7 +259,7 @@ def figures(c: Comparison, runs: pd.DataFrame, out: Path) -> list[tuple[str, str
     thresholds = {v: None if value in (None, "null") else float(value) for v, value in clip.items()}
     plots.gradient_norms(norms, thresholds, colour, out / "grad_norm.png")
     shown.append(("grad_norm.png", "pre-clip gradient norm vs step"))
-    plots.final_metric(c.table, c.runs, c.metric, c.log_scale, colour, out / "final.png")
+    plots.final_metric(c.table, c.runs, c.metric, c.log_scale, colour, out / "final.png", c.floor.get(c.metric))
     shown.append(("final.png", f"final {c.metric} per variant"))
     return shown
 
@@ -234,10 +282,12 @@ def render(study: str, parent_run_id: str | None, out: Path) -> tuple[Path, str]
                   ("cells", f"{len(c.table)} variants × {len(definition['seeds'])} seeds = {len(grid)}")]
     sections += ["## The grid\n", md_table(pd.DataFrame(grid_rows, columns=["", "values"]))]
     sections += ["## Results\n", "Outcomes: *trained*; *diverged* (the loss became NaN/inf, or the blow-up rule "
-                 "stopped it: `train.blowup_*`); *failed to learn* (no better than a uniform guess over the vocabulary, "
+                 "stopped it: `train.blowup_*`); *failed to learn* (a perplexity at or above the unigram model's: the training "
+                 "split's word frequencies, no context, on the same split; "
                  "or for translation a BLEU below `eval.min_bleu`).\n\n" + as_markdown(c)]
     if not c.runs.empty:
         sections += ["## Effect of each factor\n", effects_section(c, result.effects)]
+        sections += ["## Held-out test\n", held_out.section(c, parent, runs)]
         sections += ["## Significance on the evaluation data\n",
                      significance_section(c, significance(c, parent.data.tags.get("rnnlab.task", "lm")))]
         with np.errstate(all="ignore"):  # a diverged run's logged values may be inf: drawn on the axes' edge

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 
 from prefect import task
 
@@ -16,6 +17,7 @@ from tasks.fitting import FitResult
 from tasks.lm_corpus import LMCorpus
 from tasks.nmt_corpus import ParallelCorpus
 from tasks.scoring import skipped_splits
+from tasks.tracking import download_artifact, set_tags
 
 Corpus = LMCorpus | ParallelCorpus
 
@@ -37,6 +39,10 @@ def prepare_corpus(cfg: RunConfig) -> Corpus:
 def skipped_eval_splits(cfg: RunConfig, corpus: Corpus) -> dict[str, str]:
     """The tag saying which configured evaluation splits the corpus lacks ({} when none)."""
     return skipped_splits(cfg.eval.splits, corpus.pairs if cfg.task == "nmt" else corpus.tokens, corpus.name)
+
+
+def has_split(corpus: Corpus, split: str) -> bool:
+    return split in (corpus.pairs if isinstance(corpus, ParallelCorpus) else corpus.tokens)
 
 
 def check_fits(cfg: RunConfig, corpus: Corpus) -> None:
@@ -92,6 +98,19 @@ def evaluate(cfg: RunConfig, corpus: Corpus, run_id: str, fitted: FitResult) -> 
     if cfg.task == "nmt":
         return nmt.score_nmt(cfg, corpus, run_id, fitted)
     return lm.score_lm(cfg, corpus, run_id, fitted)
+
+
+@task(name="score-held-out")
+def score_held_out(cfg: RunConfig, corpus: Corpus, run_id: str, split: str = "test") -> dict[str, float]:
+    """Score a finished run's selected checkpoint (from the store) on `split`, once, after a study's decision: the
+    split that no choice of checkpoint, setting or winner has seen. Logged to the run like its other scores."""
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = download_artifact(run_id, "checkpoints/best.ckpt", tmp)
+        held_out = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"splits": (split,)})})
+        fitted = FitResult(str(checkpoint), None, None, 0, 0.0, 0.0, 0.0)  # only its checkpoint is read
+        metrics = (nmt.score_nmt if cfg.task == "nmt" else lm.score_lm)(held_out, corpus, run_id, fitted)
+    set_tags(run_id, {f"rnnlab.{split}_scored": "after the study's decision"})
+    return metrics
 
 
 @task(name="probe-context")

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import platform
+import random
 import socket
 import subprocess
 import sys
@@ -184,14 +185,44 @@ def log_params(run_id: str, params: Mapping[str, Any], mlflow: MlflowClient | No
     mlflow.log_batch(run_id, params=[Param(k, param_value(v)) for k, v in params.items()])
 
 
+# MLflow's SQL store checks whether a row exists and then inserts it (an experiment's dataset, a run's tag set by
+# `set_tag`): another process inserting the same row between the two makes the insert fail on the table's unique key.
+# The store raises that as an MlflowException carrying the database's words (SQLite's, PostgreSQL's, MySQL's); a
+# tracking server sends the same words back, and its REST client raises them as "BAD_REQUEST: (sqlite3.IntegrityError)
+# UNIQUE constraint failed: ..." (measured against `mlflow server`; 400 is not among the codes the client retries).
+UNIQUE_KEY_ERRORS = ("UNIQUE constraint failed", "duplicate key value violates unique constraint", "Duplicate entry",
+                     "IntegrityError")
+
+
+def lost_a_race(err: Exception) -> bool:
+    """`err` says that another process inserted the same row first: the row is there now."""
+    return isinstance(err, MlflowException) and any(words in str(err) for words in UNIQUE_KEY_ERRORS)
+
+
+def retrying_races(write: Any, attempts: int = 5) -> Any:
+    """`write()`, again after losing a race to insert the same row: its transaction was rolled back, and on the next
+    try the store finds the row and uses it. A few tries, a short random wait between them, in case a third process
+    inserts a row of the same write meanwhile."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return write()
+        except MlflowException as err:
+            if attempt == attempts or not lost_a_race(err):
+                raise
+            time.sleep(random.uniform(0.0, 0.05 * attempt))
+
+
 def log_datasets(run_id: str, inputs: list[dict[str, str]], mlflow: MlflowClient | None = None) -> None:
     """The run's data as MLflow datasets (the runs table's Dataset column and its filter): one per split, each
-    {"name", "digest", "source", "context"} (context: train, valid or test)."""
+    {"name", "digest", "source", "context"} (context: train, valid or test).
+
+    A dataset is a row of the experiment that every run using it links to: the cells of a study, starting together
+    in a new experiment, all try to create it at once (see `retrying_races`)."""
     mlflow = mlflow or client()
-    mlflow.log_inputs(run_id, datasets=[
-        DatasetInput(Dataset(name=i["name"], digest=i["digest"], source_type="local",
-                             source=json.dumps({"uri": i["source"]})),
-                     tags=[InputTag("mlflow.data.context", i["context"])]) for i in inputs])
+    datasets = [DatasetInput(Dataset(name=i["name"], digest=i["digest"], source_type="local",
+                                     source=json.dumps({"uri": i["source"]})),
+                             tags=[InputTag("mlflow.data.context", i["context"])]) for i in inputs]
+    retrying_races(lambda: mlflow.log_inputs(run_id, datasets=datasets))
 
 
 def set_tags(run_id: str, tags: Mapping[str, Any], mlflow: MlflowClient | None = None) -> None:
@@ -267,7 +298,10 @@ def mark_orphans(exp_id: str | None = None, mlflow: MlflowClient | None = None) 
         tags = run.data.tags
         pid = tags.get("pid", "")
         if tags.get("host") == host and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
-            mlflow.set_tag(run.info.run_id, "rnnlab.error", f"process {pid} ended while the run was RUNNING")
+            # The cells of a study opening their runs together all sweep the same orphan at once: they write the
+            # same tag and status, and the one that loses the race to insert the tag writes it again (an update).
+            retrying_races(lambda: mlflow.set_tag(run.info.run_id, "rnnlab.error",
+                                                  f"process {pid} ended while the run was RUNNING"))
             mlflow.set_terminated(run.info.run_id, "KILLED")
             orphans.append(run.info.run_id)
     return orphans

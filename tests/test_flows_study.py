@@ -153,7 +153,9 @@ def test_compare_builds_the_table_and_the_answer_from_mlflow_alone(clipping_stud
     assert (blown["trained"], blown["diverged"]) == (0, 2) and blown["valid_ppl_mean"] is None and not blown["best"]
     best = min((r for r in rows.values() if r["trained"]), key=lambda r: r["valid_ppl_mean"])
     assert [r["variant"] for r in rows.values() if r["best"]] == [best["variant"]]
-    assert f"`{best['variant']}` is best" in compared["answer"] or "are tied" in compared["answer"]
+    # first named either way; "best" only where the paired interval over the 2 seeds excludes no difference
+    assert compared["answer"].startswith((f"`{best['variant']}` is best", f"`{best['variant']}` and `"))
+    assert "tied" not in compared["answer"] and "equivalent" not in compared["answer"]  # no margin was declared
     assert "Did not train: `cell=rnn_tanh,lr=1e+38` (diverged in 2 of 2 seeds); `cell=lstm,lr=1e+38` (diverged in 2 " \
            "of 2 seeds)." in compared["answer"]
     assert len(pd.read_csv(tmp_path / "t.csv")) == 4
@@ -349,7 +351,9 @@ def test_a_translation_study_reports_bleu_and_its_significance_from_the_saved_tr
     text = (tmp_path / "reports" / "tiny_nmt" / "report.md").read_text()
     assert "sacrebleu's paired bootstrap" in text and re.search(r"\| attention=none +\| 1 +\| test BLEU ", text)
     assert "valid_bleu_greedy (mean [95% CI], higher is better)" in text
-    assert "`attention=dot` is best: validation BLEU (greedy)" in result["answer"]
+    # one seed: no interval, so no direction, however large the gap
+    assert result["answer"].startswith("`attention=dot` and `attention=none` are not distinguishable with 1 paired "
+                                       "seed on validation BLEU (greedy)")
 
 
 # A cell that passes every check and then crashes: its model cannot be allocated (4e9 × 16 weights, 256 GB).
@@ -366,3 +370,27 @@ def test_a_crashing_cell_is_recorded_failed_and_the_study_finishes_the_others_th
     exp = store(tmp_path).get_experiment_by_name("tiny_crash").experiment_id
     parent = store(tmp_path).search_runs([exp], "tags.`rnnlab.role` = 'study'")[0]
     assert parent.info.status == "FAILED" and "1 of 2 cells failed" in parent.data.tags["rnnlab.error"]
+
+
+def test_the_test_split_is_scored_once_after_the_decision_for_the_named_variants_only(clipping_study):
+    """The study decides on valid; then the two variants its answer names (the best and the runner-up: here the two
+    that trained) are scored on test, every trained seed, and no other run is; the report says so."""
+    home, result, again, _ = clipping_study
+    client = store(home)
+    parent = client.get_run(result["parent_run_id"]).data.tags
+    named = json.loads(parent["rnnlab.test.variants"])
+    assert parent["rnnlab.test.split"] == "test"
+    assert sorted(named) == ["cell=lstm,lr=1.0", "cell=rnn_tanh,lr=1.0"]
+    for run in cell_runs(home, "tiny_clipping"):
+        scored = run.data.tags["rnnlab.cell"] in named and run.data.tags["rnnlab.outcome"] == "trained"
+        assert ("test_ppl" in run.data.metrics) == scored, run.info.run_name
+        assert (run.data.tags.get("rnnlab.test_scored") == "after the study's decision") == scored
+        if scored:  # the second execution reused the cells and found them scored: the split was touched once
+            assert len(client.get_metric_history(run.info.run_id, "test_ppl")) == 1
+        assert "valid_ppl" in run.data.metrics or run.data.tags["rnnlab.outcome"] == "diverged"
+    # the table decides on validation data and shows no test column; the report's held-out section has the scores
+    assert not any(k.startswith("test_") for row in result["table"] for k in row)
+    report = (home / "reports" / "tiny_clipping" / "report.md").read_text()
+    held = report.split("## Held-out test\n", 1)[1].split("\n## ", 1)[0]
+    assert "scored once, after the decision on `valid_ppl`" in held and "(4 runs)" in held
+    assert all(f"`{v}`" in held for v in named) and "paired over 2 seeds" in held

@@ -97,7 +97,7 @@ def test_arrows_point_down():
 
 WINGS = {"lm": ("tasks.lm", "tasks.lm_corpus"), "nmt": ("tasks.nmt", "tasks.nmt_corpus")}
 FLOOR = ("tasks.corpus_files", "tasks.hardware", "tasks.metrics_logger", "tasks.fitting", "tasks.scoring", "tasks.model_settings", "tasks.tracking",
-         "tasks.outcome")
+         "tasks.outcome", "tasks.unigram")
 
 
 def test_a_wing_stands_on_the_floor_alone():

@@ -122,9 +122,8 @@ def test_a_bad_schedule_fails_naming_the_deployment_and_the_problem(tmp_path, en
 
 
 @pytest.mark.parametrize("name, overrides, allowed", [
-    ("test_ppl", [], True),
+    ("valid_ppl", [], True),
     ("train_seconds", [], True),
-    ("test_ppl", ["eval.splits=[valid]"], False),  # only the splits in eval.splits are scored
     ("valid_pplx", [], False),
     ("test_bleu", [], False),  # a translation metric; these runs model language
 ])
@@ -135,6 +134,18 @@ def test_a_study_is_decided_by_a_metric_its_runs_log(tmp_path, name, overrides, 
     else:
         with pytest.raises(ConfigError, match=rf"metric.name='{name}' is not a metric .* choose one of: valid_ppl, "):
             load_study(path, overrides)
+
+
+def test_a_study_decides_on_validation_data_and_holds_the_test_split_out(tmp_path):
+    """Cells are scored on valid only; deciding on a test score, or asking cells to score test, is refused before
+    anything runs: the test split is scored once, after the decision (tasks/held_out.py)."""
+    study = load_study(write_study(tmp_path))
+    assert {cell.config.eval.splits for cell in study.cells} == {("valid",)}
+    with pytest.raises(ConfigError, match=r"metric.name='test_ppl' is a test score.*decide on 'valid_ppl' instead"):
+        load_study(write_study(tmp_path, metric={"name": "test_ppl"}))
+    with pytest.raises(ConfigError, match=r"'eval.splits' cannot be overridden: a study scores every cell on the "
+                                          r"validation split"):
+        load_study(write_study(tmp_path), ["eval.splits=[valid,test]"])
 
 
 def test_a_study_is_loaded_once_per_process_while_its_files_read_the_same(tmp_path):
