@@ -31,6 +31,13 @@ class DataConfig(Section):
     corpus: str = Field("ptb", description="a known corpus (ptb, wikitext-2) or a directory with train/valid[/test] text files")
     dir: str | None = Field(None, description="data directory; null = $RNNLAB_DATA_DIR, else <project>/data")
     download: bool = Field(True, description="fetch a missing known corpus from its public source (sha256-checked)")
+    # A seed that only changes the initialisation understates how much results move between seeds (Bouthillier et al.
+    # 2021): the order of the training data moves them too.
+    order: Literal["shuffled", "fixed"] = Field(
+        "shuffled", description="order of the training sentences. shuffled: each epoch in a new order drawn from "
+        "(seed, epoch), then streamed into train.batch_size columns cut into train.bptt segments, so the seed varies "
+        "the data order as well as the initialisation and a resumed run sees the same order; fixed: the corpus's "
+        "own order in every epoch")
 
 
 class LMModelConfig(Section):

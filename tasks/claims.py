@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -754,12 +754,16 @@ JUDGES: dict[str, Callable] = {"effective_context": judge_effective_context,
 
 def judge(claim: schema.Claim, measured: Measurement) -> Verdict:
     """The claim's verdict: not testable at this training level where a model it is judged on has not learned
-    enough (the reason names the numbers); else missing data → inconclusive, with the reason; else its criterion."""
+    enough (the reason names the numbers); else missing data → inconclusive, with the reason; else its criterion.
+    The parts that hold by construction are shown whatever the verdict (they do not depend on training)."""
+    rule = claim.rule()
+    built = JUDGES[claim.measure.kind](measured.numbers, rule).construction \
+        if getattr(rule, "by_construction", None) else ""
     if measured.untestable:
-        return Verdict(NOT_TESTABLE_LEVEL, f"{measured.untestable}.")
+        return Verdict(NOT_TESTABLE_LEVEL, f"{measured.untestable}.", built)
     if measured.missing and claim.measure.kind != "perplexity_scale":
-        return Verdict(INCONCLUSIVE, f"{measured.missing}.")
-    return JUDGES[claim.measure.kind](measured.numbers, claim.rule())
+        return Verdict(INCONCLUSIVE, f"{measured.missing}.", built)
+    return JUDGES[claim.measure.kind](measured.numbers, rule)
 
 
 # ---- pre-registration: did the criterion come before the data? ----
@@ -789,7 +793,9 @@ def registration(claim: schema.Claim, measured: Measurement, ev: Evidence) -> Re
     if records:
         sources.append((min(starts), f"the first of its {len(records)} runs started") if all(starts) else
                        (None, f"{sum(s is None for s in starts)} of its {len(records)} runs have no start time"))
-    sources += [(date, f"commit {commit[:7]} published its study's results") for commit, date in published if date]
+    sources += [(date, f"commit {commit[:7]} published its study's results" if date else
+                 f"commit {commit[:7]} published its study's results, but this checkout does not know when")
+                for commit, date in published]
     known = [(t, why) for t, why in sources if t is not None]
     first = min(known, key=lambda tw: tw[0]) if known and all(t is not None for t, _ in sources) else None
     data = f"{first[1]} {first[0].isoformat()}" if first else (

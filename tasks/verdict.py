@@ -229,7 +229,7 @@ def budget_sentence(c: Comparison) -> str | None:
     points = f"{len(taus)} validation points, steps {steps.iloc[0]}–{steps.iloc[-1]}" if len(taus) > 1 else \
         f"one validation point, step {steps.iloc[0]}"
     held = np.isclose(taus["tau"].to_numpy(), 1.0)
-    what = f"the ranking of the {ranked} trained variants"
+    what = f"the ranking of the {ranked} trained variants' means"
     if held.all():
         return (f"Over the budget, {what} holds at every validation point that every trained run logged ({points}: "
                 f"Kendall's τ = 1 against the final ranking).")
@@ -276,7 +276,8 @@ def metric_change(c: Comparison, e: pd.Series) -> str:
     within = span(c, e["ci_low"], e["ci_high"])
     if e["ci_low"] > 0 or e["ci_high"] < 0:
         return f"{what} {change(c, e['mean_difference'], within, moved)}"
-    return f"{what} {change(c, e['mean_difference'], within, f'not distinguishable with {pairs} pairs', direction=False)}"
+    unclear = f"not distinguishable with {pairs} pairs"
+    return f"{what} {change(c, e['mean_difference'], within, unclear, direction=False)}"
 
 
 def factor_bullet(c: Comparison, effects: pd.DataFrame) -> str:

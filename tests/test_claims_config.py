@@ -25,6 +25,17 @@ def test_the_lecture_names_its_studies_and_routes_overrides_to_one_or_all():
     assert {c.config.model.cell for c in lecture.studies["lm_cells"].cells} == {"rnn_tanh", "gru", "lstm"}
 
 
+def test_the_lecture_marks_what_holds_by_construction_and_what_was_published_before_its_criteria():
+    """Claim 2's spectral checks (an orthogonal matrix scaled to r gives exactly r^k; the non-normal example) and
+    claim 6's refused language model (the config's own rule) are never counted as support; the shipped studies'
+    answers were in the README (8b7ff1c) before the criteria that judge them."""
+    rules = {c.id: c.rule() for c in load_claims(LECTURE).config.claims}
+    assert rules["vanishing"].by_construction == ["spectral_check", "non_normal_check"]
+    assert rules["bidirectional"].by_construction == ["lm_refusal"]
+    published = load_claims(LECTURE).config.published
+    assert published == {s: ["8b7ff1c"] for s in ("lm_clipping", "lm_residual", "nmt_bidirectional")}
+
+
 def edited(tmp_path: Path, change) -> Path:
     tree = yaml.safe_load(LECTURE.read_text())
     change(tree)
@@ -59,6 +70,11 @@ BAD = {
     "a study file that is not there": (lambda t: claim(t, "depth").update(studies=["nowhere.yaml"]),
                                        "study file not found:"),
     "a claim id twice": (lambda t: claim(t, "lstm").update(id="context"), "claim ids repeat: context"),
+    "a part by construction the kind does not have": (
+        lambda t: claim(t, "bidirectional")["criterion"].update(by_construction=["translation"]),
+        "by_construction.0: Input should be 'lm_refusal'"),
+    "results published for a study the claims do not run": (lambda t: t.update(published={"lm_cellz": ["8b7ff1c"]}),
+                                                            "published: lm_cellz is not one of the studies"),
 }
 
 

@@ -127,3 +127,12 @@ def test_numbers_must_be_finite(value):
     got = value.replace(".", "")  # inf, -inf, nan
     with pytest.raises(ConfigError, match=rf"train\.lr: Input should be a finite number \(got {got}\)"):
         config.load(RUN_CONFIG, [f"train.lr={value}"])
+
+
+def test_a_language_models_training_order_is_shuffled_unless_fixed_and_is_part_of_its_identity():
+    shuffled, fixed = config.load(RUN_CONFIG), config.load(RUN_CONFIG, ["data.order=fixed"])
+    assert shuffled.data.order == "shuffled" and fixed.data.order == "fixed"
+    assert shuffled.flat()["data.order"] == "shuffled"  # logged as a param like every key
+    assert shuffled.digest() != fixed.digest()  # a study cell with another order is another cell
+    with pytest.raises(ConfigError, match=r"data\.order: Input should be 'shuffled' or 'fixed' \(got 'random'\)"):
+        config.load(RUN_CONFIG, ["data.order=random"])

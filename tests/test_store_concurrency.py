@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 from conftest import REPO
+from test_flows_study import cell_runs, rnnlab, tiny_study
 
 WORKERS, ROUNDS = 4, 10
 
@@ -103,3 +104,15 @@ def test_processes_recording_into_a_new_experiment_at_the_same_moment_never_coll
         assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
         if round_ in orphans:
             assert client.get_run(orphans[round_]).info.status == "KILLED"
+
+
+def test_a_study_running_two_cells_at_a_time_on_a_fresh_store_loses_no_cell_to_the_store(tmp_path, tiny_corpus):
+    """Its two cells start together in the study's new experiment and log the same corpus there at once."""
+    path = tiny_study(tmp_path, "two_at_once", tiny_corpus, {"model.cell": ["lstm", "gru"]}, concurrency=2)
+    done = rnnlab("study", str(path), "--json", home=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    runs = cell_runs(tmp_path, "two_at_once")
+    assert sorted(r.data.tags["factor.model.cell"] for r in runs) == ["gru", "lstm"]
+    assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"], [r.data.tags.get("rnnlab.error") for r in runs]
+    for run in runs:
+        assert sorted(d.tags[0].value for d in run.inputs.dataset_inputs) == ["test", "train", "valid"]

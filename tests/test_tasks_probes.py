@@ -68,11 +68,19 @@ def test_the_context_probe_logs_its_curves_and_artifacts_and_is_reused(lstm_run,
     # tokens from a zero state come close to the whole split carried, and the far end of the curve has settled.
     assert ppl[-1] == pytest.approx(full, rel=0.1)
     assert ppl[-1] == pytest.approx(ppl[-2], rel=0.01)
-    assert result["k_5pct"] in probes.CONTEXT_KS and isinstance(result["k_5pct_reached"], bool)
+    assert result["ks"][:30] == list(range(1, 31)) and result["order_ks"] == probes.ORDER_KS
+    for level in ("k_1pct", "k_5pct"):  # interpolated in log k, with a 95% interval over resampled positions
+        k, (low, high), draws = result[level], result[f"{level}_interval"], result[f"{level}_draws"]
+        assert 1 <= k <= probes.CONTEXT_KS[-1] and isinstance(result[f"{level}_reached"], bool)
+        assert len(draws) == probes.BOOTSTRAP_DRAWS and low <= high
+        if result[f"{level}_reached"]:
+            assert low <= k <= high
+    assert result["k_1pct"] >= result["k_5pct"]  # the stricter tolerance is reached later
     assert result["shuffled_ppl"][-1] == pytest.approx(result["window_ppl"], rel=0.05)  # 100 far words shuffled
 
     history = {key: tracking.metric_history(lstm_run, key) for key in ("probe_context_ppl", "probe_context_shuffled_ppl")}
     assert [step for step, _ in history["probe_context_ppl"]] == probes.CONTEXT_KS  # step = k
+    assert [step for step, _ in history["probe_context_shuffled_ppl"]] == probes.ORDER_KS
     assert [v for _, v in history["probe_context_ppl"]] == pytest.approx(ppl)
     metrics = tracking.client().get_run(lstm_run).data.metrics
     assert metrics["probe_context_full_ppl"] == pytest.approx(full)
@@ -82,6 +90,7 @@ def test_the_context_probe_logs_its_curves_and_artifacts_and_is_reused(lstm_run,
         assert (f"probe_context_{name}" in metrics) == reached  # no k is logged for a tolerance never reached
     artifacts = {a.path for a in tracking.client().list_artifacts(lstm_run, "probes")}
     assert {"probes/context.csv", "probes/context.png", "probes/context.json"} <= artifacts
+    assert metrics["probe_context_k_5pct_low"] == pytest.approx(result["k_5pct_interval"][0])
 
     def never(*args, **kwargs):
         raise AssertionError("recomputed")
@@ -120,6 +129,10 @@ def test_the_spectral_check_is_citable():
     check = probes.spectral_check()
     assert check["radii"] == [0.9, 1.0, 1.1] and check["rates"] == pytest.approx([0.9, 1.0, 1.1], abs=1e-3)
     assert check["norms"][1.1][-1] > check["norms"][1.0][-1] > check["norms"][0.9][-1]
+    grows, shrinks = check["non_normal"], check["contracted"]  # the figures conf/studies/lecture.yaml cites
+    assert grows["eigenvalue"] == pytest.approx(0.9, abs=1e-6) and grows["sigma"] == pytest.approx(1.33, abs=0.01)
+    assert grows["peak"] == pytest.approx(14.3, abs=0.1) and grows["peak_k"] == 28
+    assert shrinks["sigma"] == pytest.approx(0.95) and shrinks["largest_step"] < 0.95
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -39,7 +39,8 @@ def test_significance_names_its_tests_corrects_the_family_and_says_which_way_eac
 
 
 def test_bleu_significance_is_sacrebleus_two_sided_test_and_higher_is_the_better_way():
-    c = comparison({LSTM_OFF: [("trained", 30.0)], LSTM_ON: [("trained", 33.0)]}, metric="valid_bleu_greedy", goal="max")
+    c = comparison({LSTM_OFF: [("trained", 30.0)], LSTM_ON: [("trained", 33.0)]}, metric="valid_bleu_greedy",
+                   goal="max")
     sig = bootstrap_table([(c.table[~c.table["best"]].iloc[0]["variant"], 1, 3.0, 0.001)]).assign(measure="valid BLEU")
     text = significance_section(c, sig)
     assert "sacrebleu's paired bootstrap" in text and "two-sided" in text

@@ -185,7 +185,8 @@ def test_a_factor_effect_reports_the_spread_of_its_paired_differences():
 
 def curves(shapes: dict[str, list[float]], seeds: int = 2) -> pd.DataFrame:
     return pd.DataFrame([{"variant": v, "seed": s, "step": 100 * (i + 1), "value": value * (1 + 0.01 * s)}
-                         for v, values in shapes.items() for s in range(1, seeds + 1) for i, value in enumerate(values)])
+                         for v, values in shapes.items() for s in range(1, seeds + 1)
+                         for i, value in enumerate(values)])
 
 
 def test_the_ranking_over_steps_is_kendalls_tau_against_the_final_one_at_steps_every_run_logged():

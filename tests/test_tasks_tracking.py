@@ -144,3 +144,41 @@ while time.time() < end:
     finally:
         writer.kill()
         writer.wait()
+
+
+class RacingServer:
+    """A tracking server's client whose first `log_inputs` loses a race, answered as `mlflow server` answers it
+    (measured): 400 BAD_REQUEST with the database's words, which MLflow's REST client does not retry."""
+
+    def __init__(self, message: str):
+        self.message, self.calls = message, 0
+
+    def log_inputs(self, run_id, datasets):
+        self.calls += 1
+        if self.calls == 1:
+            from mlflow.exceptions import RestException
+
+            raise RestException({"error_code": "BAD_REQUEST", "message": self.message})
+
+
+DATASET = [{"name": "ptb-train", "digest": "abc", "source": "/data/ptb", "context": "train"}]
+
+
+def test_a_dataset_another_process_created_first_is_linked_on_a_retry_also_through_a_tracking_server():
+    server = RacingServer("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name, "
+                          "datasets.digest")
+    tracking.log_datasets("run", DATASET, mlflow=server)
+    assert server.calls == 2  # the second try finds the dataset and links the run to it
+    postgres = RacingServer("(psycopg2.errors.UniqueViolation) duplicate key value violates unique constraint "
+                            '"dataset_pk"')
+    tracking.log_datasets("run", DATASET, mlflow=postgres)
+    assert postgres.calls == 2
+
+
+def test_a_refusal_that_is_not_a_lost_race_is_raised_at_once():
+    from mlflow.exceptions import MlflowException
+
+    server = RacingServer("Run 'run' not found")
+    with pytest.raises(MlflowException, match="not found"):
+        tracking.log_datasets("run", DATASET, mlflow=server)
+    assert server.calls == 1

@@ -30,7 +30,8 @@ def comparison(cells: dict[tuple[str, str], list[tuple[str, float]]], metric: st
                          "factors": {"model.cell": cell, "train.clip_norm": clip}})
             rows.append({"run_id": f"run-{variant}-{seed}", "tags.rnnlab.cell": variant, "params.seed": str(seed),
                          "tags.rnnlab.outcome": outcome, "tags.rnnlab.outcome_reason": f"{outcome} for a reason",
-                         f"metrics.{metric}": value, "metrics.diverged_step": 50.0 if outcome == "diverged" else math.nan,
+                         f"metrics.{metric}": value,
+                         "metrics.diverged_step": 50.0 if outcome == "diverged" else math.nan,
                          "tags.factor.model.cell": cell, "tags.factor.train.clip_norm": clip})
     params = {"study.effect": json.dumps(effect)} if effect is not None else {}
     parent = SimpleNamespace(info=SimpleNamespace(run_id="parent"), data=SimpleNamespace(
@@ -44,12 +45,14 @@ def no_number_from_a_failed_run(text: str) -> None:
 
 
 def test_all_trained_the_winner_is_named_with_its_margin_interval_and_seed_count():
-    c = comparison({TANH_OFF: [("trained", 900.0), ("trained", 910.0)], TANH_ON: [("trained", 850.0), ("trained", 860.0)],
-                    LSTM_OFF: [("trained", 700.0), ("trained", 720.0)], LSTM_ON: [("trained", 800.0), ("trained", 810.0)]})
+    c = comparison({TANH_OFF: [("trained", 900.0), ("trained", 910.0)],
+                    TANH_ON: [("trained", 850.0), ("trained", 860.0)],
+                    LSTM_OFF: [("trained", 700.0), ("trained", 720.0)],
+                    LSTM_ON: [("trained", 800.0), ("trained", 810.0)]})
     text = answer(c).text
     assert text.startswith("`cell=lstm,clip_norm=null` is best: validation perplexity 709.9 (95% CI ")
-    assert "×0.882 (12% lower; 95% CI ×0.798–×0.975) against `cell=lstm,clip_norm=0.25` (805.0), lower in 2 of 2 " \
-           "paired seeds; and lower than `cell=rnn_tanh,clip_norm=0.25` and `cell=rnn_tanh,clip_norm=null` (each " \
+    assert "×0.882 (12% lower; 95% CI ×0.798–×0.975) against `cell=lstm,clip_norm=0.25` (805.0), lower in 2 of " \
+           "2 paired seeds; and lower than `cell=rnn_tanh,clip_norm=0.25` and `cell=rnn_tanh,clip_norm=null` (each " \
            "paired 95% interval excludes no effect)." in text
     assert "Every run trained (8 of 8)." in text
     assert text.count(". ") + 1 <= 3  # a few sentences
@@ -87,7 +90,8 @@ def test_a_variant_that_did_not_train_in_every_seed_is_called_best_only_with_tha
                     LSTM_ON: [("trained", 800.0), ("trained", 810.0), ("trained", 805.0)]})
     best = next(s for s in answer(c).text.split(". ") if "is best" in s)
     assert best.startswith("`cell=lstm,clip_norm=null` is best: validation perplexity 702.5")
-    assert best.endswith("lower in 2 of 2 paired seeds; but `cell=lstm,clip_norm=null` trained in only 2 of its 3 seeds")
+    assert best.endswith("lower in 2 of 2 paired seeds; but `cell=lstm,clip_norm=null` trained in only 2 of its 3 "
+                         "seeds")
 
 
 def test_all_failed_the_answer_says_so_and_ranks_nothing():
@@ -101,7 +105,8 @@ def test_all_failed_the_answer_says_so_and_ranks_nothing():
 
 
 def test_variants_that_swap_places_between_seeds_are_not_distinguishable_and_the_seeds_power_is_stated():
-    c = comparison({TANH_ON: [("trained", 805.0), ("trained", 790.0)], LSTM_ON: [("trained", 795.0), ("trained", 800.0)]})
+    c = comparison({TANH_ON: [("trained", 805.0), ("trained", 790.0)],
+                    LSTM_ON: [("trained", 795.0), ("trained", 800.0)]})
     text = answer(c).text
     assert "` are not distinguishable with 2 paired seeds on validation perplexity: 797.5 vs 797.5, ×1.0000 (95% CI " \
            "×0.853–×1.17), lower for `cell=rnn_tanh,clip_norm=0.25` in 1 of 2; these 2 seeds could have detected " \
@@ -110,7 +115,8 @@ def test_variants_that_swap_places_between_seeds_are_not_distinguishable_and_the
 
 
 def test_a_large_difference_in_one_seed_and_a_small_one_the_other_way_is_neither_a_tie_nor_a_win():
-    c = comparison({TANH_ON: [("trained", 600.0), ("trained", 808.0)], LSTM_ON: [("trained", 720.0), ("trained", 800.0)]})
+    c = comparison({TANH_ON: [("trained", 600.0), ("trained", 808.0)],
+                    LSTM_ON: [("trained", 720.0), ("trained", 800.0)]})
     text = answer(c).text  # +20% in seed 1, −1% in seed 2: the old wording called this "tied"
     assert "are not distinguishable with 2 paired seeds" in text
     assert not any(word in text for word in ("tied", "best", "equivalent", "% lower", "% higher"))
@@ -185,8 +191,9 @@ def budget_answer(shapes: dict[tuple[str, str], list[float]]) -> str:
 def test_the_answer_says_whether_its_ranking_held_at_every_validation_point_of_the_budget():
     same = [2.0, 1.5, 1.1, 1.0]
     text = budget_answer({TANH_ON: same, LSTM_ON: same, LSTM_OFF: same})
-    assert "Over the budget, the ranking of the 3 trained variants holds at every validation point that every trained " \
-           "run logged (4 validation points, steps 100–400: Kendall's τ = 1 against the final ranking)." in text
+    assert "Over the budget, the ranking of the 3 trained variants' means holds at every validation point that " \
+           "every trained run logged (4 validation points, steps 100–400: Kendall's τ = 1 against the final " \
+           "ranking)." in text
     late = budget_answer({TANH_ON: same, LSTM_ON: same, LSTM_OFF: [3.0, 1.5, 1.1, 1.0]})
     assert "holds from step 200 on (3 of 4 validation points, steps 100–400); at step 100 it differed (Kendall's " \
            "τ = -0.33)." in late
