@@ -312,7 +312,13 @@ def decided_sentence(effects: pd.DataFrame) -> str | None:
     for name, group in strata.groupby("factor", sort=False):
         moved = group[(group["trained_from"] != group["trained_to"]) & (group["runs_from"] > 0)
                       & (group["runs_to"] > 0)]
-        if len(moved):
+        if len(moved) and len(group) == 1:  # one setting: say the counts themselves
+            e = moved.iloc[0]
+            test = "" if math.isnan(e["outcome_p"]) else \
+                f" (Fisher's exact test, two-sided p = {e['outcome_p']:.2g})"
+            parts.append(f"{name.rpartition('.')[2]} {e['from']} → {e['to']}: {e['trained_from']}/{e['runs_from']} → "
+                         f"{e['trained_to']}/{e['runs_to']}{test}")
+        elif len(moved):
             parts.append(f"{name.rpartition('.')[2]} (in {len(moved)} of {len(group)} settings)")
             moved_p += list(moved["outcome_p"].dropna())
     if not parts:
