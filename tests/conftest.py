@@ -30,9 +30,9 @@ DATA_DIR = Path(os.environ["RNNLAB_DATA_DIR"])
 RUN_CONFIG = REPO / "conf" / "runs" / "ptb_small.yaml"
 
 # The real recipe, shrunk: tiny widths and budgets, same code path. Models this small, trained for seconds on 150
-# lines, learn little beyond word frequencies: the tiny corpus's unigram model (valid perplexity ~73) is as good as
-# they get (tests/test_floor.py). Tests of the machinery judge them against the uniform guess instead
-# (eval.floor=uniform); the tests of the floor itself use the default, the unigram model.
+# lines, end near the tiny corpus's unigram model (valid perplexity 73.3): measured between 68 and 132 with the
+# settings the tests use, on either side of it by chance. Tests of the machinery judge them against the uniform guess
+# instead (eval.floor=uniform), so that their outcomes do not hang on that; tests/test_floor.py uses the default.
 TINY = ["model.embedding_size=16", "model.hidden_size=16", "train.max_epochs=2", "train.batch_size=4",
         "train.bptt=8", "eval.batch_size=3", "train.num_threads=1", "eval.floor=uniform"]
 
