@@ -57,7 +57,7 @@ def test_a_run_at_or_above_the_floor_failed_to_learn_and_the_reason_names_both_n
     assert judge(cfg, 10_000, {"valid_ppl": 5_000.0}, None, {"valid": 687.03}).kind == FAILED_TO_LEARN
 
 
-def test_a_tiny_run_that_learned_only_word_frequencies_is_recorded_as_failed_to_learn(tiny_cfg):
+def test_a_tiny_run_that_learned_only_word_frequencies_is_recorded_as_failed_to_learn(prefect_server, tiny_cfg):
     """A run whose steps are too small to learn even the word frequencies (lr 1e-4: it stays near its uniform
     start) ends far above the unigram floor, though below a uniform guess over the vocabulary, the old floor: under
     the default floor its run says that it failed to learn, with both numbers, and carries the floor as a tag."""
