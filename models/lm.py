@@ -18,6 +18,8 @@ from models.settings import LMSettings
 CELLS = {"rnn_tanh": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 Hidden = list[Any]  # one state per layer: a tensor, or (h, c) for an LSTM
+# Checkpoint key: every validation token's loss as measured by the validation pass at the checkpoint's step.
+VALID_TOKEN_NLL = "valid_token_nll"
 
 
 class RNNLM(nn.Module):
@@ -87,6 +89,7 @@ class LanguageModel(optim.ReuseNormForClipping, metrics.ValidationNLL, pl.Lightn
         self.net = RNNLM(vocab_size, LMSettings(**settings))
         self._train_hidden: Hidden | None = None
         self._eval_hidden: Hidden | None = None
+        self._valid_token_nll: dict[str, Any] | None = None
 
     @staticmethod
     def tokens_in(batch: tuple[torch.Tensor, ...]) -> int:
@@ -104,11 +107,25 @@ class LanguageModel(optim.ReuseNormForClipping, metrics.ValidationNLL, pl.Lightn
     def on_validation_epoch_start(self) -> None:
         super().on_validation_epoch_start()
         self._eval_hidden = None
+        self._valid_segments: list[torch.Tensor] = []
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         inputs, targets, mask = batch
         nll, self._eval_hidden = token_nll(self.net, inputs, targets, self._eval_hidden)
+        self._valid_segments.append(nll.double())
         self.add_validation_nll(float((nll * mask).sum()), int(mask.sum()))
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        # Every token's loss, in the split's order (as `tasks.lm.token_losses` lays them out), kept with the step
+        # they measured: a checkpoint saved at that step carries them (`on_save_checkpoint`), so the selected
+        # checkpoint's final score need not run this pass again.
+        losses = torch.cat(self._valid_segments).t().reshape(-1)[: self._valid_tokens]
+        self._valid_token_nll = {"step": self.global_step, "precision": str(self.trainer.precision), "losses": losses}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._valid_token_nll is not None:
+            checkpoint[VALID_TOKEN_NLL] = self._valid_token_nll
 
     def configure_optimizers(self) -> Any:
         return optim.configure(self.parameters(), self.optim, monitor="valid_nll", mode="min")

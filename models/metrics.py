@@ -15,10 +15,9 @@ def log_validation_nll(module, mean_nll: float) -> None:
     """`valid_nll` for Lightning (checkpoint monitor, schedules, progress), and the curves `valid/nll`, `valid/ppl` to
     the logger as Python floats. Not through `log_dict`: it stores values as float32 tensors, so a perplexity
     overflowed to inf once the mean NLL passed ~88.7 nats, far below where float64 does (~709). Under `valid/`, not
-    `valid_nll`: that name is the selected checkpoint's final score, which must not land on the training curve.
-    Nothing is added to the curves once training was stopped as diverged (`module.stopped_diverged`)."""
+    `valid_nll`: that name is the selected checkpoint's final score, which must not land on the training curve."""
     module.log("valid_nll", mean_nll, logger=False)
-    if module.logger is not None and not getattr(module, "stopped_diverged", False):
+    if module.logger is not None:
         module.logger.log_metrics({"valid/nll": mean_nll, "valid/ppl": perplexity(mean_nll)}, step=module.global_step)
 
 
@@ -27,10 +26,6 @@ class ValidationNLL:
     not a mean of batch means), reported by `log_validation_nll` at the end of the pass."""
 
     _valid_nll, _valid_tokens = 0.0, 0
-    # Set when training is stopped as diverged. Lightning then still validates once, as it stops: that pass measures
-    # the model the divergence rule rejected (perplexities like 1e11, one dot that flattens every curve of a chart
-    # to zero), so it is no point of the validation curve; the training loss shows the blow-up.
-    stopped_diverged = False
 
     def on_validation_epoch_start(self) -> None:
         self._valid_nll, self._valid_tokens = 0.0, 0

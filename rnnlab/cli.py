@@ -212,10 +212,14 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def check_environment() -> None:
+def check_environment(launch_prefect: bool = False) -> None:
     """Before any data is prepared: the project directory can be written and has room, the tracking store is
-    reachable and sound; and runs that a dead process left RUNNING (a SIGKILL, a full disk) are marked KILLED."""
+    reachable and sound; and runs that a dead process left RUNNING (a SIGKILL, a full disk) are marked KILLED.
+    `launch_prefect`: also launch Prefect's temporary server (a command that trains waits for it later), so that its
+    start overlaps these checks and the data's preparation; it is stopped with the command, on a failure too."""
     check_project()
+    if launch_prefect:
+        start_prefect_api(wait=False)
     store.check_store()  # before the heavy imports below: an unreachable server fails the command in a second
     from tasks import tracking  # lazy: MLflow and Prefect (~5 s of imports), after the store answered
 
@@ -232,7 +236,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = config.load(args.config, args.overrides)
     with quietly(args.json):
-        check_environment()
+        check_environment(launch_prefect=True)
         from tasks.steps import prepare_corpus  # lazy: torch, Prefect (~6 s), after the cheap checks
 
         prepare_corpus(cfg)  # bad data fails here, with a clear message, before Prefect or MLflow start
@@ -258,7 +262,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     study = load_study(args.study, args.overrides)  # every cell is validated here, before anything trains
     with quietly(args.json):
-        check_environment()
+        check_environment(launch_prefect=True)
         from tasks.steps import check_cells_fit, data_key, prepare_corpus  # lazy: torch, Prefect (~6 s)
 
         corpora = {data_key(c.config): c.config for c in study.cells}

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from models.lm import RNNLM, LanguageModel, token_nll
+from models.lm import VALID_TOKEN_NLL, RNNLM, LanguageModel, token_nll
 from models.metrics import perplexity
 from rnnlab.config import LMRunConfig
 from tasks.corpus_files import read_lines
@@ -149,7 +149,8 @@ def eos_index(corpus: LMCorpus) -> int:
     return read_vocab(corpus.vocab_path).index(EOS)
 
 
-def fit_lm(cfg: LMRunConfig, corpus: LMCorpus, run_id: str, workdir: str | None = None) -> FitResult:
+def fit_lm(cfg: LMRunConfig, corpus: LMCorpus, run_id: str, workdir: str | None = None,
+           callbacks: tuple = ()) -> FitResult:
     seed_and_threads(cfg)
     eos = eos_index(corpus)
     train_loader = training_loader(corpus.load("train"), eos, cfg.train.batch_size, cfg.train.bptt, cfg.data.order,
@@ -157,7 +158,7 @@ def fit_lm(cfg: LMRunConfig, corpus: LMCorpus, run_id: str, workdir: str | None 
     valid_loader = segment_loader(corpus.load("valid"), eos, cfg.eval.batch_size, cfg.train.bptt, pad=True)
     module = LanguageModel(corpus.vocab_size, as_dict(lm_settings(cfg)), as_dict(optim_settings(cfg)))
     return fit_module(cfg, module, train_loader, valid_loader, run_id, monitor="valid_nll", mode="min",
-                      vocab_size=corpus.output_vocab, workdir=workdir)
+                      vocab_size=corpus.output_vocab, callbacks=callbacks, workdir=workdir)
 
 
 @dataclass(frozen=True)
@@ -191,9 +192,25 @@ def sentence_table(losses: torch.Tensor, ids: torch.Tensor, eos_id: int) -> pd.D
     return pd.DataFrame({"nll": nll.numpy(), "tokens": tokens.numpy()})
 
 
-def split_perplexity(net: RNNLM, ids: torch.Tensor, eos_id: int, batch_size: int, bptt: int) -> tuple[Perplexity, pd.DataFrame]:
-    losses = token_losses(net, ids, eos_id, batch_size, bptt)
+def split_perplexity(net: RNNLM, ids: torch.Tensor, eos_id: int, batch_size: int, bptt: int,
+                     losses: torch.Tensor | None = None) -> tuple[Perplexity, pd.DataFrame]:
+    """`losses`: the tokens' losses measured already (else measured here)."""
+    if losses is None:
+        losses = token_losses(net, ids, eos_id, batch_size, bptt)
     return Perplexity(float(losses.sum()), len(ids)), sentence_table(losses, ids, eos_id)
+
+
+def validated_losses(checkpoint: str | Path, tokens: int) -> torch.Tensor | None:
+    """The validation tokens' losses that the training's validation pass measured on exactly these weights, where
+    the checkpoint carries them: the pass `token_losses` would repeat (same layout, batch size, BPTT length and
+    carried state, at full precision), ~7 s of a 500-step PTB cell. None for a checkpoint saved without a
+    validation at its step (a diverged or very short run), or trained under reduced precision."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    saved = state.get(VALID_TOKEN_NLL)
+    if (not saved or saved["step"] != state["global_step"] or saved["precision"] != "32-true"
+            or len(saved["losses"]) != tokens):
+        return None
+    return saved["losses"]
 
 
 def load_net(cfg: LMRunConfig, vocab_size: int, checkpoint: str | Path) -> RNNLM:
@@ -206,7 +223,9 @@ def score_lm(cfg: LMRunConfig, corpus: LMCorpus, run_id: str, fitted: FitResult)
     eos = eos_index(corpus)
     with tempfile.TemporaryDirectory() as tmp:
         def score(split: str) -> dict[str, float]:
-            result, sentences = split_perplexity(net, corpus.load(split), eos, cfg.eval.batch_size, cfg.train.bptt)
+            ids = corpus.load(split)
+            measured = validated_losses(fitted.checkpoint, len(ids)) if split == "valid" else None
+            result, sentences = split_perplexity(net, ids, eos, cfg.eval.batch_size, cfg.train.bptt, measured)
             path = Path(tmp) / f"{split}_sentences.csv"
             sentences.to_csv(path, index_label="sentence")
             log_artifact(run_id, path, "eval")

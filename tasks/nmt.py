@@ -121,11 +121,11 @@ class ValidationBLEU(Callback):
                             max_len_ratio=self.cfg.eval.max_len_ratio)
         score, _, _, _ = bleu_chrf(self.detok.decode(ids), self.references)
         module.log("valid_bleu_greedy", score, logger=False)  # for the checkpoint monitor and the progress line
-        if not module.stopped_diverged:  # the pass Lightning runs as it stops a diverged run is no curve point
-            trainer.logger.log_metrics({"valid/bleu_greedy": score}, step=trainer.global_step)  # the curve
+        trainer.logger.log_metrics({"valid/bleu_greedy": score}, step=trainer.global_step)  # the curve
 
 
-def fit_nmt(cfg: NMTRunConfig, corpus: ParallelCorpus, run_id: str, workdir: str | None = None) -> FitResult:
+def fit_nmt(cfg: NMTRunConfig, corpus: ParallelCorpus, run_id: str, workdir: str | None = None,
+            callbacks: tuple = ()) -> FitResult:
     seed_and_threads(cfg)
     train, valid = corpus.load("train"), corpus.load("valid")
     lengths = [len(t) for t in train["tgt"]]
@@ -135,7 +135,7 @@ def fit_nmt(cfg: NMTRunConfig, corpus: ParallelCorpus, run_id: str, workdir: str
     module = Translator(as_dict(seq2seq_shape(cfg, corpus.src_vocab, corpus.tgt_vocab)), as_dict(optim_settings(cfg)),
                         cfg.train.label_smoothing)
     return fit_module(cfg, module, train_loader, valid_loader, run_id, monitor="valid_bleu_greedy", mode="max",
-                      vocab_size=corpus.output_vocab, callbacks=(ValidationBLEU(corpus, cfg),), workdir=workdir)
+                      vocab_size=corpus.output_vocab, callbacks=(ValidationBLEU(corpus, cfg), *callbacks), workdir=workdir)
 
 
 def load_translator(cfg: NMTRunConfig, src_vocab: int, tgt_vocab: int, checkpoint: str | Path) -> Seq2Seq:

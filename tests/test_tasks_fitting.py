@@ -176,12 +176,31 @@ def test_best_and_last_checkpoints_and_validation_every_epoch(tiny_cfg):
     assert valid[best_epoch] == min(valid)
 
 
+def test_the_selected_checkpoint_carries_the_losses_its_validation_measured_so_scoring_need_not_repeat_it(tiny_cfg):
+    from tasks.lm import eos_index, load_net, token_losses, validated_losses
+
+    cfg = tiny_cfg("train.max_epochs=3")
+    run_id, result = fit(cfg)
+    corpus = prepare_lm_corpus(cfg.data)
+    ids = corpus.load("valid")
+    carried = validated_losses(result.checkpoint, len(ids))
+    again = token_losses(load_net(cfg, corpus.vocab_size, result.checkpoint), ids, eos_index(corpus),
+                         cfg.eval.batch_size, cfg.train.bptt)
+    assert carried is not None and torch.equal(carried, again)  # bit for bit: the same pass over the same weights
+    assert math.isclose(math.exp(float(carried.mean())), min(history(run_id, "valid/ppl")), rel_tol=1e-5)
+    assert validated_losses(result.checkpoint, len(ids) + 1) is None  # another split's length: measured again
+
+
 def test_a_diverging_run_stops_and_records_the_step(tiny_cfg):
     run_id, result = fit(tiny_cfg("train.clip_norm=null", "train.lr=1e38", "model.cell=rnn_tanh", "model.init_range=1.0"))
     assert result.diverged_at is not None and result.diverged_at < result.steps + 1
     assert result.stop_reason.startswith("the training loss became ")  # inf or nan
     run = tracking.client().get_run(run_id)
     assert run.data.metrics["diverged_step"] == result.diverged_at
+    from tasks.lm import validated_losses
+
+    state = torch.load(result.checkpoint, weights_only=True)  # no validation as it stopped: the weights it ended with
+    assert state["global_step"] == result.steps and validated_losses(result.checkpoint, 10**6) is None
 
 
 def test_a_run_whose_loss_stays_far_above_a_uniform_guess_is_stopped_by_the_blow_up_rule(tiny_cfg):
@@ -193,7 +212,7 @@ def test_a_run_whose_loss_stays_far_above_a_uniform_guess_is_stopped_by_the_blow
     assert result.stop_reason.startswith("blew up: the mean training loss over steps 3–5 was")
     assert "1.5 × " in result.stop_reason and "(a uniform guess)" in result.stop_reason
     assert tracking.client().get_run(run_id).data.metrics["diverged_step"] == 5
-    # Lightning validates once more as it stops: that pass over the rejected model is no point of the curve
+    # no validation of the rejected model as it stops (Lightning's pass at a stop): it is no point of the curve
     assert history(run_id, "valid/ppl") == [] and history(run_id, "valid/nll") == []
     healthy = fit(tiny_cfg("train.blowup_after=2", "train.blowup_window=3", "train.max_epochs=1"))[1]
     assert healthy.diverged_at is None and healthy.stop_reason is None  # the same rule leaves a sane run alone
@@ -202,7 +221,7 @@ def test_a_run_whose_loss_stays_far_above_a_uniform_guess_is_stopped_by_the_blow
 class FakeTrainer:
     def __init__(self):
         self.global_step, self.should_stop = 0, False
-        self.lightning_module = type("Module", (), {"stopped_diverged": False})()
+        self.limit_val_batches = 1.0
         self.logger = type("Logger", (), {"log_metrics": lambda *a, **k: None})()
 
 
@@ -223,7 +242,7 @@ def test_the_blow_up_rule_watches_the_mean_loss_over_a_window_after_warm_up(loss
         if trainer.should_stop:
             break
     assert rule.stopped_at == stop_at and trainer.should_stop == (stop_at is not None)
-    assert trainer.lightning_module.stopped_diverged == (stop_at is not None)  # its last validation is no curve point
+    assert (trainer.limit_val_batches == 0) == (stop_at is not None)  # the rejected model is not validated as it stops
     if stop_at:
         assert rule.stop_reason.startswith(f"blew up: the mean training loss over steps {stop_at - 9}–{stop_at}")
 
