@@ -4,10 +4,12 @@ reused, interrupted ones resumed from their checkpoint) ─► comparison table 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import gc
 import hashlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -26,16 +28,18 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 
 from flows.train import run_steps
+from flows.tune import search_arms, search_digest, tuned_cells
 from rnnlab.env import die_with_parent, expect_workers, project_dir
 from rnnlab.processes import interrupt_once_in_worker
 from rnnlab.study import Cell, Study, load_study, show
 from tasks import tracking
-from tasks.compare import as_json, cell_results, compare, log_comparison, summary_metrics
+from tasks.compare import as_json, cell_results, compare, log_comparison, metric_key, summary_metrics
 from tasks.outcome import DIVERGED, FAILED_TO_LEARN
 from tasks.fitting import cell_dir
 from tasks.held_out import NAMED_TAG, SCORED_TAG, SPLIT_TAG, named_variants, runs_to_score
 from tasks.steps import check_cells_fit, has_split, prepare_data, score_held_out
 from tasks.steps import data_key as corpus_key
+from tasks.tuning import storage_url, tuned_answer
 from tasks.verdict import answer
 
 
@@ -69,10 +73,16 @@ def open_study_run(study: Study, keys: list[str], corpora: dict[str, Any]) -> st
         "data.checksum": ",".join(f"{name}:{sha}" for name, sha in sorted(checksums.items())),
         **({"mlflow.note.content": cfg.question} if cfg.question else {})})
     tracking.log_text(run_id, study.definition(), "study.yaml")
-    grid = [{"variant": c.id, "label": c.label, "seed": c.seed, "cell_key": key, "run_name": c.name,
-             "factors": {k: show(v) for k, v in c.factors.items()}} for c, key in zip(study.cells, keys)]
-    tracking.log_text(run_id, json.dumps(grid, indent=1), "grid.json")
+    log_grid(run_id, study.cells, keys)
     return run_id
+
+
+def log_grid(run_id: str, cells: list[Cell] | tuple[Cell, ...], keys: list[str]) -> None:
+    """The execution's cells (`grid.json`): what its comparison reads. A tuned study's cells name their recipe."""
+    grid = [{"variant": c.id, "label": c.label, "seed": c.seed, "cell_key": key, "run_name": c.name,
+             "factors": {k: show(v) for k, v in c.factors.items()}, **({"recipe": c.recipe} if c.recipe else {})}
+            for c, key in zip(cells, keys)]
+    tracking.log_text(run_id, json.dumps(grid, indent=1), "grid.json")
 
 
 @task(name="cell")
@@ -85,7 +95,8 @@ def run_cell(cell: Cell, corpus: Any, study: str, parent_run_id: str, key: str, 
     if threads:
         torch.set_num_threads(threads)
     tags = {"rnnlab.role": "cell", "rnnlab.study": study, "rnnlab.variant": cell.label, "rnnlab.cell": cell.id,
-            "rnnlab.cell_key": key,
+            "rnnlab.cell_key": key, **({"rnnlab.recipe": cell.recipe, "rnnlab.tuned": str(cell.recipe == "tuned").lower()}
+                                       if cell.recipe else {}),
             **{f"factor.{k}": show(v) for k, v in cell.factors.items()}}
     try:
         with training_alone(cell, key):
@@ -169,6 +180,26 @@ def close_stale(study: str, key: str | None, reason: str = "its worker ended bef
             tracking.mark_killed(run.info.run_id, reason)
 
 
+def tune_arms(study: Study, corpora: dict[str, Any], parent_run_id: str, runner: TaskRunner,
+              code: str) -> tuple[Study, list[str]]:
+    """Search every arm with the same budget (flows/tune.py); record each arm's best values on the parent; return the
+    study with its final cells: each arm over the seeds at its best values (tuned) and at the base recipe (base)."""
+    storage = storage_url(tracking.tracking_uri(), project_dir())
+    best = search_arms(study, corpora, parent_run_id, runner, storage, threads_per_cell(study), interrupt_workers)
+    digest = search_digest(study)
+    tracking.log_text(parent_run_id, json.dumps(best, indent=1, default=str), "tuning.json")
+    tracking.set_tags(parent_run_id, {"rnnlab.search": digest, "rnnlab.optuna_storage": storage})
+    tracking.log_params(parent_run_id, {f"best.{metric_key(b['label'])}.{k}": v for b in best.values()
+                                        for k, v in b["values"].items()})
+    tracking.log_metrics(parent_run_id, {f"best.{metric_key(b['label'])}.{study.config.metric.name}": b["value"]
+                                         for b in best.values() if b["value"] is not None
+                                         and math.isfinite(b["value"])})
+    study = dataclasses.replace(study, cells=(*study.cells, *tuned_cells(study, best)))
+    keys = [cell_key(cell, corpora[data_key(cell)].checksum, code) for cell in study.cells]
+    log_grid(parent_run_id, study.cells, keys)
+    return study, keys
+
+
 @task(name="compare")
 def compare_and_log(study: str, parent_run_id: str) -> dict[str, Any]:
     """The comparison table and the study's answer in words: logged to the parent run (its artifacts, and its
@@ -176,6 +207,9 @@ def compare_and_log(study: str, parent_run_id: str) -> dict[str, Any]:
     parent, grid, runs = cell_results(study, parent_run_id)
     c = compare(study, parent, grid, runs)
     result = answer(c)
+    if any(g.get("recipe") for g in grid):  # a tuned study: its answer beside the base recipe's
+        base = compare(study, *cell_results(study, parent_run_id, recipe="base"))
+        result = tuned_answer(c, result, base, answer(base))
     log_comparison(c, result)
     tracking.log_metrics(parent_run_id, summary_metrics(c, {g["variant"]: g.get("label", g["variant"]) for g in grid}))
     tracking.set_tags(parent_run_id, {"mlflow.note.content": f"{c.question}\n\n**Answer.** {result.text}".strip(),
@@ -191,7 +225,7 @@ def test_after_decision(study: Study, corpora: dict[str, Any], parent_run_id: st
     parent, grid, runs = cell_results(study.name, parent_run_id)
     c = compare(study.name, parent, grid, runs)
     named = named_variants(c)
-    cells = {(cell.id, cell.seed): cell for cell in study.cells}
+    cells = {(cell.id, cell.seed): cell for cell in study.cells if cell.recipe in ("", "tuned")}  # what was decided
     corpus = corpora[data_key(study.cells[0])]
     if not has_split(corpus, "test"):
         tracking.set_tags(parent_run_id, {SPLIT_TAG: f"none: corpus '{corpus.name}' has no test split",
@@ -400,6 +434,9 @@ def study_flow(study_file: str, overrides: list[str] | None = None, force: bool 
         parent_run_id = open_study_run(study, keys, corpora)
         with tracking.closing(parent_run_id):
             sweep_orphans(study.name)
+            if study.config.tune:  # first the search; then the arms at their best settings beside the base recipe
+                study, keys = tune_arms(study, corpora, parent_run_id, runner, code)
+                reused, todo = split_reused(study, keys, force)
             results, failures = run_grid(study, corpora, todo, reused, parent_run_id, runner, fresh_since_ms)
             compared = compare_and_log(study.name, parent_run_id)
             test_after_decision(study, corpora, parent_run_id)

@@ -20,8 +20,10 @@ NOT_PARAMS = ("run_name", "experiment")
 
 
 @task(name="open-run")
-def open_run(cfg: RunConfig, corpus: Any, parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> str:
-    params = {k: v for k, v in cfg.flat().items() if k not in NOT_PARAMS}
+def open_run(cfg: RunConfig, corpus: Any, parent_run_id: str | None = None, tags: dict[str, str] | None = None,
+             params: dict[str, Any] | None = None) -> str:
+    """`params`: more params beside the config's own (a tuning trial's search settings)."""
+    params = {**{k: v for k, v in cfg.flat().items() if k not in NOT_PARAMS}, **(params or {})}
     run_id = tracking.open_run(
         cfg.experiment, cfg.run_name, params,
         {"rnnlab.task": cfg.task, "rnnlab.config_digest": cfg.digest(), "data.corpus": corpus.name,
@@ -47,12 +49,13 @@ def record(run_id: str, outcome: Outcome, fitted: FitResult, metrics: dict[str, 
 
 
 def run_steps(cfg: RunConfig, corpus: Any, parent_run_id: str | None = None, tags: dict[str, str] | None = None,
-              workdir: str | None = None) -> dict[str, Any]:
+              workdir: str | None = None, params: dict[str, Any] | None = None,
+              callbacks: tuple = ()) -> dict[str, Any]:
     """open run ─► train ─► evaluate (unless diverged) ─► judge its outcome ─► record; the run is closed whatever
-    happens."""
-    run_id = open_run(cfg, corpus, parent_run_id, tags)
+    happens. `params` and `callbacks`: more params to record, and Lightning callbacks (a tuning trial's)."""
+    run_id = open_run(cfg, corpus, parent_run_id, tags, params)
     with tracking.closing(run_id):
-        fitted = train(cfg, corpus, run_id, workdir)
+        fitted = train(cfg, corpus, run_id, workdir, callbacks)
         started = time.perf_counter()
         metrics = evaluate(cfg, corpus, run_id, fitted) if fitted.diverged_at is None else {}
         floor = corpus.floor if cfg.eval.floor == "unigram" else None

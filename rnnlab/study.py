@@ -87,6 +87,57 @@ class Runner(Section):
                                                   "cluster of `concurrency` single-threaded worker processes")
 
 
+class Range(Section):
+    """One tuned key's range: exactly one of `log_uniform` or `uniform` ([low, high], floats), or `int_uniform`."""
+
+    log_uniform: tuple[float, float] | None = None
+    uniform: tuple[float, float] | None = None
+    int_uniform: tuple[int, int] | None = None
+
+    @model_validator(mode="after")
+    def _one_range(self) -> "Range":
+        given = {k: v for k, v in self.model_dump().items() if v is not None}
+        if len(given) != 1:
+            raise ValueError("give exactly one of log_uniform, uniform, int_uniform: [low, high]")
+        (kind, (low, high)), = given.items()
+        if not low < high:
+            raise ValueError(f"{kind}: [{low}, {high}] needs low < high")
+        if kind == "log_uniform" and low <= 0:
+            raise ValueError(f"log_uniform: [{low}, {high}] needs a positive low bound (a log scale has no 0)")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k, v in self.model_dump().items() if v is not None)
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return getattr(self, self.kind)
+
+
+class Sampler(Section):
+    name: Literal["tpe", "random"] = Field("tpe", description="Optuna's TPESampler or RandomSampler")
+    seed: int = Field(0, description="the sampler's seed: the same for every arm")
+
+
+class Pruner(Section):
+    name: Literal["median", "hyperband", "none"] = Field("median", description="Optuna's MedianPruner, "
+                                                         "HyperbandPruner, or none")
+    warmup_steps: int = Field(0, ge=0, description="median: no trial is pruned before this optimizer step")
+    startup_trials: int = Field(5, ge=0, description="median: trials of an arm that run in full before any is pruned")
+
+
+class Tune(Section):
+    """Each arm (variant of the grid) searched with the same budget; its best setting then trains over `seeds`."""
+
+    space: dict[str, Range] = Field(min_length=1, description="run-config key → its range, e.g. "
+                                    "train.lr: {log_uniform: [1, 40]}")
+    trials: int = Field(ge=1, description="trials per arm, the same for every arm")
+    budget: Budget = Field(Budget(), description="per trial: the study's `budget` unless set")
+    sampler: Sampler = Sampler()
+    pruner: Pruner = Pruner()
+
+
 class StudyConfig(Section):
     study: str = Field(min_length=1, description="the study's name; also its MLflow experiment")
     question: str = Field("", description="the question the study answers, in words")
@@ -102,6 +153,8 @@ class StudyConfig(Section):
     concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="cells trained at once")
     runner: Runner = Field(Runner(), description="where cells run: `process` (local worker processes, the default) "
                                                  "or `dask` (a Dask cluster)")
+    tune: Tune | None = Field(None, description="search each arm's setting with the same Optuna budget first, then "
+                                                "compare the arms at their own best settings (and at the base recipe)")
 
     @field_validator("runner", mode="before")
     @classmethod
@@ -146,6 +199,16 @@ class StudyConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _tuned_keys(self) -> "StudyConfig":
+        for key in (self.tune.space if self.tune else {}):
+            if key in self.factors:
+                raise ValueError(f"tune.space: '{key}' is also a factor: a key is either an arm (factors) or tuned "
+                                 "within each arm (tune.space), not both")
+            if key in SET_BY_STUDY:
+                raise ValueError(f"tune.space: '{key}' cannot be tuned: {SET_BY_STUDY[key]}")
+        return self
+
+    @model_validator(mode="after")
     def _exclusions(self) -> "StudyConfig":
         for rule in self.exclude:
             unknown = set(rule) - set(self.factors)
@@ -163,6 +226,7 @@ class Cell:
     seed: int
     config: RunConfig
     label: str = ""  # the variant as its runs are named, e.g. "rnn_tanh clip=null" (see variant_label)
+    recipe: str = ""  # in a tuned study: "base" (the base config's values) or "tuned" (the arm's best trial's)
 
     @property
     def name(self) -> str:
@@ -320,7 +384,8 @@ def read_study(path: Path, overrides: list[str] | None = None) -> Study:
         raise ConfigError(describe(err, str(path), StudyConfig)) from None
     base = (path.parent / cfg.base).resolve()
     base_tree = read_yaml(base)
-    check_run_overrides(path, run_over, known_keys(schema_for(deep_merge(base_tree, run_over), str(base))))
+    run_keys = known_keys(schema_for(deep_merge(base_tree, run_over), str(base)))
+    check_run_overrides(path, run_over, run_keys)
     budget = {f"train.{k}": v for k, v in cfg.budget.model_dump().items() if v is not None}
     for key, value in {**flatten(cfg.overrides), **budget}.items():
         base_tree = deep_merge(base_tree, dotted(key, value))
@@ -342,9 +407,25 @@ def read_study(path: Path, overrides: list[str] | None = None) -> Study:
                 tree = deep_merge(tree, dotted(key, value))
             tree = deep_merge(tree, {"experiment": cfg.study, "seed": seed, "run_name": run_name(labels[vid], seed),
                                      "eval": {"splits": CELL_SPLITS}})
-            cells.append(Cell(vid, factors, seed, build(tree, f"{path}: cell {vid} (seed {seed})"), labels[vid]))
+            cells.append(Cell(vid, factors, seed, build(tree, f"{path}: cell {vid} (seed {seed})"), labels[vid],
+                              recipe="base" if cfg.tune else ""))
     check_metric(path, cfg, cells)
+    if cfg.tune:
+        check_space(path, cfg.tune, cells[0], run_keys)
     return Study(cfg, str(path), base_tree, tuple(cells))
+
+
+def check_space(path: Path, tune: Tune, cell: Cell, run_keys: list[str]) -> None:
+    """Every tuned key is a key of the run config, and a config at either end of its range is valid."""
+    for key, spec in tune.space.items():
+        if key not in run_keys:
+            close = suggest(key, run_keys)
+            hint = f"; did you mean '{close}'?" if close else ""
+            raise ConfigError(f"{path}: tune.space: unknown key '{key}'{hint} (a tuned key is a key of the run "
+                              "config, e.g. train.lr)")
+        for bound in spec.bounds:
+            tree = deep_merge(cell.config.model_dump(mode="json"), dotted(key, bound))
+            build(tree, f"{path}: tune.space.{key} at {bound}")
 
 
 def dotted(key: str, value: Any) -> dict[str, Any]:

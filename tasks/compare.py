@@ -65,10 +65,16 @@ def read_text(run_id: str, path: str) -> str:
         return tracking.download_artifact(run_id, path, tmp).read_text(encoding="utf-8")
 
 
-def cell_results(study: str, parent_run_id: str | None = None) -> tuple[Any, list[dict[str, Any]], pd.DataFrame]:
-    """(parent run, the execution's grid, one row per cell × seed with a finished run: its tags and metrics)."""
+def cell_results(study: str, parent_run_id: str | None = None,
+                 recipe: str | None = None) -> tuple[Any, list[dict[str, Any]], pd.DataFrame]:
+    """(parent run, the execution's grid, one row per cell × seed with a finished run: its tags and metrics).
+    A tuned study's grid holds two recipes: `recipe` picks one, by default the tuned one (the study's decision)."""
     parent, runs = tracking.study_runs(study, parent_run_id)
     grid = json.loads(read_text(parent.info.run_id, "grid.json"))
+    recipes = {g["recipe"] for g in grid if g.get("recipe")}
+    if recipes:
+        wanted = recipe or ("tuned" if "tuned" in recipes else "base")
+        grid = [g for g in grid if g.get("recipe") == wanted]
     keys = {g["cell_key"] for g in grid}
     if runs.empty:
         return parent, grid, runs

@@ -87,10 +87,12 @@ def prepare_data(cfg: RunConfig) -> Corpus:
 
 
 @task(name="train")
-def train(cfg: RunConfig, corpus: Corpus, run_id: str, workdir: str | None = None) -> FitResult:
+def train(cfg: RunConfig, corpus: Corpus, run_id: str, workdir: str | None = None,
+          callbacks: tuple = ()) -> FitResult:
+    """`callbacks`: Lightning callbacks added to the house ones (a tuning trial's pruner)."""
     if cfg.task == "nmt":
-        return nmt.fit_nmt(cfg, corpus, run_id, workdir)
-    return lm.fit_lm(cfg, corpus, run_id, workdir)
+        return nmt.fit_nmt(cfg, corpus, run_id, workdir, callbacks)
+    return lm.fit_lm(cfg, corpus, run_id, workdir, callbacks)
 
 
 @task(name="evaluate")
