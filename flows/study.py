@@ -39,7 +39,8 @@ from tasks.fitting import cell_dir
 from tasks.held_out import NAMED_TAG, SCORED_TAG, SPLIT_TAG, named_variants, runs_to_score
 from tasks.steps import check_cells_fit, has_split, prepare_data, score_held_out
 from tasks.steps import data_key as corpus_key
-from tasks.tuning import storage_url, tuned_answer
+from tasks.tuned_answer import expected_best, trial_values, tuned_answer
+from tasks.tuning import storage_url
 from tasks.verdict import answer
 
 
@@ -194,10 +195,23 @@ def tune_arms(study: Study, corpora: dict[str, Any], parent_run_id: str, runner:
     tracking.log_metrics(parent_run_id, {f"best.{metric_key(b['label'])}.{study.config.metric.name}": b["value"]
                                          for b in best.values() if b["value"] is not None
                                          and math.isfinite(b["value"])})
+    log_expected_best(study, parent_run_id, digest)
     study = dataclasses.replace(study, cells=(*study.cells, *tuned_cells(study, best)))
     keys = [cell_key(cell, corpora[data_key(cell)].checksum, code) for cell in study.cells]
     log_grid(parent_run_id, study.cells, keys)
     return study, keys
+
+
+def log_expected_best(study: Study, parent_run_id: str, digest: str) -> None:
+    """Each arm's expected best score against the number of trials, as a metric curve on the parent (step = n)."""
+    trials = tracking.trial_runs(study.name, digest)
+    metric, goal = study.config.metric.name, study.config.metric.goal
+    for (arm, mine) in (trials.groupby("arm", sort=False) if not trials.empty else []):
+        curve = expected_best(trial_values(mine, metric, goal), goal)
+        label = metric_key(mine["label"].iloc[0])
+        for n, value in enumerate(curve, start=1):
+            if math.isfinite(value):
+                tracking.log_metrics(parent_run_id, {f"expected_best.{label}.{metric}": float(value)}, step=n)
 
 
 @task(name="compare")

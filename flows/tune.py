@@ -23,7 +23,8 @@ from rnnlab.study import Cell, Study, dotted, run_name, show
 from tasks import tracking
 from tasks.outcome import DIVERGED
 from tasks.steps import data_key
-from tasks.tuning import (PRUNED, PruneBySteps, counted, distribution, make_pruner, open_search, reclaim_interrupted,
+from tasks.tuned_answer import PRUNED
+from tasks.tuning import (PruneBySteps, counted, distribution, make_pruner, open_search, reclaim_interrupted,
                           search_name)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -407,5 +408,28 @@ def paired_metric(groups: dict[str, dict[str, dict[int, float]]], metric: str, p
                     ax.plot([x] * len(seeds), list(seeds.values()), "o", color=colour[variant], markersize=5)
         ax.set_xticks(np.arange(len(groups)), list(groups))
         ax.set(ylabel=metric, title=f"{metric} by variant (bar: mean over seeds; dots: seeds)")
+        legend(ax)
+        return save(fig, path)
+
+
+def expected_best(curves: dict[str, Any], labels: dict[str, str], metric: str, log: bool, path: Path) -> Path:
+    """Each arm's expected best score against the number of trials (Dodge et al. 2019), with its bootstrap band."""
+    colour = colours(list(curves))
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots()
+        finite = [v for c in curves.values() for v in (*c.expected, *c.low, *c.high) if np.isfinite(v)]
+        for arm, c in curves.items():
+            ax.plot(c.n, np.where(np.isfinite(c.expected), c.expected, np.nan), marker="o", color=colour[arm],
+                    label=labels.get(arm, arm))
+            ax.fill_between(c.n, np.where(np.isfinite(c.low), c.low, np.nan),
+                            np.where(np.isfinite(c.high), c.high, np.nan), color=colour[arm], alpha=0.15, lw=0)
+        if log_axis(finite, log):
+            ax.set_yscale("log")
+        lim = limits(finite, log_axis(finite, log))
+        if lim:
+            ax.set_ylim(*lim)
+        ax.set_xlabel("trials per arm")
+        ax.set_ylabel(f"expected best {metric}")
+        ax.set_xticks(list(next(iter(curves.values())).n) if curves else [])
         legend(ax)
         return save(fig, path)

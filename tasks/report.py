@@ -23,7 +23,7 @@ import pandas as pd
 import yaml
 from prefect import task
 
-from tasks import held_out, plots, stats, tracking
+from tasks import held_out, plots, stats, tracking, tuned_answer
 from tasks.compare import Comparison, as_markdown, cell_results, compare, md_table, number, read_text
 from tasks.outcome import TRAINED, WORDS
 from tasks.verdict import Answer, answer, declared, effect_size, factor
@@ -264,12 +264,36 @@ def figures(c: Comparison, runs: pd.DataFrame, out: Path) -> list[tuple[str, str
     return shown
 
 
+def tuning_section(c: Comparison, parent: Any, out: Path) -> tuple[str, list[tuple[str, str]]]:
+    """A tuned study's search: each arm's trials, how they ended, its best setting, and the expected best score
+    against the number of trials per arm (Dodge et al. 2019), with the budget at which the ranking changes."""
+    trials = tracking.trial_runs(c.study, parent.data.tags["rnnlab.search"])
+    if trials.empty:
+        return "No finished trials are recorded for this search.\n", []
+    labels = dict(zip(trials["arm"], trials["label"]))
+    curves = {arm: tuned_answer.expected_best_curve(tuned_answer.trial_values(mine, c.metric, c.goal), c.goal)
+              for arm, mine in trials.groupby("arm", sort=False)}
+    plots.expected_best(curves, labels, c.metric, c.log_scale, out / "expected_best.png")
+    words = tuned_answer.ranking_words(tuned_answer.leader_by_budget(curves, c.goal), labels)
+    text = ("Every arm was searched with the same Optuna budget (the same space, trials, per-trial budget and sampler "
+            "seed, recorded on each trial run); a trial that diverged, failed to learn or was pruned counts as one of "
+            "its arm's trials. Each arm's best setting was then trained over the study's seeds (the results above).\n\n"
+            + md_table(tuned_answer.arms_table(trials, c.metric, c.goal, labels))
+            + f"\n\nExpected best {c.metric} against the number of trials per arm (Dodge et al. 2019, from the trials in "
+            f"closed form; band: 95% bootstrap over the trials): {words}.\n")
+    return text, [("expected_best.png", f"expected best {c.metric} vs trials per arm")]
+
+
 def render(study: str, parent_run_id: str | None, out: Path) -> tuple[Path, str]:
     """Write report.md, report.html and the PNGs into `out`; return the Markdown file and the execution's run id."""
     parent, grid, runs = cell_results(study, parent_run_id)
     c = compare(study, parent, grid, runs)
     definition = yaml.safe_load(read_text(c.parent_run_id, "study.yaml"))
     result = answer(c)
+    tuned = "rnnlab.search" in parent.data.tags
+    if tuned:
+        base = compare(study, *cell_results(study, c.parent_run_id, recipe="base"))
+        result = tuned_answer.tuned_answer(c, result, base, answer(base))
     out.mkdir(parents=True, exist_ok=True)
 
     sections = [f"# Study `{study}`\n", "## Answer\n", answer_section(c, result)]
@@ -285,13 +309,18 @@ def render(study: str, parent_run_id: str | None, out: Path) -> tuple[Path, str]
                  "stopped it: `train.blowup_*`); *failed to learn* (a perplexity at or above the unigram model's: the training "
                  "split's word frequencies, no context, on the same split; "
                  "or for translation a BLEU below `eval.min_bleu`).\n\n" + as_markdown(c)]
+    tuning_shown = []
+    if tuned:
+        text, tuning_shown = tuning_section(c, parent, out)
+        sections += ["## Tuning\n", text, "At the base recipe (the base config's values of the tuned keys):\n\n"
+                     + as_markdown(base)]
     if not c.runs.empty:
         sections += ["## Effect of each factor\n", effects_section(c, result.effects)]
         sections += ["## Held-out test\n", held_out.section(c, parent, runs)]
         sections += ["## Significance on the evaluation data\n",
                      significance_section(c, significance(c, parent.data.tags.get("rnnlab.task", "lm")))]
         with np.errstate(all="ignore"):  # a diverged run's logged values may be inf: drawn on the axes' edge
-            shown = figures(c, runs, out)
+            shown = figures(c, runs, out) + tuning_shown
         sections += ["## Plots\n", "\n".join(f"![{alt}]({name})\n" for name, alt in shown)]
         sections += ["## Environment\n", environment_section(runs, parent)]
         sections += ["## Runs\n", runs_section(c)]

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import mlflow
+import pandas as pd
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -351,6 +352,20 @@ def study_runs(experiment: str, parent_run_id: str | None = None):
         if column.startswith("metrics."):
             cells[column] = cells[column].map(as_logged, na_action="ignore")
     return parent, cells
+
+
+def trial_runs(experiment: str, search: str) -> pd.DataFrame:
+    """The finished trial runs of one search (tag rnnlab.search), over every execution that ran some of them."""
+    found = client().get_experiment_by_name(experiment)
+    rows = []
+    for run in client().search_runs([found.experiment_id], f"tags.`rnnlab.role` = 'trial' and tags.`rnnlab.search` = "
+                                    f"'{search}' and attributes.status = 'FINISHED'", max_results=50000):
+        rows.append({"run_id": run.info.run_id, "arm": run.data.tags.get("rnnlab.arm"),
+                     "label": run.data.tags.get("rnnlab.variant"),
+                     "trial": int(run.data.tags.get("rnnlab.trial", -1)), "outcome": run.data.tags.get("rnnlab.outcome"),
+                     **{f"metrics.{k}": as_logged(v) for k, v in run.data.metrics.items()},
+                     **{f"params.{k}": v for k, v in run.data.params.items()}})
+    return pd.DataFrame(rows)
 
 
 def role_run(experiment: str, role: str, run_id: str | None = None):

@@ -93,6 +93,21 @@ def test_the_arms_best_settings_train_over_the_seeds_beside_the_base_recipe_and_
     assert any(words in answer for words in ("holds", "reverses", "not distinguishable", "leads"))
 
 
+def test_the_report_shows_each_arms_search_and_the_expected_best_score_against_trials(tuned):
+    home, result = tuned["home"], tuned["result"]
+    report = (home / "reports" / "tiny_tuned" / "report.md").read_text()
+    tuning = report.split("## Tuning", 1)[1].split("\n## ", 1)[0]
+    assert "clip=null" in tuning and "clip=0.25" in tuning and "pruned" in tuning
+    assert "trials per arm" in tuning and "At the base recipe" in tuning
+    assert "![expected best valid_ppl vs trials per arm](expected_best.png)" in report
+    client = store(home)
+    keys = [k for k in client.get_run(result["parent_run_id"]).data.metrics if k.startswith("expected_best.")]
+    assert len(keys) == 2
+    curve = sorted(client.get_metric_history(result["parent_run_id"], keys[0]), key=lambda m: m.step)
+    values = [m.value for m in curve]
+    assert [m.step for m in curve] == list(range(1, len(curve) + 1)) and values == sorted(values, reverse=True)
+
+
 @pytest.mark.slow  # ~70 s on 2 idle cores: a search run twice
 def test_a_search_killed_midway_resumes_with_exactly_its_trials_and_no_trial_number_twice(tmp_path, tiny_corpus):
     path = tuned_study(tmp_path, "tiny_resume", tiny_corpus, trials=3)
@@ -119,7 +134,7 @@ def test_a_search_killed_midway_resumes_with_exactly_its_trials_and_no_trial_num
 
 
 def test_expected_best_matches_a_hand_computed_example():
-    from tasks.tuning import expected_best
+    from tasks.tuned_answer import expected_best
 
     # Three trials scoring 10, 20, 30 (higher is better). Best of n draws with replacement:
     # n=1: the mean, 20. n=2: P(max=10)=1/9, P(max=20)=3/9, P(max=30)=5/9 → (10 + 60 + 150)/9 = 24.44…
@@ -132,7 +147,7 @@ def test_expected_best_matches_a_hand_computed_example():
 
 
 def test_the_ranking_over_budget_is_put_in_words():
-    from tasks.tuning import ranking_words
+    from tasks.tuned_answer import ranking_words
 
     assert ranking_words(["a", "a", "a", "b", "b"], {}) == ("with at most 3 trials per arm `a` looks better; "
                                                              "from 4 on, `b`")
