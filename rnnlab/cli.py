@@ -20,7 +20,7 @@ from typing import Any
 from rnnlab.env import (EnvironmentProblem, check_project, collector_paused, configure, disk_full,
                         pause_gc_in_spawned_worker, project_dir, release_reserve)
 from rnnlab import answers, servers, store
-from rnnlab.processes import Interrupts, start_prefect_api
+from rnnlab.processes import Interrupts, abandon_prefect_api, start_prefect_api
 
 pause_gc_in_spawned_worker()  # this module is re-imported first in the worker processes of a study
 
@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("study", help="a study file, e.g. conf/studies/lm_clipping.yaml")
     p.add_argument("overrides", nargs="*", help="study fields (seeds=[1,2] concurrency=1) or run-config keys (train.max_epochs=2)")
     p.add_argument("--force", action="store_true", help="retrain every cell, even those already finished")
+    p.add_argument("--dry-run", action="store_true", help="print the cells and trials it would run, with an estimated "
+                                                          "wall time on this machine, and exit")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_study)
 
@@ -169,7 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         configure(verbose=args.verbose, read_only=args.command in READ_ONLY_COMMANDS)
         Interrupts.install()
-        return args.handler(args)
+        try:
+            return args.handler(args)
+        finally:
+            abandon_prefect_api()  # a server this command launched and never needed (it failed first): stopped now
     except (LookupError, servers.ServerError, EnvironmentProblem) as err:
         print(f"rnnlab: error: {err}", file=sys.stderr)
         return 2
@@ -253,6 +258,25 @@ def cmd_train(args: argparse.Namespace) -> int:
                   f"rnnlab: results in {result['tracking_uri']}; browse them with `rnnlab ui`")
 
 
+def dry_run(study) -> int:
+    """What `rnnlab study` would run (cells, trials) and about how long it would take here; trains and records
+    nothing (the corpora are prepared: their sizes enter the estimate)."""
+    from flows.study import threads_per_cell  # lazy: torch
+    from tasks.estimate import estimate_lines
+    from tasks.steps import data_key, prepare_corpus
+
+    corpora = {data_key(c.config): prepare_corpus(c.config) for c in study.cells}
+    for cell in study.cells:
+        print(f"  cell  {cell.name}", file=sys.stderr)
+    if study.config.tune:
+        tune = study.config.tune
+        for variant in study.variants:
+            print(f"  trials  {variant}: {tune.trials} ({tune.sampler.name} sampler, seed {tune.sampler.seed})",
+                  file=sys.stderr)
+    print("\n".join(estimate_lines(study, corpora, threads_per_cell(study))), file=sys.stderr)
+    return 0
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     from rnnlab.claims import is_claims_file  # lazy: pydantic, not needed by --help
     from rnnlab.study import load_study  # lazy: pydantic, not needed by --help
@@ -261,6 +285,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         return cmd_claims(args)
 
     study = load_study(args.study, args.overrides)  # every cell is validated here, before anything trains
+    if args.dry_run:
+        return dry_run(study)
     with quietly(args.json):
         check_environment(launch_prefect=True)
         from tasks.steps import check_cells_fit, data_key, prepare_corpus  # lazy: torch, Prefect (~6 s)
@@ -270,6 +296,10 @@ def cmd_study(args: argparse.Namespace) -> int:
         check_cells_fit(study.cells, corpora)  # Prefect or MLflow start
         print(f"rnnlab: study '{study.name}': {len(study.variants)} variants × {len(study.config.seeds)} seed(s) "
               f"= {len(study.cells)} cells, {study.config.concurrency} at a time", file=sys.stderr)
+        from flows.study import threads_per_cell  # lazy: loaded by the flow next anyway
+        from tasks.estimate import estimate_lines
+
+        print(*estimate_lines(study, corpora, threads_per_cell(study))[-1:], file=sys.stderr)
         start_prefect_api()
         from flows.study import StudyFailed, study_flow  # lazy: Lightning, only once the data is ready
 

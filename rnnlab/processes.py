@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -55,7 +56,7 @@ def start_prefect_api(timeout: float = 120.0, wait: bool = True) -> str | None:
     from prefect.server.api.server import SubprocessASGIServer  # lazy: Prefect (~1 s), not for --help
 
     class TemporaryServer(SubprocessASGIServer):
-        start_lock = None  # the start lock's file, held from the launch until the server answers
+        ready = False  # it has answered once
 
         def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
             from prefect.settings import get_current_settings
@@ -82,24 +83,39 @@ def start_prefect_api(timeout: float = 120.0, wait: bool = True) -> str | None:
             self.home = Path(os.environ.get("PREFECT_HOME") or project_dir() / ".prefect")
             self.home.mkdir(parents=True, exist_ok=True)
             # One start at a time per Prefect home: two servers starting on a new database would both run its
-            # migrations, and one fails ("duplicate column name"), as two commands started together did. Held
-            # until the server answers.
-            self.start_lock = open(self.home / ".temporary-server.lock", "w")
-            fcntl.flock(self.start_lock, fcntl.LOCK_EX)
+            # migrations, and one fails ("duplicate column name"), as two commands started together did. Held until
+            # the server answers or ends, by a thread of its own: a command that launched it and then failed (bad
+            # data) must not keep other commands waiting, even inside a long-lived process (a test session).
+            lock = open(self.home / ".temporary-server.lock", "w")
+            fcntl.flock(lock, fcntl.LOCK_EX)
             self.port = self.find_available_port()
-            self.server_process = self._run_uvicorn_command()
-            self.running = True
+            try:
+                self.server_process = self._run_uvicorn_command()
+            except BaseException:
+                lock.close()
+                raise
+            self.running, self.ready = True, False
             atexit.register(self.stop)
             self.deadline = time.monotonic() + (timeout or 120.0)
+            threading.Thread(target=self._unlock_when_up, args=(self.server_process, lock), daemon=True,
+                             name="prefect-server-start").start()
             if wait:
                 self.wait_ready()
 
+        def _unlock_when_up(self, process: subprocess.Popen[Any], lock: Any) -> None:
+            try:
+                while process.poll() is None and time.monotonic() < self.deadline and not self.answers():
+                    time.sleep(0.1)
+            finally:
+                lock.close()
+
+        def answers(self) -> bool:
+            return _healthy(f"{self.api_url}/health")
+
         def wait_ready(self) -> None:
             """Until the server answers (its start, with a new database its migrations, take seconds)."""
-            if self.start_lock is None:
-                return
-            while not _healthy(f"{self.api_url}/health"):
-                code = self.server_process.poll()
+            while not (self.ready or self.answers()):
+                code = self.server_process.poll() if self.server_process else -1
                 if code is not None or time.monotonic() > self.deadline:
                     self.stop()
                     tail = self.log.read_text(errors="replace").strip().splitlines()[-1:]
@@ -107,14 +123,7 @@ def start_prefect_api(timeout: float = 120.0, wait: bool = True) -> str | None:
                         f"Prefect's temporary server {'exited' if code is not None else 'did not answer in time'}"
                         f" (log: {self.log}{': ' + tail[0] if tail else ''})")
                 time.sleep(0.1)
-            self.start_lock.close()
-            self.start_lock = None
-
-        def stop(self) -> None:
-            super().stop()
-            if self.start_lock is not None:
-                self.start_lock.close()
-                self.start_lock = None
+            self.ready = True
 
     instances = SubprocessASGIServer._instances
     if getattr(instances.get(None), "running", False):  # launched already in this process (or a test's earlier command)
@@ -125,6 +134,18 @@ def start_prefect_api(timeout: float = 120.0, wait: bool = True) -> str | None:
     server = TemporaryServer()  # registered as the port-less instance: the one Prefect's clients ask for
     server.start(timeout, wait)
     return server.api_url
+
+
+def abandon_prefect_api() -> None:
+    """Stop the temporary server if it was launched but nothing has waited for it yet: the command that launched it
+    ended first (bad data, an unreachable store). A server in use stays (a long-lived process reuses it)."""
+    if "prefect.server.api.server" not in sys.modules:
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer._instances.get(None)
+    if getattr(server, "running", False) and not getattr(server, "ready", True):
+        server.stop()
 
 
 def _healthy(url: str) -> bool:

@@ -3,6 +3,7 @@ killed search resumes without running more trials than asked, and the answer nam
 
 import json
 import math
+import re
 import os
 import signal
 import subprocess
@@ -171,3 +172,16 @@ def test_a_bad_search_is_refused_before_anything_trains_naming_the_key(tmp_path,
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], done.stderr
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_a_dry_run_lists_the_cells_and_trials_with_an_estimate_and_trains_nothing(tmp_path, tiny_corpus):
+    path = tuned_study(tmp_path, "tiny_dry", tiny_corpus, trials=3)
+    done = rnnlab("study", str(path), "--dry-run", home=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stderr.strip().splitlines()
+    assert sum(line.startswith("  cell  ") for line in lines) == 4  # 2 arms × 2 seeds at the base recipe
+    assert sum(line.startswith("  trials  ") and ": 3 (tpe sampler, seed 7)" in line for line in lines) == 2
+    assert "6 tuning trials (3 per arm), then 8 cells" in done.stderr
+    minutes = re.search(r"estimated wall time on this machine: about ([\d.]+) (min|s)", done.stderr)
+    assert minutes and float(minutes.group(1)) > 0
+    assert not (tmp_path / "mlruns").exists()  # nothing recorded, nothing trained

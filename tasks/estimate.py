@@ -1,0 +1,113 @@
+"""What a study will cost before it is spent: this machine's training speed for each variant's model, measured by
+timing a few optimizer steps on random tokens, then the budget of every cell and trial in optimizer steps and
+validation passes. An estimate, and an upper bound where runs stop early (a blow-up, a pruned trial)."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from models.lm import RNNLM
+from rnnlab.config import RunConfig
+from rnnlab.study import Study
+from tasks.model_settings import lm_settings
+
+# Measured on an Intel Xeon (2 cores, 2026-12-06), the small PTB LSTM at one thread: scoring PTB valid ran at ~9,900
+# tokens/s against ~4,000 training in the demo's cells (side by side): ~2.5x. This timing of a few steps alone gave
+# ~3,400 tokens/s, below what those cells reached side by side, so no further slowdown is applied for neighbours.
+EVAL_SPEEDUP = 2.5
+START_SECONDS, CELL_SECONDS = 20.0, 5.0  # a study's start (imports, servers, workers); a run's own bookkeeping
+
+
+@dataclass(frozen=True)
+class Cost:
+    runs: int
+    seconds: float  # wall time on this machine, `concurrency` at a time
+
+
+def training_speed(cfg: RunConfig, vocab_size: int, threads: int, steps: int = 3) -> float:
+    """Tokens per second of this config's language model on this machine: a few SGD steps on random tokens."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(0)
+        net = RNNLM(vocab_size, lm_settings(cfg))
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+        tokens = torch.randint(vocab_size, (cfg.train.bptt + 1, cfg.train.batch_size))
+
+        def step() -> None:
+            logits, _ = net(tokens[:-1], None)
+            loss = F.cross_entropy(logits.flatten(0, 1), tokens[1:].flatten())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+        step()  # warm-up: the first steps allocate
+        step()
+        started = time.perf_counter()
+        for _ in range(steps):
+            step()
+        return steps * tokens[1:].numel() / (time.perf_counter() - started)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def run_seconds(cfg: RunConfig, corpus, speed: float, max_steps: int | None = None) -> float:
+    """A run's whole budget: its optimizer steps, its validation passes and its final score of the valid split."""
+    per_step = cfg.train.batch_size * cfg.train.bptt
+    per_epoch = max(1, corpus.tokens["train"] // per_step)
+    steps = min(x for x in (max_steps, cfg.train.max_steps, cfg.train.max_epochs * per_epoch) if x)
+    every = cfg.train.val_every_n_steps or per_epoch
+    validations = math.ceil(steps / every) + 1
+    return steps * per_step / speed + validations * corpus.tokens["valid"] / (EVAL_SPEEDUP * speed) + CELL_SECONDS
+
+
+def study_cost(study: Study, corpora: dict, threads: int) -> tuple[Cost, Cost | None]:
+    """(the cells, the tuning trials or None): runs and wall seconds at the study's concurrency."""
+    from tasks.steps import data_key  # the corpus of a config
+
+    speeds: dict[str, float] = {}
+    seconds = []
+    for cell in study.cells:
+        corpus = corpora[data_key(cell.config)]
+        shape = cell.config.model.model_dump_json()
+        if shape not in speeds:
+            speeds[shape] = training_speed(cell.config, corpus.vocab_size, threads)
+        seconds.append(run_seconds(cell.config, corpus, speeds[shape]))
+    tune = study.config.tune
+    cells = Cost(len(seconds) * (2 if tune else 1),
+                 sum(seconds) * (2 if tune else 1) / study.config.concurrency)
+    if not tune:
+        return cells, None
+    per_arm = {c.id: (c, corpora[data_key(c.config)]) for c in study.cells}
+    trial_budget = tune.budget.max_steps or study.config.budget.max_steps
+    trial_seconds = sum(run_seconds(c.config, corpus, speeds[c.config.model.model_dump_json()], trial_budget)
+                        for c, corpus in per_arm.values()) * tune.trials
+    return cells, Cost(len(per_arm) * tune.trials, trial_seconds / study.config.concurrency)
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def estimate_lines(study: Study, corpora: dict, threads: int) -> list[str]:
+    """The plan in words: what will run and about how long, on this machine."""
+    if any(c.config.task != "lm" for c in study.cells):
+        return [f"rnnlab: study '{study.name}': {len(study.cells)} cells; no time estimate for translation studies yet"]
+    cells, trials = study_cost(study, corpora, threads)
+    total = START_SECONDS + cells.seconds + (trials.seconds if trials else 0.0)
+    lines = []
+    if trials:
+        lines.append(f"rnnlab: study '{study.name}': {trials.runs} tuning trials ({study.config.tune.trials} per arm), "
+                     f"then {cells.runs} cells (each arm's best setting and the base recipe × "
+                     f"{len(study.config.seeds)} seeds), {study.config.concurrency} at a time")
+    else:
+        lines.append(f"rnnlab: study '{study.name}': {cells.runs} cells, {study.config.concurrency} at a time")
+    lines.append(f"rnnlab: estimated wall time on this machine: about {minutes(total)} if every run uses its whole "
+                 f"budget (runs that blow up{' or are pruned' if trials else ''} end sooner; finished cells are reused "
+                 "and cost nothing)")
+    return lines
