@@ -95,10 +95,14 @@ def minutes(seconds: float) -> str:
 
 
 def estimate_lines(study: Study, corpora: dict, threads: int) -> list[str]:
-    """The plan in words: what will run and about how long, on this machine."""
+    """The plan in words: what will run and about how long, on this machine. No estimate, and the reason, where the
+    timing cannot be taken (a model too large for this machine's memory: its study records that as a finding)."""
     if any(c.config.task != "lm" for c in study.cells):
         return [f"rnnlab: study '{study.name}': {len(study.cells)} cells; no time estimate for translation studies yet"]
-    cells, trials = study_cost(study, corpora, threads)
+    try:
+        cells, trials = study_cost(study, corpora, threads)
+    except (RuntimeError, MemoryError) as err:  # torch's "can't allocate memory" is a RuntimeError
+        return [f"rnnlab: study '{study.name}': no time estimate: timing its model failed ({str(err)[:120]})"]
     total = START_SECONDS + cells.seconds + (trials.seconds if trials else 0.0)
     lines = []
     if trials:

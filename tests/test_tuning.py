@@ -178,9 +178,10 @@ def test_a_dry_run_lists_the_cells_and_trials_with_an_estimate_and_trains_nothin
     path = tuned_study(tmp_path, "tiny_dry", tiny_corpus, trials=3)
     done = rnnlab("study", str(path), "--dry-run", home=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = done.stderr.strip().splitlines()
-    assert sum(line.startswith("  cell  ") for line in lines) == 4  # 2 arms × 2 seeds at the base recipe
-    assert sum(line.startswith("  trials  ") and ": 3 (tpe sampler, seed 7)" in line for line in lines) == 2
+    for name in ("clip=null s1", "clip=null s2", "clip=0.25 s1", "clip=0.25 s2"):  # 2 arms × 2 seeds, base recipe
+        assert f"  cell  {name}\n" in done.stderr, done.stderr
+    for arm in ("clip_norm=null", "clip_norm=0.25"):
+        assert f"  trials  {arm}: 3 (tpe sampler, seed 7)\n" in done.stderr, done.stderr
     assert "6 tuning trials (3 per arm), then 8 cells" in done.stderr
     minutes = re.search(r"estimated wall time on this machine: about ([\d.]+) (min|s)", done.stderr)
     assert minutes and float(minutes.group(1)) > 0
