@@ -21,9 +21,8 @@ from flows.train import run_steps
 from rnnlab.config import RunConfig, build, deep_merge
 from rnnlab.study import Cell, Study, dotted, run_name, show
 from tasks import tracking
-from tasks.outcome import DIVERGED
 from tasks.steps import data_key
-from tasks.tuned_answer import PRUNED
+from tasks.tuned_answer import PRUNED, draw_value
 from tasks.tuning import (PruneBySteps, counted, distribution, make_pruner, open_search, reclaim_interrupted,
                           search_name)
 
@@ -37,9 +36,11 @@ class Arm:
 
 
 def arms_of(study: Study) -> list[Arm]:
-    return [Arm(vid, next(c.label for c in study.cells if c.id == vid), next(c.factors for c in study.cells
-                                                                              if c.id == vid),
-                tuple(c for c in study.cells if c.id == vid)) for vid in study.variants]
+    arms = []
+    for vid in study.variants:
+        cells = tuple(c for c in study.cells if c.id == vid)
+        arms.append(Arm(vid, cells[0].label, cells[0].factors, cells))
+    return arms
 
 
 def search_digest(study: Study) -> str:
@@ -107,10 +108,7 @@ def run_trial(study: Study, arm: Arm, number: int, trial_id: int, params: dict[s
 
 def objective_value(study: Study, trial: dict[str, Any]) -> float:
     """What Optuna is told: the deciding metric; a diverged trial, the worst value there is (it still counts)."""
-    worst = math.inf if study.config.metric.goal == "min" else -math.inf
-    if trial["outcome"] == DIVERGED or trial["value"] is None or not math.isfinite(trial["value"]):
-        return worst
-    return float(trial["value"])
+    return draw_value(trial["outcome"], trial["value"], study.config.metric.goal)
 
 
 def search_arms(study: Study, corpora: dict[str, Any], parent_run_id: str, runner: TaskRunner, storage: str,

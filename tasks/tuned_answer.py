@@ -137,16 +137,18 @@ def tuned_answer(tuned: Any, tuned_words: Any, base: Any, base_words: Any) -> An
                                factors=[*tuned_words.factors, *(f"(base recipe) {line}" for line in base_words.factors)])
 
 
+def draw_value(outcome: str, value: float | None, goal: str) -> float:
+    """One trial as a draw of the search: its deciding metric (a pruned trial: what its best checkpoint scored within
+    its cut budget); a diverged trial, or one without a finite score, the worst value there is."""
+    if outcome == "diverged" or value is None or not math.isfinite(value):
+        return math.inf if goal == "min" else -math.inf
+    return float(value)
+
+
 def trial_values(trials: Any, metric: str, goal: str) -> list[float]:
-    """An arm's trials as draws of the search: the deciding metric (a pruned trial: what its best checkpoint scored
-    within its cut budget), a diverged one the worst value there is."""
-    worst = math.inf if goal == "min" else -math.inf
+    """An arm's trials (rows of tracking.trial_runs) as draws of the search."""
     column = f"metrics.{metric}"
-    values = []
-    for row in trials.to_dict("records"):
-        value = row.get(column)
-        values.append(worst if row["outcome"] == "diverged" or value is None or not np.isfinite(value) else float(value))
-    return values
+    return [draw_value(row["outcome"], row.get(column), goal) for row in trials.to_dict("records")]
 
 
 def arms_table(trials: Any, metric: str, goal: str, labels: dict[str, str]) -> Any:
