@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -125,6 +126,7 @@ def search_arms(study: Study, corpora: dict[str, Any], parent_run_id: str, runne
     done = {a.id: sum(counted(t) for t in searches[a.id].get_trials(deepcopy=False)) for a in arms}
     total, finished = tune.trials * len(arms), sum(min(n, tune.trials) for n in done.values())
     running: dict[Any, tuple[Arm, optuna.Trial]] = {}
+    started, resumed = time.monotonic(), finished
     if finished:
         print(f"rnnlab: tuning: {finished}/{total} trials already finished (a resumed search)", file=sys.stderr)
 
@@ -165,7 +167,8 @@ def search_arms(study: Study, corpora: dict[str, Any], parent_run_id: str, runne
                 finished += 1
                 value = result["value"]
                 shown = f"{cfg.metric.name} {value:,.2f}" if value is not None and math.isfinite(value) else ""
-                print(f"rnnlab: tuning: {finished}/{total} trials · [{arm.label} trial {trial.number}] "
+                print(f"rnnlab: tuning: {finished}/{total} trials done · {len(running)} running · "
+                      f"{trial_clock(started, finished - resumed, total - finished)} · [{arm.label} trial {trial.number}] "
                       f"{result['outcome'].replace('_', ' ')} {shown} at "
                       + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                   for k, v in result["params"].items()), file=sys.stderr, flush=True)
@@ -175,6 +178,14 @@ def search_arms(study: Study, corpora: dict[str, Any], parent_run_id: str, runne
         on_interrupt(list(running))
         raise
     return {arm.id: best_of(searches[arm.id], arm, cfg.metric.goal) for arm in arms}
+
+
+def trial_clock(started: float, finished_here: int, left: int) -> str:
+    """Elapsed minutes and an ETA from the mean trial time so far (trials run `concurrency` at a time, so the mean
+    wall time per finished trial already accounts for the parallelism)."""
+    elapsed = time.monotonic() - started
+    eta = "?" if not finished_here else f"{elapsed / finished_here * left / 60:.1f} min"
+    return f"{elapsed / 60:.1f} min elapsed · ETA {eta} for the search"
 
 
 def best_of(search: optuna.Study, arm: Arm, goal: str) -> dict[str, Any]:

@@ -62,6 +62,14 @@ def test_every_arm_gets_exactly_its_trials_with_the_same_search_settings_recorde
     assert len(set(numbers)) == len(numbers)
 
 
+def test_progress_counts_trials_with_the_time_spent_and_an_eta(tuned):
+    lines = [l for l in tuned["stderr"].splitlines() if l.startswith("rnnlab: tuning: ")]
+    counts = [int(re.match(r"rnnlab: tuning: (\d+)/8 trials done · [0-2] running · [\d.]+ min elapsed · ETA "
+                           r"([\d.]+ min|\?) for the search · \[clip=", l).group(1)) for l in lines]
+    assert counts == list(range(1, 9))  # one line per finished trial, in order
+    assert "rnnlab: study: 8/8 cells done" in tuned["stderr"]  # then the cells, counted as before
+
+
 def test_trials_are_child_runs_with_their_sampled_values_and_a_pruned_one_says_at_which_step(tuned):
     runs = trial_runs(tuned["home"], "tiny_tuned")
     parent = tuned["result"]["parent_run_id"]
