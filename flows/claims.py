@@ -28,9 +28,9 @@ PROBES = {"effective_context": ("context",), "vanishing_gradient": ("gradflow",)
 
 
 @task(name="open-claims-run")
-def open_claims_run(lecture: Lecture, executions: dict[str, str | None]) -> str:
+def open_claims_run(lecture: Lecture, executions: dict[str, str | None], recorded: bool = False) -> str:
     run_id = tracking.open_run(lecture.name, f"claims {lecture.name}", {"claims.file": lecture.source}, {
-        "rnnlab.role": "claims", "rnnlab.study": lecture.name, "rnnlab.claims_file": lecture.source,
+        "rnnlab.role": "claims", "rnnlab.claims.studies": "recorded" if recorded else "run", "rnnlab.study": lecture.name, "rnnlab.claims_file": lecture.source,
         "rnnlab.question": lecture.config.title, **({"mlflow.note.content": lecture.config.title}
                                                     if lecture.config.title else {}),
         **{f"rnnlab.execution.{name}": run for name, run in executions.items() if run}})
@@ -52,20 +52,29 @@ def latest_execution(study: str) -> str | None:
 
 
 @flow(name="claims", log_prints=False)
-def claims_flow(claims_file: str, overrides: list[str] | None = None, force: bool = False) -> dict[str, Any]:
-    """Run every study the claims file names (reusing finished cells), probe, measure, judge and report."""
+def claims_flow(claims_file: str, overrides: list[str] | None = None, force: bool = False,
+                recorded: bool = False) -> dict[str, Any]:
+    """Run every study the claims file names (reusing finished cells), probe, measure, judge and report. With
+    `recorded`, run no study: judge each one's latest execution in the store, whatever code recorded it (a cell is
+    keyed by the code that trains it, so after any code change the studies would otherwise all train again; the
+    report names each execution's code version)."""
     started = time.perf_counter()
     lecture = load_claims(claims_file, overrides or [])
     executions: dict[str, str | None] = {}
     failures: list[str] = []
     for name in lecture.studies:
+        if recorded:
+            executions[name] = latest_execution(name)
+            if executions[name] is None:
+                failures.append(f"{name}: no recorded execution in {tracking.tracking_uri()}")
+            continue
         print(f"rnnlab: claims '{lecture.name}': study '{name}'", file=sys.stderr, flush=True)
         try:
             executions[name] = study_flow(lecture.files[name], lecture.overrides[name], force)["parent_run_id"]
         except StudyFailed as err:  # its other cells are recorded: the claims are judged on what there is
             failures.append(f"{name}: {err}")
             executions[name] = latest_execution(name)
-    parent_run_id = open_claims_run(lecture, executions)
+    parent_run_id = open_claims_run(lecture, executions, recorded)
     with tracking.closing(parent_run_id):
         ids = [c.id for c in lecture.config.claims]
         ev = Evidence(runs=gather_records(lecture, executions),

@@ -23,7 +23,7 @@ from rnnlab.config import RunConfig, build, deep_merge
 from rnnlab.study import Cell, Study, dotted, run_name, show
 from tasks import tracking
 from tasks.steps import data_key
-from tasks.tuned_answer import PRUNED, draw_value
+from tasks.tuned_answer import PRUNED, draw_value, worst_score
 from tasks.tuning import (PruneBySteps, counted, distribution, make_pruner, open_search, reclaim_interrupted,
                           search_name)
 
@@ -107,9 +107,11 @@ def run_trial(study: Study, arm: Arm, number: int, trial_id: int, params: dict[s
             "steps": steps, "budget_steps": budget_steps, "params": params}
 
 
-def objective_value(study: Study, trial: dict[str, Any]) -> float:
-    """What Optuna is told: the deciding metric; a diverged trial, the worst value there is (it still counts)."""
-    return draw_value(trial["outcome"], trial["value"], study.config.metric.goal)
+def objective_value(study: Study, trial: dict[str, Any], vocab: int) -> float:
+    """What Optuna is told: the deciding metric; a diverged trial, a uniform guess's score (it still counts), the
+    same draw as the expected-best curve counts (tasks/tuned_answer.py worst_score)."""
+    metric, goal = study.config.metric.name, study.config.metric.goal
+    return draw_value(trial["outcome"], trial["value"], goal, worst_score(metric, goal, vocab))
 
 
 def search_arms(study: Study, corpora: dict[str, Any], parent_run_id: str, runner: TaskRunner, storage: str,
@@ -150,6 +152,7 @@ def search_arms(study: Study, corpora: dict[str, Any], parent_run_id: str, runne
             pass
         while running:
             ready, _ = wait(list(running), timeout=1)  # Prefect waits for all: poll, for the first ones done
+            ended = []  # (count, what happened), printed once their successors are launched: "running" is then true
             for future in ready:
                 arm, trial = running.pop(future)
                 try:
@@ -162,18 +165,20 @@ def search_arms(study: Study, corpora: dict[str, Any], parent_run_id: str, runne
                 if result["outcome"] == PRUNED:
                     searches[arm.id].tell(trial.number, state=optuna.trial.TrialState.PRUNED)
                 else:
-                    searches[arm.id].tell(trial.number, objective_value(study, result))
+                    vocab = corpora[data_key(arm.cells[0].config)].output_vocab
+                    searches[arm.id].tell(trial.number, objective_value(study, result, vocab))
                 done[arm.id] += 1
                 finished += 1
                 value = result["value"]
-                shown = f"{cfg.metric.name} {value:,.2f}" if value is not None and math.isfinite(value) else ""
-                print(f"rnnlab: tuning: {finished}/{total} trials done · {len(running)} running · "
-                      f"{trial_clock(started, finished - resumed, total - finished)} · [{arm.label} trial {trial.number}] "
-                      f"{result['outcome'].replace('_', ' ')} {shown} at "
-                      + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                  for k, v in result["params"].items()), file=sys.stderr, flush=True)
+                shown = f" {cfg.metric.name} {value:,.2f}" if value is not None and math.isfinite(value) else ""
+                ended.append((finished, f"[{arm.label} trial {trial.number}] {result['outcome'].replace('_', ' ')}"
+                              f"{shown} at " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                         for k, v in result["params"].items())))
             while len(running) < cfg.concurrency and launch():
                 pass
+            for count, what in ended:
+                print(f"rnnlab: tuning: {count}/{total} trials done · {len(running)} running · "
+                      f"{trial_clock(started, count - resumed, total - count)} · {what}", file=sys.stderr, flush=True)
     except BaseException:
         on_interrupt(list(running))
         raise

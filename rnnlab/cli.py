@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="retrain every cell, even those already finished")
     p.add_argument("--dry-run", action="store_true", help="print the cells and trials it would run, with an estimated "
                                                           "wall time on this machine, and exit")
+    p.add_argument("--recorded", action="store_true", help="a claims file only: run no study, judge each one's latest "
+                                                           "recorded execution (the report names its code version)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_study)
 
@@ -283,6 +285,10 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     if is_claims_file(args.study):
         return cmd_claims(args)
+    if args.recorded:
+        print(f"rnnlab: error: --recorded: {args.study} is a study file; the option is for a claims file (one with a "
+              "top-level `claims:` list), whose studies it judges as recorded", file=sys.stderr)
+        return 2
 
     study = load_study(args.study, args.overrides)  # every cell is validated here, before anything trains
     if args.dry_run:
@@ -339,7 +345,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
         from flows.claims import claims_flow  # lazy: Lightning and the probes, only once the data is ready
         from tasks.claims_report import terminal_table
 
-        result = claims_flow(args.study, args.overrides, args.force)
+        result = claims_flow(args.study, args.overrides, args.force, args.recorded)
     failed = "".join(f"\nrnnlab: study {line}" for line in result["failures"])
     code = finish(result, args.json, f"\n{terminal_table(result['claims'])}\n{failed}\n"
                   f"rnnlab: claims '{lecture.name}' (parent run {result['parent_run_id']}): report in "

@@ -165,15 +165,31 @@ def render(study: str, parent_run_id: str | None, out: Path) -> tuple[Path, str]
                 "of the data it judges was recorded (MLflow start times, and commits that published a study's "
                 "results).\n", md_table(table)]
     sections += [section(r, ev, out) for r in results]
-    sections += ["## Studies\n", md_table(pd.DataFrame(
-        [(name, f"`{run}`", f"`rnnlab report {name}`") for name, run in executions.items()],
-        columns=["study", "execution (parent run)", "its own report"])) if executions else "none recorded\n"]
+    judged = ("Judged on each study's latest recorded execution, as recorded: no study was run (`--recorded`); "
+              "the executions may come from different code versions.\n"
+              if parent.data.tags.get("rnnlab.claims.studies") == "recorded" else
+              "Each study was run (its finished cells reused) before the claims were judged.\n")
+    sections += ["## Studies\n", judged, md_table(pd.DataFrame(
+        [(name, f"`{run}`", *code_of(run), f"`rnnlab report {name}`") for name, run in executions.items()],
+        columns=["study", "execution (parent run)", "code version", "git commit", "its own report"]))
+        if executions else "none recorded\n"]
     sections += ["## Reproduce\n", f"Rebuild this report from the store: `rnnlab report {study} --parent-run {run_id}`. "
                  f"Rerun (finished cells and probes reused): `rnnlab study {parent.data.tags.get('rnnlab.claims_file', 'claims.yaml')}`.\n"]
     text = "\n".join(sections)
     (out / "report.md").write_text(text, encoding="utf-8")
     (out / "report.html").write_text(html(text, out, study), encoding="utf-8")
     return out / "report.md", run_id
+
+
+def code_of(run_id: str) -> tuple[str, str]:
+    """(code version, short git commit) that an execution's parent run recorded."""
+    try:
+        tags = tracking.get_run(run_id).data.tags
+    except LookupError:
+        return "–", "–"
+    commit = tags.get("git.commit", "–")
+    dirty = " (uncommitted changes)" if tags.get("git.dirty") == "true" else ""
+    return f"`{tags.get('rnnlab.code_version', '–')}`", f"`{commit[:8]}`{dirty}"
 
 
 def terminal_table(rows: list[dict[str, Any]]) -> str:

@@ -12,9 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from models.lm import RNNLM
+from models.seq2seq import Seq2Seq, sequence_nll
 from rnnlab.config import RunConfig
 from rnnlab.study import Study
-from tasks.model_settings import lm_settings
+from tasks.model_settings import lm_settings, seq2seq_shape
+from tasks.nmt_corpus import BOS_ID
 
 # Measured on an Intel Xeon (2 cores, 2026-12-06), the small PTB LSTM at one thread: scoring PTB valid ran at ~9,900
 # tokens/s against ~4,000 training in the demo's cells (side by side): ~2.5x. This timing of a few steps alone gave
@@ -66,6 +68,71 @@ def run_seconds(cfg: RunConfig, corpus, speed: float, max_steps: int | None = No
     return steps * per_step / speed + validations * corpus.tokens["valid"] / (EVAL_SPEEDUP * speed) + CELL_SECONDS
 
 
+def timed(step, repeats: int = 3) -> float:
+    """Seconds per call, after two warm-up calls (the first ones allocate)."""
+    step()
+    step()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    return (time.perf_counter() - started) / repeats
+
+
+def translation_run_seconds(cfg: RunConfig, corpus, threads: int) -> float:
+    """A translation run's whole budget on this machine: its Adam steps (a batch of sentence pairs of the training
+    split's mean lengths, random subwords), a greedy translation and a scoring pass of the valid split at every
+    validation, and the final scores (greedy, beam, perplexity). Decoding is timed as one decoder step per target
+    subword of the mean length (a trained model stops at its EOS; an untrained one runs to its length limit)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(0)
+        train = corpus.load("train")
+        src_len = max(1, round(sum(len(s) for s in train["src"]) / max(1, len(train["src"]))))
+        tgt_len = max(1, round(sum(len(t) for t in train["tgt"]) / max(1, len(train["tgt"])))) + 1  # + EOS
+        net = Seq2Seq(seq2seq_shape(cfg, corpus.src_vocab, corpus.tgt_vocab))
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+
+        def batch(size: int):
+            src = torch.randint(4, corpus.src_vocab, (size, src_len))
+            return src, torch.full((size,), src_len), torch.randint(4, corpus.tgt_vocab, (size, tgt_len))
+
+        src, lengths, tgt = batch(cfg.train.batch_size)
+        prev = torch.cat([torch.full((cfg.train.batch_size, 1), BOS_ID), tgt[:, :-1]], dim=1)
+
+        def train_step() -> None:
+            loss, count = sequence_nll(net(src, lengths, prev), tgt)
+            optimizer.zero_grad()
+            (loss / count).backward()
+            optimizer.step()
+
+        step_seconds = timed(train_step)
+        eval_size = min(cfg.eval.batch_size, max(1, corpus.pairs["valid"]))
+
+        def decode_seconds(beam: int) -> float:
+            e_src, e_len, _ = batch(eval_size * beam)
+            with torch.no_grad():
+                memory, states, mask = net.encode(e_src, e_len)
+                token = torch.full((eval_size * beam, 1), BOS_ID)
+                per_token = timed(lambda: net.decoder(token, states, memory, mask))
+                encode = timed(lambda: net.encode(e_src, e_len), repeats=1)
+            return math.ceil(corpus.pairs["valid"] / eval_size) * (encode + tgt_len * per_token)
+
+        greedy = decode_seconds(1)
+        beam = decode_seconds(cfg.eval.beam) if cfg.eval.beam > 1 else greedy
+    finally:
+        torch.set_num_threads(previous)
+    per_epoch = math.ceil(corpus.pairs["train"] / cfg.train.batch_size)
+    steps = min(x for x in (cfg.train.max_steps, cfg.train.max_epochs * per_epoch) if x)
+    training = steps * step_seconds
+    if cfg.train.max_minutes:
+        training = min(training, cfg.train.max_minutes * 60)
+    every = cfg.train.val_every_n_steps or per_epoch
+    scoring = math.ceil(corpus.pairs["valid"] / cfg.train.batch_size) * step_seconds / 3  # a forward pass
+    validations = math.ceil(steps / every)
+    return training + validations * (greedy + scoring) + greedy + beam + scoring + CELL_SECONDS
+
+
 def study_cost(study: Study, corpora: dict, threads: int) -> tuple[Cost, Cost | None]:
     """(the cells, the tuning trials or None): runs and wall seconds at the study's concurrency."""
     from tasks.steps import data_key  # the corpus of a config
@@ -74,11 +141,19 @@ def study_cost(study: Study, corpora: dict, threads: int) -> tuple[Cost, Cost | 
     seconds = []
     for cell in study.cells:
         corpus = corpora[data_key(cell.config)]
+        if cell.config.task != "lm":  # timed once per model and recipe (seeds share both)
+            recipe = cell.config.model_copy(update={"seed": 0, "run_name": None}).model_dump_json()
+            if recipe not in speeds:
+                speeds[recipe] = translation_run_seconds(cell.config, corpus, threads)
+            seconds.append(speeds[recipe])
+            continue
         shape = cell.config.model.model_dump_json()
         if shape not in speeds:
             speeds[shape] = training_speed(cell.config, corpus.vocab_size, threads)
         seconds.append(run_seconds(cell.config, corpus, speeds[shape]))
     tune = study.config.tune
+    if tune and any(c.config.task != "lm" for c in study.cells):
+        raise NotImplementedError("no estimate yet for tuning translation models")
     cells = Cost(len(seconds) * (2 if tune else 1),
                  sum(seconds) * (2 if tune else 1) / study.config.concurrency)
     if not tune:
@@ -97,10 +172,10 @@ def minutes(seconds: float) -> str:
 def estimate_lines(study: Study, corpora: dict, threads: int) -> list[str]:
     """The plan in words: what will run and about how long, on this machine. No estimate, and the reason, where the
     timing cannot be taken (a model too large for this machine's memory: its study records that as a finding)."""
-    if any(c.config.task != "lm" for c in study.cells):
-        return [f"rnnlab: study '{study.name}': {len(study.cells)} cells; no time estimate for translation studies yet"]
     try:
         cells, trials = study_cost(study, corpora, threads)
+    except NotImplementedError as err:
+        return [f"rnnlab: study '{study.name}': {len(study.cells)} cells; {err}"]
     except (RuntimeError, MemoryError) as err:  # torch's "can't allocate memory" is a RuntimeError
         return [f"rnnlab: study '{study.name}': no time estimate: timing its model failed ({str(err)[:120]})"]
     total = START_SECONDS + cells.seconds + (trials.seconds if trials else 0.0)

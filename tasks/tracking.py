@@ -363,6 +363,7 @@ def trial_runs(experiment: str, search: str) -> pd.DataFrame:
         rows.append({"run_id": run.info.run_id, "arm": run.data.tags.get("rnnlab.arm"),
                      "label": run.data.tags.get("rnnlab.variant"),
                      "trial": int(run.data.tags.get("rnnlab.trial", -1)), "outcome": run.data.tags.get("rnnlab.outcome"),
+                     "vocab": run.data.tags.get("data.vocab_size", run.data.tags.get("data.tgt_vocab")),
                      **{f"metrics.{k}": as_logged(v) for k, v in run.data.metrics.items()},
                      **{f"params.{k}": v for k, v in run.data.params.items()}})
     return pd.DataFrame(rows)

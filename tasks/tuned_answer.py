@@ -137,10 +137,28 @@ def tuned_answer(tuned: Any, tuned_words: Any, base: Any, base_words: Any) -> An
                                factors=[*tuned_words.factors, *(f"(base recipe) {line}" for line in base_words.factors)])
 
 
-def draw_value(outcome: str, value: float | None, goal: str) -> float:
+def worst_score(metric: str, goal: str, vocab: int | None) -> float:
+    """What a diverged trial scores as a draw of the search: a uniform guess over the output vocabulary (perplexity
+    = the vocabulary's size, NLL = its log), or 0 BLEU/chrF. Finite, so that the expected best score of an arm with
+    diverged trials is a number (with ±inf, the chance that n draws are all diverged makes it infinite at every n,
+    and the arm's curve could not be drawn); a diverged model scores no better than that guess. Without a vocabulary
+    size, the worst value there is."""
+    if goal == "max":
+        return 0.0
+    if vocab and metric.endswith("_ppl"):
+        return float(vocab)
+    if vocab and metric.endswith("_nll"):
+        return math.log(vocab)
+    return math.inf
+
+
+def draw_value(outcome: str, value: float | None, goal: str, worst: float | None = None) -> float:
     """One trial as a draw of the search: its deciding metric (a pruned trial: what its best checkpoint scored within
-    its cut budget); a diverged trial, or one without a finite score, the worst value there is."""
+    its cut budget); a diverged trial, or one without a finite score, `worst` (see worst_score), else the worst value
+    there is."""
     if outcome == "diverged" or value is None or not math.isfinite(value):
+        if worst is not None:
+            return worst
         return math.inf if goal == "min" else -math.inf
     return float(value)
 
@@ -148,7 +166,9 @@ def draw_value(outcome: str, value: float | None, goal: str) -> float:
 def trial_values(trials: Any, metric: str, goal: str) -> list[float]:
     """An arm's trials (rows of tracking.trial_runs) as draws of the search."""
     column = f"metrics.{metric}"
-    return [draw_value(row["outcome"], row.get(column), goal) for row in trials.to_dict("records")]
+    return [draw_value(row["outcome"], row.get(column), goal,
+                       worst_score(metric, goal, int(row["vocab"]) if str(row.get("vocab") or "").isdigit() else None))
+            for row in trials.to_dict("records")]
 
 
 def arms_table(trials: Any, metric: str, goal: str, labels: dict[str, str]) -> Any:

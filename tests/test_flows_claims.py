@@ -6,6 +6,7 @@ probes of the trained cells, the report twice."""
 import hashlib
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from pathlib import Path
 from conftest import DATA_DIR, REPO, TINY, cut_corpus, rnnlab_command
 
 LECTURE = REPO / "conf" / "studies" / "lecture.yaml"
-LM_STUDIES = ("lm_cells", "lm_clipping", "lm_residual")
+LM_STUDIES = ("lm_cells", "lm_cells_tuned", "lm_clipping", "lm_residual")
 
 
 def cut_parallel(target: Path, lines: int = 300) -> Path:
@@ -33,7 +34,9 @@ def tiny_lecture_overrides(lm_corpus: Path, mt_corpus: Path) -> list[str]:
     lm = [f"data.corpus={lm_corpus}", *TINY, "train.max_steps=30", "train.val_every_n_steps=15"]
     mt = [f"data.corpus={mt_corpus}", "data.vocab_size=80", "model.embedding_size=16", "model.hidden_size=16",
           "train.batch_size=16", "train.max_epochs=1", "eval.beam=1", "eval.batch_size=20", "train.num_threads=1"]
-    return shared + [f"{s}:{o}" for s in LM_STUDIES for o in lm] + [f"nmt_bidirectional:{o}" for o in mt]
+    tune = ["tune.trials=2", "tune.budget.max_steps=30", "tune.pruner.warmup_steps=15", "budget.max_steps=30"]
+    return (shared + [f"{s}:{o}" for s in LM_STUDIES for o in lm] + [f"lm_cells_tuned:{o}" for o in tune]
+            + [f"nmt_bidirectional:{o}" for o in mt])
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -69,8 +72,15 @@ def test_the_tiny_lecture_measures_and_judges_every_claim_and_reports_it(tmp_pat
     logged = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"claims.yaml", "evidence.json", "report"} <= logged
     evidence = json.loads(Path(client.download_artifacts(parent.info.run_id, "evidence.json", str(tmp_path))).read_text())
-    trained_cells = [r["run_id"] for r in evidence["runs"]["lm_cells"] if r["outcome"] == "trained"]
-    assert set(evidence["context"]) == set(trained_cells) == set(evidence["gradflow"])  # only trained runs probed
+    trained = {study: {r["run_id"] for r in evidence["runs"][study] if r["outcome"] == "trained"}
+               for study in ("lm_cells", "lm_cells_tuned")}
+    # only trained runs probed: claims 1 and 3 on the tuned cells (context, gradient flow), claim 2 on lm_cells'
+    assert set(evidence["context"]) == trained["lm_cells_tuned"]
+    assert set(evidence["gradflow"]) == trained["lm_cells"] | trained["lm_cells_tuned"]
+    tuned_exp = client.get_experiment_by_name("lm_cells_tuned").experiment_id
+    tuned_cells = client.search_runs([tuned_exp], "tags.`rnnlab.role` = 'cell' and tags.`rnnlab.tuned` = 'true'")
+    assert {r["run_id"] for r in evidence["runs"]["lm_cells_tuned"]} == {r.info.run_id for r in tuned_cells}
+    assert len(tuned_cells) == 3  # 3 cells × 1 seed, each at its arm's best setting (not the base recipe's)
     assert evidence["spectral"]["non_normal"]["peak"] > 1
     assert "bidirectional" in next(iter(evidence["refusals"].values()))
     # each criterion dated from this checkout's git (committed, or edited in the working tree); every run timed
@@ -111,3 +121,30 @@ def test_the_tiny_lecture_measures_and_judges_every_claim_and_reports_it(tmp_pat
                            text=True, cwd=REPO, env=env, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert digest(tmp_path / "again" / "lecture") == first  # the same store, the same bytes
+
+    # Judged again as recorded: no study runs (no new cell run in the store), the same executions, the same verdicts,
+    # and the report says so and names each execution's code version.
+    cells_before = len(client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                          "tags.`rnnlab.role` = 'cell'", max_results=5000))
+    recorded = subprocess.run(rnnlab_command("study", str(LECTURE), *overrides, "--recorded", "--json"),
+                              capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert recorded.returncode == 0, recorded.stderr[-3000:]
+    rejudged = json.loads(recorded.stdout.splitlines()[-1])
+    assert rejudged["executions"] == result["executions"]
+    assert {row["id"]: row["verdict"] for row in rejudged["claims"]} == verdicts
+    assert "claims 'lecture': study '" not in recorded.stderr  # no study was run
+    cells_after = len(client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                         "tags.`rnnlab.role` = 'cell'", max_results=5000))
+    assert cells_after == cells_before
+    text = (folder / "report.md").read_text()
+    assert "Judged on each study's latest recorded execution, as recorded: no study was run" in text
+    code = client.get_run(result["executions"]["lm_cells"]).data.tags["rnnlab.code_version"]
+    assert re.search(rf"\| lm_cells +\| `{result['executions']['lm_cells']}` +\| `{code}` +\|", text), text[-1500:]
+
+
+def test_recorded_is_refused_for_a_plain_study_file(tmp_path):
+    done = subprocess.run(rnnlab_command("study", str(REPO / "conf" / "studies" / "quick.yaml"), "--recorded"),
+                          capture_output=True, text=True, cwd=REPO, env={**os.environ, "RNNLAB_HOME": str(tmp_path)},
+                          timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("rnnlab: error: --recorded: ")
+    assert "claims file" in done.stderr and "Traceback" not in done.stderr and not (tmp_path / "mlruns").exists()

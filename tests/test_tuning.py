@@ -194,3 +194,41 @@ def test_a_dry_run_lists_the_cells_and_trials_with_an_estimate_and_trains_nothin
     minutes = re.search(r"estimated wall time on this machine: about ([\d.]+) (min|s)", done.stderr)
     assert minutes and float(minutes.group(1)) > 0
     assert not (tmp_path / "mlruns").exists()  # nothing recorded, nothing trained
+
+
+def test_a_translation_study_is_estimated_too_and_more_epochs_cost_more(tmp_path):
+    from test_flows_claims import cut_parallel
+
+    corpus = cut_parallel(tmp_path / "mt", lines=300)
+    path = tmp_path / "tiny_mt.yaml"
+    path.write_text(yaml.safe_dump({
+        "study": "tiny_mt", "base": str(REPO / "conf" / "runs" / "multi30k_deen.yaml"),
+        "overrides": {"data.corpus": str(corpus), "data.vocab_size": 80, "model.embedding_size": 16,
+                      "model.hidden_size": 16, "train.batch_size": 16, "train.max_minutes": None, "eval.beam": 2},
+        "factors": {"model.bidirectional": [False, True]}, "seeds": [1, 2], "concurrency": 2, "metric": {"name": "valid_bleu_greedy",
+                                                                                      "goal": "max"}}))
+    estimates = []
+    for epochs in (2, 6):
+        done = rnnlab("study", str(path), f"train.max_epochs={epochs}", "--dry-run", home=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "rnnlab: study 'tiny_mt': 4 cells, 2 at a time" in done.stderr, done.stderr
+        found = re.search(r"estimated wall time on this machine: about ([\d.]+) (min|s)", done.stderr)
+        estimates.append(float(found.group(1)) * (60 if found.group(2) == "min" else 1))
+    assert estimates[1] > estimates[0] > 0  # the training steps scale with the epochs, the start-up does not
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_a_diverged_trial_counts_as_a_uniform_guess_so_its_arm_keeps_a_finite_expected_best_curve():
+    import pandas as pd
+
+    from tasks.tuned_answer import expected_best, trial_values
+
+    trials = pd.DataFrame([{"outcome": "trained", "metrics.valid_ppl": 200.0, "vocab": "10000"},
+                           {"outcome": "diverged", "metrics.valid_ppl": math.nan, "vocab": "10000"}])
+    values = trial_values(trials, "valid_ppl", "min")
+    assert values == [200.0, 10000.0]  # perplexity of a uniform guess over 10,000 words
+    curve = expected_best(values, "min")
+    # one draw: either trial, 1/2 each; best of two: the diverged one only when both draws are it (1/4)
+    assert curve[0] == pytest.approx(5100.0) and curve[1] == pytest.approx(0.25 * 10000 + 0.75 * 200)
+    bleu = pd.DataFrame([{"outcome": "diverged", "metrics.valid_bleu_greedy": math.nan, "vocab": "8000"}])
+    assert trial_values(bleu, "valid_bleu_greedy", "max") == [0.0]
