@@ -16,7 +16,9 @@ LECTURE = REPO / "conf" / "studies" / "lecture.yaml"
 
 def test_the_lecture_names_its_studies_and_routes_overrides_to_one_or_all():
     lecture = load_claims(LECTURE, ["seeds=[1]", "lm_cells:train.max_steps=7"])
-    assert list(lecture.studies) == ["lm_cells", "lm_clipping", "lm_residual", "nmt_bidirectional"]
+    assert list(lecture.studies) == ["lm_cells_tuned", "lm_cells", "lm_clipping", "lm_residual", "nmt_bidirectional"]
+    assert lecture.studies["lm_cells_tuned"].config.tune.trials == 5  # claims 1 and 3: each cell at its tuned lr
+    assert {c.config.train.max_steps for c in lecture.studies["lm_cells_tuned"].cells} == {1000}  # not lm_cells
     assert [c.id for c in lecture.config.claims] == ["context", "vanishing", "lstm", "clipping", "depth",
                                                     "bidirectional", "perplexity"]
     assert all(s.config.seeds == [1] for s in lecture.studies.values())

@@ -42,12 +42,13 @@ def unmarked(claim_id):
 
 
 def cells(ks=None, rates=None, far=None, ppl=None, floor=None, outcomes=None):
-    """lm_cells: two seeds per cell; the context probe's k_5pct, the gradient-flow rate and norm(100)/norm(1); each
-    cell's valid perplexity (`ppl`), the runs' unigram floor and outcomes where given."""
-    ev = Evidence(runs={"lm_cells": [
-        run(f"{c}{s}", s, (outcomes or {}).get(c, "trained"),
-            {"valid_ppl": (ppl or {})[c] * (1 + 0.001 * s)} if c in (ppl or {}) else None, floor=floor, cell=c)
-        for c in ("rnn_tanh", "gru", "lstm") for s in (1, 2)]})
+    """lm_cells and lm_cells_tuned (the same runs under both: claim 2 reads the first, claims 1 and 3 the second):
+    two seeds per cell; the context probe's k_5pct, the gradient-flow rate and norm(100)/norm(1); each cell's valid
+    perplexity (`ppl`), the runs' unigram floor and outcomes where given."""
+    runs = [run(f"{c}{s}", s, (outcomes or {}).get(c, "trained"),
+                {"valid_ppl": (ppl or {})[c] * (1 + 0.001 * s)} if c in (ppl or {}) else None, floor=floor, cell=c)
+            for c in ("rnn_tanh", "gru", "lstm") for s in (1, 2)]
+    ev = Evidence(runs={"lm_cells": runs, "lm_cells_tuned": runs})
     for cell, k in (ks or {}).items():
         for s in (1, 2):
             ev.context[f"{cell}{s}"] = {"k_5pct": k, "k_1pct": 2 * k}
