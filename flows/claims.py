@@ -30,7 +30,8 @@ PROBES = {"effective_context": ("context",), "vanishing_gradient": ("gradflow",)
 @task(name="open-claims-run")
 def open_claims_run(lecture: Lecture, executions: dict[str, str | None], recorded: bool = False) -> str:
     run_id = tracking.open_run(lecture.name, f"claims {lecture.name}", {"claims.file": lecture.source}, {
-        "rnnlab.role": "claims", "rnnlab.claims.studies": "recorded" if recorded else "run", "rnnlab.study": lecture.name, "rnnlab.claims_file": lecture.source,
+        "rnnlab.role": "claims", "rnnlab.claims.studies": "recorded" if recorded else "run",
+        "rnnlab.study": lecture.name, "rnnlab.claims_file": lecture.source,
         "rnnlab.question": lecture.config.title, **({"mlflow.note.content": lecture.config.title}
                                                     if lecture.config.title else {}),
         **{f"rnnlab.execution.{name}": run for name, run in executions.items() if run}})

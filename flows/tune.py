@@ -111,7 +111,7 @@ def objective_value(study: Study, trial: dict[str, Any], vocab: int) -> float:
     """What Optuna is told: the deciding metric; a diverged trial, a uniform guess's score (it still counts), the
     same draw as the expected-best curve counts (tasks/tuned_answer.py worst_score)."""
     metric, goal = study.config.metric.name, study.config.metric.goal
-    return draw_value(trial["outcome"], trial["value"], goal, worst_score(metric, goal, vocab))
+    return draw_value(trial["outcome"], trial["value"], worst_score(metric, goal, vocab))
 
 
 def search_arms(study: Study, corpora: dict[str, Any], parent_run_id: str, runner: TaskRunner, storage: str,

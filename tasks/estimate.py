@@ -31,6 +31,16 @@ class Cost:
     seconds: float  # wall time on this machine, `concurrency` at a time
 
 
+def timed(step, repeats: int = 3) -> float:
+    """Seconds per call, after two warm-up calls (the first ones allocate)."""
+    step()
+    step()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    return (time.perf_counter() - started) / repeats
+
+
 def training_speed(cfg: RunConfig, vocab_size: int, threads: int, steps: int = 3) -> float:
     """Tokens per second of this config's language model on this machine: a few SGD steps on random tokens."""
     previous = torch.get_num_threads()
@@ -48,12 +58,7 @@ def training_speed(cfg: RunConfig, vocab_size: int, threads: int, steps: int = 3
             loss.backward()
             optimizer.step()
 
-        step()  # warm-up: the first steps allocate
-        step()
-        started = time.perf_counter()
-        for _ in range(steps):
-            step()
-        return steps * tokens[1:].numel() / (time.perf_counter() - started)
+        return tokens[1:].numel() / timed(step, steps)
     finally:
         torch.set_num_threads(previous)
 
@@ -66,16 +71,6 @@ def run_seconds(cfg: RunConfig, corpus, speed: float, max_steps: int | None = No
     every = cfg.train.val_every_n_steps or per_epoch
     validations = math.ceil(steps / every) + 1
     return steps * per_step / speed + validations * corpus.tokens["valid"] / (EVAL_SPEEDUP * speed) + CELL_SECONDS
-
-
-def timed(step, repeats: int = 3) -> float:
-    """Seconds per call, after two warm-up calls (the first ones allocate)."""
-    step()
-    step()
-    started = time.perf_counter()
-    for _ in range(repeats):
-        step()
-    return (time.perf_counter() - started) / repeats
 
 
 def translation_run_seconds(cfg: RunConfig, corpus, threads: int) -> float:
@@ -137,15 +132,16 @@ def study_cost(study: Study, corpora: dict, threads: int) -> tuple[Cost, Cost | 
     """(the cells, the tuning trials or None): runs and wall seconds at the study's concurrency."""
     from tasks.steps import data_key  # the corpus of a config
 
-    speeds: dict[str, float] = {}
+    speeds: dict[str, float] = {}  # a language model's tokens/s, by its shape
+    translation_seconds: dict[str, float] = {}  # a translation run's whole budget, by its recipe
     seconds = []
     for cell in study.cells:
         corpus = corpora[data_key(cell.config)]
         if cell.config.task != "lm":  # timed once per model and recipe (seeds share both)
             recipe = cell.config.model_copy(update={"seed": 0, "run_name": None}).model_dump_json()
-            if recipe not in speeds:
-                speeds[recipe] = translation_run_seconds(cell.config, corpus, threads)
-            seconds.append(speeds[recipe])
+            if recipe not in translation_seconds:
+                translation_seconds[recipe] = translation_run_seconds(cell.config, corpus, threads)
+            seconds.append(translation_seconds[recipe])
             continue
         shape = cell.config.model.model_dump_json()
         if shape not in speeds:

@@ -152,21 +152,18 @@ def worst_score(metric: str, goal: str, vocab: int | None) -> float:
     return math.inf
 
 
-def draw_value(outcome: str, value: float | None, goal: str, worst: float | None = None) -> float:
+def draw_value(outcome: str, value: float | None, worst: float) -> float:
     """One trial as a draw of the search: its deciding metric (a pruned trial: what its best checkpoint scored within
-    its cut budget); a diverged trial, or one without a finite score, `worst` (see worst_score), else the worst value
-    there is."""
+    its cut budget); a diverged trial, or one without a finite score, `worst` (see worst_score)."""
     if outcome == "diverged" or value is None or not math.isfinite(value):
-        if worst is not None:
-            return worst
-        return math.inf if goal == "min" else -math.inf
+        return worst
     return float(value)
 
 
 def trial_values(trials: Any, metric: str, goal: str) -> list[float]:
     """An arm's trials (rows of tracking.trial_runs) as draws of the search."""
     column = f"metrics.{metric}"
-    return [draw_value(row["outcome"], row.get(column), goal,
+    return [draw_value(row["outcome"], row.get(column),
                        worst_score(metric, goal, int(row["vocab"]) if str(row.get("vocab") or "").isdigit() else None))
             for row in trials.to_dict("records")]
 
