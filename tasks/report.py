@@ -274,7 +274,9 @@ def tuning_section(c: Comparison, parent: Any, out: Path) -> tuple[str, list[tup
     curves = {arm: tuned_answer.expected_best_curve(tuned_answer.trial_values(mine, c.metric, c.goal), c.goal)
               for arm, mine in trials.groupby("arm", sort=False)}
     plots.expected_best(curves, labels, c.metric, c.log_scale, out / "expected_best.png")
-    words = tuned_answer.ranking_words(tuned_answer.leader_by_budget(curves, c.goal), labels)
+    leaders = tuned_answer.leader_by_budget(curves, c.goal)
+    words = (f"{tuned_answer.ranking_words(leaders, labels)}; "
+             f"{tuned_answer.band_words(curves, leaders, c.goal) if leaders else ''}")
     text = ("Every arm was searched with the same Optuna budget (the same space, trials, per-trial budget and sampler "
             "seed, recorded on each trial run); a trial that diverged, failed to learn or was pruned counts as one of "
             "its arm's trials. Each arm's best setting was then trained over the study's seeds (the results above).\n\n"

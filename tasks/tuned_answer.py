@@ -67,6 +67,23 @@ def leader_by_budget(curves: dict[str, Curve], goal: str) -> list[str]:
     return [best(arms, key=lambda a: curves[a].expected[k]) for k in range(length)]
 
 
+def band_words(curves: dict[str, Curve], leaders: list[str], goal: str) -> str:
+    """How far the leader at each budget is established: at how many budgets its 95% band is clear of every other
+    arm's (the leader's worse bound better than each other arm's better bound)."""
+    clear = 0
+    for k, leader in enumerate(leaders):
+        mine = curves[leader]
+        others = [c for arm, c in curves.items() if arm != leader]
+        if goal == "min":
+            clear += all(mine.high[k] < c.low[k] for c in others)
+        else:
+            clear += all(mine.low[k] > c.high[k] for c in others)
+    if clear == len(leaders):
+        return f"the leader's 95% band is clear of every other arm's at all {len(leaders)} budgets"
+    return (f"these are point estimates: the leader's 95% band is clear of every other arm's at {clear} of "
+            f"{len(leaders)} budgets; where it is not, these trials do not establish the ranking")
+
+
 def ranking_words(leaders: list[str], labels: dict[str, str]) -> str:
     """"with at most 3 trials per arm X looks better; from 4 on, Y" (or: X at every budget from 1 to N)."""
     if not leaders:

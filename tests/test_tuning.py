@@ -232,3 +232,15 @@ def test_a_diverged_trial_counts_as_a_uniform_guess_so_its_arm_keeps_a_finite_ex
     assert curve[0] == pytest.approx(5100.0) and curve[1] == pytest.approx(0.25 * 10000 + 0.75 * 200)
     bleu = pd.DataFrame([{"outcome": "diverged", "metrics.valid_bleu_greedy": math.nan, "vocab": "8000"}])
     assert trial_values(bleu, "valid_bleu_greedy", "max") == [0.0]
+
+
+def test_the_expected_best_ranking_says_where_the_bands_do_not_separate_the_arms():
+    from tasks.tuned_answer import Curve, band_words
+
+    n = np.arange(1, 4)
+    a = Curve(n, np.array([300.0, 250, 240]), np.array([280.0, 240, 235]), np.array([320.0, 260, 245]))
+    b = Curve(n, np.array([400.0, 300, 250]), np.array([350.0, 270, 238]), np.array([450.0, 330, 260]))
+    words = band_words({"a": a, "b": b}, ["a", "a", "a"], "min")
+    assert "clear of every other arm's at 2 of 3 budgets" in words and "not established" in words  # 245 > 238
+    far = Curve(n, b.expected + 100, b.low + 100, b.high + 100)
+    assert band_words({"a": a, "b": far}, ["a", "a", "a"], "min").endswith("at all 3 budgets")
