@@ -15,6 +15,7 @@ from models.lm import RNNLM
 from models.seq2seq import Seq2Seq, sequence_nll
 from rnnlab.config import RunConfig
 from rnnlab.study import Study
+from tasks import hardware
 from tasks.model_settings import lm_settings, seq2seq_shape
 from tasks.nmt_corpus import BOS_ID
 
@@ -43,6 +44,7 @@ def timed(step, repeats: int = 3) -> float:
 
 def training_speed(cfg: RunConfig, vocab_size: int, threads: int, steps: int = 3) -> float:
     """Tokens per second of this config's language model on this machine: a few SGD steps on random tokens."""
+    hardware.flush_denormals()  # as training will: and before the threads below start, so that they inherit it
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -78,6 +80,7 @@ def translation_run_seconds(cfg: RunConfig, corpus, threads: int) -> float:
     split's mean lengths, random subwords), a greedy translation and a scoring pass of the valid split at every
     validation, and the final scores (greedy, beam, perplexity). Decoding is timed as one decoder step per target
     subword of the mean length (a trained model stops at its EOS; an untrained one runs to its length limit)."""
+    hardware.flush_denormals()  # as training will: and before the threads below start, so that they inherit it
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

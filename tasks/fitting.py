@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from models.metrics import perplexity
+from tasks import hardware
 from rnnlab.config import RunConfig
 from rnnlab.env import keep_freed_memory, project_dir, verbose
 from tasks.outcome import uniform_loss
@@ -382,6 +383,7 @@ def fit_module(cfg: RunConfig, module: pl.LightningModule, train_loader: DataLoa
 
 def seed_and_threads(cfg: RunConfig) -> None:
     keep_freed_memory()  # also in worker processes that did not come through the CLI
+    hardware.flush_denormals()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)

@@ -49,6 +49,19 @@ def cpu_offers() -> str:
             f"bf16 instructions: {', '.join(native_bf16()) or 'none'}")
 
 
+def flush_denormals() -> None:
+    """Compute with denormal floats flushed to zero (FTZ/DAZ), in this thread and every thread it starts afterwards.
+
+    A saturated network (an LSTM whose gates sit at 0 or 1 after a loss spike, an exploded one) computes with floats
+    below 1e-38, which x86 CPUs handle in microcode, ~100x slower than normal ones. Measured on an Intel Xeon
+    (benchmarks/bench_denormals.py): a saturated 2x200 LSTM's step took ~10x as long as a healthy one's, and in the
+    tuned clipping study one unclipped trial spent 17 minutes on 300 steps that take 35 s. Healthy training does
+    not reach such floats, so its results do not change (checked: the demo's perplexities, to the last digit).
+    MXCSR is per thread and a new thread inherits its creator's, so this must run before torch starts its
+    intra-op threads: before the first parallel op of the process (tasks.fitting.seed_and_threads, the estimate)."""
+    torch.set_flush_denormal(True)
+
+
 def cpu_runs_bf16() -> bool:
     """Whether torch's CPU kernels take bf16 here. torch has no public query: this is the test its oneDNN kernels
     make (AVX-512 BW/VL/DQ, or AVX-NE-CONVERT); an AVX2-only CPU fails it."""

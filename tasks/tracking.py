@@ -135,7 +135,9 @@ def provenance_tags() -> dict[str, str]:
             # reproduces bit for bit only on the same capability (and thread count).
             "cpu.capability": torch.backends.cpu.get_cpu_capability(),
             # The CPU's bf16 instructions (amx_bf16, avx512_bf16): whether bf16-mixed runs natively or emulated.
-            "cpu.bf16": ",".join(hardware.native_bf16()) or "none"}
+            "cpu.bf16": ",".join(hardware.native_bf16()) or "none",
+            # Every fit flushes denormal floats to zero first (tasks.hardware.flush_denormals).
+            "torch.flush_denormal": "true"}
     # The runs table's Source column: the code that made the run (and its commit, where there is one).
     tags["mlflow.source.type"] = "LOCAL"
     tags["mlflow.source.name"] = f"rnnlab {tags['rnnlab.code_version']}"

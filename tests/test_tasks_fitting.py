@@ -305,3 +305,42 @@ def test_a_cell_whose_config_changed_trains_again_from_the_start(tiny_cfg, tmp_p
     assert again.steps == first.steps  # one whole epoch, from step 0
     assert "its weights do not fit the model" in capfd.readouterr().err
     assert (workdir / "checkpoints" / "last.misfit").exists()
+
+
+# In a fresh interpreter: the flag must be set before torch starts its threads, as in a study's worker.
+DENORMALS = """
+import sys, threading
+import torch
+sys.path.insert(0, {repo!r})
+if {flush}:
+    from rnnlab import config
+    from tasks.fitting import seed_and_threads
+    seed_and_threads(config.load({repo!r} + "/conf/runs/ptb_small.yaml", ["train.num_threads=2"]))
+else:
+    torch.set_num_threads(2)
+# The smallest positive float32 (1.4e-45), made from its bits: a denormal however the flag is set.
+tiny = torch.ones(1 << 21, dtype=torch.int32).view(torch.float32)
+doubled = tiny * 2  # big enough that torch splits it across its 2 threads
+seen = []
+thread = threading.Thread(target=lambda: seen.append(float((tiny[:1] * 2).item())))
+thread.start(); thread.join()
+print(int(torch.count_nonzero(doubled)), seen[0])
+"""
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_a_fit_flushes_denormal_floats_to_zero_in_every_thread_it_computes_in(flush):
+    """A saturated network's gradients underflow into denormals, which the CPU computes ~10x slower
+    (benchmarks/bench_denormals.py); a fit flushes them to zero in torch's threads and in threads started later.
+    Without the flag (the control) they survive: the check can tell the two apart."""
+    import subprocess
+    import sys
+
+    code = DENORMALS.format(repo=str(Path(__file__).resolve().parent.parent), flush=flush)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    nonzero, in_new_thread = done.stdout.split()
+    if flush:
+        assert (int(nonzero), float(in_new_thread)) == (0, 0.0)
+    else:
+        assert int(nonzero) == 1 << 21 and float(in_new_thread) > 0
