@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("report", help="a study's report (Markdown + self-contained HTML + PNGs) from MLflow alone")
     p.add_argument("study", help="the study's name (its MLflow experiment)")
     p.add_argument("--parent-run", help="a particular execution of the study (default: the latest)")
-    p.add_argument("--out", default="reports", help="folder for <study>/report.md, report.html and the plots")
+    p.add_argument("--out", default=None, help="folder for <study>/report.md, report.html and the plots (default: "
+                   "reports/ in the project directory, where `rnnlab study` writes them)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_report)
 
@@ -404,10 +405,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    folder = Path(args.out) / args.study
+    folder = (Path(args.out) if args.out else project_dir() / "reports") / args.study
     existing = next(p for p in (folder.resolve(), *folder.resolve().parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK):  # checked before the report is computed
-        raise LookupError(f"--out {args.out}: cannot write the report in {folder} ({existing} is "
+        raise LookupError(f"--out {args.out or folder.parent}: cannot write the report in {folder} ({existing} is "
                           f"{'not a folder' if not existing.is_dir() else 'not writable'}); choose a writable folder "
                           "with --out")
     with quietly(True):

@@ -183,6 +183,55 @@ def gradient_norms(histories: dict[str, list[pd.Series]], thresholds: dict[str, 
         return save(fig, path)
 
 
+def training_losses(histories: dict[str, list[tuple[str, pd.Series]]], colour: dict[str, tuple], path: Path,
+                    uniform: float | None = None, floor: float | None = None, points: int = 300) -> Path:
+    """The training loss (nats per token) vs step, every step as logged. Per variant, the runs that trained: the mean
+    over seeds (binned to at most `points` steps, median per bin), band min–max. Each run that did not train: a thin
+    line of its own to where it stopped. The axis ends a little above `uniform` (the loss of a uniform guess over the
+    vocabulary), so a run that blew up leaves through the top instead of flattening the others; `floor`, the log of
+    the unigram model's validation perplexity, is drawn dashed as the level to get below."""
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots()
+        shown: list[float] = []
+        for variant, runs in histories.items():
+            runs = [(o, s[np.isfinite(s)]) for o, s in runs]
+            good = [s for o, s in runs if o == TRAINED and len(s)]
+            if good:
+                frame = pd.concat(good, axis=1).sort_index()
+                width = max(1, math.ceil(len(frame) / points))
+                bins = np.arange(len(frame)) // width
+                binned = frame.groupby(bins)
+                steps = frame.index.to_series().groupby(bins).median().to_numpy()
+                mean, low, high = binned.median().mean(axis=1), binned.min().min(axis=1), binned.max().max(axis=1)
+                ax.plot(steps, mean, color=colour[variant], linewidth=1.2, label=f"{variant} (trained: {len(good)})")
+                ax.fill_between(steps, low, high, color=colour[variant], alpha=0.15, linewidth=0)
+                shown += [*low, *high]
+            others = [(o, s) for o, s in runs if o != TRAINED and len(s)]
+            for i, (_, s) in enumerate(others):
+                how = ", ".join(f"{WORDS[o]} {sum(x == o for x, _ in others)}" for o in dict.fromkeys(o for o, _ in others))
+                ends = sorted({int(r.index[-1]) + 1 for _, r in others})  # the loss of step n is logged at n - 1
+                after = f"{ends[0]}" if len(ends) == 1 else f"{ends[0]}–{ends[-1]}"
+                ax.plot(s.index, s.to_numpy(), color=colour[variant], linewidth=0.8, alpha=0.8,
+                        label=f"{variant}: {how}, ended after {after} steps (a line each)" if i == 0 else None)
+                shown += [float(s.iloc[0])]
+        if uniform is not None:
+            ax.axhline(uniform, color="0.55", linestyle=":", linewidth=1, label=f"uniform guess: ln V = {uniform:.2f}")
+            shown.append(uniform)
+        if floor is not None:
+            ax.axhline(floor, color="0.3", linestyle="--", linewidth=1,
+                       label=f"unigram model (floor): ln {math.exp(floor):.1f} = {floor:.2f}")
+            shown.append(floor)
+        if shown:
+            low, high = min(shown), max(shown)
+            top = uniform * 1.15 if uniform is not None else high
+            ax.set_ylim(low - 0.05 * (top - low), top)
+        ax.set(xlabel="training step", ylabel="training loss (nats per token)")
+        ax.set_title("training loss", loc="left", pad=12)
+        ax.set_title("line: mean of the seeds that trained, band: min–max", loc="right", fontsize=7, color="0.35")
+        legend(ax)
+        return save(fig, path)
+
+
 def final_metric(table: pd.DataFrame, runs: pd.DataFrame, metric: str, log: bool, colour: dict[str, tuple],
                  path: Path, floor: float | None = None) -> Path:
     """The deciding metric per variant: each trained seed as a dot, the (geometric) mean with its 95% interval;

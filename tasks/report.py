@@ -251,8 +251,18 @@ def figures(c: Comparison, runs: pd.DataFrame, out: Path) -> list[tuple[str, str
                 curves[row.variant].append((row.outcome, series))
             elif not math.isnan(row.diverged_step):
                 stops[row.variant].append((row.outcome, int(row.diverged_step)))
-        plots.metric_curves(curves, stops, c.metric, c.log_scale, colour, out / "curve.png", c.floor.get(c.metric))
-        shown.append(("curve.png", f"{c.metric} vs step"))
+        if any(len(series) > 1 for runs_of in curves.values() for _, series in runs_of):  # one point is no curve:
+            # a study that validates only at its end (the demo) shows that point in final.png
+            plots.metric_curves(curves, stops, c.metric, c.log_scale, colour, out / "curve.png", c.floor.get(c.metric))
+            shown.append(("curve.png", f"{c.metric} vs step"))
+    losses = {v: [(row.outcome, history(row.run_id, "loss")) for row in c.runs[c.runs["variant"] == v].itertuples()]
+              for v in c.table["variant"]}
+    if any(len(s) for runs_of in losses.values() for _, s in runs_of):
+        vocab = pd.to_numeric(runs.get("tags.data.vocab_size", pd.Series(dtype=float)), errors="coerce").dropna()
+        floor = c.floor.get("valid_ppl")
+        plots.training_losses(losses, colour, out / "train_loss.png", math.log(vocab.iloc[0]) if len(vocab) else None,
+                              math.log(floor) if floor else None)
+        shown.append(("train_loss.png", "training loss vs step"))
     norms = {v: [history(r, "grad_norm") for r in c.runs[c.runs["variant"] == v]["run_id"]] for v in c.table["variant"]}
     clip = {v: runs[runs["tags.rnnlab.cell"] == v]["params.train.clip_norm"].iloc[0] for v in c.table["variant"]
             if (runs["tags.rnnlab.cell"] == v).any()}

@@ -278,7 +278,7 @@ def test_two_studies_started_together_on_one_store_both_finish(tmp_path, tiny_co
         assert all(r.info.status == "FINISHED" for r in runs)
 
 
-REPORT_FILES = {"report.md", "report.html", "curve.png", "grad_norm.png", "final.png"}
+REPORT_FILES = {"report.md", "report.html", "curve.png", "train_loss.png", "grad_norm.png", "final.png"}
 
 
 def test_the_study_builds_its_report_and_logs_it_to_the_parent_run(clipping_study):
@@ -286,6 +286,16 @@ def test_the_study_builds_its_report_and_logs_it_to_the_parent_run(clipping_stud
     assert {p.name for p in (home / "reports" / "tiny_clipping").iterdir()} == REPORT_FILES
     logged = {a.path for a in store(home).list_artifacts(result["parent_run_id"], "report")}
     assert logged == {f"report/{name}" for name in REPORT_FILES}
+
+
+def test_a_report_without_out_goes_where_the_study_put_it_not_into_the_current_directory(clipping_study):
+    home, result, _, _ = clipping_study
+    report = home / "reports" / "tiny_clipping" / "report.md"
+    before = report.stat().st_mtime_ns
+    done = rnnlab("report", "tiny_clipping", home=home)  # run from the checkout, a directory of its own
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert report.stat().st_mtime_ns > before
+    assert not (REPO / "reports" / "tiny_clipping").exists()
 
 
 def test_a_report_from_the_store_is_byte_identical_when_rebuilt_and_its_numbers_are_mlflows(clipping_study, tmp_path):
@@ -325,7 +335,7 @@ def test_a_report_from_the_store_is_byte_identical_when_rebuilt_and_its_numbers_
 
     parser = Images()
     parser.feed((first / "report.html").read_text())
-    assert len(parser.sources) == 3 and all(s.startswith("data:image/png;base64,") for s in parser.sources)
+    assert len(parser.sources) == 4 and all(s.startswith("data:image/png;base64,") for s in parser.sources)
     assert "<table>" in (first / "report.html").read_text()
 
 

@@ -91,3 +91,26 @@ def test_a_run_stopped_before_its_first_validation_is_marked_where_it_stopped_an
     assert f"{VARIANTS[0]}: diverged (stopped before its first validation)" in legends, legends
     assert not any("inf" in text for text in legends)  # it has no value: it is not "off the axes at inf"
     assert len(pixels(path, VARIANTS[0])) > 20  # its ×, on the top edge
+
+
+def test_the_training_loss_plot_keeps_the_axis_for_the_runs_that_trained_and_shows_where_the_others_blew_up(
+        tmp_path, monkeypatch):
+    legends, limits = [], []
+    save = plots.save
+    monkeypatch.setattr(plots, "save", lambda fig, path: (legends.extend(
+        t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()),
+        limits.append(fig.axes[0].get_ylim()), save(fig, path))[2])
+    steps = np.arange(500)
+    falling = 9.2 - 3.0 * (1 - np.exp(-steps / 80))  # 9.2 → ~6.2 nats
+    losses = {VARIANTS[2]: [("diverged", pd.Series([9.2, 9.3, 14.0, 60.0, 95.0, 80.0], index=steps[:6]))] * 2,
+              VARIANTS[3]: [("trained", pd.Series(falling + 0.05, index=steps)),
+                            ("trained", pd.Series(falling - 0.05, index=steps))]}
+    path = plots.training_losses(losses, COLOUR, tmp_path / "t.png", uniform=math.log(10_000), floor=math.log(687.0))
+    low, high = limits[0]
+    assert high == pytest.approx(1.15 * math.log(10_000)) and low < 6.2  # 95 nats does not flatten the trained line
+    height = imread(path).shape[0]
+    rows = pixels(path, VARIANTS[3])[:, 0]
+    assert rows.max() - rows.min() > 0.3 * height  # the trained runs' fall uses the plot's height
+    assert len(pixels(path, VARIANTS[2])) > 10  # the blown-up runs, leaving through the top
+    assert f"{VARIANTS[2]}: diverged 2, ended after 6 steps (a line each)" in legends
+    assert "unigram model (floor): ln 687.0 = 6.53" in legends
