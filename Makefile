@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # The corpora: ../shared/data when it sits beside the checkout, else data/ (missing corpora are downloaded).
 export RNNLAB_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(CURDIR)/data)
 
-.PHONY: install demo test test-all bench ui clean
+.PHONY: install demo lint test test-all bench ui clean
 
 install: $(VENV)/.installed
 
@@ -20,7 +20,12 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/rnnlab study conf/studies/quick.yaml
 
-test: install
+# The formatter and the linter (pyproject.toml, [tool.ruff]) before the suite: a tree they would change fails.
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+test: install lint
 	$(BIN)/python -m pytest
 
 test-all: install

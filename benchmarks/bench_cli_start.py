@@ -27,7 +27,9 @@ from tasks import hardware  # noqa: E402  (torch, in this process only: the comm
 
 def timed(argv: list[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "rnnlab.cli", *argv], cwd=REPO, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "rnnlab.cli", *argv], cwd=REPO, env=env, capture_output=True, text=True
+    )
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"bench_cli_start: `rnnlab {' '.join(argv)}` failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
@@ -42,12 +44,16 @@ def main() -> None:
     args = parser.parse_args()
     home = Path(args.home).resolve()
     env = {**os.environ, "RNNLAB_HOME": str(home)}
-    commands = {"rnnlab --help": ["--help"],
-                f"rnnlab compare {args.study} --fresh (computed)": ["compare", args.study, "--fresh"],
-                f"rnnlab compare {args.study} (unchanged store: the kept answer)": ["compare", args.study]}
+    commands = {
+        "rnnlab --help": ["--help"],
+        f"rnnlab compare {args.study} --fresh (computed)": ["compare", args.study, "--fresh"],
+        f"rnnlab compare {args.study} (unchanged store: the kept answer)": ["compare", args.study],
+    }
     if not (home / "mlruns" / "mlflow.db").exists():
-        print(f"bench_cli_start: no MLflow store in {home}: run `make demo` there first (the `quick` study); "
-              "only `rnnlab --help` is measured")
+        print(
+            f"bench_cli_start: no MLflow store in {home}: run `make demo` there first (the `quick` study); "
+            "only `rnnlab --help` is measured"
+        )
         commands = {"rnnlab --help": ["--help"]}
     for argv in commands.values():  # once unmeasured: the files are in the page cache for every measured round
         timed(argv, env)
@@ -55,11 +61,14 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, argv in commands.items():
             seconds[name].append(timed(argv, env))
-    print(f"CPU: {hardware.cpu_model()}; {hardware.cpu_offers()}; {os.cpu_count()} cores; Python "
-          f"{sys.version.split()[0]}")
+    print(
+        f"CPU: {hardware.cpu_model()}; {hardware.cpu_offers()}; {os.cpu_count()} cores; Python {sys.version.split()[0]}"
+    )
     for name, values in seconds.items():
-        print(f"{name}: median {statistics.median(values):.2f} s (min {min(values):.2f}, max {max(values):.2f}; "
-              f"{args.rounds} rounds)")
+        print(
+            f"{name}: median {statistics.median(values):.2f} s (min {min(values):.2f}, max {max(values):.2f}; "
+            f"{args.rounds} rounds)"
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Cold vs cached corpus preparation (tokenize + vocabulary + tensors vs checksum + load), per corpus.
 
-    python benchmarks/bench_data_cache.py [--rounds 3]
+python benchmarks/bench_data_cache.py [--rounds 3]
 """
 
 from __future__ import annotations

@@ -49,7 +49,8 @@ with torch.no_grad():
     for name, p in net.named_parameters():
         if "weight_hh" in name or "weight_ih" in name:
             p.mul_(300)
-print(json.dumps({{"healthy": healthy, "saturated": seconds_per_step(), "capability": torch.backends.cpu.get_cpu_capability()}}))
+print(json.dumps({{"healthy": healthy, "saturated": seconds_per_step(),
+                  "capability": torch.backends.cpu.get_cpu_capability()}}))
 """
 
 
@@ -67,16 +68,22 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     from tasks import hardware
 
-    print(f"CPU: {hardware.cpu_model()}; {hardware.cpu_offers()}; {args.steps} forward+backward steps, median of "
-          f"{args.rounds} fresh processes per row", flush=True)
+    print(
+        f"CPU: {hardware.cpu_model()}; {hardware.cpu_offers()}; {args.steps} forward+backward steps, median of "
+        f"{args.rounds} fresh processes per row",
+        flush=True,
+    )
     print(f"{'threads':>7} {'denormals':>10} {'healthy ms':>11} {'saturated ms':>13} {'saturated/healthy':>18}")
     for threads in (1, 2):
         for flush in (False, True):
             rows = [measure(flush, threads, args.steps) for _ in range(args.rounds)]
             healthy = statistics.median(r["healthy"] for r in rows) * 1e3
             saturated = statistics.median(r["saturated"] for r in rows) * 1e3
-            print(f"{threads:>7} {'flushed' if flush else 'kept':>10} {healthy:>11.1f} {saturated:>13.1f} "
-                  f"{saturated / healthy:>17.1f}x", flush=True)
+            print(
+                f"{threads:>7} {'flushed' if flush else 'kept':>10} {healthy:>11.1f} {saturated:>13.1f} "
+                f"{saturated / healthy:>17.1f}x",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

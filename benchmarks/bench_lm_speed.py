@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -31,14 +30,13 @@ from rnnlab.env import configure  # noqa: E402
 configure()
 
 import torch  # noqa: E402
+from peak import machine_line, peaks, print_peaks, report  # noqa: E402  (beside this file)
 from torch import nn  # noqa: E402
 
 from rnnlab import config  # noqa: E402
 from tasks import tracking  # noqa: E402
-from tasks.lm_corpus import prepare_lm_corpus  # noqa: E402
 from tasks.lm import eos_index, fit_lm, lm_columns  # noqa: E402
-
-from peak import machine_line, peaks, print_peaks, report  # noqa: E402  (beside this file)
+from tasks.lm_corpus import prepare_lm_corpus  # noqa: E402
 
 
 class BareLM(nn.Module):
@@ -57,8 +55,9 @@ class BareLM(nn.Module):
         return self.decoder(out), hidden
 
 
-def bare_tokens_per_second(ids: torch.Tensor, eos: int, vocab: int, steps: int, bptt: int, batch: int,
-                           bf16: bool = False) -> float:
+def bare_tokens_per_second(
+    ids: torch.Tensor, eos: int, vocab: int, steps: int, bptt: int, batch: int, bf16: bool = False
+) -> float:
     torch.manual_seed(1)
     model = BareLM(vocab)
     optimizer = torch.optim.SGD(model.parameters(), lr=20.0)
@@ -80,9 +79,16 @@ def bare_tokens_per_second(ids: torch.Tensor, eos: int, vocab: int, steps: int, 
 
 
 def rnnlab_tokens_per_second(steps: int, bptt: int, batch: int, precision: str = "32-true") -> float:
-    cfg = config.load(REPO / "conf" / "runs" / "ptb_small.yaml",
-                      [f"train.bptt={bptt}", f"train.batch_size={batch}", f"train.max_steps={steps}", "experiment=bench",
-                       f"train.precision={precision}"])
+    cfg = config.load(
+        REPO / "conf" / "runs" / "ptb_small.yaml",
+        [
+            f"train.bptt={bptt}",
+            f"train.batch_size={batch}",
+            f"train.max_steps={steps}",
+            "experiment=bench",
+            f"train.precision={precision}",
+        ],
+    )
     corpus = prepare_lm_corpus(cfg.data)
     run_id = tracking.open_run(cfg.experiment, "bench", cfg.flat(), {})
     with tracking.closing(run_id):
@@ -102,27 +108,35 @@ def main() -> None:
     corpus = prepare_lm_corpus(cfg.data)
     ids, eos = corpus.load("train"), eos_index(corpus)
     shape = (args.bptt * args.batch, 200, corpus.vocab_size)  # the output projection: most of a step's FLOPs
-    flops = 6 * sum(p.numel() for name, p in BareLM(corpus.vocab_size).named_parameters()
-                    if not name.startswith("embedding"))
+    flops = 6 * sum(
+        p.numel() for name, p in BareLM(corpus.vocab_size).named_parameters() if not name.startswith("embedding")
+    )
     print(machine_line())
-    print(f"2x200 LSTM, V={corpus.vocab_size}, bptt {args.bptt}, batch {args.batch}, {args.steps} steps per side per "
-          f"round; training ≈ {flops / 1e6:.1f} MFLOP per token (6 per non-embedding parameter)", flush=True)
+    print(
+        f"2x200 LSTM, V={corpus.vocab_size}, bptt {args.bptt}, batch {args.batch}, {args.steps} steps per side per "
+        f"round; training ≈ {flops / 1e6:.1f} MFLOP per token (6 per non-embedding parameter)",
+        flush=True,
+    )
     found = peaks(shape)
     print_peaks(found, shape)
-    sides = {"bare fp32": lambda: bare_tokens_per_second(ids, eos, corpus.vocab_size, args.steps, args.bptt, args.batch),
-             "rnnlab fp32": lambda: rnnlab_tokens_per_second(args.steps, args.bptt, args.batch)}
+    sides = {
+        "bare fp32": lambda: bare_tokens_per_second(ids, eos, corpus.vocab_size, args.steps, args.bptt, args.batch),
+        "rnnlab fp32": lambda: rnnlab_tokens_per_second(args.steps, args.bptt, args.batch),
+    }
     if "bf16" in found:
-        sides["bare bf16"] = lambda: bare_tokens_per_second(ids, eos, corpus.vocab_size, args.steps, args.bptt,
-                                                            args.batch, bf16=True)
+        sides["bare bf16"] = lambda: bare_tokens_per_second(
+            ids, eos, corpus.vocab_size, args.steps, args.bptt, args.batch, bf16=True
+        )
         sides["rnnlab bf16"] = lambda: rnnlab_tokens_per_second(args.steps, args.bptt, args.batch, "bf16-mixed")
     speeds: dict[str, list[float]] = {side: [] for side in sides}
     for round_ in range(args.rounds):
         for side, measure in sides.items():
             speeds[side].append(measure())
-        print(f"round {round_ + 1}: " + ", ".join(f"{side} {v[-1]:,.0f}" for side, v in speeds.items()) + " tok/s",
-              flush=True)
+        print(
+            f"round {round_ + 1}: " + ", ".join(f"{side} {v[-1]:,.0f}" for side, v in speeds.items()) + " tok/s",
+            flush=True,
+        )
     report(speeds, flops, found)
-
 
 
 if __name__ == "__main__":

@@ -31,16 +31,15 @@ from rnnlab.env import configure  # noqa: E402
 configure()
 
 import torch  # noqa: E402
+from peak import machine_line, peaks, print_peaks, report  # noqa: E402  (beside this file)
 from torch.utils.data import DataLoader  # noqa: E402
 
 from models.seq2seq import Seq2Seq, sequence_nll  # noqa: E402
 from rnnlab import config  # noqa: E402
 from tasks import tracking  # noqa: E402
-from tasks.steps import prepare_corpus  # noqa: E402
 from tasks.model_settings import seq2seq_shape  # noqa: E402
 from tasks.nmt import BucketBatches, PairDataset, collate, fit_nmt, translate_ids  # noqa: E402
-
-from peak import machine_line, peaks, print_peaks, report  # noqa: E402  (beside this file)
+from tasks.steps import prepare_corpus  # noqa: E402
 
 CONFIG = REPO / "conf" / "runs" / "multi30k_deen.yaml"
 
@@ -99,14 +98,19 @@ def main() -> None:
     m = cfg.model
     flops, shape = training_flops(cfg, corpus)
     print(machine_line())
-    print(f"seq2seq emb {m.embedding_size}, hidden {m.hidden_size}, bidirectional={m.bidirectional}, attention="
-          f"{m.attention}, vocab {corpus.src_vocab}/{corpus.tgt_vocab}, batch {cfg.train.batch_size}, {args.steps} "
-          f"steps per side per round; training ≈ {flops / 1e6:.1f} MFLOP per target token", flush=True)
+    print(
+        f"seq2seq emb {m.embedding_size}, hidden {m.hidden_size}, bidirectional={m.bidirectional}, attention="
+        f"{m.attention}, vocab {corpus.src_vocab}/{corpus.tgt_vocab}, batch {cfg.train.batch_size}, {args.steps} "
+        f"steps per side per round; training ≈ {flops / 1e6:.1f} MFLOP per target token",
+        flush=True,
+    )
     found = peaks(shape)
     print_peaks(found, shape)
     bf16_cfg = config.load(CONFIG, [f"train.max_steps={args.steps}", "experiment=bench", "train.precision=bf16-mixed"])
-    sides = {"bare fp32": lambda: bare_tokens_per_second(cfg, corpus, args.steps),
-             "rnnlab fp32": lambda: rnnlab_tokens_per_second(cfg, corpus)}
+    sides = {
+        "bare fp32": lambda: bare_tokens_per_second(cfg, corpus, args.steps),
+        "rnnlab fp32": lambda: rnnlab_tokens_per_second(cfg, corpus),
+    }
     if "bf16" in found:
         sides["bare bf16"] = lambda: bare_tokens_per_second(cfg, corpus, args.steps, bf16=True)
         sides["rnnlab bf16"] = lambda: rnnlab_tokens_per_second(bf16_cfg, corpus)
@@ -118,8 +122,10 @@ def main() -> None:
             if isinstance(speed, tuple):
                 speed, checkpoint = speed
             speeds[side].append(speed)
-        print(f"round {round_ + 1}: " + ", ".join(f"{side} {v[-1]:,.0f}" for side, v in speeds.items())
-              + " tgt tok/s", flush=True)
+        print(
+            f"round {round_ + 1}: " + ", ".join(f"{side} {v[-1]:,.0f}" for side, v in speeds.items()) + " tgt tok/s",
+            flush=True,
+        )
     report(speeds, flops, found, unit="tgt tok/s")
 
     if args.run:  # decoding speed depends on how well the model has learned when to stop: use a trained run
@@ -135,8 +141,10 @@ def main() -> None:
     for label, beam in (("greedy", 1), ("beam 5", 5)):
         start = time.perf_counter()
         translate_ids(net, sources, cfg.eval.batch_size, beam=beam, max_len_ratio=cfg.eval.max_len_ratio)
-        print(f"translation, {label}: {len(sources) / (time.perf_counter() - start):,.1f} sentences/s "
-              f"(batch {cfg.eval.batch_size})")
+        print(
+            f"translation, {label}: {len(sources) / (time.perf_counter() - start):,.1f} sentences/s "
+            f"(batch {cfg.eval.batch_size})"
+        )
 
 
 if __name__ == "__main__":

@@ -49,8 +49,10 @@ def main() -> None:
             local.append(rnnlab_tokens_per_second(args.steps, 35, 20))
             os.environ["MLFLOW_TRACKING_URI"] = state["url"]
             remote.append(rnnlab_tokens_per_second(args.steps, 35, 20))
-            print(f"round {round_ + 1}: local SQLite {local[-1]:,.0f} tok/s, MLflow server {remote[-1]:,.0f} tok/s",
-                  flush=True)
+            print(
+                f"round {round_ + 1}: local SQLite {local[-1]:,.0f} tok/s, MLflow server {remote[-1]:,.0f} tok/s",
+                flush=True,
+            )
     finally:
         servers.stop_all()
     lo, re_ = statistics.median(local), statistics.median(remote)

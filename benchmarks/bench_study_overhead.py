@@ -59,12 +59,16 @@ def main() -> None:
     slots = int(parent.data.params["study.concurrency"])
     busy = sum(r.data.metrics.get("fit_seconds", 0.0) + r.data.metrics.get("eval_seconds", 0.0) for r in children)
     flow_wall = result["study_seconds"]
-    print(f"study {result['study']}: {len(children)} cells trained, {slots} at a time, "
-          f"{result['diverged']} diverged, {result['failed']} failed")
+    print(
+        f"study {result['study']}: {len(children)} cells trained, {slots} at a time, "
+        f"{result['diverged']} diverged, {result['failed']} failed"
+    )
     print(f"cells training + evaluating: {busy:.1f} s summed over cells")
     for label, wall in (("study flow", flow_wall), ("whole command", command_wall)):
-        print(f"{label:>18}: wall {wall:.1f} s, capacity {wall * slots:.1f} cell-s, "
-              f"overhead {100 * (1 - busy / (wall * slots)):.1f}%")
+        print(
+            f"{label:>18}: wall {wall:.1f} s, capacity {wall * slots:.1f} cell-s, "
+            f"overhead {100 * (1 - busy / (wall * slots)):.1f}%"
+        )
     timeline(parent, children, flow_wall)
 
 
@@ -75,11 +79,15 @@ def timeline(parent, children, flow_wall: float) -> None:
     for run in sorted(children, key=lambda r: r.info.start_time):
         fit, evaluation = (run.data.metrics.get(k, 0.0) for k in ("fit_seconds", "eval_seconds"))
         opened, closed = run.info.start_time / 1000 - flow_start, run.info.end_time / 1000 - flow_start
-        print(f"{run.data.tags['rnnlab.cell']:<44} {run.data.params['seed']:>4} {opened:7.1f} {closed:7.1f} {fit:6.1f} "
-              f"{evaluation:5.1f} {closed - opened - fit - evaluation:5.1f}")
+        print(
+            f"{run.data.tags['rnnlab.cell']:<44} {run.data.params['seed']:>4} {opened:7.1f} {closed:7.1f} {fit:6.1f} "
+            f"{evaluation:5.1f} {closed - opened - fit - evaluation:5.1f}"
+        )
     last = max(r.info.end_time for r in children) / 1000 - flow_start
-    print(f"first cell opened {min(r.info.start_time for r in children) / 1000 - flow_start:.1f} s into the flow; "
-          f"after the last cell closed: {flow_wall - last:.1f} s (comparison, report)")
+    print(
+        f"first cell opened {min(r.info.start_time for r in children) / 1000 - flow_start:.1f} s into the flow; "
+        f"after the last cell closed: {flow_wall - last:.1f} s (comparison, report)"
+    )
 
 
 if __name__ == "__main__":

@@ -44,18 +44,25 @@ def peaks(shape: tuple[int, int, int]) -> dict[str, dict[str, float]]:
 
 
 def machine_line() -> str:
-    return (f"torch {torch.__version__}, {torch.get_num_threads()} threads; CPU: {hardware.cpu_model()}; "
-            f"{hardware.cpu_offers()}")
+    return (
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; CPU: {hardware.cpu_model()}; "
+        f"{hardware.cpu_offers()}"
+    )
 
 
 def print_peaks(found: dict[str, dict[str, float]], shape: tuple[int, int, int]) -> None:
     m, k, n = shape
     for name, p in found.items():
-        print(f"matmul peak {name}: {p['peak']:,.0f} GFLOP/s (the model's {m}×{k}@{k}×{n}: {p['model_shape']:,.0f}; "
-              f"2048³: {p['square_2048']:,.0f})", flush=True)
+        print(
+            f"matmul peak {name}: {p['peak']:,.0f} GFLOP/s (the model's {m}×{k}@{k}×{n}: {p['model_shape']:,.0f}; "
+            f"2048³: {p['square_2048']:,.0f})",
+            flush=True,
+        )
     if "bf16" not in found:
-        print(f"bf16: this CPU cannot run torch's bf16 kernels ({hardware.cpu_offers()}): the bf16 side is skipped",
-              flush=True)
+        print(
+            f"bf16: this CPU cannot run torch's bf16 kernels ({hardware.cpu_offers()}): the bf16 side is skipped",
+            flush=True,
+        )
     elif not hardware.native_bf16():
         print("bf16: emulated on this CPU (no bf16 instructions): expect it no faster than fp32", flush=True)
 
@@ -72,9 +79,13 @@ def report(speeds: dict[str, list[float]], flops: float, found: dict, unit: str 
         median = statistics.median(values)
         paired = statistics.median(v / b for v, b in zip(values, speeds["bare fp32"]))
         precision = side.split()[-1]
-        print(f"{side:>12}: {median:,.0f} {unit} · ×{median / base:.3f} bare fp32 (per-round ×{paired:.3f}) · "
-              f"{share(median, flops, found[precision]['peak'])} {precision}")
+        print(
+            f"{side:>12}: {median:,.0f} {unit} · ×{median / base:.3f} bare fp32 (per-round ×{paired:.3f}) · "
+            f"{share(median, flops, found[precision]['peak'])} {precision}"
+        )
     if "rnnlab bf16" in speeds:
         ours = statistics.median(speeds["rnnlab bf16"])
-        print(f"rnnlab bf16 / rnnlab fp32: ×{ours / statistics.median(speeds['rnnlab fp32']):.3f}; "
-              f"rnnlab bf16 / bare bf16: ×{ours / statistics.median(speeds['bare bf16']):.3f}")
+        print(
+            f"rnnlab bf16 / rnnlab fp32: ×{ours / statistics.median(speeds['rnnlab fp32']):.3f}; "
+            f"rnnlab bf16 / bare bf16: ×{ours / statistics.median(speeds['bare bf16']):.3f}"
+        )

@@ -24,17 +24,29 @@ from tasks.outcome import TRAINED
 from tasks.steps import probe_context, probe_gradient_flow, probe_spectral_check
 
 # Which probes each measurement kind reads, on the trained runs of its `study`.
-PROBES = {"effective_context": ("context",), "vanishing_gradient": ("gradflow",), "lstm_memory": ("context", "gradflow")}
+PROBES = {
+    "effective_context": ("context",),
+    "vanishing_gradient": ("gradflow",),
+    "lstm_memory": ("context", "gradflow"),
+}
 
 
 @task(name="open-claims-run")
 def open_claims_run(lecture: Lecture, executions: dict[str, str | None], recorded: bool = False) -> str:
-    run_id = tracking.open_run(lecture.name, f"claims {lecture.name}", {"claims.file": lecture.source}, {
-        "rnnlab.role": "claims", "rnnlab.claims.studies": "recorded" if recorded else "run",
-        "rnnlab.study": lecture.name, "rnnlab.claims_file": lecture.source,
-        "rnnlab.question": lecture.config.title, **({"mlflow.note.content": lecture.config.title}
-                                                    if lecture.config.title else {}),
-        **{f"rnnlab.execution.{name}": run for name, run in executions.items() if run}})
+    run_id = tracking.open_run(
+        lecture.name,
+        f"claims {lecture.name}",
+        {"claims.file": lecture.source},
+        {
+            "rnnlab.role": "claims",
+            "rnnlab.claims.studies": "recorded" if recorded else "run",
+            "rnnlab.study": lecture.name,
+            "rnnlab.claims_file": lecture.source,
+            "rnnlab.question": lecture.config.title,
+            **({"mlflow.note.content": lecture.config.title} if lecture.config.title else {}),
+            **{f"rnnlab.execution.{name}": run for name, run in executions.items() if run},
+        },
+    )
     tracking.log_text(run_id, Path(lecture.source).read_text(encoding="utf-8"), "claims.yaml")
     return run_id
 
@@ -53,8 +65,9 @@ def latest_execution(study: str) -> str | None:
 
 
 @flow(name="claims", log_prints=False)
-def claims_flow(claims_file: str, overrides: list[str] | None = None, force: bool = False,
-                recorded: bool = False) -> dict[str, Any]:
+def claims_flow(
+    claims_file: str, overrides: list[str] | None = None, force: bool = False, recorded: bool = False
+) -> dict[str, Any]:
     """Run every study the claims file names (reusing finished cells), probe, measure, judge and report. With
     `recorded`, run no study: judge each one's latest execution in the store, whatever code recorded it (a cell is
     keyed by the code that trains it, so after any code change the studies would otherwise all train again; the
@@ -78,8 +91,9 @@ def claims_flow(claims_file: str, overrides: list[str] | None = None, force: boo
     parent_run_id = open_claims_run(lecture, executions, recorded)
     with tracking.closing(parent_run_id):
         ids = [c.id for c in lecture.config.claims]
-        ev = Evidence(runs=gather_records(lecture, executions),
-                      timeline=timeline(lecture.source, ids, lecture.config.published))
+        ev = Evidence(
+            runs=gather_records(lecture, executions), timeline=timeline(lecture.source, ids, lecture.config.published)
+        )
         for claim in lecture.config.claims:
             m = claim.measure
             wanted = PROBES.get(m.kind, ())
@@ -93,13 +107,24 @@ def claims_flow(claims_file: str, overrides: list[str] | None = None, force: boo
                 ev.spectral = probe_spectral_check(list(m.radii))
             if m.kind == "bidirectional":
                 ev.refusals[m.lm_config] = refusal(Path(lecture.source).parent / m.lm_config)
-        tracking.log_text(parent_run_id, json.dumps(ev.as_json(), indent=1, sort_keys=True, default=str),
-                          "evidence.json")
+        tracking.log_text(
+            parent_run_id, json.dumps(ev.as_json(), indent=1, sort_keys=True, default=str), "evidence.json"
+        )
         results = evaluate(lecture.config.claims, ev)
-        tracking.set_tags(parent_run_id, {f"rnnlab.verdict.{r.claim.id}": r.verdict.verdict for r in results}
-                          | {f"rnnlab.registration.{r.claim.id}": r.registration.status for r in results})
+        tracking.set_tags(
+            parent_run_id,
+            {f"rnnlab.verdict.{r.claim.id}": r.verdict.verdict for r in results}
+            | {f"rnnlab.registration.{r.claim.id}": r.registration.status for r in results},
+        )
         if failures:
             tracking.log_text(parent_run_id, "\n".join(failures) + "\n", "failures.txt")
         report = build_claims_report(lecture.name, parent_run_id, str(project_dir() / "reports" / lecture.name))
-    return {"study": lecture.name, "parent_run_id": parent_run_id, "executions": executions, "failures": failures,
-            "claims": [r.row() for r in results], "report": report, "seconds": time.perf_counter() - started}
+    return {
+        "study": lecture.name,
+        "parent_run_id": parent_run_id,
+        "executions": executions,
+        "failures": failures,
+        "claims": [r.row() for r in results],
+        "report": report,
+        "seconds": time.perf_counter() - started,
+    }

@@ -23,14 +23,18 @@ class Schedule(Section):
     force: bool = False
 
     @model_validator(mode="after")
-    def _cron(self) -> "Schedule":
-        from prefect.client.schemas.schedules import CronSchedule  # lazy: Prefect (~1 s); rnnlab server reads schedules without it
+    def _cron(self) -> Schedule:
+        from prefect.client.schemas.schedules import (
+            CronSchedule,
+        )  # lazy: Prefect (~1 s); rnnlab server reads schedules without it
 
         try:
             CronSchedule(cron=self.cron, timezone=self.timezone)
         except ValidationError as err:
             problems = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
-            raise ValueError(f"deployment '{self.name}': cron '{self.cron}' / timezone '{self.timezone}': {problems}") from None
+            raise ValueError(
+                f"deployment '{self.name}': cron '{self.cron}' / timezone '{self.timezone}': {problems}"
+            ) from None
         return self
 
 
@@ -60,16 +64,22 @@ def deployment_fields(schedule: Schedule, study_file: Path, root: Path | None = 
 
     if root is not None and study_file.is_relative_to(root):
         study_file = study_file.relative_to(root)
-    return dict(name=schedule.name, schedules=[Cron(schedule.cron, timezone=schedule.timezone)], tags=["rnnlab"],
-                parameters={"study_file": str(study_file), "overrides": schedule.overrides, "force": schedule.force},
-                description=f"rnnlab study {study_file.name} on cron '{schedule.cron}' ({schedule.timezone})")
+    return dict(
+        name=schedule.name,
+        schedules=[Cron(schedule.cron, timezone=schedule.timezone)],
+        tags=["rnnlab"],
+        parameters={"study_file": str(study_file), "overrides": schedule.overrides, "force": schedule.force},
+        description=f"rnnlab study {study_file.name} on cron '{schedule.cron}' ({schedule.timezone})",
+    )
 
 
 def deployments(path: str | Path) -> list:
     from flows.study import study_flow  # lazy: torch, Lightning (~6 s), only to register or serve
 
-    return [study_flow.to_deployment(**deployment_fields(schedule, study_file))
-            for schedule, study_file in load_schedules(path)]
+    return [
+        study_flow.to_deployment(**deployment_fields(schedule, study_file))
+        for schedule, study_file in load_schedules(path)
+    ]
 
 
 def serve(path: str | Path) -> None:
@@ -96,6 +106,18 @@ def deploy_to_pool(path: str | Path, pool: str, source: str | Path) -> list[tupl
             prefect.create_work_pool(WorkPoolCreate(name=pool, type="process"))
     flow = study_flow.from_source(source=str(source), entrypoint="flows/study.py:study_flow")
     root = Path(source).resolve() if Path(source).is_dir() else None
-    return [(schedule, str(flow.deploy(**deployment_fields(schedule, study_file, root), work_pool_name=pool,
-                                       build=False, push=False, print_next_steps=False)))
-            for schedule, study_file in schedules]
+    return [
+        (
+            schedule,
+            str(
+                flow.deploy(
+                    **deployment_fields(schedule, study_file, root),
+                    work_pool_name=pool,
+                    build=False,
+                    push=False,
+                    print_next_steps=False,
+                )
+            ),
+        )
+        for schedule, study_file in schedules
+    ]

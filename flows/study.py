@@ -1,5 +1,6 @@
 """A study: prepare each corpus once ─► open the study's parent run ─► every cell × seed as a task (finished cells
-reused, interrupted ones resumed from their checkpoint) ─► comparison table ─► record. Composes, decides nothing else."""
+reused, interrupted ones resumed from their checkpoint) ─► comparison table ─► record. Composes, decides nothing
+else."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 import psutil
@@ -34,9 +36,9 @@ from rnnlab.processes import interrupt_once_in_worker
 from rnnlab.study import Cell, Study, load_study, show
 from tasks import tracking
 from tasks.compare import as_json, cell_results, compare, log_comparison, metric_key, summary_metrics
-from tasks.outcome import DIVERGED, FAILED_TO_LEARN
 from tasks.fitting import cell_dir
 from tasks.held_out import NAMED_TAG, SCORED_TAG, SPLIT_TAG, named_variants, runs_to_score
+from tasks.outcome import DIVERGED, FAILED_TO_LEARN
 from tasks.steps import check_cells_fit, has_split, prepare_data, score_held_out
 from tasks.steps import data_key as corpus_key
 from tasks.tuned_answer import expected_best, trial_values, tuned_answer
@@ -67,12 +69,23 @@ def open_study_run(study: Study, keys: list[str], corpora: dict[str, Any]) -> st
     params["study.exclude"] = cfg.exclude
     checksums = {corpus.name: corpus.checksum for corpus in corpora.values()}
     tracking.experiment_id(cfg.study, description=cfg.question)  # the question above the experiment's runs
-    run_id = tracking.open_run(cfg.study, f"study {cfg.study}", params, {
-        "rnnlab.role": "study", "rnnlab.study": cfg.study, "rnnlab.task": study.cells[0].config.task,
-        "rnnlab.study_file": study.source, "rnnlab.question": cfg.question, "rnnlab.metric": cfg.metric.name,
-        "rnnlab.goal": cfg.metric.goal, "rnnlab.cells": str(len(study.cells)),
-        "data.checksum": ",".join(f"{name}:{sha}" for name, sha in sorted(checksums.items())),
-        **({"mlflow.note.content": cfg.question} if cfg.question else {})})
+    run_id = tracking.open_run(
+        cfg.study,
+        f"study {cfg.study}",
+        params,
+        {
+            "rnnlab.role": "study",
+            "rnnlab.study": cfg.study,
+            "rnnlab.task": study.cells[0].config.task,
+            "rnnlab.study_file": study.source,
+            "rnnlab.question": cfg.question,
+            "rnnlab.metric": cfg.metric.name,
+            "rnnlab.goal": cfg.metric.goal,
+            "rnnlab.cells": str(len(study.cells)),
+            "data.checksum": ",".join(f"{name}:{sha}" for name, sha in sorted(checksums.items())),
+            **({"mlflow.note.content": cfg.question} if cfg.question else {}),
+        },
+    )
     tracking.log_text(run_id, study.definition(), "study.yaml")
     log_grid(run_id, study.cells, keys)
     return run_id
@@ -80,31 +93,49 @@ def open_study_run(study: Study, keys: list[str], corpora: dict[str, Any]) -> st
 
 def log_grid(run_id: str, cells: list[Cell] | tuple[Cell, ...], keys: list[str]) -> None:
     """The execution's cells (`grid.json`): what its comparison reads. A tuned study's cells name their recipe."""
-    grid = [{"variant": c.id, "label": c.label, "seed": c.seed, "cell_key": key, "run_name": c.name,
-             "factors": {k: show(v) for k, v in c.factors.items()}, **({"recipe": c.recipe} if c.recipe else {})}
-            for c, key in zip(cells, keys)]
+    grid = [
+        {
+            "variant": c.id,
+            "label": c.label,
+            "seed": c.seed,
+            "cell_key": key,
+            "run_name": c.name,
+            "factors": {k: show(v) for k, v in c.factors.items()},
+            **({"recipe": c.recipe} if c.recipe else {}),
+        }
+        for c, key in zip(cells, keys)
+    ]
     tracking.log_text(run_id, json.dumps(grid, indent=1), "grid.json")
 
 
 @task(name="cell")
-def run_cell(cell: Cell, corpus: Any, study: str, parent_run_id: str, key: str, threads: int,
-             fresh_since_ms: int | None = None) -> dict[str, Any]:
+def run_cell(
+    cell: Cell, corpus: Any, study: str, parent_run_id: str, key: str, threads: int, fresh_since_ms: int | None = None
+) -> dict[str, Any]:
     """Train one cell, unless another process is training it (then wait for it) or has finished it meanwhile (then
     reuse its run). `fresh_since_ms` (with --force): only a run started after that counts as finished, and the
     cell's old checkpoints are discarded."""
     gc.enable()  # in case no start_cell_worker ran: a local Dask worker spawned by rnnlab.cli starts with it paused
     if threads:
         torch.set_num_threads(threads)
-    tags = {"rnnlab.role": "cell", "rnnlab.study": study, "rnnlab.variant": cell.label, "rnnlab.cell": cell.id,
-            "rnnlab.cell_key": key, **({"rnnlab.recipe": cell.recipe, "rnnlab.tuned": str(cell.recipe == "tuned").lower()}
-                                       if cell.recipe else {}),
-            **{f"factor.{k}": show(v) for k, v in cell.factors.items()}}
+    tags = {
+        "rnnlab.role": "cell",
+        "rnnlab.study": study,
+        "rnnlab.variant": cell.label,
+        "rnnlab.cell": cell.id,
+        "rnnlab.cell_key": key,
+        **({"rnnlab.recipe": cell.recipe, "rnnlab.tuned": str(cell.recipe == "tuned").lower()} if cell.recipe else {}),
+        **{f"factor.{k}": show(v) for k, v in cell.factors.items()},
+    }
     try:
         with training_alone(cell, key):
             found = tracking.finished_run(study, key)
             if found and (fresh_since_ms is None or found["start_time"] >= fresh_since_ms):
-                print(f"rnnlab: [{cell.name}] reusing run {found['run_id']}, finished by another execution "
-                      "meanwhile", file=sys.stderr, flush=True)
+                print(
+                    f"rnnlab: [{cell.name}] reusing run {found['run_id']}, finished by another execution meanwhile",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 return found
             if fresh_since_ms is not None:
                 shutil.rmtree(cell_dir(key), ignore_errors=True)
@@ -166,8 +197,10 @@ def sweep_orphans(study: str) -> list[str]:
             except Exception:  # unknown to this Prefect server: nothing can still be writing to it through us
                 state = None
             if state is None or state.is_final():
-                tracking.mark_killed(run.info.run_id, f"left RUNNING by study execution {owner} "
-                                                      f"({state.name if state else 'unknown to Prefect'})")
+                tracking.mark_killed(
+                    run.info.run_id,
+                    f"left RUNNING by study execution {owner} ({state.name if state else 'unknown to Prefect'})",
+                )
                 swept.append(run.info.run_id)
     return swept
 
@@ -181,8 +214,9 @@ def close_stale(study: str, key: str | None, reason: str = "its worker ended bef
             tracking.mark_killed(run.info.run_id, reason)
 
 
-def tune_arms(study: Study, corpora: dict[str, Any], parent_run_id: str, runner: TaskRunner,
-              code: str) -> tuple[Study, list[str]]:
+def tune_arms(
+    study: Study, corpora: dict[str, Any], parent_run_id: str, runner: TaskRunner, code: str
+) -> tuple[Study, list[str]]:
     """Search every arm with the same budget (flows/tune.py); record each arm's best values on the parent; return the
     study with its final cells: each arm over the seeds at its best values (tuned) and at the base recipe (base)."""
     storage = storage_url(tracking.tracking_uri(), project_dir())
@@ -190,11 +224,17 @@ def tune_arms(study: Study, corpora: dict[str, Any], parent_run_id: str, runner:
     digest = search_digest(study)
     tracking.log_text(parent_run_id, json.dumps(best, indent=1, default=str), "tuning.json")
     tracking.set_tags(parent_run_id, {"rnnlab.search": digest, "rnnlab.optuna_storage": storage})
-    tracking.log_params(parent_run_id, {f"best.{metric_key(b['label'])}.{k}": v for b in best.values()
-                                        for k, v in b["values"].items()})
-    tracking.log_metrics(parent_run_id, {f"best.{metric_key(b['label'])}.{study.config.metric.name}": b["value"]
-                                         for b in best.values() if b["value"] is not None
-                                         and math.isfinite(b["value"])})
+    tracking.log_params(
+        parent_run_id, {f"best.{metric_key(b['label'])}.{k}": v for b in best.values() for k, v in b["values"].items()}
+    )
+    tracking.log_metrics(
+        parent_run_id,
+        {
+            f"best.{metric_key(b['label'])}.{study.config.metric.name}": b["value"]
+            for b in best.values()
+            if b["value"] is not None and math.isfinite(b["value"])
+        },
+    )
     log_expected_best(study, parent_run_id, digest)
     study = dataclasses.replace(study, cells=(*study.cells, *tuned_cells(study, best)))
     keys = [cell_key(cell, corpora[data_key(cell)].checksum, code) for cell in study.cells]
@@ -206,7 +246,7 @@ def log_expected_best(study: Study, parent_run_id: str, digest: str) -> None:
     """Each arm's expected best score against the number of trials, as a metric curve on the parent (step = n)."""
     trials = tracking.trial_runs(study.name, digest)
     metric, goal = study.config.metric.name, study.config.metric.goal
-    for (arm, mine) in (trials.groupby("arm", sort=False) if not trials.empty else []):
+    for _arm, mine in trials.groupby("arm", sort=False) if not trials.empty else []:
         curve = expected_best(trial_values(mine, metric, goal), goal)
         label = metric_key(mine["label"].iloc[0])
         for n, value in enumerate(curve, start=1):
@@ -226,8 +266,13 @@ def compare_and_log(study: str, parent_run_id: str) -> dict[str, Any]:
         result = tuned_answer(c, result, base, answer(base))
     log_comparison(c, result)
     tracking.log_metrics(parent_run_id, summary_metrics(c, {g["variant"]: g.get("label", g["variant"]) for g in grid}))
-    tracking.set_tags(parent_run_id, {"mlflow.note.content": f"{c.question}\n\n**Answer.** {result.text}".strip(),
-                                      "rnnlab.answer": result.text[:5000]})
+    tracking.set_tags(
+        parent_run_id,
+        {
+            "mlflow.note.content": f"{c.question}\n\n**Answer.** {result.text}".strip(),
+            "rnnlab.answer": result.text[:5000],
+        },
+    )
     return as_json(c, result)
 
 
@@ -242,11 +287,15 @@ def test_after_decision(study: Study, corpora: dict[str, Any], parent_run_id: st
     cells = {(cell.id, cell.seed): cell for cell in study.cells if cell.recipe in ("", "tuned")}  # what was decided
     corpus = corpora[data_key(study.cells[0])]
     if not has_split(corpus, "test"):
-        tracking.set_tags(parent_run_id, {SPLIT_TAG: f"none: corpus '{corpus.name}' has no test split",
-                                          NAMED_TAG: json.dumps(named)})
+        tracking.set_tags(
+            parent_run_id, {SPLIT_TAG: f"none: corpus '{corpus.name}' has no test split", NAMED_TAG: json.dumps(named)}
+        )
         return []
-    scored = set(runs.loc[runs.get(f"tags.{SCORED_TAG}", pd.Series(index=runs.index)).notna(), "run_id"]) \
-        if not runs.empty else set()
+    scored = (
+        set(runs.loc[runs.get(f"tags.{SCORED_TAG}", pd.Series(index=runs.index)).notna(), "run_id"])
+        if not runs.empty
+        else set()
+    )
     for row in runs_to_score(c, named).itertuples(index=False):
         if row.run_id not in scored:
             cell = cells[(row.variant, row.seed)]
@@ -279,9 +328,11 @@ class StudyProgress:
         running = min(self.slots, left)
         elapsed = time.monotonic() - self.started
         eta = "0.0 min" if not left else "?" if not self.trained else f"{elapsed / self.trained * left / 60:.1f} min"
-        return (f"rnnlab: study: {self.done}/{self.total} cells done · {running} running · {self.diverged} diverged · "
-                f"{self.failed_to_learn} failed to learn · {self.crashed} crashed · {elapsed / 60:.1f} min elapsed · "
-                f"ETA {eta}")
+        return (
+            f"rnnlab: study: {self.done}/{self.total} cells done · {running} running · {self.diverged} diverged · "
+            f"{self.failed_to_learn} failed to learn · {self.crashed} crashed · {elapsed / 60:.1f} min elapsed · "
+            f"ETA {eta}"
+        )
 
 
 def task_runner(study: Study) -> TaskRunner:
@@ -295,8 +346,14 @@ def task_runner(study: Study) -> TaskRunner:
 
         if runner.address:
             return DaskTaskRunner(address=runner.address)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": study.config.concurrency, "threads_per_worker": 1,
-                                              "processes": True, "dashboard_address": None})
+        return DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": study.config.concurrency,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+            }
+        )
     expect_workers()
     return ProcessPoolTaskRunner(max_workers=study.config.concurrency, initializer=start_cell_worker)
 
@@ -360,18 +417,36 @@ def split_reused(study: Study, keys: list[str], force: bool) -> tuple[list[dict[
     return reused, todo
 
 
-def run_grid(study: Study, corpora: dict[str, Any], todo: list[tuple[Cell, str]], reused: list[dict[str, Any]],
-             parent_run_id: str, runner: TaskRunner, fresh_since_ms: int | None) -> tuple[list[dict[str, Any]], list[str]]:
+def run_grid(
+    study: Study,
+    corpora: dict[str, Any],
+    todo: list[tuple[Cell, str]],
+    reused: list[dict[str, Any]],
+    parent_run_id: str,
+    runner: TaskRunner,
+    fresh_since_ms: int | None,
+) -> tuple[list[dict[str, Any]], list[str]]:
     results = list(reused)
     failures: list[str] = []
     progress = StudyProgress(len(study.cells), len(results), max(1, min(study.config.concurrency, len(todo))))
     if results:
         print(f"rnnlab: study: reusing {len(results)} finished cell(s); training {len(todo)}", file=sys.stderr)
     threads = threads_per_cell(study)
-    futures = {runner.submit(run_cell, {"cell": cell, "corpus": corpora[data_key(cell)], "study": study.name,
-                                        "parent_run_id": parent_run_id, "key": key, "threads": threads,
-                                        "fresh_since_ms": fresh_since_ms}): (cell, key)
-               for cell, key in todo}
+    futures = {
+        runner.submit(
+            run_cell,
+            {
+                "cell": cell,
+                "corpus": corpora[data_key(cell)],
+                "study": study.name,
+                "parent_run_id": parent_run_id,
+                "key": key,
+                "threads": threads,
+                "fresh_since_ms": fresh_since_ms,
+            },
+        ): (cell, key)
+        for cell, key in todo
+    }
     pending = set(futures)
     print(progress.line(), file=sys.stderr, flush=True)
     try:
@@ -402,8 +477,14 @@ def interrupt_workers(cells: list, grace: float = 5.0) -> None:
                 worker.kill()
 
 
-def collect(pending: set, futures: dict, study: Study, results: list[dict[str, Any]],
-            failures: list[str], progress: StudyProgress) -> None:
+def collect(
+    pending: set,
+    futures: dict,
+    study: Study,
+    results: list[dict[str, Any]],
+    failures: list[str],
+    progress: StudyProgress,
+) -> None:
     """Wait for the cells, one progress line per completion (and every 30 s)."""
     while pending:
         done, pending = wait(list(pending), timeout=30)
@@ -423,8 +504,10 @@ def collect(pending: set, futures: dict, study: Study, results: list[dict[str, A
 
 def why_failed(err: Exception) -> str:
     if isinstance(err, BrokenProcessPool):  # and the pool ended every other worker's cell with it
-        return ("its worker process died (killed, or out of memory), and the cells running beside it were stopped; "
-                "run the study again to resume them from their checkpoints")
+        return (
+            "its worker process died (killed, or out of memory), and the cells running beside it were stopped; "
+            "run the study again to resume them from their checkpoints"
+        )
     return f"{type(err).__name__}: {err}"
 
 
@@ -455,9 +538,14 @@ def study_flow(study_file: str, overrides: list[str] | None = None, force: bool 
             compared = compare_and_log(study.name, parent_run_id)
             test_after_decision(study, corpora, parent_run_id)
             reused_here = sum(r.get("reused", False) for r in results)
-            counts = {"cells": len(study.cells), "reused": reused_here, "trained": len(results) - reused_here,
-                      "diverged": sum(r["outcome"] == DIVERGED for r in results),
-                      "failed_to_learn": sum(r["outcome"] == FAILED_TO_LEARN for r in results), "failed": len(failures)}
+            counts = {
+                "cells": len(study.cells),
+                "reused": reused_here,
+                "trained": len(results) - reused_here,
+                "diverged": sum(r["outcome"] == DIVERGED for r in results),
+                "failed_to_learn": sum(r["outcome"] == FAILED_TO_LEARN for r in results),
+                "failed": len(failures),
+            }
             tracking.set_tags(parent_run_id, {f"rnnlab.{k}": v for k, v in counts.items()})
             if failures:
                 tracking.log_text(parent_run_id, "\n".join(failures) + "\n", "failures.txt")
@@ -465,9 +553,20 @@ def study_flow(study_file: str, overrides: list[str] | None = None, force: bool 
 
             report = build_report(study.name, parent_run_id, str(project_dir() / "reports" / study.name))
             if failures:  # after everything is recorded: the execution (Prefect flow run, parent run) shows as failed
-                raise StudyFailed(f"{len(failures)} of {len(study.cells)} cells failed (the others are recorded, see "
-                                  f"`rnnlab compare {study.name}`): " + "; ".join(failures))
-    return {"study": study.name, "parent_run_id": parent_run_id, "experiment": study.name, **counts,
-            "failures": failures, "question": compared["question"], "answer": compared["answer"],
-            "factors": compared["factors"],
-            "table": compared["table"], "report": report, "study_seconds": time.perf_counter() - started}
+                raise StudyFailed(
+                    f"{len(failures)} of {len(study.cells)} cells failed (the others are recorded, see "
+                    f"`rnnlab compare {study.name}`): " + "; ".join(failures)
+                )
+    return {
+        "study": study.name,
+        "parent_run_id": parent_run_id,
+        "experiment": study.name,
+        **counts,
+        "failures": failures,
+        "question": compared["question"],
+        "answer": compared["answer"],
+        "factors": compared["factors"],
+        "table": compared["table"],
+        "report": report,
+        "study_seconds": time.perf_counter() - started,
+    }

@@ -9,8 +9,9 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 import torch
@@ -24,8 +25,7 @@ from rnnlab.study import Cell, Study, dotted, run_name, show
 from tasks import tracking
 from tasks.steps import data_key
 from tasks.tuned_answer import PRUNED, draw_value, worst_score
-from tasks.tuning import (PruneBySteps, counted, distribution, make_pruner, open_search, reclaim_interrupted,
-                          search_name)
+from tasks.tuning import PruneBySteps, counted, distribution, make_pruner, open_search, reclaim_interrupted, search_name
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,14 @@ def arms_of(study: Study) -> list[Arm]:
 def search_digest(study: Study) -> str:
     """What makes two searches the same: the space, trials, per-trial budget, sampler, pruner, and the arm configs."""
     tune = study.config.tune
-    text = json.dumps({"tune": tune.model_dump(mode="json"), "budget": study.config.budget.model_dump(mode="json"),
-                       "cells": [c.config.digest() for c in study.cells]}, sort_keys=True)
+    text = json.dumps(
+        {
+            "tune": tune.model_dump(mode="json"),
+            "budget": study.config.budget.model_dump(mode="json"),
+            "cells": [c.config.digest() for c in study.cells],
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -68,9 +74,14 @@ def trial_config(study: Study, arm: Arm, params: dict[str, Any], number: int) ->
 def search_params(study: Study) -> dict[str, Any]:
     """The search's settings, recorded as params on every trial run (the same for every arm, by construction)."""
     tune = study.config.tune
-    params = {"tune.trials": tune.trials, "tune.sampler": tune.sampler.name, "tune.sampler.seed": tune.sampler.seed,
-              "tune.pruner": tune.pruner.name, "tune.pruner.warmup_steps": tune.pruner.warmup_steps,
-              "tune.pruner.startup_trials": tune.pruner.startup_trials}
+    params = {
+        "tune.trials": tune.trials,
+        "tune.sampler": tune.sampler.name,
+        "tune.sampler.seed": tune.sampler.seed,
+        "tune.pruner": tune.pruner.name,
+        "tune.pruner.warmup_steps": tune.pruner.warmup_steps,
+        "tune.pruner.startup_trials": tune.pruner.startup_trials,
+    }
     params.update({f"tune.space.{k}": json.dumps(v.model_dump(exclude_none=True)) for k, v in tune.space.items()})
     params.update({f"tune.budget.{k}": v for k, v in tune.budget.model_dump().items() if v is not None})
     return params
@@ -82,29 +93,68 @@ def curve_key(study: Study) -> str:
 
 
 @task(name="trial")
-def run_trial(study: Study, arm: Arm, number: int, trial_id: int, params: dict[str, Any], corpus: Any,
-              parent_run_id: str, storage: str, name: str, search: str, threads: int) -> dict[str, Any]:
+def run_trial(
+    study: Study,
+    arm: Arm,
+    number: int,
+    trial_id: int,
+    params: dict[str, Any],
+    corpus: Any,
+    parent_run_id: str,
+    storage: str,
+    name: str,
+    search: str,
+    threads: int,
+) -> dict[str, Any]:
     """One trial: the arm at the sampled values, trained for the per-trial budget, reported to Optuna by step."""
     if threads:
         torch.set_num_threads(threads)
     cfg = trial_config(study, arm, params, number)
     budget_steps = cfg.train.max_steps or 0
-    pruner = PruneBySteps(storage, name, trial_id, make_pruner(study.config.tune.pruner, budget_steps or None),
-                          curve_key(study))
-    tags = {"rnnlab.role": "trial", "rnnlab.study": study.name, "rnnlab.arm": arm.id, "rnnlab.variant": arm.label,
-            "rnnlab.trial": str(number), "rnnlab.search": search, **{f"factor.{k}": show(v) for k, v in arm.factors.items()}}
-    result = run_steps(cfg, corpus, parent_run_id, tags, params={f"tuned.{k}": v for k, v in params.items()}
-                       | search_params(study), callbacks=(pruner,))
+    pruner = PruneBySteps(
+        storage, name, trial_id, make_pruner(study.config.tune.pruner, budget_steps or None), curve_key(study)
+    )
+    tags = {
+        "rnnlab.role": "trial",
+        "rnnlab.study": study.name,
+        "rnnlab.arm": arm.id,
+        "rnnlab.variant": arm.label,
+        "rnnlab.trial": str(number),
+        "rnnlab.search": search,
+        **{f"factor.{k}": show(v) for k, v in arm.factors.items()},
+    }
+    result = run_steps(
+        cfg,
+        corpus,
+        parent_run_id,
+        tags,
+        params={f"tuned.{k}": v for k, v in params.items()} | search_params(study),
+        callbacks=(pruner,),
+    )
     outcome = result["outcome"]
     if pruner.pruned_at is not None:
         outcome = PRUNED
-        tracking.set_tags(result["run_id"], {"rnnlab.outcome": PRUNED, "rnnlab.outcome_reason":
-                                             f"pruned by the {study.config.tune.pruner.name} pruner at step "
-                                             f"{pruner.pruned_at}", "rnnlab.pruned_step": str(pruner.pruned_at)})
+        tracking.set_tags(
+            result["run_id"],
+            {
+                "rnnlab.outcome": PRUNED,
+                "rnnlab.outcome_reason": f"pruned by the {study.config.tune.pruner.name} pruner at step "
+                f"{pruner.pruned_at}",
+                "rnnlab.pruned_step": str(pruner.pruned_at),
+            },
+        )
     value = result["metrics"].get(study.config.metric.name)
     steps = int(result["metrics"].get("train_steps") or pruner.pruned_at or 0)
-    return {"arm": arm.id, "number": number, "run_id": result["run_id"], "outcome": outcome, "value": value,
-            "steps": steps, "budget_steps": budget_steps, "params": params}
+    return {
+        "arm": arm.id,
+        "number": number,
+        "run_id": result["run_id"],
+        "outcome": outcome,
+        "value": value,
+        "steps": steps,
+        "budget_steps": budget_steps,
+        "params": params,
+    }
 
 
 def objective_value(study: Study, trial: dict[str, Any], vocab: int) -> float:
@@ -114,8 +164,15 @@ def objective_value(study: Study, trial: dict[str, Any], vocab: int) -> float:
     return draw_value(trial["outcome"], trial["value"], worst_score(metric, goal, vocab))
 
 
-def search_arms(study: Study, corpora: dict[str, Any], parent_run_id: str, runner: TaskRunner, storage: str,
-                threads: int, on_interrupt: Callable[[list], None]) -> dict[str, dict[str, Any]]:
+def search_arms(
+    study: Study,
+    corpora: dict[str, Any],
+    parent_run_id: str,
+    runner: TaskRunner,
+    storage: str,
+    threads: int,
+    on_interrupt: Callable[[list], None],
+) -> dict[str, dict[str, Any]]:
     """Every arm's trials, round robin over the arms, `concurrency` at a time; resumes a killed search (never more
     than `trials` counted trials per arm, never a trial number twice). Returns, per arm, its best values and trials."""
     tune, cfg = study.config.tune, study.config
@@ -139,10 +196,22 @@ def search_arms(study: Study, corpora: dict[str, Any], parent_run_id: str, runne
                 search = searches[arm.id]
                 trial = search.ask(space)
                 name = search_name(cfg.study, arm.id, digest)
-                future = runner.submit(run_trial, {
-                    "study": study, "arm": arm, "number": trial.number, "trial_id": trial._trial_id,
-                    "params": trial.params, "corpus": corpora[data_key(arm.cells[0].config)], "parent_run_id": parent_run_id,
-                    "storage": storage, "name": name, "search": digest, "threads": threads})
+                future = runner.submit(
+                    run_trial,
+                    {
+                        "study": study,
+                        "arm": arm,
+                        "number": trial.number,
+                        "trial_id": trial._trial_id,
+                        "params": trial.params,
+                        "corpus": corpora[data_key(arm.cells[0].config)],
+                        "parent_run_id": parent_run_id,
+                        "storage": storage,
+                        "name": name,
+                        "search": digest,
+                        "threads": threads,
+                    },
+                )
                 running[future] = (arm, trial)
                 return True
         return False
@@ -159,8 +228,11 @@ def search_arms(study: Study, corpora: dict[str, Any], parent_run_id: str, runne
                     result = future.result()
                 except Exception as err:  # a crashed trial: recorded as failed, and it is tried again
                     searches[arm.id].tell(trial.number, state=optuna.trial.TrialState.FAIL)
-                    print(f"rnnlab: [{arm.label} trial {trial.number}] crashed: {type(err).__name__}: {err}",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"rnnlab: [{arm.label} trial {trial.number}] crashed: {type(err).__name__}: {err}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     continue
                 if result["outcome"] == PRUNED:
                     searches[arm.id].tell(trial.number, state=optuna.trial.TrialState.PRUNED)
@@ -171,14 +243,25 @@ def search_arms(study: Study, corpora: dict[str, Any], parent_run_id: str, runne
                 finished += 1
                 value = result["value"]
                 shown = f" {cfg.metric.name} {value:,.2f}" if value is not None and math.isfinite(value) else ""
-                ended.append((finished, f"[{arm.label} trial {trial.number}] {result['outcome'].replace('_', ' ')}"
-                              f"{shown} at " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                                         for k, v in result["params"].items())))
+                ended.append(
+                    (
+                        finished,
+                        f"[{arm.label} trial {trial.number}] {result['outcome'].replace('_', ' ')}"
+                        f"{shown} at "
+                        + ", ".join(
+                            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result["params"].items()
+                        ),
+                    )
+                )
             while len(running) < cfg.concurrency and launch():
                 pass
             for count, what in ended:
-                print(f"rnnlab: tuning: {count}/{total} trials done · {len(running)} running · "
-                      f"{trial_clock(started, count - resumed, total - count)} · {what}", file=sys.stderr, flush=True)
+                print(
+                    f"rnnlab: tuning: {count}/{total} trials done · {len(running)} running · "
+                    f"{trial_clock(started, count - resumed, total - count)} · {what}",
+                    file=sys.stderr,
+                    flush=True,
+                )
     except BaseException:
         on_interrupt(list(running))
         raise
@@ -195,13 +278,22 @@ def trial_clock(started: float, finished_here: int, left: int) -> str:
 
 def best_of(search: optuna.Study, arm: Arm, goal: str) -> dict[str, Any]:
     trials = [t for t in search.get_trials(deepcopy=False) if counted(t)]
-    scored = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None
-              and math.isfinite(t.value)]
+    scored = [
+        t
+        for t in trials
+        if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)
+    ]
     pick = (min if goal == "min" else max)(scored, key=lambda t: t.value) if scored else None
-    return {"arm": arm.id, "label": arm.label, "values": dict(pick.params) if pick else {},
-            "value": pick.value if pick else None, "trial": pick.number if pick else None,
-            "trials": [{"number": t.number, "state": t.state.name, "value": t.value, "params": dict(t.params)}
-                       for t in trials]}
+    return {
+        "arm": arm.id,
+        "label": arm.label,
+        "values": dict(pick.params) if pick else {},
+        "value": pick.value if pick else None,
+        "trial": pick.number if pick else None,
+        "trials": [
+            {"number": t.number, "state": t.state.name, "value": t.value, "params": dict(t.params)} for t in trials
+        ],
+    }
 
 
 def tuned_cells(study: Study, best: dict[str, dict[str, Any]]) -> list[Cell]:

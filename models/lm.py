@@ -52,7 +52,7 @@ class RNNLM(nn.Module):
         x = self.drop(self.embedding(tokens))
         hidden = hidden if hidden is not None else [None] * len(self.layers)
         new_hidden = []
-        for i, (layer, state) in enumerate(zip(self.layers, hidden)):
+        for layer, state in zip(self.layers, hidden):
             out, state = layer(x, state)
             new_hidden.append(state)
             x = self.drop(self.join(out, x))
@@ -70,7 +70,9 @@ def detach(hidden: Hidden | None) -> Hidden | None:
     return [tuple(t.detach() for t in h) if isinstance(h, tuple) else h.detach() for h in hidden]
 
 
-def token_nll(model: RNNLM, inputs: torch.Tensor, targets: torch.Tensor, hidden: Hidden | None) -> tuple[torch.Tensor, Hidden]:
+def token_nll(
+    model: RNNLM, inputs: torch.Tensor, targets: torch.Tensor, hidden: Hidden | None
+) -> tuple[torch.Tensor, Hidden]:
     """Per-token negative log-likelihood [time, batch] of `targets` given `inputs` and the carried state."""
     logits, hidden = model(inputs, hidden)
     nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")

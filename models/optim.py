@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 
@@ -19,7 +20,8 @@ def configure(parameters: Iterable[torch.nn.Parameter], cfg: OptimSettings, moni
         return optimizer
     if cfg.lr_schedule == "decay":  # Zaremba et al.: lr × decay^(epochs past decay_after)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda epoch: cfg.lr_decay ** max(epoch + 1 - cfg.decay_after, 0))
+            optimizer, lambda epoch: cfg.lr_decay ** max(epoch + 1 - cfg.decay_after, 0)
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=cfg.lr_decay, patience=0)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": monitor, "interval": "epoch"}}

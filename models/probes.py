@@ -34,8 +34,9 @@ def windows(ids: torch.Tensor, positions: torch.Tensor, k: int) -> torch.Tensor:
     return ids[positions[None, :] - k + torch.arange(k)[:, None]]
 
 
-def shuffled_windows(ids: torch.Tensor, positions: torch.Tensor, length: int, keep: int,
-                     generator: torch.Generator) -> torch.Tensor:
+def shuffled_windows(
+    ids: torch.Tensor, positions: torch.Tensor, length: int, keep: int, generator: torch.Generator
+) -> torch.Tensor:
     """The `length` tokens before each position with the words farther than `keep` shuffled among themselves (each
     position its own permutation) and the nearest `keep` left in order (Khandelwal et al. 2018: the far context
     becomes a bag of words)."""
@@ -67,12 +68,14 @@ def context_nll(net: RNNLM, ids: torch.Tensor, positions: torch.Tensor, ks: list
     return torch.stack([last_token_nll(net, windows(ids, positions, k), ids[positions]) for k in ks])
 
 
-def shuffled_nll(net: RNNLM, ids: torch.Tensor, positions: torch.Tensor, ks: list[int], length: int,
-                 seed: int) -> torch.Tensor:
+def shuffled_nll(
+    net: RNNLM, ids: torch.Tensor, positions: torch.Tensor, ks: list[int], length: int, seed: int
+) -> torch.Tensor:
     """NLL [len(ks), positions] given a `length`-token window whose words beyond distance k are shuffled."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.stack([last_token_nll(net, shuffled_windows(ids, positions, length, k, generator), ids[positions])
-                        for k in ks])
+    return torch.stack(
+        [last_token_nll(net, shuffled_windows(ids, positions, length, k, generator), ids[positions]) for k in ks]
+    )
 
 
 def perplexity_of(nll: torch.Tensor) -> float:
@@ -129,7 +132,8 @@ def bootstrap_excess(nll: torch.Tensor, full: torch.Tensor, draws: int, seed: in
     positions = nll.shape[1]
     picks = torch.randint(positions, (draws, positions), generator=torch.Generator().manual_seed(seed))
     counts = torch.zeros(draws, positions, dtype=torch.float64).scatter_add_(
-        1, picks, torch.ones(draws, positions, dtype=torch.float64))
+        1, picks, torch.ones(draws, positions, dtype=torch.float64)
+    )
     means = counts @ nll.double().T / positions
     return (means - (counts @ full.double() / positions)[:, None]).exp() - 1
 
@@ -143,7 +147,10 @@ def interval(values: list[float], level: float = 0.95) -> tuple[float, float]:
 
 # Gradient flow ---------------------------------------------------------------------------------------------------
 
-def state_gradient_norms(net: RNNLM, tokens: torch.Tensor, targets: torch.Tensor, burn_in: int) -> dict[str, torch.Tensor]:
+
+def state_gradient_norms(
+    net: RNNLM, tokens: torch.Tensor, targets: torch.Tensor, burn_in: int
+) -> dict[str, torch.Tensor]:
     """‖∂L_t/∂h_{t−k}‖ for k = 0 … K, per position: {"h": [K+1, P]} (and "c" for an LSTM's cell state).
 
     `tokens` [burn_in + K + 1, P]: the first `burn_in` steps only bring the state to a typical one (no gradient);
@@ -185,9 +192,17 @@ def state_gradient_norms(net: RNNLM, tokens: torch.Tensor, targets: torch.Tensor
     for name, per_step in kept.items():
         if per_step:
             # no gradient reached a tensor the loss does not depend on (the last step's LSTM cell state): zero
-            squared = torch.stack([sum(t.grad[0].double().pow(2).sum(-1) if t.grad is not None
-                                       else torch.zeros(t.shape[1], dtype=torch.float64) for t in layers)
-                                   for layers in per_step])
+            squared = torch.stack(
+                [
+                    sum(
+                        t.grad[0].double().pow(2).sum(-1)
+                        if t.grad is not None
+                        else torch.zeros(t.shape[1], dtype=torch.float64)
+                        for t in layers
+                    )
+                    for layers in per_step
+                ]
+            )
             norms[name] = squared.sqrt().flip(0)  # row k = k steps before the last
     return norms
 
@@ -196,8 +211,11 @@ def log_summary(norms: torch.Tensor, low: float = 0.1, high: float = 0.9) -> dic
     """Per row (k): the geometric mean over positions and the `low`/`high` quantiles: norms spread over orders of
     magnitude, where an arithmetic mean would be the largest few alone."""
     logs = norms.double().clamp_min(1e-300).log()
-    return {"geomean": logs.mean(1).exp(), "low": logs.quantile(low, dim=1).exp(),
-            "high": logs.quantile(high, dim=1).exp()}
+    return {
+        "geomean": logs.mean(1).exp(),
+        "low": logs.quantile(low, dim=1).exp(),
+        "high": logs.quantile(high, dim=1).exp(),
+    }
 
 
 def decay_rate(ks: list[int], norms: list[float]) -> float:
@@ -230,7 +248,8 @@ def recurrent_radii(net: RNNLM) -> list[float]:
 def gradient_flow(net: RNNLM, ids: torch.Tensor, positions: torch.Tensor, steps: int, burn_in: int) -> dict:
     """The gradient-flow curve of `net` on the windows before `positions` (each burn_in + steps + 1 tokens long):
     per k = 0 … steps the geometric mean and 10–90% quantiles of ‖∂L_t/∂h_{t−k}‖ (and of the LSTM cell state's),
-    the per-step decay rate fitted over k = 1 … steps, and each layer's σ₁ and spectral radius. Computed in float64 on a copy."""
+    the per-step decay rate fitted over k = 1 … steps, and each layer's σ₁ and spectral radius. Computed in float64 on
+    a copy."""
     net64 = _float64_copy(net)
     tokens = windows(ids, positions, burn_in + steps + 1)
     norms = state_gradient_norms(net64, tokens, ids[positions], burn_in)
@@ -257,8 +276,7 @@ def linear_flow(weight: torch.Tensor, steps: int, positions: int, input_scale: f
     inputs so tiny that tanh stays linear (tanh' ≈ 1): then ∂L_t/∂h_{t−k} = (Wᵀ)^k ∂L_t/∂h_t exactly. Draws its
     network and tokens from torch's global generator (seed it first)."""
     hidden, vocab = weight.shape[0], 10
-    net = RNNLM(vocab, LMSettings(cell="rnn_tanh", layers=1, embedding_size=hidden, hidden_size=hidden,
-                                  init_range=0.1))
+    net = RNNLM(vocab, LMSettings(cell="rnn_tanh", layers=1, embedding_size=hidden, hidden_size=hidden, init_range=0.1))
     with torch.no_grad():
         net.layers[0].weight_hh_l0.copy_(weight)
         net.layers[0].bias_hh_l0.zero_()
@@ -275,9 +293,19 @@ def shifted(eigenvalue: float, shift: float, hidden: int, block: int) -> torch.T
     return eigenvalue * torch.eye(hidden) + upper
 
 
-def spectral_check(radii: tuple[float, ...] = (0.9, 1.0, 1.1), steps: int = 60, hidden: int = 32, positions: int = 8,
-                   input_scale: float = 1e-6, seed: int = 0, eigenvalue: float = 0.9, shift: float = 0.5,
-                   block: int = 4, contracted_sigma: float = 0.95, non_normal_steps: int = 120) -> dict:
+def spectral_check(
+    radii: tuple[float, ...] = (0.9, 1.0, 1.1),
+    steps: int = 60,
+    hidden: int = 32,
+    positions: int = 8,
+    input_scale: float = 1e-6,
+    seed: int = 0,
+    eigenvalue: float = 0.9,
+    shift: float = 0.5,
+    block: int = 4,
+    contracted_sigma: float = 0.95,
+    non_normal_steps: int = 120,
+) -> dict:
     """The controlled check of the gradient-flow probe, true by construction (it tests the instrument and the maths,
     not a trained model): a linear-regime tanh RNN (`linear_flow`) whose recurrent matrix is
     - an orthogonal matrix scaled to spectral radius r: the norm is exactly r^k times the last step's, so the fitted
@@ -298,9 +326,16 @@ def spectral_check(radii: tuple[float, ...] = (0.9, 1.0, 1.1), steps: int = 60, 
         flow = linear_flow(matrix, non_normal_steps, positions, input_scale)
         norms = flow["h"]["geomean"]
         peak = max(range(len(norms)), key=lambda k: norms[k])
-        out[name] = {"eigenvalue": float(torch.linalg.eigvals(matrix.double()).abs().max()), "sigma": flow["sigma"][0],
-                     "shift": shift * float(matrix[0, 0]) / eigenvalue, "block": block,
-                     "ks": list(range(non_normal_steps + 1)), "norms": norms, "peak": norms[peak] / norms[0],
-                     "peak_k": peak, "last": norms[-1] / norms[0],
-                     "largest_step": max(b / a for a, b in zip(norms, norms[1:]))}
+        out[name] = {
+            "eigenvalue": float(torch.linalg.eigvals(matrix.double()).abs().max()),
+            "sigma": flow["sigma"][0],
+            "shift": shift * float(matrix[0, 0]) / eigenvalue,
+            "block": block,
+            "ks": list(range(non_normal_steps + 1)),
+            "norms": norms,
+            "peak": norms[peak] / norms[0],
+            "peak_k": peak,
+            "last": norms[-1] / norms[0],
+            "largest_step": max(b / a for a, b in zip(norms, norms[1:])),
+        }
     return out

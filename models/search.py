@@ -28,8 +28,9 @@ def reorder(states: list, index: torch.Tensor) -> list:
 
 
 @torch.no_grad()
-def greedy(model: Seq2Seq, src: torch.Tensor, lengths: torch.Tensor, bos: int, eos: int,
-           max_len_ratio: float = 2.0) -> list[list[int]]:
+def greedy(
+    model: Seq2Seq, src: torch.Tensor, lengths: torch.Tensor, bos: int, eos: int, max_len_ratio: float = 2.0
+) -> list[list[int]]:
     memory, states, src_mask = model.encode(src, lengths)
     limits = length_limits(lengths, max_len_ratio).to(src.device)
     prev = torch.full((src.size(0), 1), bos, dtype=torch.long, device=src.device)
@@ -56,8 +57,16 @@ def strip(tokens: list[int], eos: int) -> list[int]:
 
 
 @torch.no_grad()
-def beam_search(model: Seq2Seq, src: torch.Tensor, lengths: torch.Tensor, bos: int, eos: int, beam: int = 5,
-                max_len_ratio: float = 2.0, length_penalty: float = 1.0) -> list[list[int]]:
+def beam_search(
+    model: Seq2Seq,
+    src: torch.Tensor,
+    lengths: torch.Tensor,
+    bos: int,
+    eos: int,
+    beam: int = 5,
+    max_len_ratio: float = 2.0,
+    length_penalty: float = 1.0,
+) -> list[list[int]]:
     batch, k, device = src.size(0), beam, src.device
     memory, states, src_mask = model.encode(src, lengths)
     flat = torch.arange(batch, device=device).repeat_interleave(k)

@@ -21,8 +21,14 @@ from models.settings import Attention, Seq2SeqShape
 PAD = 0
 
 
-def run_stack(layers: nn.ModuleList, x: torch.Tensor, lengths: torch.Tensor | None, states: list | None,
-              residual: bool, drop: nn.Dropout) -> tuple[torch.Tensor, list]:
+def run_stack(
+    layers: nn.ModuleList,
+    x: torch.Tensor,
+    lengths: torch.Tensor | None,
+    states: list | None,
+    residual: bool,
+    drop: nn.Dropout,
+) -> tuple[torch.Tensor, list]:
     """Run one-layer LSTMs in turn (packed when lengths are given), with identity skips where widths agree."""
     new_states = []
     for i, layer in enumerate(layers):
@@ -46,13 +52,16 @@ class Encoder(nn.Module):
         self.embedding = nn.Embedding(shape.src_vocab, shape.embedding_size, padding_idx=PAD)
         sizes = [shape.embedding_size] + [shape.hidden_size] * shape.layers
         self.layers = nn.ModuleList(
-            nn.LSTM(sizes[i], width, batch_first=True, bidirectional=shape.bidirectional) for i in range(shape.layers))
+            nn.LSTM(sizes[i], width, batch_first=True, bidirectional=shape.bidirectional) for i in range(shape.layers)
+        )
         self.residual = shape.residual
         self.drop = nn.Dropout(shape.dropout) if shape.dropout > 0 else nn.Identity()
 
     def forward(self, src: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, list]:
         """src [B, S] → outputs [B, S, H] and per layer final (h, c), each [B, H] (directions concatenated)."""
-        outputs, states = run_stack(self.layers, self.drop(self.embedding(src)), lengths, None, self.residual, self.drop)
+        outputs, states = run_stack(
+            self.layers, self.drop(self.embedding(src)), lengths, None, self.residual, self.drop
+        )
         finals = [tuple(torch.cat(list(s), dim=-1) for s in state) for state in states]  # [dirs, B, w] → [B, dirs*w]
         return outputs, finals
 
@@ -94,7 +103,9 @@ class Decoder(nn.Module):
         self.residual = shape.residual
         self.drop = nn.Dropout(shape.dropout) if shape.dropout > 0 else nn.Identity()
 
-    def forward(self, prev: torch.Tensor, states: list, memory: torch.Tensor, src_mask: torch.Tensor) -> tuple[torch.Tensor, list]:
+    def forward(
+        self, prev: torch.Tensor, states: list, memory: torch.Tensor, src_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, list]:
         """prev [B, T] (teacher forcing, or T=1 while decoding) → logits [B, T, V] and the new states."""
         x, states = run_stack(self.layers, self.drop(self.embedding(prev)), None, states, self.residual, self.drop)
         if self.attend is not None:
@@ -115,8 +126,10 @@ class Seq2Seq(nn.Module):
 
     def encode(self, src: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, list, torch.Tensor]:
         memory, finals = self.encoder(src, lengths)
-        states = [(torch.tanh(bh(h)).unsqueeze(0), bc(c).unsqueeze(0))
-                  for (h, c), bh, bc in zip(finals, self.bridge_h, self.bridge_c)]
+        states = [
+            (torch.tanh(bh(h)).unsqueeze(0), bc(c).unsqueeze(0))
+            for (h, c), bh, bc in zip(finals, self.bridge_h, self.bridge_c)
+        ]
         return memory, states, src != PAD
 
     def forward(self, src: torch.Tensor, lengths: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
@@ -127,8 +140,9 @@ class Seq2Seq(nn.Module):
 
 def sequence_nll(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> tuple[torch.Tensor, int]:
     """Summed token cross entropy over non-padding targets, and their count."""
-    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=PAD, reduction="sum",
-                           label_smoothing=label_smoothing)
+    loss = F.cross_entropy(
+        logits.flatten(0, 1), targets.flatten(), ignore_index=PAD, reduction="sum", label_smoothing=label_smoothing
+    )
     return loss, int((targets != PAD).sum())
 
 

@@ -15,8 +15,10 @@ Attention = Literal["none", "dot", "general", "additive"]
 def check_encoder_split(hidden_size: int, bidirectional: bool) -> None:
     """A bidirectional encoder gives each direction half of hidden_size, so the size must be even."""
     if bidirectional and hidden_size % 2:
-        raise ValueError(f"model.hidden_size={hidden_size} must be even for a bidirectional encoder "
-                         "(model.bidirectional=true gives each direction half)")
+        raise ValueError(
+            f"model.hidden_size={hidden_size} must be even for a bidirectional encoder "
+            "(model.bidirectional=true gives each direction half)"
+        )
 
 
 @dataclass(frozen=True)

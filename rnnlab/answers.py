@@ -73,6 +73,7 @@ def code_state() -> list:
 @dataclass
 class Lookup:
     """One command's place in the cache: its key and the store's state at the start; `found` is the kept answer."""
+
     key: str | None
     store: tuple | None
     started_ns: int

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -26,6 +26,7 @@ VERDICTS = ("supported", "not supported", "inconclusive", "not testable here", "
 
 
 # ---- measurements: what is computed, from which study's runs (tasks/claims.py has one function per kind) ----
+
 
 class EffectiveContext(Section):
     """The context probe's effective context (the k at which a model truncated to k tokens comes within 1% or 5% of
@@ -113,18 +114,21 @@ class PerplexityScale(Section):
     literature: list[str] = Field(default_factory=list, description="published figures, quoted in the report")
 
 
-Measure = Annotated[Union[EffectiveContext, VanishingGradient, LSTMMemory, Clipping, ResidualDepth, Bidirectional,
-                          PerplexityScale], Field(discriminator="kind")]
+Measure = Annotated[
+    EffectiveContext | VanishingGradient | LSTMMemory | Clipping | ResidualDepth | Bidirectional | PerplexityScale,
+    Field(discriminator="kind"),
+]
 
 
 # ---- criteria: the thresholds, one model per measurement kind ----
+
 
 class Range(Section):
     low: float
     high: float
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Range":
+    def _ordered(self) -> Range:
         if not self.low <= self.high:
             raise ValueError(f"low {self.low:g} is above high {self.high:g}")
         return self
@@ -141,11 +145,13 @@ class ContextCriterion(Section):
 class VanishingCriterion(Section):
     max_rate: float = Field(gt=0, description="supported: the subject's trained per-step rate ≤ this")
     refuted_rate: float = Field(1.0, gt=0, description="not supported: rate ≥ this (no decay)")
-    min_diverged_share: float = Field(0.5, ge=0, le=1, description="exploding side supported: unclipped runs that "
-                                                                      "diverged, at least this share")
+    min_diverged_share: float = Field(
+        0.5, ge=0, le=1, description="exploding side supported: unclipped runs that diverged, at least this share"
+    )
     min_seeds: int = Field(2, ge=1)
     by_construction: list[Literal["spectral_check", "non_normal_check"]] = Field(
-        default_factory=list, description="parts that hold by construction: shown, never counted as support")
+        default_factory=list, description="parts that hold by construction: shown, never counted as support"
+    )
 
 
 class MemoryCriterion(Section):
@@ -155,17 +161,21 @@ class MemoryCriterion(Section):
 
 
 class ClippingCriterion(Section):
-    exploded_share: float = Field(0.5, gt=0, le=1, description="a setting explodes when at least this share of its "
-                                                                 "unclipped runs diverged")
+    exploded_share: float = Field(
+        0.5, gt=0, le=1, description="a setting explodes when at least this share of its unclipped runs diverged"
+    )
     min_drop: float = Field(0.5, gt=0, le=1, description="rescued: clipping lowers the diverged share by at least this")
     require: Literal["any", "all"] = Field("any", description="how many exploding settings must be rescued")
 
 
 class ResidualCriterion(Section):
-    min_ppl_ratio: float = Field(gt=1, description="supported: ppl without / with residual ≥ this at every deep setting")
+    min_ppl_ratio: float = Field(
+        gt=1, description="supported: ppl without / with residual ≥ this at every deep setting"
+    )
     refuted_ppl_ratio: float = Field(1.0, gt=0, description="not supported: ≤ this at every deep setting")
-    max_share_ratio: float = Field(gt=0, lt=1, description="supported: lowest layer's gradient share without / with "
-                                                             "≤ this at every deep setting")
+    max_share_ratio: float = Field(
+        gt=0, lt=1, description="supported: lowest layer's gradient share without / with ≤ this at every deep setting"
+    )
     refuted_share_ratio: float = Field(1.0, gt=0, description="not supported: ≥ this at every deep setting")
 
 
@@ -174,21 +184,28 @@ class BidirectionalCriterion(Section):
     require: Literal["any", "all"] = "any"
     min_pairs: int = Field(2, ge=1)
     by_construction: list[Literal["lm_refusal"]] = Field(
-        default_factory=list, description="parts that hold by construction: shown, never counted as support")
+        default_factory=list, description="parts that hold by construction: shown, never counted as support"
+    )
 
 
 class ScaleCriterion(Section):
     claimed: Range
     testable_on: list[str] = Field(min_length=1, description="corpora on which the claim applies")
-    tolerance: float = Field(0.1, ge=0, description="relative: supported within the range widened by this; not "
-                                                    "supported beyond twice that")
+    tolerance: float = Field(
+        0.1, ge=0, description="relative: supported within the range widened by this; not supported beyond twice that"
+    )
     why_not_here: str = Field(min_length=1, description="why the claim cannot be checked on the corpora measured")
 
 
 CRITERIA: dict[str, type[Section]] = {
-    "effective_context": ContextCriterion, "vanishing_gradient": VanishingCriterion, "lstm_memory": MemoryCriterion,
-    "clipping": ClippingCriterion, "residual_depth": ResidualCriterion, "bidirectional": BidirectionalCriterion,
-    "perplexity_scale": ScaleCriterion}
+    "effective_context": ContextCriterion,
+    "vanishing_gradient": VanishingCriterion,
+    "lstm_memory": MemoryCriterion,
+    "clipping": ClippingCriterion,
+    "residual_depth": ResidualCriterion,
+    "bidirectional": BidirectionalCriterion,
+    "perplexity_scale": ScaleCriterion,
+}
 
 
 class Meanings(Section):
@@ -209,7 +226,7 @@ class Claim(Section):
     verdicts: Meanings
 
     @model_validator(mode="after")
-    def _criterion_fits(self) -> "Claim":
+    def _criterion_fits(self) -> Claim:
         try:
             self.rule()
         except ValidationError as err:
@@ -226,8 +243,10 @@ class ClaimsConfig(Section):
     title: str = ""
     claims: list[Claim] = Field(min_length=1)
     published: dict[str, list[str]] = Field(
-        default_factory=dict, description="study name → commits that published its results before the runs this "
-                                          "store holds: the data was seen from then on (dates read from git)")
+        default_factory=dict,
+        description="study name → commits that published its results before the runs this "
+        "store holds: the data was seen from then on (dates read from git)",
+    )
 
     @field_validator("claims")
     @classmethod
@@ -283,8 +302,10 @@ def split_study_overrides(overrides: list[str], names: list[str], source: str) -
         target, sep, rest = item.partition(":")
         if sep and "=" not in target:
             if target not in each:
-                raise ConfigError(f"{source}: override '{item}' names study '{target}', which this claims file does "
-                                  f"not run (its studies: {', '.join(names)})")
+                raise ConfigError(
+                    f"{source}: override '{item}' names study '{target}', which this claims file does "
+                    f"not run (its studies: {', '.join(names)})"
+                )
             each[target].append(rest)
         else:
             for name in names:
@@ -311,15 +332,19 @@ def load_claims(path: str | Path, overrides: list[str] | None = None) -> Lecture
     for claim in cfg.claims:
         measure = claim.measure
         named = getattr(measure, "studies", None) or [measure.study] + (
-            [measure.explode_study] if isinstance(measure, VanishingGradient) else [])
+            [measure.explode_study] if isinstance(measure, VanishingGradient) else []
+        )
         for name in named:
             if name not in studies:
-                raise ConfigError(f"{path}: claim '{claim.id}': measure.study '{name}' is not one of the studies the "
-                                  f"claims name ({', '.join(studies) or 'none'}); add its file under `studies`")
+                raise ConfigError(
+                    f"{path}: claim '{claim.id}': measure.study '{name}' is not one of the studies the "
+                    f"claims name ({', '.join(studies) or 'none'}); add its file under `studies`"
+                )
         if isinstance(measure, Bidirectional) and not (path.parent / measure.lm_config).is_file():
             raise ConfigError(f"{path}: claim '{claim.id}': measure.lm_config not found: {measure.lm_config}")
     unknown = sorted(set(cfg.published) - set(studies))
     if unknown:
-        raise ConfigError(f"{path}: published: {', '.join(unknown)} is not one of the studies the claims name "
-                          f"({', '.join(studies)})")
+        raise ConfigError(
+            f"{path}: published: {', '.join(unknown)} is not one of the studies the claims name ({', '.join(studies)})"
+        )
     return Lecture(cfg, str(path), studies, by_file, routed)

@@ -17,9 +17,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rnnlab.env import (EnvironmentProblem, check_project, collector_paused, configure, disk_full,
-                        pause_gc_in_spawned_worker, project_dir, release_reserve)
 from rnnlab import answers, servers, store
+from rnnlab.env import (
+    EnvironmentProblem,
+    check_project,
+    collector_paused,
+    configure,
+    disk_full,
+    pause_gc_in_spawned_worker,
+    project_dir,
+    release_reserve,
+)
 from rnnlab.processes import Interrupts, abandon_prefect_api, start_prefect_api
 
 pause_gc_in_spawned_worker()  # this module is re-imported first in the worker processes of a study
@@ -52,7 +60,9 @@ READ_ONLY_COMMANDS = ("compare", "report", "ui")  # they create nothing in the p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rnnlab", description="A reproducible ablation lab for recurrent language and translation models.")
+    parser = argparse.ArgumentParser(
+        prog="rnnlab", description="A reproducible ablation lab for recurrent language and translation models."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("train", help="train one run (prepare → train → evaluate → record, as a Prefect flow)")
@@ -61,14 +71,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON summary as the last line on stdout")
     p.set_defaults(handler=cmd_train)
 
-    p = commands.add_parser("study", help="run (or resume) a study: every variant × seed of its grid, then the comparison")
+    p = commands.add_parser(
+        "study", help="run (or resume) a study: every variant × seed of its grid, then the comparison"
+    )
     p.add_argument("study", help="a study file, e.g. conf/studies/lm_clipping.yaml")
-    p.add_argument("overrides", nargs="*", help="study fields (seeds=[1,2] concurrency=1) or run-config keys (train.max_epochs=2)")
+    p.add_argument(
+        "overrides", nargs="*", help="study fields (seeds=[1,2] concurrency=1) or run-config keys (train.max_epochs=2)"
+    )
     p.add_argument("--force", action="store_true", help="retrain every cell, even those already finished")
-    p.add_argument("--dry-run", action="store_true", help="print the cells and trials it would run, with an estimated "
-                                                          "wall time on this machine, and exit")
-    p.add_argument("--recorded", action="store_true", help="a claims file only: run no study, judge each one's latest "
-                                                           "recorded execution (the report names its code version)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the cells and trials it would run, with an estimated wall time on this machine, and exit",
+    )
+    p.add_argument(
+        "--recorded",
+        action="store_true",
+        help="a claims file only: run no study, judge each one's latest "
+        "recorded execution (the report names its code version)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_study)
 
@@ -77,19 +98,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parent-run", help="a particular execution of the study (default: the latest)")
     p.add_argument("--csv", help="also write the full table to this CSV file")
     p.add_argument("--json", action="store_true", help="print the table as a JSON list of rows instead")
-    p.add_argument("--fresh", action="store_true",
-                   help="compute the answer again, even if the store is unchanged since it was last printed")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="compute the answer again, even if the store is unchanged since it was last printed",
+    )
     p.set_defaults(handler=cmd_compare)
 
     p = commands.add_parser("report", help="a study's report (Markdown + self-contained HTML + PNGs) from MLflow alone")
     p.add_argument("study", help="the study's name (its MLflow experiment)")
     p.add_argument("--parent-run", help="a particular execution of the study (default: the latest)")
-    p.add_argument("--out", default=None, help="folder for <study>/report.md, report.html and the plots (default: "
-                   "reports/ in the project directory, where `rnnlab study` writes them)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="folder for <study>/report.md, report.html and the plots (default: "
+        "reports/ in the project directory, where `rnnlab study` writes them)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_report)
 
-    p = commands.add_parser("server", help="a Prefect server and an MLflow tracking server for this project (127.0.0.1)")
+    p = commands.add_parser(
+        "server", help="a Prefect server and an MLflow tracking server for this project (127.0.0.1)"
+    )
     p.add_argument("action", choices=["start", "stop", "status"])
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--prefect-port", type=port, default=4200)
@@ -97,27 +127,42 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_server)
 
-    p = commands.add_parser("serve", help="register the deployments in conf/schedules.yaml (study + cron) and serve them")
+    p = commands.add_parser(
+        "serve", help="register the deployments in conf/schedules.yaml (study + cron) and serve them"
+    )
     p.add_argument("--schedules", default="conf/schedules.yaml")
     p.set_defaults(handler=cmd_serve)
 
-    p = commands.add_parser("deploy", help="register the deployments in conf/schedules.yaml on a Prefect work pool, "
-                            "whose workers (`rnnlab worker`, on any machine) run them")
+    p = commands.add_parser(
+        "deploy",
+        help="register the deployments in conf/schedules.yaml on a Prefect work pool, "
+        "whose workers (`rnnlab worker`, on any machine) run them",
+    )
     p.add_argument("--pool", required=True, help="the work pool (created, of type process, if missing)")
     p.add_argument("--schedules", default="conf/schedules.yaml")
-    p.add_argument("--source", default=None, help="what workers pull to run a study: this checkout's path (default; "
-                   "the same path on every machine) or a git URL")
+    p.add_argument(
+        "--source",
+        default=None,
+        help="what workers pull to run a study: this checkout's path (default; "
+        "the same path on every machine) or a git URL",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_deploy)
 
-    p = commands.add_parser("worker", help="a Prefect worker of a work pool (`prefect worker start`), with this "
-                            "project's environment: runs the studies deployed there")
+    p = commands.add_parser(
+        "worker",
+        help="a Prefect worker of a work pool (`prefect worker start`), with this "
+        "project's environment: runs the studies deployed there",
+    )
     p.add_argument("--pool", required=True)
     p.add_argument("--limit", type=positive_int, default=1, help="studies at once on this machine (default 1)")
     p.set_defaults(handler=cmd_worker)
 
-    p = commands.add_parser("evaluate", help="score a trained run on other data, logged to that run: perplexity of a "
-                            "language model on --file, or BLEU/chrF of a translation run on --src/--ref")
+    p = commands.add_parser(
+        "evaluate",
+        help="score a trained run on other data, logged to that run: perplexity of a "
+        "language model on --file, or BLEU/chrF of a translation run on --src/--ref",
+    )
     p.add_argument("run_id")
     p.add_argument("--file", type=existing_file, help="language model: a text file, one sentence per line")
     p.add_argument("--src", type=existing_file, help="translation: source sentences, one per line")
@@ -128,20 +173,32 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("translate", help="translate a file with a trained translation run (to stdout)")
     p.add_argument("run_id")
     p.add_argument("--input", required=True, type=existing_file, help="source sentences, one per line")
-    p.add_argument("--beam", type=positive_int, default=None, help="beam size (1 = greedy; default: the run's eval.beam)")
+    p.add_argument(
+        "--beam", type=positive_int, default=None, help="beam size (1 = greedy; default: the run's eval.beam)"
+    )
     p.set_defaults(handler=cmd_translate)
 
-    p = commands.add_parser("probe", help="measure a trained language-model run, logged to it (metrics probe_*, "
-                            "artifacts probes/): how much context it uses, or how the gradient reaching earlier "
-                            "hidden states decays")
+    p = commands.add_parser(
+        "probe",
+        help="measure a trained language-model run, logged to it (metrics probe_*, "
+        "artifacts probes/): how much context it uses, or how the gradient reaching earlier "
+        "hidden states decays",
+    )
     p.add_argument("run_id")
-    p.add_argument("probe", choices=["context", "gradient-flow"],
-                   help="context: perplexity with the context cut to the last k tokens (k = 1 … 200) and with the "
-                   "words beyond k shuffled; gradient-flow: ‖∂L_t/∂h_{t−k}‖ against k at initialisation and trained, "
-                   "and σ₁ of the recurrent weights")
+    p.add_argument(
+        "probe",
+        choices=["context", "gradient-flow"],
+        help="context: perplexity with the context cut to the last k tokens (k = 1 … 200) and with the "
+        "words beyond k shuffled; gradient-flow: ‖∂L_t/∂h_{t−k}‖ against k at initialisation and trained, "
+        "and σ₁ of the recurrent weights",
+    )
     p.add_argument("--split", default="valid", help="a split of the run's corpus (default valid)")
-    p.add_argument("--positions", type=positive_int, default=None,
-                   help="target positions sampled (default 500 for context, 200 for gradient-flow)")
+    p.add_argument(
+        "--positions",
+        type=positive_int,
+        default=None,
+        help="target positions sampled (default 500 for context, 200 for gradient-flow)",
+    )
     p.add_argument("--force", action="store_true", help="compute again even if a result with the same inputs is logged")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_probe)
@@ -150,18 +207,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("study", nargs="?", help="a study (its MLflow experiment): also print the address of its runs")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=port, default=5000)
-    p.add_argument("--jobs", action="store_true", help="also run MLflow's job runner (GenAI evaluation jobs: scorers, "
-                   "judges; ~10 processes more), off by default")
+    p.add_argument(
+        "--jobs",
+        action="store_true",
+        help="also run MLflow's job runner (GenAI evaluation jobs: scorers, "
+        "judges; ~10 processes more), off by default",
+    )
     p.set_defaults(handler=cmd_ui)
 
     p = commands.add_parser("data", help="prepare (and if needed download) a corpus, printing its sizes")
-    p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.corpus=wikitext-2, or task=nmt data.corpus=chr_en data.src=chr")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        help="config overrides, e.g. data.corpus=wikitext-2, or task=nmt data.corpus=chr_en data.src=chr",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_data)
 
     for command in commands.choices.values():
-        command.add_argument("-v", "--verbose", action="store_true",
-                             help="also show the libraries' own logs (Prefect, MLflow, Lightning), hidden by default")
+        command.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            help="also show the libraries' own logs (Prefect, MLflow, Lightning), hidden by default",
+        )
     args, extra = parser.parse_known_args(argv)
     # Overrides may follow options (`rnnlab train run.yaml --json train.lr=1`), where argparse leaves them over with
     # anything it does not know: key=value items go to a command that takes overrides; the rest is still an error.
@@ -192,16 +261,22 @@ def main(argv: list[str] | None = None) -> int:
         full = disk_full(err)
         if full:
             release_reserve()
-            print(f"rnnlab: error: no space left on device ({full}); free some space on the disk of {project_dir()} "
-                  "and run the command again (a study resumes its cells). The run in progress was closed as FAILED, "
-                  "or, where even that could not be written, the next command marks it KILLED", file=sys.stderr)
+            print(
+                f"rnnlab: error: no space left on device ({full}); free some space on the disk of {project_dir()} "
+                "and run the command again (a study resumes its cells). The run in progress was closed as FAILED, "
+                "or, where even that could not be written, the next command marks it KILLED",
+                file=sys.stderr,
+            )
             return 1
         raise
     except BaseException as err:  # Ctrl-C, SIGTERM (also as Lightning's exit or Prefect's TerminationSignal)
         if Interrupts.received is None and type(err).__name__ != "TerminationSignal":
             raise
-        print(f"rnnlab: {args.command} interrupted by {Interrupts.name()}: runs in progress were closed as KILLED; "
-              "run the same command again to resume", file=sys.stderr)
+        print(
+            f"rnnlab: {args.command} interrupted by {Interrupts.name()}: runs in progress were closed as KILLED; "
+            "run the same command again to resume",
+            file=sys.stderr,
+        )
         if getattr(args, "json", False):
             print(json.dumps({"status": "KILLED", "signal": Interrupts.name(), "exit_code": Interrupts.exit_code()}))
         return Interrupts.exit_code()
@@ -255,10 +330,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = train_flow(cfg)
     result["tracking_uri"] = tracking_uri()
     metrics = result["metrics"]
-    shown = ", ".join(f"{k} {metrics[k]:.2f}" for k in ("valid_ppl", "test_ppl", "test_bleu", "test_chrf") if k in metrics)
-    verdict = shown if result["outcome"] == "trained" else f"{result['outcome'].replace('_', ' ')}: {result['outcome_reason']}"
-    return finish(result, args.json, f"rnnlab: run {result['run_id']} in experiment '{cfg.experiment}': {verdict}\n"
-                  f"rnnlab: results in {result['tracking_uri']}; browse them with `rnnlab ui`")
+    shown = ", ".join(
+        f"{k} {metrics[k]:.2f}" for k in ("valid_ppl", "test_ppl", "test_bleu", "test_chrf") if k in metrics
+    )
+    verdict = (
+        shown
+        if result["outcome"] == "trained"
+        else f"{result['outcome'].replace('_', ' ')}: {result['outcome_reason']}"
+    )
+    return finish(
+        result,
+        args.json,
+        f"rnnlab: run {result['run_id']} in experiment '{cfg.experiment}': {verdict}\n"
+        f"rnnlab: results in {result['tracking_uri']}; browse them with `rnnlab ui`",
+    )
 
 
 def dry_run(study) -> int:
@@ -274,8 +359,10 @@ def dry_run(study) -> int:
     if study.config.tune:
         tune = study.config.tune
         for variant in study.variants:
-            print(f"  trials  {variant}: {tune.trials} ({tune.sampler.name} sampler, seed {tune.sampler.seed})",
-                  file=sys.stderr)
+            print(
+                f"  trials  {variant}: {tune.trials} ({tune.sampler.name} sampler, seed {tune.sampler.seed})",
+                file=sys.stderr,
+            )
     print("\n".join(estimate_lines(study, corpora, threads_per_cell(study))), file=sys.stderr)
     return 0
 
@@ -287,8 +374,11 @@ def cmd_study(args: argparse.Namespace) -> int:
     if is_claims_file(args.study):
         return cmd_claims(args)
     if args.recorded:
-        print(f"rnnlab: error: --recorded: {args.study} is a study file; the option is for a claims file (one with a "
-              "top-level `claims:` list), whose studies it judges as recorded", file=sys.stderr)
+        print(
+            f"rnnlab: error: --recorded: {args.study} is a study file; the option is for a claims file (one with a "
+            "top-level `claims:` list), whose studies it judges as recorded",
+            file=sys.stderr,
+        )
         return 2
 
     study = load_study(args.study, args.overrides)  # every cell is validated here, before anything trains
@@ -301,8 +391,11 @@ def cmd_study(args: argparse.Namespace) -> int:
         corpora = {data_key(c.config): c.config for c in study.cells}
         corpora = {key: prepare_corpus(config) for key, config in corpora.items()}  # bad data fails here, before
         check_cells_fit(study.cells, corpora)  # Prefect or MLflow start
-        print(f"rnnlab: study '{study.name}': {len(study.variants)} variants × {len(study.config.seeds)} seed(s) "
-              f"= {len(study.cells)} cells, {study.config.concurrency} at a time", file=sys.stderr)
+        print(
+            f"rnnlab: study '{study.name}': {len(study.variants)} variants × {len(study.config.seeds)} seed(s) "
+            f"= {len(study.cells)} cells, {study.config.concurrency} at a time",
+            file=sys.stderr,
+        )
         from flows.study import threads_per_cell  # lazy: loaded by the flow next anyway
         from tasks.estimate import estimate_lines
 
@@ -320,12 +413,17 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     table = formatted(comparison(study.name, result["parent_run_id"]))
     result["tracking_uri"] = tracking_uri()
-    return finish(result, args.json, f"\n{table.to_string(index=False)}\n\n"
-                  + answer_block(result["question"], result["answer"], result["factors"]) + "\n\n"
-                  f"rnnlab: study '{study.name}' (parent run {result['parent_run_id']}): {result['trained']} cells "
-                  f"trained here, {result['reused']} reused\n"
-                  f"rnnlab: report in {result['report']} (and .html); compare again with `rnnlab compare {study.name}`; "
-                  f"browse with `rnnlab ui`")
+    return finish(
+        result,
+        args.json,
+        f"\n{table.to_string(index=False)}\n\n"
+        + answer_block(result["question"], result["answer"], result["factors"])
+        + "\n\n"
+        f"rnnlab: study '{study.name}' (parent run {result['parent_run_id']}): {result['trained']} cells "
+        f"trained here, {result['reused']} reused\n"
+        f"rnnlab: report in {result['report']} (and .html); compare again with `rnnlab compare {study.name}`; "
+        f"browse with `rnnlab ui`",
+    )
 
 
 def cmd_claims(args: argparse.Namespace) -> int:
@@ -340,17 +438,24 @@ def cmd_claims(args: argparse.Namespace) -> int:
         for study in lecture.studies.values():  # bad data fails here, before Prefect or MLflow start
             corpora = {data_key(c.config): c.config for c in study.cells}
             check_cells_fit(study.cells, {key: prepare_corpus(config) for key, config in corpora.items()})
-        print(f"rnnlab: claims '{lecture.name}': {len(lecture.config.claims)} claims over "
-              f"{len(lecture.studies)} studies ({', '.join(lecture.studies)})", file=sys.stderr)
+        print(
+            f"rnnlab: claims '{lecture.name}': {len(lecture.config.claims)} claims over "
+            f"{len(lecture.studies)} studies ({', '.join(lecture.studies)})",
+            file=sys.stderr,
+        )
         start_prefect_api()
         from flows.claims import claims_flow  # lazy: Lightning and the probes, only once the data is ready
         from tasks.claims_report import terminal_table
 
         result = claims_flow(args.study, args.overrides, args.force, args.recorded)
     failed = "".join(f"\nrnnlab: study {line}" for line in result["failures"])
-    code = finish(result, args.json, f"\n{terminal_table(result['claims'])}\n{failed}\n"
-                  f"rnnlab: claims '{lecture.name}' (parent run {result['parent_run_id']}): report in "
-                  f"{result['report']} (and .html); again with `rnnlab report {lecture.name}`")
+    code = finish(
+        result,
+        args.json,
+        f"\n{terminal_table(result['claims'])}\n{failed}\n"
+        f"rnnlab: claims '{lecture.name}' (parent run {result['parent_run_id']}): report in "
+        f"{result['report']} (and .html); again with `rnnlab report {lecture.name}`",
+    )
     return 1 if result["failures"] else code
 
 
@@ -375,8 +480,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if kept.found and not (args.fresh or args.csv):
         sys.stdout.write(kept.found["stdout"])
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(kept.found.get("kept", 0)))
-        print(f"rnnlab: the answer computed at {when}: the store and the code are unchanged since (--fresh computes "
-              "it again)", file=sys.stderr)
+        print(
+            f"rnnlab: the answer computed at {when}: the store and the code are unchanged since (--fresh computes "
+            "it again)",
+            file=sys.stderr,
+        )
         return 0
     with quietly(True):
         with collector_paused():
@@ -396,8 +504,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         shown = json.dumps(as_json(c, result), default=_json_default) + "\n"
     else:
-        shown = (answer_block(c.question, result.text, result.factors) + "\n\n" + formatted(c).to_string(index=False)
-                 + "\n\n" + "\n".join(f"- {line}" for line in result.basis) + "\n")
+        shown = (
+            answer_block(c.question, result.text, result.factors)
+            + "\n\n"
+            + formatted(c).to_string(index=False)
+            + "\n\n"
+            + "\n".join(f"- {line}" for line in result.basis)
+            + "\n"
+        )
     sys.stdout.write(shown)
     kept.keep(shown)
     Exit.at_once = True  # all is printed and written; nothing of the process is left to tear down
@@ -408,9 +522,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     folder = (Path(args.out) if args.out else project_dir() / "reports") / args.study
     existing = next(p for p in (folder.resolve(), *folder.resolve().parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK):  # checked before the report is computed
-        raise LookupError(f"--out {args.out or folder.parent}: cannot write the report in {folder} ({existing} is "
-                          f"{'not a folder' if not existing.is_dir() else 'not writable'}); choose a writable folder "
-                          "with --out")
+        raise LookupError(
+            f"--out {args.out or folder.parent}: cannot write the report in {folder} ({existing} is "
+            f"{'not a folder' if not existing.is_dir() else 'not writable'}); choose a writable folder "
+            "with --out"
+        )
     with quietly(True):
         from tasks.claims_report import is_claims_study  # lazy: MLflow, matplotlib, scipy (~6 s)
         from tasks.claims_report import render as render_claims
@@ -424,29 +540,46 @@ def cmd_report(args: argparse.Namespace) -> int:
             logged = "logged to the parent run under report/"
         except Exception as err:  # a read-only store: the report is written all the same
             logged = f"not logged to the parent run (the store cannot be written: {str(err).splitlines()[0][:200]})"
-    return finish({"study": args.study, "parent_run_id": parent_run_id, "report": str(path),
-                   "html": str(folder / "report.html")}, args.json,
-                  f"rnnlab: {'claims report' if claims else 'report of study'} '{args.study}' (execution {parent_run_id}): {path} and {folder / 'report.html'}; "
-                  + logged)
+    return finish(
+        {"study": args.study, "parent_run_id": parent_run_id, "report": str(path), "html": str(folder / "report.html")},
+        args.json,
+        f"rnnlab: {'claims report' if claims else 'report of study'} '{args.study}' (execution {parent_run_id}): "
+        f"{path} and {folder / 'report.html'}; " + logged,
+    )
 
 
 def cmd_server(args: argparse.Namespace) -> int:
     if args.action == "stop":
         stopped = servers.stop_all()
-        return finish({"stopped": stopped}, args.json, f"rnnlab: stopped {', '.join(stopped) or 'nothing (none was running)'}")
+        return finish(
+            {"stopped": stopped}, args.json, f"rnnlab: stopped {', '.join(stopped) or 'nothing (none was running)'}"
+        )
     if args.action == "start":
-        started = {name: servers.start(name, args.host, port)
-                   for name, port in (("prefect", args.prefect_port), ("mlflow", args.mlflow_port))}
-        lines = [f"rnnlab: {name} server up at {state['url']} (pid {state['pid']}, log {state['log']})"
-                 for name, state in started.items()]
-        lines.append(f"rnnlab: use them from another shell with\n  export PREFECT_API_URL={started['prefect']['url']}"
-                     f"\n  export MLFLOW_TRACKING_URI={started['mlflow']['url']}\n"
-                     "rnnlab: `rnnlab serve` and `rnnlab server stop` find them by themselves")
+        started = {
+            name: servers.start(name, args.host, port)
+            for name, port in (("prefect", args.prefect_port), ("mlflow", args.mlflow_port))
+        }
+        lines = [
+            f"rnnlab: {name} server up at {state['url']} (pid {state['pid']}, log {state['log']})"
+            for name, state in started.items()
+        ]
+        lines.append(
+            f"rnnlab: use them from another shell with\n  export PREFECT_API_URL={started['prefect']['url']}"
+            f"\n  export MLFLOW_TRACKING_URI={started['mlflow']['url']}\n"
+            "rnnlab: `rnnlab serve` and `rnnlab server stop` find them by themselves"
+        )
         return finish(started, args.json, "\n".join(lines))
     found = servers.status()
-    lines = [f"rnnlab: {name}: " + (f"running at {state.get('url', '')} (pid {state['pid']})"
-                                    + ("" if state.get("healthy", True) else ", NOT answering its health check")
-                                    if state else "not running") for name, state in found.items()]
+    lines = [
+        f"rnnlab: {name}: "
+        + (
+            f"running at {state.get('url', '')} (pid {state['pid']})"
+            + ("" if state.get("healthy", True) else ", NOT answering its health check")
+            if state
+            else "not running"
+        )
+        for name, state in found.items()
+    ]
     return finish(found, args.json, "\n".join(lines))
 
 
@@ -455,9 +588,11 @@ def use_prefect_server(command: str) -> str:
     for variable, url in servers.project_urls().items():
         os.environ.setdefault(variable, url)  # this project's servers, unless the environment names others
     if not os.environ.get("PREFECT_API_URL"):
-        raise LookupError("a cron schedule needs a Prefect server: in Prefect's ephemeral mode (no server) schedules "
-                          "never fire. Start one with `rnnlab server start` (or set PREFECT_API_URL), then run "
-                          f"`rnnlab {command}` again.")
+        raise LookupError(
+            "a cron schedule needs a Prefect server: in Prefect's ephemeral mode (no server) schedules "
+            "never fire. Start one with `rnnlab server start` (or set PREFECT_API_URL), then run "
+            f"`rnnlab {command}` again."
+        )
     return os.environ["PREFECT_API_URL"]
 
 
@@ -471,8 +606,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     schedules = load_schedules(args.schedules)  # every study is validated before anything is registered
     servers.write_state(servers.SERVE, pid=os.getpid(), schedules=str(args.schedules))
-    print(f"rnnlab: serving {len(schedules)} deployment(s) on {api} (tracking: {tracking_target()}): "
-          + ", ".join(f"study/{s.name} ({s.cron} {s.timezone})" for s, _ in schedules), file=sys.stderr, flush=True)
+    print(
+        f"rnnlab: serving {len(schedules)} deployment(s) on {api} (tracking: {tracking_target()}): "
+        + ", ".join(f"study/{s.name} ({s.cron} {s.timezone})" for s, _ in schedules),
+        file=sys.stderr,
+        flush=True,
+    )
     serve(args.schedules)
     return 0
 
@@ -484,19 +623,34 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     source = args.source or str(CHECKOUT)
     with quietly(args.json):
         deployed = deploy_to_pool(args.schedules, args.pool, source)
-    return finish({"pool": args.pool, "source": source, "deployments": {f"study/{s.name}": i for s, i in deployed}},
-                  args.json, f"rnnlab: {len(deployed)} deployment(s) on work pool '{args.pool}' at {api}: "
-                  + ", ".join(f"study/{s.name} ({s.cron} {s.timezone})" for s, _ in deployed)
-                  + f"\nrnnlab: on each machine that should run them (with this project installed, RNNLAB_DATA_DIR "
-                  f"and MLFLOW_TRACKING_URI set): `rnnlab worker --pool {args.pool}`")
+    return finish(
+        {"pool": args.pool, "source": source, "deployments": {f"study/{s.name}": i for s, i in deployed}},
+        args.json,
+        f"rnnlab: {len(deployed)} deployment(s) on work pool '{args.pool}' at {api}: "
+        + ", ".join(f"study/{s.name} ({s.cron} {s.timezone})" for s, _ in deployed)
+        + f"\nrnnlab: on each machine that should run them (with this project installed, RNNLAB_DATA_DIR "
+        f"and MLFLOW_TRACKING_URI set): `rnnlab worker --pool {args.pool}`",
+    )
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     api = use_prefect_server(f"worker --pool {args.pool}")
-    command = [os.path.join(os.path.dirname(sys.executable), "prefect"), "worker", "start", "--pool", args.pool,
-               "--type", "process", "--limit", str(args.limit)]
-    print(f"rnnlab: worker of pool '{args.pool}' on {api} (tracking: {tracking_target()}): {' '.join(command)}",
-          file=sys.stderr, flush=True)
+    command = [
+        os.path.join(os.path.dirname(sys.executable), "prefect"),
+        "worker",
+        "start",
+        "--pool",
+        args.pool,
+        "--type",
+        "process",
+        "--limit",
+        str(args.limit),
+    ]
+    print(
+        f"rnnlab: worker of pool '{args.pool}' on {api} (tracking: {tracking_target()}): {' '.join(command)}",
+        file=sys.stderr,
+        flush=True,
+    )
     os.execv(command[0], command)  # Prefect's own worker, in this environment (configured above); it never returns
 
 
@@ -512,9 +666,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             from tasks.nmt import evaluate_pair  # lazy: torch, Lightning (~5 s)
 
             metrics = evaluate_pair(args.run_id, args.src, args.ref)
-    shown = ", ".join(f"{k.rpartition('.')[2]} {v:.2f}" for k, v in metrics.items() if k.endswith(("ppl", "bleu", "chrf")))
-    return finish({"run_id": args.run_id, "file": args.file or args.src, "metrics": metrics}, args.json,
-                  f"rnnlab: {shown} on {args.file or args.src} (logged to run {args.run_id})")
+    shown = ", ".join(
+        f"{k.rpartition('.')[2]} {v:.2f}" for k, v in metrics.items() if k.endswith(("ppl", "bleu", "chrf"))
+    )
+    return finish(
+        {"run_id": args.run_id, "file": args.file or args.src, "metrics": metrics},
+        args.json,
+        f"rnnlab: {shown} on {args.file or args.src} (logged to run {args.run_id})",
+    )
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
@@ -527,16 +686,23 @@ def cmd_probe(args: argparse.Namespace) -> int:
             result = probes.gradient_flow_probe(args.run_id, args.split, args.positions, args.force)
     head = f"rnnlab: run {args.run_id} ({result['cell']}), {result['positions']} positions of {result['split']}"
     if args.probe == "context":
-        def k(prefix: str, name: str) -> str:
-            return f"k = {result[f'{prefix}_{name}']}" + ("" if result[f"{prefix}_{name}_reached"] else " (not reached)")
 
-        human = (f"{head}: full-context ppl {result['full_ppl']:.2f}; the last k tokens come within 1% of it from "
-                 f"{k('k', '1pct')}, within 5% from {k('k', '5pct')}; shuffling the words beyond k costs less than 1% "
-                 f"from {k('order_k', '1pct')}, less than 5% from {k('order_k', '5pct')}")
+        def k(prefix: str, name: str) -> str:
+            return f"k = {result[f'{prefix}_{name}']}" + (
+                "" if result[f"{prefix}_{name}_reached"] else " (not reached)"
+            )
+
+        human = (
+            f"{head}: full-context ppl {result['full_ppl']:.2f}; the last k tokens come within 1% of it from "
+            f"{k('k', '1pct')}, within 5% from {k('k', '5pct')}; shuffling the words beyond k costs less than 1% "
+            f"from {k('order_k', '1pct')}, less than 5% from {k('order_k', '5pct')}"
+        )
     else:
         sigmas = lambda when: "/".join(f"{s:.2f}" for s in result[f"sigma_{when}"])  # noqa: E731
-        human = (f"{head}: ‖∂L_t/∂h_(t−k)‖ changes ×{result['rate_init']:.3f} per step at initialisation "
-                 f"(σ₁(W_hh) {sigmas('init')}), ×{result['rate_trained']:.3f} trained (σ₁ {sigmas('trained')})")
+        human = (
+            f"{head}: ‖∂L_t/∂h_(t−k)‖ changes ×{result['rate_init']:.3f} per step at initialisation "
+            f"(σ₁(W_hh) {sigmas('init')}), ×{result['rate_trained']:.3f} trained (σ₁ {sigmas('trained')})"
+        )
     return finish(result, args.json, human + (" [reused]" if result["reused"] else ""))
 
 
@@ -553,8 +719,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
     store.read_only()
     uri = store.tracking_uri()
     if uri.startswith(("http://", "https://")):
-        raise LookupError(f"MLFLOW_TRACKING_URI={uri} is a tracking server, which serves the MLflow UI itself: open "
-                          f"{uri} in a browser (`rnnlab ui` serves a store that no server serves)")
+        raise LookupError(
+            f"MLFLOW_TRACKING_URI={uri} is a tracking server, which serves the MLflow UI itself: open "
+            f"{uri} in a browser (`rnnlab ui` serves a store that no server serves)"
+        )
     if store.is_local_store(uri):
         # With SQLite alone, not MLflow (~3 s of imports): an empty project has no store to show (the server would
         # create one), a damaged one is named.
@@ -564,8 +732,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
         experiments = {e.name: e.experiment_id for e in MlflowClient(uri).search_experiments()}
     if args.study and args.study not in experiments:
-        raise LookupError(f"no study or experiment '{args.study}' in {uri}; there are: "
-                          f"{', '.join(sorted(experiments)) or 'none'}")
+        raise LookupError(
+            f"no study or experiment '{args.study}' in {uri}; there are: {', '.join(sorted(experiments)) or 'none'}"
+        )
 
     def ready(url: str) -> None:
         print(f"rnnlab: MLflow UI for {uri} at {url} (Ctrl-C stops it)", file=sys.stderr)
@@ -573,8 +742,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
             # MLflow 3.17's UI opens an experiment in its GenAI mode (traces, evaluations) whatever the experiment's
             # tags, unless the browser was switched to "Model training" (kept in the browser's local storage); this
             # parameter opens the study's runs in that mode.
-            print(f"rnnlab: study '{args.study}': {url}/#/experiments/{experiments[args.study]}/runs"
-                  "?workflowType=machine_learning", file=sys.stderr)
+            print(
+                f"rnnlab: study '{args.study}': {url}/#/experiments/{experiments[args.study]}/runs"
+                "?workflowType=machine_learning",
+                file=sys.stderr,
+            )
         sys.stderr.flush()
 
     try:
@@ -597,8 +769,11 @@ def cmd_data(args: argparse.Namespace) -> int:
         corpus = prepare_corpus(cfg)
     sizes = getattr(corpus, "tokens", None) or corpus.pairs
     shown = ", ".join(f"{split} {n:,}" for split, n in sizes.items())
-    return finish({"corpus": corpus.name, "sizes": sizes, "checksum": corpus.checksum, "cache_dir": corpus.cache_dir},
-                  args.json, f"rnnlab: {corpus.name} ({'sentence pairs' if cfg.task == 'nmt' else 'tokens with <eos>'}): {shown}")
+    return finish(
+        {"corpus": corpus.name, "sizes": sizes, "checksum": corpus.checksum, "cache_dir": corpus.cache_dir},
+        args.json,
+        f"rnnlab: {corpus.name} ({'sentence pairs' if cfg.task == 'nmt' else 'tokens with <eos>'}): {shown}",
+    )
 
 
 class Exit:

@@ -28,16 +28,20 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    corpus: str = Field("ptb", description="a known corpus (ptb, wikitext-2) or a directory with train/valid[/test] text files")
+    corpus: str = Field(
+        "ptb", description="a known corpus (ptb, wikitext-2) or a directory with train/valid[/test] text files"
+    )
     dir: str | None = Field(None, description="data directory; null = $RNNLAB_DATA_DIR, else <project>/data")
     download: bool = Field(True, description="fetch a missing known corpus from its public source (sha256-checked)")
     # A seed that only changes the initialisation understates how much results move between seeds (Bouthillier et al.
     # 2021): the order of the training data moves them too.
     order: Literal["shuffled", "fixed"] = Field(
-        "shuffled", description="order of the training sentences. shuffled: each epoch in a new order drawn from "
+        "shuffled",
+        description="order of the training sentences. shuffled: each epoch in a new order drawn from "
         "(seed, epoch), then streamed into train.batch_size columns cut into train.bptt segments, so the seed varies "
         "the data order as well as the initialisation and a resumed run sees the same order; fixed: the corpus's "
-        "own order in every epoch")
+        "own order in every epoch",
+    )
 
 
 class LMModelConfig(Section):
@@ -52,7 +56,7 @@ class LMModelConfig(Section):
     init_range: float = Field(0.1, gt=0.0, description="uniform init in [-init_range, init_range]")
 
     @model_validator(mode="after")
-    def _check(self) -> "LMModelConfig":
+    def _check(self) -> LMModelConfig:
         if self.bidirectional:
             raise ValueError(
                 "model.bidirectional=true is invalid for a language model: a bidirectional RNN reads the words "
@@ -74,7 +78,9 @@ class TrainConfig(Section):
     lr: float = Field(20.0, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     lr_schedule: Literal["constant", "decay", "plateau"] = Field(
-        "decay", description="decay: lr *= lr_decay each epoch after decay_after; plateau: lr *= lr_decay when valid ppl stops improving"
+        "decay",
+        description="decay: lr *= lr_decay each epoch after decay_after; plateau: lr *= lr_decay when valid ppl stops "
+        "improving",
     )
     lr_decay: float = Field(0.5, gt=0.0, le=1.0)
     decay_after: int = Field(4, ge=0)
@@ -88,19 +94,25 @@ class TrainConfig(Section):
     log_every_n_steps: int = Field(1, ge=1)
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     precision: Literal["32-true", "bf16-mixed"] = Field(
-        "32-true", description="32-true: fp32 throughout; bf16-mixed: matmuls and recurrences in bf16 under autocast "
-        "(Lightning's precision plugin), weights, gradients, clipping, losses and evaluation in fp32")
+        "32-true",
+        description="32-true: fp32 throughout; bf16-mixed: matmuls and recurrences in bf16 under autocast "
+        "(Lightning's precision plugin), weights, gradients, clipping, losses and evaluation in fp32",
+    )
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads (null = torch default)")
     # The blow-up rule: a run whose training loss has left the uniform guess far behind (upwards) has exploded; it
     # stops as `diverged` instead of spending the rest of its budget (an exploded model is also the slowest one).
-    blowup_ratio: float | None = Field(1.5, gt=1.0, description="stop as diverged when the mean training loss over "
-                                       "`blowup_window` steps exceeds this × ln(vocabulary size), the loss of a "
-                                       "uniform guess; null = never")
+    blowup_ratio: float | None = Field(
+        1.5,
+        gt=1.0,
+        description="stop as diverged when the mean training loss over "
+        "`blowup_window` steps exceeds this × ln(vocabulary size), the loss of a "
+        "uniform guess; null = never",
+    )
     blowup_window: int = Field(25, ge=1, description="steps the mean training loss of the blow-up rule is taken over")
     blowup_after: int = Field(25, ge=0, description="warm-up steps before the blow-up rule applies")
 
     @model_validator(mode="after")
-    def _check(self) -> "TrainConfig":
+    def _check(self) -> TrainConfig:
         if self.clip_norm is not None and self.clip_value is not None:
             raise ValueError(
                 f"train.clip_norm={self.clip_norm} and train.clip_value={self.clip_value} are both set: "
@@ -133,21 +145,33 @@ class NMTTrainConfig(TrainConfig):
 
 class EvalConfig(Section):
     batch_size: int = Field(10, ge=1)
-    splits: tuple[Literal["valid", "test"], ...] = Field(("valid", "test"), description="splits scored after training (test skipped if the corpus has none)")
-    floor: Literal["unigram", "uniform"] = Field("unigram", description="what a run must beat to count as trained: "
-                                                  "unigram = the training split's word frequencies on the same split "
-                                                  "(a model at or above it learned nothing); uniform = a uniform guess "
-                                                  "over the vocabulary, far weaker: only for tiny smoke-test runs")
+    splits: tuple[Literal["valid", "test"], ...] = Field(
+        ("valid", "test"), description="splits scored after training (test skipped if the corpus has none)"
+    )
+    floor: Literal["unigram", "uniform"] = Field(
+        "unigram",
+        description="what a run must beat to count as trained: "
+        "unigram = the training split's word frequencies on the same split "
+        "(a model at or above it learned nothing); uniform = a uniform guess "
+        "over the vocabulary, far weaker: only for tiny smoke-test runs",
+    )
 
 
 class ParallelDataConfig(Section):
-    corpus: str = Field("multi30k", description="a known parallel corpus (multi30k, chr_en) or a directory with train/valid[/test].<lang> files")
+    corpus: str = Field(
+        "multi30k",
+        description="a known parallel corpus (multi30k, chr_en) or a directory with train/valid[/test].<lang> files",
+    )
     dir: str | None = Field(None, description="data directory; null = $RNNLAB_DATA_DIR, else <project>/data")
     download: bool = True
     src: str = Field("de", min_length=1)
     tgt: str = Field("en", min_length=1)
-    vocab_size: int = Field(8000, ge=16, description="SentencePiece vocabulary per language, trained on the train split")
-    max_len: int = Field(100, ge=1, description="training pairs longer than this many subwords (either side) are filtered")
+    vocab_size: int = Field(
+        8000, ge=16, description="SentencePiece vocabulary per language, trained on the train split"
+    )
+    max_len: int = Field(
+        100, ge=1, description="training pairs longer than this many subwords (either side) are filtered"
+    )
 
 
 class NMTModelConfig(Section):
@@ -160,7 +184,7 @@ class NMTModelConfig(Section):
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
-    def _check(self) -> "NMTModelConfig":
+    def _check(self) -> NMTModelConfig:
         check_encoder_split(self.hidden_size, self.bidirectional)
         return self
 
@@ -170,13 +194,20 @@ class NMTEvalConfig(Section):
     beam: int = Field(5, ge=1, description="beam size for the final test translation (1 = greedy)")
     length_penalty: float = Field(1.0, ge=0.0)
     max_len_ratio: float = Field(2.0, gt=0.0, description="at most ratio × source length + 10 subwords are produced")
-    min_bleu: float = Field(3.0, ge=0.0, description="a run whose validation BLEU stays below this failed to learn: "
-                            "one constant sentence ('A man in a blue shirt is standing .') scores 2.9 on Multi30k")
+    min_bleu: float = Field(
+        3.0,
+        ge=0.0,
+        description="a run whose validation BLEU stays below this failed to learn: "
+        "one constant sentence ('A man in a blue shirt is standing .') scores 2.9 on Multi30k",
+    )
     splits: tuple[Literal["valid", "test"], ...] = ("valid", "test")
-    floor: Literal["unigram", "uniform"] = Field("unigram", description="what a run must beat to count as trained: "
-                                                  "unigram = the training split's word frequencies on the same split "
-                                                  "(a model at or above it learned nothing); uniform = a uniform guess "
-                                                  "over the vocabulary, far weaker: only for tiny smoke-test runs")
+    floor: Literal["unigram", "uniform"] = Field(
+        "unigram",
+        description="what a run must beat to count as trained: "
+        "unigram = the training split's word frequencies on the same split "
+        "(a model at or above it learned nothing); uniform = a uniform guess "
+        "over the vocabulary, far weaker: only for tiny smoke-test runs",
+    )
 
 
 class RunBase(Section):
@@ -289,7 +320,10 @@ class UniqueKeyLoader(yaml.SafeLoader):
                 continue
             if seen is not None:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key '{key}' is given twice, on lines {seen} and {key_node.start_mark.line + 1}: keep one")
+                    None,
+                    None,
+                    f"key '{key}' is given twice, on lines {seen} and {key_node.start_mark.line + 1}: keep one",
+                )
             first_line[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep)
 
@@ -321,7 +355,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def schema_for(tree: dict[str, Any], source: str) -> type[RunBase]:
     task = tree.get("task", "lm")
     if task not in SCHEMAS:
-        raise ConfigError(f"{source}: invalid config: task: must be one of {', '.join(map(repr, SCHEMAS))} (got {task!r})")
+        raise ConfigError(
+            f"{source}: invalid config: task: must be one of {', '.join(map(repr, SCHEMAS))} (got {task!r})"
+        )
     return SCHEMAS[task]
 
 
@@ -377,7 +413,9 @@ def describe(err: ValidationError, source: str, schema: type[BaseModel]) -> str:
             hint = f"; did you mean '{close}'?" if close else ""
             section = key.rpartition(".")[0]
             prefix = f"{section}." if section else ""
-            allowed = [f"{prefix}{n}" if f"{prefix}{n}" in keys else f"{prefix}{n}.*" for n in names_under(keys, section)]
+            allowed = [
+                f"{prefix}{n}" if f"{prefix}{n}" in keys else f"{prefix}{n}.*" for n in names_under(keys, section)
+            ]
             lines.append(f"unknown key '{written}'{hint} (allowed here: {', '.join(allowed)})")
         else:
             msg = e["msg"].removeprefix("Value error, ")

@@ -12,8 +12,8 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 class EnvironmentProblem(RuntimeError):
@@ -49,14 +49,18 @@ def check_project() -> Path:
         with tempfile.TemporaryFile(dir=home):
             pass
     except OSError as err:
-        raise EnvironmentProblem(f"the project directory {home} is not writable ({err.strerror}): runs, checkpoints "
-                                 "and caches are written there; run rnnlab from a writable directory, or set "
-                                 "RNNLAB_HOME to one") from None
+        raise EnvironmentProblem(
+            f"the project directory {home} is not writable ({err.strerror}): runs, checkpoints "
+            "and caches are written there; run rnnlab from a writable directory, or set "
+            "RNNLAB_HOME to one"
+        ) from None
     free_mb = shutil.disk_usage(home).free / 2**20
     if free_mb < MIN_FREE_MB:
-        raise EnvironmentProblem(f"no space left on device: {free_mb:.1f} MB free on the disk of {home}, and a run "
-                                 f"needs at least {MIN_FREE_MB} MB (Prefect's database, the MLflow store, "
-                                 "checkpoints); free some space, or set RNNLAB_HOME to a directory on another disk")
+        raise EnvironmentProblem(
+            f"no space left on device: {free_mb:.1f} MB free on the disk of {home}, and a run "
+            f"needs at least {MIN_FREE_MB} MB (Prefect's database, the MLflow store, "
+            "checkpoints); free some space, or set RNNLAB_HOME to a directory on another disk"
+        )
     reserve = home / RESERVE
     if not reserve.exists() or reserve.stat().st_size < RESERVE_BYTES:
         with open(reserve, "wb") as f:
@@ -84,16 +88,25 @@ def disk_full(err: BaseException | None) -> str | None:
         if isinstance(err, OSError) and err.errno == errno.ENOSPC:
             return f"{err.strerror}: {err.filename2 or err.filename}" if err.filename else err.strerror
         for line in str(err).splitlines():
-            if any(sign in line for sign in ("No space left on device", "database or disk is full", "file write failed")):
+            if any(
+                sign in line for sign in ("No space left on device", "database or disk is full", "file write failed")
+            ):
                 return line.strip()[:200]
         err = err.__cause__ or err.__context__
     return None
 
 
-QUIET = {"PREFECT_LOGGING_LEVEL": "WARNING", "MLFLOW_LOGGING_LEVEL": "WARNING",
-         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
-VERBOSE = {"PREFECT_LOGGING_LEVEL": "INFO", "MLFLOW_LOGGING_LEVEL": "INFO", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "true",
-           "RNNLAB_VERBOSE": "1"}
+QUIET = {
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+VERBOSE = {
+    "PREFECT_LOGGING_LEVEL": "INFO",
+    "MLFLOW_LOGGING_LEVEL": "INFO",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "true",
+    "RNNLAB_VERBOSE": "1",
+}
 
 
 def verbose() -> bool:
@@ -106,14 +119,17 @@ def configure(verbose: bool = False, read_only: bool = False) -> Path:
     (Prefect's home, matplotlib's cache) out of it, so it creates nothing there and works where it cannot write."""
     home = project_dir()
     if home.exists() and not home.is_dir():
-        raise EnvironmentProblem(f"the project directory {home} is a file, not a directory (RNNLAB_HOME, else the "
-                                 "current directory): set RNNLAB_HOME to a directory")
+        raise EnvironmentProblem(
+            f"the project directory {home} is a file, not a directory (RNNLAB_HOME, else the "
+            "current directory): set RNNLAB_HOME to a directory"
+        )
     if not read_only:
         try:
             home.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise EnvironmentProblem(f"cannot create the project directory {home} ({err.strerror}): set RNNLAB_HOME "
-                                     "to a writable directory") from None
+            raise EnvironmentProblem(
+                f"cannot create the project directory {home} ({err.strerror}): set RNNLAB_HOME to a writable directory"
+            ) from None
     state = Path(tempfile.gettempdir()) / f"rnnlab-{os.getuid()}" if read_only else home
     defaults = {
         "PREFECT_HOME": str(state / ".prefect"),

@@ -33,8 +33,10 @@ class ServerStartError(EnvironmentProblem):
 # Run a command with a parent-death signal: the kernel SIGKILLs it when the process that started it dies, however it
 # dies. The setting survives exec, so it holds for the command itself. If the parent is already gone by the time it
 # is set (a SIGKILL during the start), the command is not run at all.
-_GUARD = ("import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGKILL); "
-          "os.getppid() == int(sys.argv[1]) or os._exit(1); os.execv(sys.argv[2], sys.argv[2:])")
+_GUARD = (
+    "import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGKILL); "
+    "os.getppid() == int(sys.argv[1]) or os._exit(1); os.execv(sys.argv[2], sys.argv[2:])"
+)
 
 
 def guarded(command: list[str]) -> list[str]:
@@ -59,20 +61,44 @@ def start_prefect_api(timeout: float = 120.0, wait: bool = True) -> str | None:
         ready = False  # it has answered once
 
         def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
-            from prefect.settings import get_current_settings
-
             import prefect
+            from prefect.settings import get_current_settings
 
             log = self.home / "temporary-server.log"
             self.log = log
-            command = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
-                       "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
-                       "--log-level", "error", "--lifespan", "on"]
-            env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
-                   "PREFECT__SERVER_FINAL": "1", **get_current_settings().to_environment_variables(exclude_unset=True)}
+            command = [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--app-dir",
+                str(prefect.__module_path__.parent),
+                "--factory",
+                "prefect.server.api.server:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "error",
+                "--lifespan",
+                "on",
+            ]
+            env = {
+                **os.environ,
+                "PREFECT_UI_ENABLED": "0",
+                "PREFECT__SERVER_EPHEMERAL": "1",
+                "PREFECT__SERVER_FINAL": "1",
+                **get_current_settings().to_environment_variables(exclude_unset=True),
+            }
             with log.open("ab") as out:
-                return subprocess.Popen(guarded(command), env=env, stdout=out, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+                return subprocess.Popen(
+                    guarded(command),
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
 
         def start(self, timeout: float | None = None, wait: bool = True) -> None:
             # Prefect's own start waits its whole timeout even when the server has exited: fail at once instead.
@@ -97,8 +123,9 @@ def start_prefect_api(timeout: float = 120.0, wait: bool = True) -> str | None:
             self.running, self.ready = True, False
             atexit.register(self.stop)
             self.deadline = time.monotonic() + (timeout or 120.0)
-            threading.Thread(target=self._unlock_when_up, args=(self.server_process, lock), daemon=True,
-                             name="prefect-server-start").start()
+            threading.Thread(
+                target=self._unlock_when_up, args=(self.server_process, lock), daemon=True, name="prefect-server-start"
+            ).start()
             if wait:
                 self.wait_ready()
 
@@ -121,7 +148,8 @@ def start_prefect_api(timeout: float = 120.0, wait: bool = True) -> str | None:
                     tail = self.log.read_text(errors="replace").strip().splitlines()[-1:]
                     raise ServerStartError(
                         f"Prefect's temporary server {'exited' if code is not None else 'did not answer in time'}"
-                        f" (log: {self.log}{': ' + tail[0] if tail else ''})")
+                        f" (log: {self.log}{': ' + tail[0] if tail else ''})"
+                    )
                 time.sleep(0.1)
             self.ready = True
 
@@ -184,9 +212,17 @@ class Interrupts:
 
 
 # Failures that rnnlab reports itself, in one line: interrupts, and a full disk.
-REPORTED_BY_RNNLAB = ("aborted by a termination signal", "aborted by Python system exit call", "aborted by an interrupt",
-                      "interrupted by base exception", "KeyboardInterrupt", "CellInterrupted",
-                      "No space left on device", "database or disk is full", "file write failed")
+REPORTED_BY_RNNLAB = (
+    "aborted by a termination signal",
+    "aborted by Python system exit call",
+    "aborted by an interrupt",
+    "interrupted by base exception",
+    "KeyboardInterrupt",
+    "CellInterrupted",
+    "No space left on device",
+    "database or disk is full",
+    "file write failed",
+)
 
 
 def quiet_interrupt_reports() -> None:

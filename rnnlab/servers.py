@@ -18,9 +18,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from rnnlab.env import pid_alive, project_dir, verbose
 from rnnlab.processes import guarded
@@ -47,9 +47,20 @@ class Server:
         if self.name == "prefect":
             return [str(bin_dir / "prefect"), "server", "start", "--host", host, "--port", str(port)]
         home = project_dir()
-        return [str(bin_dir / "mlflow"), "server", "--host", host, "--port", str(port), "--workers", "1",
-                "--backend-store-uri", f"sqlite:///{home / 'mlruns' / 'mlflow.db'}",
-                "--artifacts-destination", str(home / "mlruns" / "artifacts")]
+        return [
+            str(bin_dir / "mlflow"),
+            "server",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{home / 'mlruns' / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(home / "mlruns" / "artifacts"),
+        ]
 
 
 SERVERS = {"prefect": Server("prefect", 4200, "/api/health"), "mlflow": Server("mlflow", 5000, "/health")}
@@ -99,21 +110,31 @@ def start(name: str, host: str = "127.0.0.1", port: int | None = None, timeout: 
     if running:
         return running
     if port_taken(host, port):
-        raise ServerError(f"cannot start the {name} server: port {port} on {host} is already taken by another "
-                          f"program; choose another with --{name}-port")
+        raise ServerError(
+            f"cannot start the {name} server: port {port} on {host} is already taken by another "
+            f"program; choose another with --{name}-port"
+        )
     log = state_dir() / f"{name}.log"
     with log.open("ab") as out:
-        process = subprocess.Popen(server.command(host, port), stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True, cwd=project_dir())
+        process = subprocess.Popen(
+            server.command(host, port),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=project_dir(),
+        )
     state = {"pid": process.pid, "host": host, "port": port, "url": server.client_url(host, port), "log": str(log)}
     deadline = time.monotonic() + timeout
     while not healthy(server.url(host, port) + server.health_path):
         if process.poll() is not None or time.monotonic() > deadline:
             stop_pid(process.pid)
             tail = log.read_text(errors="replace")[-2000:]
-            raise ServerError(f"the {name} server did not become healthy on {host}:{port} "
-                              f"({'it exited' if process.poll() is not None else f'{timeout:.0f} s'}); "
-                              f"its log ({log}) ends with:\n{tail}")
+            raise ServerError(
+                f"the {name} server did not become healthy on {host}:{port} "
+                f"({'it exited' if process.poll() is not None else f'{timeout:.0f} s'}); "
+                f"its log ({log}) ends with:\n{tail}"
+            )
         time.sleep(0.5)
     write_state(name, **state)
     return state
@@ -172,7 +193,8 @@ def project_urls() -> dict[str, str]:
 # jobs (scorers, LLM judges) are not what this lab records: they run only with --jobs. Even so, `mlflow server
 # --workers 1` listened after 6-7.5 s, half of it MLflow's CLI importing the server's code (3.5 s) before it starts
 # the web worker that imports it again; so rnnlab starts that worker, uvicorn on MLflow's app, itself: it listens
-# ~4 s after `rnnlab ui` starts, one process beside rnnlab, 0.3 GB. It is configured as MLflow's CLI configures it, by the variables that the CLI hands its workers
+# ~4 s after `rnnlab ui` starts, one process beside rnnlab, 0.3 GB. It is configured as MLflow's CLI configures it, by
+# the variables that the CLI hands its workers
 # (mlflow/server/constants.py, internal to MLflow; tests/test_ui.py checks that the worker serves the project's store).
 UI_GRACE = 5.0  # seconds the server has to stop once asked before its process group is killed
 
@@ -184,18 +206,51 @@ def ui_command(uri: str, host: str, port: int, jobs: bool) -> tuple[list[str], d
     if not verbose() and "PYTHONWARNINGS" not in os.environ:  # Starlette's deprecation of what MLflow uses, every start
         env["PYTHONWARNINGS"] = "ignore:starlette.middleware.wsgi is deprecated"
     # What is uploaded through the UI goes beside rnnlab's artifacts (MLflow's default: ./mlartifacts of the cwd).
-    uploads = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts" if uri.startswith("sqlite:///")
-               else Path.cwd() / "mlartifacts")
+    uploads = (
+        Path(uri.removeprefix("sqlite:///")).parent / "artifacts"
+        if uri.startswith("sqlite:///")
+        else Path.cwd() / "mlartifacts"
+    )
     if jobs:  # MLflow's own CLI, the one that starts the job runner beside the web worker
-        command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", host,
-                   "--port", str(port), "--workers", "1", "--artifacts-destination", str(uploads),
-                   *(["--uvicorn-opts", " ".join(quiet)] if quiet else [])]
+        command = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            uri,
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--artifacts-destination",
+            str(uploads),
+            *(["--uvicorn-opts", " ".join(quiet)] if quiet else []),
+        ]
         return command, env
-    command = [sys.executable, "-m", "uvicorn", "--host", host, "--port", str(port), "--workers", "1", *quiet,
-               "mlflow.server.fastapi_app:app"]
-    env |= {"_MLFLOW_SERVER_FILE_STORE": uri, "_MLFLOW_SERVER_REGISTRY_STORE": uri,
-            "_MLFLOW_SERVER_SERVE_ARTIFACTS": "true", "_MLFLOW_SERVER_ARTIFACT_ROOT": "mlflow-artifacts:/",
-            "_MLFLOW_SGI_NAME": "uvicorn", "_MLFLOW_SERVER_ARTIFACT_DESTINATION": str(uploads)}
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        *quiet,
+        "mlflow.server.fastapi_app:app",
+    ]
+    env |= {
+        "_MLFLOW_SERVER_FILE_STORE": uri,
+        "_MLFLOW_SERVER_REGISTRY_STORE": uri,
+        "_MLFLOW_SERVER_SERVE_ARTIFACTS": "true",
+        "_MLFLOW_SERVER_ARTIFACT_ROOT": "mlflow-artifacts:/",
+        "_MLFLOW_SGI_NAME": "uvicorn",
+        "_MLFLOW_SERVER_ARTIFACT_DESTINATION": str(uploads),
+    }
     return command, env
 
 
@@ -205,27 +260,31 @@ def local_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def run_ui(uri: str, host: str, port: int, jobs: bool, on_ready: Callable[[str], None],
-           timeout: float = 120.0) -> int:
+def run_ui(uri: str, host: str, port: int, jobs: bool, on_ready: Callable[[str], None], timeout: float = 120.0) -> int:
     """Serve the MLflow UI over `uri` until the server ends or this command is interrupted; call `on_ready(url)` once
     it answers. The server is a child in its own process group with a parent-death signal: a terminal's Ctrl-C
     reaches rnnlab alone, which asks the whole group to stop (SIGTERM) and kills what is left of it after UI_GRACE
     seconds (with --jobs, MLflow's job runner and consumers too), and a SIGKILLed rnnlab takes the server with it.
     Returns the server's exit code; an interrupt propagates (KeyboardInterrupt) once the group is gone."""
     if port_taken(host, port):
-        raise ServerError(f"cannot start the MLflow UI: port {port} on {host} is already taken by another program; "
-                          "choose another with --port")
+        raise ServerError(
+            f"cannot start the MLflow UI: port {port} on {host} is already taken by another program; "
+            "choose another with --port"
+        )
     command, env = ui_command(uri, host, port, jobs)
     url = local_url(host, port)
     process = None
     try:
-        process = subprocess.Popen(guarded(command), env={**os.environ, **env}, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            guarded(command), env={**os.environ, **env}, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while not healthy(url + "/health", timeout=1.0):
             if process.poll() is not None:
-                raise ServerError(f"the MLflow UI server exited (code {process.returncode}) before it answered on "
-                                  f"{host}:{port}; its output is above")
+                raise ServerError(
+                    f"the MLflow UI server exited (code {process.returncode}) before it answered on "
+                    f"{host}:{port}; its output is above"
+                )
             if time.monotonic() > deadline:
                 raise ServerError(f"the MLflow UI server did not answer on {host}:{port} within {timeout:.0f} s")
             time.sleep(0.1)

@@ -52,14 +52,17 @@ def check_local_store(uri: str, write: bool) -> None:
             with tempfile.TemporaryFile(dir=path.parent):
                 pass
         except OSError as err:
-            raise EnvironmentProblem(f"MLflow store {uri}: cannot write in {path.parent} ({err.strerror}); "
-                                     f"{hint}") from None
+            raise EnvironmentProblem(
+                f"MLflow store {uri}: cannot write in {path.parent} ({err.strerror}); {hint}"
+            ) from None
     if not path.is_file():
         if path.exists():
             raise EnvironmentProblem(f"MLflow store {uri}: {path} is not a file; {hint}")
         return
-    damaged = (f"MLflow store {path} is damaged: {{}}. Move it aside (mv {path} {path}.damaged) to start an empty "
-               "store, or restore it from a backup")
+    damaged = (
+        f"MLflow store {path} is damaged: {{}}. Move it aside (mv {path} {path}.damaged) to start an empty "
+        "store, or restore it from a backup"
+    )
     if path.stat().st_size:
         with open(path, "rb") as f:
             if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
@@ -87,15 +90,20 @@ def experiments(uri: str) -> dict[str, str]:
     path = store_path(uri)
     check_local_store(uri, write=False)
     if not path.is_file():
-        raise LookupError(f"no tracking store at {path}: nothing has been run in this project yet (or set "
-                          "MLFLOW_TRACKING_URI, or RNNLAB_HOME to the project that has one)")
+        raise LookupError(
+            f"no tracking store at {path}: nothing has been run in this project yet (or set "
+            "MLFLOW_TRACKING_URI, or RNNLAB_HOME to the project that has one)"
+        )
     try:
         with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=30)) as db:
-            rows = db.execute("SELECT name, experiment_id FROM experiments WHERE lifecycle_stage = 'active' "
-                              "ORDER BY experiment_id").fetchall()
+            rows = db.execute(
+                "SELECT name, experiment_id FROM experiments WHERE lifecycle_stage = 'active' ORDER BY experiment_id"
+            ).fetchall()
     except sqlite3.Error as err:
-        raise EnvironmentProblem(f"MLflow store {path} is not an MLflow store, or a damaged one (SQLite says: {err}); "
-                                 f"move it aside (mv {path} {path}.damaged), or restore it from a backup") from None
+        raise EnvironmentProblem(
+            f"MLflow store {path} is not an MLflow store, or a damaged one (SQLite says: {err}); "
+            f"move it aside (mv {path} {path}.damaged), or restore it from a backup"
+        ) from None
     return {name: str(experiment_id) for name, experiment_id in rows}
 
 
@@ -109,9 +117,11 @@ def check_remote_store(uri: str, timeout: float = 5.0) -> None:
         pass  # it answered
     except (OSError, ValueError) as err:
         reason = getattr(err, "reason", err)
-        raise EnvironmentProblem(f"MLFLOW_TRACKING_URI={uri}: the tracking server does not answer ({reason}); start "
-                                 "it (`rnnlab server start`), or unset MLFLOW_TRACKING_URI to use this project's "
-                                 "local store") from None
+        raise EnvironmentProblem(
+            f"MLFLOW_TRACKING_URI={uri}: the tracking server does not answer ({reason}); start "
+            "it (`rnnlab server start`), or unset MLFLOW_TRACKING_URI to use this project's "
+            "local store"
+        ) from None
 
 
 def check_store() -> None:

@@ -16,23 +16,45 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from rnnlab.config import (ConfigError, RunConfig, Section, build, deep_merge, describe, flatten, known_keys,
-                           parse_overrides, read_yaml, schema_for, set_dotted, suggest)
+from rnnlab.config import (
+    ConfigError,
+    RunConfig,
+    Section,
+    build,
+    deep_merge,
+    describe,
+    flatten,
+    known_keys,
+    parse_overrides,
+    read_yaml,
+    schema_for,
+    set_dotted,
+    suggest,
+)
 
 # Run-config keys that a study sets in every cell itself, and what to do instead of setting them.
 SET_BY_STUDY = {
     "seed": "every cell runs once per seed listed under `seeds`: set those instead (e.g. seeds=[1,2,3])",
-    "experiment": "a study's runs go to the experiment named after the study: set `study` instead (e.g. study=my_study)",
+    "experiment": "a study's runs go to the experiment named after the study: set `study` instead "
+    "(e.g. study=my_study)",
     "run_name": "each cell's run is named after its variant and seed (e.g. lstm clip=0.25 s1)",
     "eval.splits": "a study scores every cell on the validation split, where it decides, and the test split once, "
-                   "after the decision, for the variants its answer names (tasks/held_out.py)",
+    "after the decision, for the variants its answer names (tasks/held_out.py)",
 }
 # The splits each cell is scored on: the test split is held out until the study has decided.
 CELL_SPLITS = ["valid"]
 
 # What every run logs, whatever its task: the training summary (tasks/fitting.py fit_module, flows/train.py record).
-SUMMARY_METRICS = ("train_loss", "train_seconds", "fit_seconds", "eval_seconds", "tokens_per_second", "train_steps",
-                   "clipped_share", "max_grad_norm")
+SUMMARY_METRICS = (
+    "train_loss",
+    "train_seconds",
+    "fit_seconds",
+    "eval_seconds",
+    "tokens_per_second",
+    "train_steps",
+    "clipped_share",
+    "max_grad_norm",
+)
 
 
 def logged_metrics(cfg: RunConfig) -> list[str]:
@@ -41,18 +63,30 @@ def logged_metrics(cfg: RunConfig) -> list[str]:
     score_translations) and the training summary. (The curves during training are `valid/…` and `train/…`.)"""
     if cfg.task == "nmt":
         during = ["valid_bleu_greedy", "valid_ppl", "valid_nll"]
-        scores = ["bleu", "chrf", "bleu_greedy", "chrf_greedy", "ppl", "sentences_per_second",
-                  "sentences_per_second_greedy"]
+        scores = [
+            "bleu",
+            "chrf",
+            "bleu_greedy",
+            "chrf_greedy",
+            "ppl",
+            "sentences_per_second",
+            "sentences_per_second_greedy",
+        ]
     else:
         during = ["valid_ppl", "valid_nll"]
         scores = ["ppl", "nll", "tokens"]
-    return list(dict.fromkeys([*during, *(f"{split}_{s}" for split in cfg.eval.splits for s in scores),
-                               *SUMMARY_METRICS]))
+    return list(
+        dict.fromkeys([*during, *(f"{split}_{s}" for split in cfg.eval.splits for s in scores), *SUMMARY_METRICS])
+    )
 
 
 class Metric(Section):
-    name: str = Field("valid_ppl", min_length=1, description="the MLflow metric that decides, e.g. valid_ppl or test_bleu")
-    goal: Literal["min", "max"] = Field("min", description="min: lower is better (perplexity); max: higher is better (BLEU)")
+    name: str = Field(
+        "valid_ppl", min_length=1, description="the MLflow metric that decides, e.g. valid_ppl or test_bleu"
+    )
+    goal: Literal["min", "max"] = Field(
+        "min", description="min: lower is better (perplexity); max: higher is better (BLEU)"
+    )
 
 
 class Effect(Section):
@@ -60,10 +94,18 @@ class Effect(Section):
     5% either way), BLEU or chrF in points. Declared before the runs, they give the answer its power statement and
     its only licence to call two variants equivalent."""
 
-    smallest: float | None = Field(None, gt=0.0, description="the smallest effect worth detecting: the report states "
-                                   "the power the seeds had for it and how many seeds 80% power would need")
-    margin: float | None = Field(None, gt=0.0, description="differences within it are too small to matter: two "
-                                 "variants are called equivalent only when two one-sided tests place them within it")
+    smallest: float | None = Field(
+        None,
+        gt=0.0,
+        description="the smallest effect worth detecting: the report states "
+        "the power the seeds had for it and how many seeds 80% power would need",
+    )
+    margin: float | None = Field(
+        None,
+        gt=0.0,
+        description="differences within it are too small to matter: two "
+        "variants are called equivalent only when two one-sided tests place them within it",
+    )
 
 
 def log_scale_metric(name: str) -> bool:
@@ -82,9 +124,14 @@ class Budget(Section):
 class Runner(Section):
     """Cells never share a process (they would share torch's global RNG), so results do not depend on neighbours."""
 
-    kind: Literal["process", "dask"] = Field("process", description="process: local worker processes; dask: a Dask cluster")
-    address: str | None = Field(None, description="dask: an existing scheduler (tcp://host:8786); null = a local "
-                                                  "cluster of `concurrency` single-threaded worker processes")
+    kind: Literal["process", "dask"] = Field(
+        "process", description="process: local worker processes; dask: a Dask cluster"
+    )
+    address: str | None = Field(
+        None,
+        description="dask: an existing scheduler (tcp://host:8786); null = a local "
+        "cluster of `concurrency` single-threaded worker processes",
+    )
 
 
 class Range(Section):
@@ -95,11 +142,11 @@ class Range(Section):
     int_uniform: tuple[int, int] | None = None
 
     @model_validator(mode="after")
-    def _one_range(self) -> "Range":
+    def _one_range(self) -> Range:
         given = {k: v for k, v in self.model_dump().items() if v is not None}
         if len(given) != 1:
             raise ValueError("give exactly one of log_uniform, uniform, int_uniform: [low, high]")
-        (kind, (low, high)), = given.items()
+        ((kind, (low, high)),) = given.items()
         if not low < high:
             raise ValueError(f"{kind}: [{low}, {high}] needs low < high")
         if kind == "log_uniform" and low <= 0:
@@ -121,8 +168,9 @@ class Sampler(Section):
 
 
 class Pruner(Section):
-    name: Literal["median", "hyperband", "none"] = Field("median", description="Optuna's MedianPruner, "
-                                                         "HyperbandPruner, or none")
+    name: Literal["median", "hyperband", "none"] = Field(
+        "median", description="Optuna's MedianPruner, HyperbandPruner, or none"
+    )
     warmup_steps: int = Field(0, ge=0, description="median: no trial is pruned before this optimizer step")
     startup_trials: int = Field(5, ge=0, description="median: trials of an arm that run in full before any is pruned")
 
@@ -130,8 +178,9 @@ class Pruner(Section):
 class Tune(Section):
     """Each arm (variant of the grid) searched with the same budget; its best setting then trains over `seeds`."""
 
-    space: dict[str, Range] = Field(min_length=1, description="run-config key → its range, e.g. "
-                                    "train.lr: {log_uniform: [1, 40]}")
+    space: dict[str, Range] = Field(
+        min_length=1, description="run-config key → its range, e.g. train.lr: {log_uniform: [1, 40]}"
+    )
     trials: int = Field(ge=1, description="trials per arm, the same for every arm")
     budget: Budget = Field(Budget(), description="per trial: the study's `budget` unless set")
     sampler: Sampler = Sampler()
@@ -147,14 +196,22 @@ class StudyConfig(Section):
     exclude: list[dict[str, Any]] = Field(default_factory=list, description="factor combinations to leave out")
     seeds: list[int] = Field([1], min_length=1)
     metric: Metric = Metric()
-    effect: Effect = Field(Effect(), description="the smallest effect worth detecting and the equivalence margin: "
-                                                 "perplexity ratios (e.g. {smallest: 1.05, margin: 1.02}) or points")
+    effect: Effect = Field(
+        Effect(),
+        description="the smallest effect worth detecting and the equivalence margin: "
+        "perplexity ratios (e.g. {smallest: 1.05, margin: 1.02}) or points",
+    )
     budget: Budget = Budget()
     concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="cells trained at once")
-    runner: Runner = Field(Runner(), description="where cells run: `process` (local worker processes, the default) "
-                                                 "or `dask` (a Dask cluster)")
-    tune: Tune | None = Field(None, description="search each arm's setting with the same Optuna budget first, then "
-                                                "compare the arms at their own best settings (and at the base recipe)")
+    runner: Runner = Field(
+        Runner(),
+        description="where cells run: `process` (local worker processes, the default) or `dask` (a Dask cluster)",
+    )
+    tune: Tune | None = Field(
+        None,
+        description="search each arm's setting with the same Optuna budget first, then "
+        "compare the arms at their own best settings (and at the base recipe)",
+    )
 
     @field_validator("runner", mode="before")
     @classmethod
@@ -191,25 +248,29 @@ class StudyConfig(Section):
         return seeds
 
     @model_validator(mode="after")
-    def _effect_on_the_metrics_scale(self) -> "StudyConfig":
+    def _effect_on_the_metrics_scale(self) -> StudyConfig:
         for name, value in self.effect.model_dump().items():
             if value is not None and log_scale_metric(self.metric.name) and value <= 1.0:
-                raise ValueError(f"effect.{name}={value}: {self.metric.name} is compared as a ratio, so an effect is "
-                                 f"a ratio above 1 (e.g. 1.05 for 5%), not {value}")
+                raise ValueError(
+                    f"effect.{name}={value}: {self.metric.name} is compared as a ratio, so an effect is "
+                    f"a ratio above 1 (e.g. 1.05 for 5%), not {value}"
+                )
         return self
 
     @model_validator(mode="after")
-    def _tuned_keys(self) -> "StudyConfig":
-        for key in (self.tune.space if self.tune else {}):
+    def _tuned_keys(self) -> StudyConfig:
+        for key in self.tune.space if self.tune else {}:
             if key in self.factors:
-                raise ValueError(f"tune.space: '{key}' is also a factor: a key is either an arm (factors) or tuned "
-                                 "within each arm (tune.space), not both")
+                raise ValueError(
+                    f"tune.space: '{key}' is also a factor: a key is either an arm (factors) or tuned "
+                    "within each arm (tune.space), not both"
+                )
             if key in SET_BY_STUDY:
                 raise ValueError(f"tune.space: '{key}' cannot be tuned: {SET_BY_STUDY[key]}")
         return self
 
     @model_validator(mode="after")
-    def _exclusions(self) -> "StudyConfig":
+    def _exclusions(self) -> StudyConfig:
         for rule in self.exclude:
             unknown = set(rule) - set(self.factors)
             if unknown:
@@ -267,9 +328,17 @@ def variant_id(factors: dict[str, Any]) -> str:
 
 
 # Short names of the factor keys the studies vary, for run names (the last part of any other key is used).
-SHORT_KEYS = {"train.clip_norm": "clip", "train.clip_value": "clipv", "model.residual": "res",
-              "model.bidirectional": "bidir", "model.attention": "attn", "model.dropout": "drop",
-              "model.hidden_size": "hidden", "model.embedding_size": "emb", "train.batch_size": "batch"}
+SHORT_KEYS = {
+    "train.clip_norm": "clip",
+    "train.clip_value": "clipv",
+    "model.residual": "res",
+    "model.bidirectional": "bidir",
+    "model.attention": "attn",
+    "model.dropout": "drop",
+    "model.hidden_size": "hidden",
+    "model.embedding_size": "emb",
+    "train.batch_size": "batch",
+}
 # Values that say nothing without their key (attention "none", residual "true").
 NEEDS_KEY = {"none", "null", "true", "false", "default", "auto"}
 
@@ -280,7 +349,9 @@ def variant_label(factors: dict[str, Any], grid_factors: dict[str, list[Any]]) -
     parts = []
     for key, value in factors.items():
         values = [show(v) for v in grid_factors.get(key, [value])]
-        if all(isinstance(v, str) for v in grid_factors.get(key, [value])) and not NEEDS_KEY & {v.lower() for v in values}:
+        if all(isinstance(v, str) for v in grid_factors.get(key, [value])) and not NEEDS_KEY & {
+            v.lower() for v in values
+        }:
             parts.append(show(value))
         else:  # 1e+38 as 1e38: shorter, and a metric key may not hold a "+"
             parts.append(f"{SHORT_KEYS.get(key, key.rpartition('.')[2])}={show(value).replace('e+', 'e')}")
@@ -328,15 +399,21 @@ def check_run_overrides(path: Path, run_over: dict[str, Any], run_keys: list[str
             raise ConfigError(f"{path}: '{key}' cannot be overridden: {SET_BY_STUDY[key]}")
         inside = [k for k in run_keys if k.startswith(f"{key}.")]
         if inside:  # a whole section as one value: a factor's section would silently replace it in the cells
-            raise ConfigError(f"{path}: override '{key}' sets a whole section of the run config to one value: "
-                              f"set its keys instead (e.g. {inside[0]}=…)")
+            raise ConfigError(
+                f"{path}: override '{key}' sets a whole section of the run config to one value: "
+                f"set its keys instead (e.g. {inside[0]}=…)"
+            )
         if any(key == k or key.startswith(f"{k}.") for k in run_keys):
             continue  # a key of the run config: building the cells judges its value
-        close = (difflib.get_close_matches(key, study_keys, n=1, cutoff=0.6)
-                 or [suggest(key, [k for k in run_keys if k not in SET_BY_STUDY]) or suggest(key, study_keys)])[0]
+        close = (
+            difflib.get_close_matches(key, study_keys, n=1, cutoff=0.6)
+            or [suggest(key, [k for k in run_keys if k not in SET_BY_STUDY]) or suggest(key, study_keys)]
+        )[0]
         hint = f"; did you mean '{close}'?" if close else ""
-        raise ConfigError(f"{path}: unknown override '{key}'{hint} (an override is a study field: "
-                          f"{', '.join(STUDY_KEYS_IN_ORDER)}; or a key of the run config, e.g. train.lr)")
+        raise ConfigError(
+            f"{path}: unknown override '{key}'{hint} (an override is a study field: "
+            f"{', '.join(STUDY_KEYS_IN_ORDER)}; or a key of the run config, e.g. train.lr)"
+        )
 
 
 def check_metric(path: Path, cfg: StudyConfig, cells: list[Cell]) -> None:
@@ -345,12 +422,16 @@ def check_metric(path: Path, cfg: StudyConfig, cells: list[Cell]) -> None:
     allowed = [m for m in logged_metrics(cells[0].config) if all(m in logged_metrics(c.config) for c in cells)]
     twin = "valid_" + cfg.metric.name.removeprefix("test_")
     if cfg.metric.name.startswith("test_") and twin in allowed:
-        raise ConfigError(f"{path}: metric.name={cfg.metric.name!r} is a test score, but a study decides on "
-                          f"validation data and scores the test split once, after the decision, for the variants its "
-                          f"answer names; decide on {twin!r} instead")
+        raise ConfigError(
+            f"{path}: metric.name={cfg.metric.name!r} is a test score, but a study decides on "
+            f"validation data and scores the test split once, after the decision, for the variants its "
+            f"answer names; decide on {twin!r} instead"
+        )
     if cfg.metric.name not in allowed:
-        raise ConfigError(f"{path}: metric.name={cfg.metric.name!r} is not a metric that this study's "
-                          f"{cells[0].config.task} runs log; choose one of: {', '.join(allowed)}")
+        raise ConfigError(
+            f"{path}: metric.name={cfg.metric.name!r} is not a metric that this study's "
+            f"{cells[0].config.task} runs log; choose one of: {', '.join(allowed)}"
+        )
 
 
 _LOADED: dict[tuple, tuple[str, Study]] = {}
@@ -391,8 +472,10 @@ def read_study(path: Path, overrides: list[str] | None = None) -> Study:
         base_tree = deep_merge(base_tree, dotted(key, value))
     clash = sorted(set(flatten(run_over)) & set(cfg.factors))
     if clash:
-        raise ConfigError(f"{path}: {', '.join(clash)} is a factor of this study: change its values under `factors` "
-                          "instead of overriding it for every cell")
+        raise ConfigError(
+            f"{path}: {', '.join(clash)} is a factor of this study: change its values under `factors` "
+            "instead of overriding it for every cell"
+        )
     base_tree = deep_merge(base_tree, run_over)  # the command line has the last word on everything but the factors
     combos = grid(cfg)
     if not combos:
@@ -405,10 +488,25 @@ def read_study(path: Path, overrides: list[str] | None = None) -> Study:
             tree = base_tree
             for key, value in factors.items():
                 tree = deep_merge(tree, dotted(key, value))
-            tree = deep_merge(tree, {"experiment": cfg.study, "seed": seed, "run_name": run_name(labels[vid], seed),
-                                     "eval": {"splits": CELL_SPLITS}})
-            cells.append(Cell(vid, factors, seed, build(tree, f"{path}: cell {vid} (seed {seed})"), labels[vid],
-                              recipe="base" if cfg.tune else ""))
+            tree = deep_merge(
+                tree,
+                {
+                    "experiment": cfg.study,
+                    "seed": seed,
+                    "run_name": run_name(labels[vid], seed),
+                    "eval": {"splits": CELL_SPLITS},
+                },
+            )
+            cells.append(
+                Cell(
+                    vid,
+                    factors,
+                    seed,
+                    build(tree, f"{path}: cell {vid} (seed {seed})"),
+                    labels[vid],
+                    recipe="base" if cfg.tune else "",
+                )
+            )
     check_metric(path, cfg, cells)
     if cfg.tune:
         check_space(path, cfg.tune, cells[0], run_keys)
@@ -421,8 +519,9 @@ def check_space(path: Path, tune: Tune, cell: Cell, run_keys: list[str]) -> None
         if key not in run_keys:
             close = suggest(key, run_keys)
             hint = f"; did you mean '{close}'?" if close else ""
-            raise ConfigError(f"{path}: tune.space: unknown key '{key}'{hint} (a tuned key is a key of the run "
-                              "config, e.g. train.lr)")
+            raise ConfigError(
+                f"{path}: tune.space: unknown key '{key}'{hint} (a tuned key is a key of the run config, e.g. train.lr)"
+            )
         for bound in spec.bounds:
             tree = deep_merge(cell.config.model_dump(mode="json"), dotted(key, bound))
             build(tree, f"{path}: tune.space.{key} at {bound}")

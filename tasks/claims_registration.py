@@ -63,8 +63,12 @@ def criterion_commit(current: Any, claim_id: str, commits: list[tuple[str, str, 
     """{"status", "commit", "date", "why"}: the oldest commit from which on the claim's criterion is the one in
     `current` (the claims file as it runs now)."""
     if commits is None:
-        return {"status": UNKNOWN, "commit": None, "date": None,
-                "why": "no git checkout holds the claims file: when its criterion was committed is unknown"}
+        return {
+            "status": UNKNOWN,
+            "commit": None,
+            "date": None,
+            "why": "no git checkout holds the claims file: when its criterion was committed is unknown",
+        }
     wanted = decisive(current, claim_id)
     first = None
     for commit, date, tree in commits:  # newest first: walk back while the criterion is the same
@@ -72,10 +76,18 @@ def criterion_commit(current: Any, claim_id: str, commits: list[tuple[str, str, 
             break
         first = (commit, date)
     if first is None:
-        return {"status": UNCOMMITTED, "commit": None, "date": None,
-                "why": "the criterion as it runs differs from every committed one (it is not committed)"}
-    return {"status": COMMITTED, "commit": first[0], "date": first[1],
-            "why": f"the criterion entered the history in commit {first[0][:7]} ({first[1]})"}
+        return {
+            "status": UNCOMMITTED,
+            "commit": None,
+            "date": None,
+            "why": "the criterion as it runs differs from every committed one (it is not committed)",
+        }
+    return {
+        "status": COMMITTED,
+        "commit": first[0],
+        "date": first[1],
+        "why": f"the criterion entered the history in commit {first[0][:7]} ({first[1]})",
+    }
 
 
 def commit_date(folder: Path, commit: str) -> dict[str, Any]:
@@ -94,5 +106,7 @@ def timeline(claims_file: str | Path, claim_ids: list[str], published: dict[str,
     current = yaml.safe_load(path.read_text(encoding="utf-8"))
     commits = history(path)
     folder = path.resolve().parent
-    return {"criteria": {cid: criterion_commit(current, cid, commits) for cid in claim_ids},
-            "published": {study: [commit_date(folder, c) for c in found] for study, found in published.items()}}
+    return {
+        "criteria": {cid: criterion_commit(current, cid, commits) for cid in claim_ids},
+        "published": {study: [commit_date(folder, c) for c in found] for study, found in published.items()},
+    }

@@ -31,8 +31,10 @@ from tasks.report import html, write_report
 def claims_run(study: str, parent_run_id: str | None = None) -> Any:
     run = tracking.role_run(study, "claims", parent_run_id)
     if run is None:
-        raise LookupError(f"no claims study '{study}' recorded in {tracking.tracking_uri()}"
-                          + (f" with run {parent_run_id}" if parent_run_id else ""))
+        raise LookupError(
+            f"no claims study '{study}' recorded in {tracking.tracking_uri()}"
+            + (f" with run {parent_run_id}" if parent_run_id else "")
+        )
     return run
 
 
@@ -60,29 +62,45 @@ def figure(result: ClaimResult, ev: Evidence, out: Path) -> list[tuple[str, str]
     if m.kind in ("effective_context", "lstm_memory"):
         curves = probes_by_cell(ev, ev.context, m.study, m.factor)
         if curves:
-            shown.append((plots.context_by_cell(curves, out / f"{cid}_context.png").name,
-                          "perplexity vs context kept, relative to the full context"))
+            shown.append(
+                (
+                    plots.context_by_cell(curves, out / f"{cid}_context.png").name,
+                    "perplexity vs context kept, relative to the full context",
+                )
+            )
     if m.kind in ("vanishing_gradient", "lstm_memory"):
         curves = probes_by_cell(ev, ev.gradflow, m.study, m.factor)
         if curves:
-            shown.append((plots.gradient_flow_by_cell(curves, out / f"{cid}_gradient_flow.png").name,
-                          "gradient norm vs distance, trained and at initialisation"))
+            shown.append(
+                (
+                    plots.gradient_flow_by_cell(curves, out / f"{cid}_gradient_flow.png").name,
+                    "gradient norm vs distance, trained and at initialisation",
+                )
+            )
     if m.kind == "vanishing_gradient" and ev.spectral:
         shown.append((plots.spectral(ev.spectral, out / f"{cid}_spectral.png").name, "the spectral check"))
     if m.kind == "clipping" and result.measurement.numbers["settings"]:
-        shown.append((plots.diverged_shares(result.measurement.numbers["settings"], str(m.clipped),
-                                            out / f"{cid}_diverged.png").name, "runs that diverged, by setting"))
+        shown.append(
+            (
+                plots.diverged_shares(
+                    result.measurement.numbers["settings"], str(m.clipped), out / f"{cid}_diverged.png"
+                ).name,
+                "runs that diverged, by setting",
+            )
+        )
     if m.kind == "residual_depth":
         lines = {}
         for record in ev.runs.get(m.study, []):
             means = [record["metrics"].get(f"grad_norm_layer{i}_mean") for i in range(64)]
-            means = means[:means.index(None)] if None in means else means
+            means = means[: means.index(None)] if None in means else means
             if record["outcome"] == TRAINED and means:
                 name = f"layers={setting(record, m.depth)},residual={setting(record, m.factor)}"
                 lines.setdefault(name, []).append(means)
         if lines:
-            medians = {k: list(np.median(np.array(v), axis=0)) for k, v in sorted(lines.items(), key=lambda kv: (
-                int(kv[0].split(",")[0].split("=")[1]), kv[0]))}
+            medians = {
+                k: list(np.median(np.array(v), axis=0))
+                for k, v in sorted(lines.items(), key=lambda kv: (int(kv[0].split(",")[0].split("=")[1]), kv[0]))
+            }
             shown.append((plots.layer_norms(medians, out / f"{cid}_layers.png").name, "gradient norm per layer"))
     if m.kind == "bidirectional":
         groups: dict[str, dict[str, dict[int, float]]] = {}
@@ -93,7 +111,9 @@ def figure(result: ClaimResult, ev: Evidence, out: Path) -> list[tuple[str, str]
             if value is not None:
                 groups.setdefault(group, {}).setdefault(variant, {})[record["seed"]] = value
         if groups:
-            shown.append((plots.paired_metric(groups, m.metric, out / f"{cid}_bleu.png").name, f"{m.metric} by variant"))
+            shown.append(
+                (plots.paired_metric(groups, m.metric, out / f"{cid}_bleu.png").name, f"{m.metric} by variant")
+            )
     return shown
 
 
@@ -102,39 +122,55 @@ def not_probed(ev: Evidence, study: str) -> str:
     left = [r for r in ev.runs.get(study, []) if r["outcome"] != TRAINED]
     if not left:
         return ""
-    return (f" Not probed ({len(left)}, only trained runs are): "
-            + ", ".join(f"`{r['variant']}` seed {r['seed']} ({WORDS.get(r['outcome'], r['outcome'])})" for r in left)
-            + ".")
+    return (
+        f" Not probed ({len(left)}, only trained runs are): "
+        + ", ".join(f"`{r['variant']}` seed {r['seed']} ({WORDS.get(r['outcome'], r['outcome'])})" for r in left)
+        + "."
+    )
 
 
-LEVEL_RULE = (f"a model the claim is judged on has a validation perplexity (median over its seeds) at or above the "
-              f"unigram floor of its runs, or its reference model is more than {REFERENCE_GAP:.0%} worse than the "
-              "subject (the lab's rule for every claim)")
+LEVEL_RULE = (
+    f"a model the claim is judged on has a validation perplexity (median over its seeds) at or above the "
+    f"unigram floor of its runs, or its reference model is more than {REFERENCE_GAP:.0%} worse than the "
+    "subject (the lab's rule for every claim)"
+)
 
 
 def section(result: ClaimResult, ev: Evidence, out: Path) -> str:
     claim, meanings = result.claim, result.claim.verdicts
-    words = [("supported", meanings.supported), ("not supported", meanings.not_supported),
-             ("inconclusive", meanings.inconclusive)] + ([("not testable here", meanings.not_testable)]
-                                                         if meanings.not_testable else [])
+    words = [
+        ("supported", meanings.supported),
+        ("not supported", meanings.not_supported),
+        ("inconclusive", meanings.inconclusive),
+    ] + ([("not testable here", meanings.not_testable)] if meanings.not_testable else [])
     words.append(("not testable at this training level", LEVEL_RULE))
     criterion = ", ".join(f"{k} {json.dumps(v)}" for k, v in claim.rule().model_dump(mode="json").items())
     registration = result.registration
-    text = [f"## {claim.id}: {claim.quote}\n",
-            f"**Verdict: {result.verdict.verdict}.** {result.verdict.reason}\n",
-            f"**Measured** ({claim.measure.kind}): {result.measurement.text}.",
-            ("" if claim.measure.kind not in ("effective_context", "vanishing_gradient", "lstm_memory") else
-             not_probed(ev, claim.measure.study)) + "\n"]
+    text = [
+        f"## {claim.id}: {claim.quote}\n",
+        f"**Verdict: {result.verdict.verdict}.** {result.verdict.reason}\n",
+        f"**Measured** ({claim.measure.kind}): {result.measurement.text}.",
+        (
+            ""
+            if claim.measure.kind not in ("effective_context", "vanishing_gradient", "lstm_memory")
+            else not_probed(ev, claim.measure.study)
+        )
+        + "\n",
+    ]
     if result.measurement.level:
         text.append(f"**Training level**: {result.measurement.level}.\n")
     if result.verdict.construction:
         text.append(f"**True by construction, not counted as support**: {result.verdict.construction}.\n")
-    text += [f"**Pre-registered: {'yes' if registration.preregistered else 'no'}** ({registration.status}): "
-             f"{registration.text}.\n",
-             f"**Criterion**: {criterion}.\n",
-             "\n".join(f"- *{v}*: {w}" for v, w in words) + "\n"]
+    text += [
+        f"**Pre-registered: {'yes' if registration.preregistered else 'no'}** ({registration.status}): "
+        f"{registration.text}.\n",
+        f"**Criterion**: {criterion}.\n",
+        "\n".join(f"- *{v}*: {w}" for v, w in words) + "\n",
+    ]
     if getattr(claim.measure, "literature", None):
-        text.append("From the literature, not measured here:\n\n" + "\n".join(f"- {x}" for x in claim.measure.literature) + "\n")
+        text.append(
+            "From the literature, not measured here:\n\n" + "\n".join(f"- {x}" for x in claim.measure.literature) + "\n"
+        )
     shown = figure(result, ev, out)
     text += [f"![{alt}]({name})\n" for name, alt in shown]
     if result.measurement.runs:
@@ -147,34 +183,59 @@ def render(study: str, parent_run_id: str | None, out: Path) -> tuple[Path, str]
     run_id = parent.info.run_id
     config, ev, results = results_of(run_id)
     out.mkdir(parents=True, exist_ok=True)
-    table = pd.DataFrame({"claim": [f"{r.claim.id}: {r.claim.quote}" for r in results],
-                          "measured": [r.measurement.text for r in results],
-                          "verdict": [f"**{r.verdict.verdict}**: {r.verdict.reason}" for r in results],
-                          "pre-registered": [("yes" if r.registration.preregistered else "no")
-                                             + f" ({r.registration.status})" for r in results],
-                          "evidence": [f"[section](#{r.claim.id}) · {len(r.measurement.runs)} runs" for r in results]})
-    executions = {k.removeprefix("rnnlab.execution."): v for k, v in sorted(parent.data.tags.items())
-                  if k.startswith("rnnlab.execution.")}
-    sections = [f"# Claims `{study}`: {config.title}\n" if config.title else f"# Claims `{study}`\n",
-                "Each claim of the course notes, the measurement that tests it, and the verdict its criterion (in the "
-                "claims file) gives on the data. Verdicts: *supported*, *not supported*, *inconclusive* (between the "
-                "two, or data missing), *not testable here* (a scale the lab does not train at), *not testable at "
-                "this training level* (a model judged has not learned beyond the unigram floor, or its reference is "
-                f"more than {REFERENCE_GAP:.0%} worse than the subject). Parts true by construction are shown, never "
-                "counted as support. *Pre-registered* only where the criterion was committed (git) before the first "
-                "of the data it judges was recorded (MLflow start times, and commits that published a study's "
-                "results).\n", md_table(table)]
+    table = pd.DataFrame(
+        {
+            "claim": [f"{r.claim.id}: {r.claim.quote}" for r in results],
+            "measured": [r.measurement.text for r in results],
+            "verdict": [f"**{r.verdict.verdict}**: {r.verdict.reason}" for r in results],
+            "pre-registered": [
+                ("yes" if r.registration.preregistered else "no") + f" ({r.registration.status})" for r in results
+            ],
+            "evidence": [f"[section](#{r.claim.id}) · {len(r.measurement.runs)} runs" for r in results],
+        }
+    )
+    executions = {
+        k.removeprefix("rnnlab.execution."): v
+        for k, v in sorted(parent.data.tags.items())
+        if k.startswith("rnnlab.execution.")
+    }
+    sections = [
+        f"# Claims `{study}`: {config.title}\n" if config.title else f"# Claims `{study}`\n",
+        "Each claim of the course notes, the measurement that tests it, and the verdict its criterion (in the "
+        "claims file) gives on the data. Verdicts: *supported*, *not supported*, *inconclusive* (between the "
+        "two, or data missing), *not testable here* (a scale the lab does not train at), *not testable at "
+        "this training level* (a model judged has not learned beyond the unigram floor, or its reference is "
+        f"more than {REFERENCE_GAP:.0%} worse than the subject). Parts true by construction are shown, never "
+        "counted as support. *Pre-registered* only where the criterion was committed (git) before the first "
+        "of the data it judges was recorded (MLflow start times, and commits that published a study's "
+        "results).\n",
+        md_table(table),
+    ]
     sections += [section(r, ev, out) for r in results]
-    judged = ("Judged on each study's latest recorded execution, as recorded: no study was run (`--recorded`); "
-              "the executions may come from different code versions.\n"
-              if parent.data.tags.get("rnnlab.claims.studies") == "recorded" else
-              "Each study was run (its finished cells reused) before the claims were judged.\n")
-    sections += ["## Studies\n", judged, md_table(pd.DataFrame(
-        [(name, f"`{run}`", *code_of(run), f"`rnnlab report {name}`") for name, run in executions.items()],
-        columns=["study", "execution (parent run)", "code version", "git commit", "its own report"]))
-        if executions else "none recorded\n"]
-    sections += ["## Reproduce\n", f"Rebuild this report from the store: `rnnlab report {study} --parent-run {run_id}`. "
-                 f"Rerun (finished cells and probes reused): `rnnlab study {parent.data.tags.get('rnnlab.claims_file', 'claims.yaml')}`.\n"]
+    judged = (
+        "Judged on each study's latest recorded execution, as recorded: no study was run (`--recorded`); "
+        "the executions may come from different code versions.\n"
+        if parent.data.tags.get("rnnlab.claims.studies") == "recorded"
+        else "Each study was run (its finished cells reused) before the claims were judged.\n"
+    )
+    sections += [
+        "## Studies\n",
+        judged,
+        md_table(
+            pd.DataFrame(
+                [(name, f"`{run}`", *code_of(run), f"`rnnlab report {name}`") for name, run in executions.items()],
+                columns=["study", "execution (parent run)", "code version", "git commit", "its own report"],
+            )
+        )
+        if executions
+        else "none recorded\n",
+    ]
+    sections += [
+        "## Reproduce\n",
+        f"Rebuild this report from the store: `rnnlab report {study} --parent-run {run_id}`. "
+        "Rerun (finished cells and probes reused): "
+        f"`rnnlab study {parent.data.tags.get('rnnlab.claims_file', 'claims.yaml')}`.\n",
+    ]
     text = "\n".join(sections)
     (out / "report.md").write_text(text, encoding="utf-8")
     (out / "report.html").write_text(html(text, out, study), encoding="utf-8")
@@ -196,12 +257,14 @@ def terminal_table(rows: list[dict[str, Any]]) -> str:
     """claim · verdict · measured, one claim per paragraph, for a terminal."""
     lines = []
     for row in rows:
-        lines.append(textwrap.fill(f"{row['id']:<14} {row['verdict'].upper():<18} {row['measured']}", width=118,
-                                   subsequent_indent=" " * 34))
+        lines.append(
+            textwrap.fill(
+                f"{row['id']:<14} {row['verdict'].upper():<18} {row['measured']}", width=118, subsequent_indent=" " * 34
+            )
+        )
     return "\n".join(lines)
 
 
 @task(name="claims-report")
 def build_claims_report(study: str, parent_run_id: str, out: str) -> str:
     return write_report(render, study, parent_run_id, out)
-

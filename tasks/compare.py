@@ -11,20 +11,36 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
 from tasks import stats, tracking
 from tasks.outcome import DIVERGED, FAILED_TO_LEARN, OUTCOMES, TRAINED
 
-KEY_METRICS = ("valid_ppl", "test_ppl", "valid_bleu_greedy", "test_bleu", "test_bleu_greedy", "test_chrf",
-               "tokens_per_second", "train_seconds", "clipped_share", "max_grad_norm")
+KEY_METRICS = (
+    "valid_ppl",
+    "test_ppl",
+    "valid_bleu_greedy",
+    "test_bleu",
+    "test_bleu_greedy",
+    "test_chrf",
+    "tokens_per_second",
+    "train_seconds",
+    "clipped_share",
+    "max_grad_norm",
+)
 BOUNDED = {m: (0.0, 100.0) for m in ("valid_bleu_greedy", "valid_bleu", "test_bleu", "test_bleu_greedy", "test_chrf")}
-SHORT = {"tokens_per_second": "tok/s", "train_seconds": "train s", "clipped_share": "clipped",
-         "max_grad_norm": "max grad", "valid_bleu_greedy": "valid_bleu"}
+SHORT = {
+    "tokens_per_second": "tok/s",
+    "train_seconds": "train s",
+    "clipped_share": "clipped",
+    "max_grad_norm": "max grad",
+    "valid_bleu_greedy": "valid_bleu",
+}
 
 
 CURVE_COLUMNS = ["variant", "seed", "step", "value"]
@@ -65,8 +81,9 @@ def read_text(run_id: str, path: str) -> str:
         return tracking.download_artifact(run_id, path, tmp).read_text(encoding="utf-8")
 
 
-def cell_results(study: str, parent_run_id: str | None = None,
-                 recipe: str | None = None) -> tuple[Any, list[dict[str, Any]], pd.DataFrame]:
+def cell_results(
+    study: str, parent_run_id: str | None = None, recipe: str | None = None
+) -> tuple[Any, list[dict[str, Any]], pd.DataFrame]:
     """(parent run, the execution's grid, one row per cell × seed with a finished run: its tags and metrics).
     A tuned study's grid holds two recipes: `recipe` picks one, by default the tuned one (the study's decision)."""
     parent, runs = tracking.study_runs(study, parent_run_id)
@@ -114,11 +131,16 @@ def run_frame(runs: pd.DataFrame, grid: list[dict[str, Any]], metrics: list[str]
     the step it stopped at if it diverged, and `metrics`; in the grid's order."""
     if runs.empty:
         return pd.DataFrame(columns=["variant", "seed", "run_id", "outcome", "reason", "diverged_step", *metrics])
-    frame = pd.DataFrame({
-        "variant": runs["tags.rnnlab.cell"], "seed": runs["params.seed"].astype(int), "run_id": runs["run_id"],
-        "outcome": runs.apply(recorded_outcome, axis=1),
-        "reason": runs.get("tags.rnnlab.outcome_reason", pd.Series("", index=runs.index)).fillna(""),
-        "diverged_step": runs.get("metrics.diverged_step", pd.Series(math.nan, index=runs.index))})
+    frame = pd.DataFrame(
+        {
+            "variant": runs["tags.rnnlab.cell"],
+            "seed": runs["params.seed"].astype(int),
+            "run_id": runs["run_id"],
+            "outcome": runs.apply(recorded_outcome, axis=1),
+            "reason": runs.get("tags.rnnlab.outcome_reason", pd.Series("", index=runs.index)).fillna(""),
+            "diverged_step": runs.get("metrics.diverged_step", pd.Series(math.nan, index=runs.index)),
+        }
+    )
     for name in metrics:
         frame[name] = runs.get(f"metrics.{name}", pd.Series(math.nan, index=runs.index))
         nll = runs.get(f"metrics.{name.removesuffix('ppl')}nll") if name.endswith("ppl") else None
@@ -148,8 +170,9 @@ def validation_curves(frame: pd.DataFrame, metric: str, points: Points | None = 
     points = points or tracking.metric_history
     rows = []
     for run in frame[frame["outcome"] == TRAINED].itertuples(index=False):
-        found = (points(run.run_id, key) if key else []) or (points(run.run_id, metric) if metric.startswith("valid_")
-                                                             else [])
+        found = (points(run.run_id, key) if key else []) or (
+            points(run.run_id, metric) if metric.startswith("valid_") else []
+        )
         seen = set()
         for step, value in found:
             if step not in seen:
@@ -173,31 +196,40 @@ def comparison(study: str, parent_run_id: str | None = None) -> Comparison:
     return compare(study, *cell_results(study, parent_run_id))
 
 
-def compare(study: str, parent: Any, grid: list[dict[str, Any]], runs: pd.DataFrame,
-            points: Points | None = None) -> Comparison:
+def compare(
+    study: str, parent: Any, grid: list[dict[str, Any]], runs: pd.DataFrame, points: Points | None = None
+) -> Comparison:
     """The comparison of an execution's runs; `points` reads a run's metric history (MLflow's, unless given)."""
     metric, goal = parent.data.tags["rnnlab.metric"], parent.data.tags["rnnlab.goal"]
     # Test scores stay out of the study's table: the test split is scored after the decision, for the variants the
     # answer names only, and reported apart (tasks/held_out.py).
-    names = [metric] + [m for m in KEY_METRICS if m != metric and not m.startswith("test_")
-                        and f"metrics.{m}" in runs.columns]
+    names = [metric] + [
+        m for m in KEY_METRICS if m != metric and not m.startswith("test_") and f"metrics.{m}" in runs.columns
+    ]
     frame = run_frame(runs, grid, names)
     trained = frame[frame["outcome"] == TRAINED]
     if len(trained) and trained[metric].isna().all():  # a trained run logged all it ever will: the name is wrong
-        logged = sorted(c.removeprefix("metrics.") for c in runs.columns
-                        if c.startswith("metrics.") and runs[c].notna().any())
-        raise LookupError(f"study '{study}' is decided by metric '{metric}', which none of its trained runs logged; "
-                          f"they logged: {', '.join(logged)}. Fix metric.name in the study file and run it again "
-                          "(finished cells are reused)")
+        logged = sorted(
+            c.removeprefix("metrics.") for c in runs.columns if c.startswith("metrics.") and runs[c].notna().any()
+        )
+        raise LookupError(
+            f"study '{study}' is decided by metric '{metric}', which none of its trained runs logged; "
+            f"they logged: {', '.join(logged)}. Fix metric.name in the study file and run it again "
+            "(finished cells are reused)"
+        )
     factors = {k: list(dict.fromkeys(g["factors"][k] for g in grid)) for k in grid[0]["factors"]}
     rows = []
     for variant in dict.fromkeys(g["variant"] for g in grid):
         cells = [g for g in grid if g["variant"] == variant]
         mine = frame[frame["variant"] == variant]
         trained = mine[mine["outcome"] == TRAINED]
-        row: dict[str, Any] = {"variant": variant, **cells[0]["factors"], "seeds": len(cells),
-                               **{o: int((mine["outcome"] == o).sum()) for o in OUTCOMES},
-                               "missing": len(cells) - len(mine)}
+        row: dict[str, Any] = {
+            "variant": variant,
+            **cells[0]["factors"],
+            "seeds": len(cells),
+            **{o: int((mine["outcome"] == o).sum()) for o in OUTCOMES},
+            "missing": len(cells) - len(mine),
+        }
         for name in names:  # over the seeds that trained, and no others
             values = trained[name].dropna()
             if name == metric or stats.on_log_scale(name):
@@ -217,9 +249,19 @@ def compare(study: str, parent: Any, grid: list[dict[str, Any]], runs: pd.DataFr
         table.loc[scored.idxmin() if goal == "min" else scored.idxmax(), "best"] = True
     note = parent.data.tags.get("mlflow.note.content", "")  # where executions recorded before rnnlab.question kept it
     question = parent.data.tags.get("rnnlab.question", note.partition("\n\n**Answer.**")[0])
-    return Comparison(study, question, metric, goal, parent.info.run_id, factors, frame, table,
-                      floor=floor_of_runs(runs) if not runs.empty else {}, **declared_effect(parent),
-                      curves=validation_curves(frame, metric, points))
+    return Comparison(
+        study,
+        question,
+        metric,
+        goal,
+        parent.info.run_id,
+        factors,
+        frame,
+        table,
+        floor=floor_of_runs(runs) if not runs.empty else {},
+        **declared_effect(parent),
+        curves=validation_curves(frame, metric, points),
+    )
 
 
 def perplexity_of(mean_nll: float) -> float:
@@ -241,13 +283,17 @@ def summary_metrics(c: Comparison, labels: dict[str, str]) -> dict[str, float]:
         mine = c.runs[(c.runs["variant"] == row.variant) & (c.runs["outcome"] == TRAINED)][c.metric].dropna()
         values = mine[mine.map(math.isfinite)].to_numpy(dtype=float)
         spread = (pd.Series(values).map(math.log) if c.log_scale else pd.Series(values)).std(ddof=1)
-        found.update({f"{prefix}/{c.metric}_mean": getattr(row, f"{c.metric}_mean"),
-                      f"{prefix}/{c.metric}_low": getattr(row, f"{c.metric}_low"),
-                      f"{prefix}/{c.metric}_high": getattr(row, f"{c.metric}_high"),
-                      f"{prefix}/{c.metric}_{'log_std' if c.log_scale else 'std'}": spread,
-                      f"{prefix}/n": float(len(values)),
-                      f"{prefix}/diverged": float(getattr(row, DIVERGED)),
-                      f"{prefix}/failed_to_learn": float(getattr(row, FAILED_TO_LEARN))})
+        found.update(
+            {
+                f"{prefix}/{c.metric}_mean": getattr(row, f"{c.metric}_mean"),
+                f"{prefix}/{c.metric}_low": getattr(row, f"{c.metric}_low"),
+                f"{prefix}/{c.metric}_high": getattr(row, f"{c.metric}_high"),
+                f"{prefix}/{c.metric}_{'log_std' if c.log_scale else 'std'}": spread,
+                f"{prefix}/n": float(len(values)),
+                f"{prefix}/diverged": float(getattr(row, DIVERGED)),
+                f"{prefix}/failed_to_learn": float(getattr(row, FAILED_TO_LEARN)),
+            }
+        )
     return {k: v for k, v in found.items() if not math.isnan(v)}  # no value (a single seed's std) is no metric
 
 
@@ -259,7 +305,15 @@ def number(value: float, digits: int = 2) -> str:
 
 
 def digits_for(name: str) -> int:
-    return 0 if name in ("tokens_per_second", "train_seconds") else 3 if name == "clipped_share" else 1 if "ppl" in name else 2
+    return (
+        0
+        if name in ("tokens_per_second", "train_seconds")
+        else 3
+        if name == "clipped_share"
+        else 1
+        if "ppl" in name
+        else 2
+    )
 
 
 def with_interval(mean: float, low: float, high: float, digits: int) -> str:
@@ -276,8 +330,11 @@ def mean_std(mean: float, std: float, digits: int) -> str:
 
 def outcome_words(row: Any) -> str:
     """'2/2 trained', '0/2 trained: 2 diverged', '1/3 trained: 1 diverged, 1 failed to learn'."""
-    ended = [f"{getattr(row, o)} {w}" for o, w in ((DIVERGED, "diverged"), (FAILED_TO_LEARN, "failed to learn"),
-                                                   ("missing", "without a result")) if getattr(row, o)]
+    ended = [
+        f"{getattr(row, o)} {w}"
+        for o, w in ((DIVERGED, "diverged"), (FAILED_TO_LEARN, "failed to learn"), ("missing", "without a result"))
+        if getattr(row, o)
+    ]
     return f"{row.trained}/{row.seeds} trained" + (": " + ", ".join(ended) if ended else "")
 
 
@@ -296,8 +353,10 @@ def formatted(c: Comparison) -> pd.DataFrame:
         else:
             label = SHORT.get(name, name)
         if f"{name}_low" in table:
-            shown[label] = [with_interval(m, lo, hi, digits_for(name))
-                            for m, lo, hi in zip(table[column], table[f"{name}_low"], table[f"{name}_high"])]
+            shown[label] = [
+                with_interval(m, lo, hi, digits_for(name))
+                for m, lo, hi in zip(table[column], table[f"{name}_low"], table[f"{name}_high"])
+            ]
         else:
             shown[label] = [mean_std(m, s, digits_for(name)) for m, s in zip(table[column], table[f"{name}_std"])]
     if c.floor:  # the level a model must beat to have learned anything, beside the variants
@@ -320,17 +379,31 @@ def md_table(frame: pd.DataFrame) -> str:
 
 
 def as_markdown(c: Comparison) -> str:
-    floor = (f" The last row, *{FLOOR_LABEL}*, is the training split's word frequencies with no context, scored on "
-             "the same split: a run at or above its perplexity failed to learn." if c.floor else "")
-    return (md_table(formatted(c)) + f"\n\\* best {c.metric} among variants with a trained seed. "
-            "Statistics are over the seeds that trained, and no others; a perplexity is a geometric mean (its 95% "
-            f"interval is a Student-t interval on log perplexity), other figures mean ± std.{floor}\n")
+    floor = (
+        f" The last row, *{FLOOR_LABEL}*, is the training split's word frequencies with no context, scored on "
+        "the same split: a run at or above its perplexity failed to learn."
+        if c.floor
+        else ""
+    )
+    return (
+        md_table(formatted(c)) + f"\n\\* best {c.metric} among variants with a trained seed. "
+        "Statistics are over the seeds that trained, and no others; a perplexity is a geometric mean (its 95% "
+        f"interval is a Student-t interval on log perplexity), other figures mean ± std.{floor}\n"
+    )
 
 
 def as_json(c: Comparison, answer: Any) -> dict[str, Any]:
-    return {"study": c.study, "question": c.question, "answer": answer.text, "factors": answer.factors,
-            "metric": c.metric, "goal": c.goal, "parent_run_id": c.parent_run_id, "floor": c.floor,
-            "table": json.loads(c.table.to_json(orient="records"))}
+    return {
+        "study": c.study,
+        "question": c.question,
+        "answer": answer.text,
+        "factors": answer.factors,
+        "metric": c.metric,
+        "goal": c.goal,
+        "parent_run_id": c.parent_run_id,
+        "floor": c.floor,
+        "table": json.loads(c.table.to_json(orient="records")),
+    }
 
 
 def log_comparison(c: Comparison, answer: Any) -> None:

@@ -56,8 +56,10 @@ class PreparedCorpus:
 
     def datasets(self) -> list[dict[str, str]]:
         """One MLflow dataset per split: its name, the corpus checksum as digest, its files, its context."""
-        return [{"name": f"{self.name}-{split}", "digest": self.checksum, "source": " + ".join(files), "context": split}
-                for split, files in self.source_files().items()]
+        return [
+            {"name": f"{self.name}-{split}", "digest": self.checksum, "source": " + ".join(files), "context": split}
+            for split, files in self.source_files().items()
+        ]
 
 
 def data_dir(cfg: DataConfig | ParallelDataConfig) -> Path:
@@ -82,8 +84,10 @@ def user_folder(corpus: str, known: Iterable[str], kind: str = "") -> Path:
     folder = Path(corpus).expanduser()
     folder = folder if folder.is_absolute() else project_dir() / folder
     if not folder.is_dir():
-        raise DataError(f"data.corpus={corpus!r} is neither a known {kind}corpus ({', '.join(known)}) "
-                        f"nor a directory (looked for {folder})")
+        raise DataError(
+            f"data.corpus={corpus!r} is neither a known {kind}corpus ({', '.join(known)}) "
+            f"nor a directory (looked for {folder})"
+        )
     return folder
 
 
@@ -131,7 +135,9 @@ def download(url: str, dest: Path, sha256: str | None, gunzip: bool = False) -> 
                 digest.update(block)
                 out.write(block)
         if sha256 is not None and digest.hexdigest() != sha256:
-            raise DataError(f"{url}: sha256 mismatch: expected {sha256}, got {digest.hexdigest()}; {dest} was not written")
+            raise DataError(
+                f"{url}: sha256 mismatch: expected {sha256}, got {digest.hexdigest()}; {dest} was not written"
+            )
         os.replace(tmp, dest)
     except urllib.error.HTTPError as err:
         raise DataError(f"could not download {url} to {dest}: HTTP {err.code} {err.reason}") from None
@@ -156,8 +162,9 @@ def download_missing(folder: str, source: SourceFile, dest: Path) -> Path:
 _UNAVAILABLE: set[Path] = set()
 
 
-def fetch_if_missing(path: Path, folder: str, source: SourceFile | None, allowed: bool, required: bool,
-                     what: str) -> bool:
+def fetch_if_missing(
+    path: Path, folder: str, source: SourceFile | None, allowed: bool, required: bool, what: str
+) -> bool:
     """Whether `path` exists, downloading it first when it is missing, known (`source` has a URL) and `allowed`.
     A failed download of a `required` file raises; of an optional one (a test split), warns once per process."""
     if not path.exists() and allowed and source is not None and source.url and path not in _UNAVAILABLE:
@@ -259,13 +266,17 @@ def verified_cache(target: Path, write: Callable[[Path], dict]) -> dict:
                 meta, problem = read_cache(target)
                 if meta is not None:  # rebuilt by another process while this one waited
                     return meta
-                print(f"rnnlab: token cache {target} is damaged ({problem}); rebuilding it", file=sys.stderr, flush=True)
+                print(
+                    f"rnnlab: token cache {target} is damaged ({problem}); rebuilding it", file=sys.stderr, flush=True
+                )
                 aside = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.damaged."))
                 target.replace(aside)  # at once, so no process can find it half deleted
                 shutil.rmtree(aside, ignore_errors=True)
             publish(target, write)
     meta, problem = read_cache(target)
     if meta is None:
-        raise DataError(f"token cache {target} is damaged ({problem}) right after it was built: is the disk full "
-                        f"or failing? Delete it and try again")
+        raise DataError(
+            f"token cache {target} is damaged ({problem}) right after it was built: is the disk full "
+            f"or failing? Delete it and try again"
+        )
     return meta

@@ -153,14 +153,18 @@ def study_cost(study: Study, corpora: dict, threads: int) -> tuple[Cost, Cost | 
     tune = study.config.tune
     if tune and any(c.config.task != "lm" for c in study.cells):
         raise NotImplementedError("no estimate yet for tuning translation models")
-    cells = Cost(len(seconds) * (2 if tune else 1),
-                 sum(seconds) * (2 if tune else 1) / study.config.concurrency)
+    cells = Cost(len(seconds) * (2 if tune else 1), sum(seconds) * (2 if tune else 1) / study.config.concurrency)
     if not tune:
         return cells, None
     per_arm = {c.id: (c, corpora[data_key(c.config)]) for c in study.cells}
     trial_budget = tune.budget.max_steps or study.config.budget.max_steps
-    trial_seconds = sum(run_seconds(c.config, corpus, speeds[c.config.model.model_dump_json()], trial_budget)
-                        for c, corpus in per_arm.values()) * tune.trials
+    trial_seconds = (
+        sum(
+            run_seconds(c.config, corpus, speeds[c.config.model.model_dump_json()], trial_budget)
+            for c, corpus in per_arm.values()
+        )
+        * tune.trials
+    )
     return cells, Cost(len(per_arm) * tune.trials, trial_seconds / study.config.concurrency)
 
 
@@ -180,12 +184,16 @@ def estimate_lines(study: Study, corpora: dict, threads: int) -> list[str]:
     total = START_SECONDS + cells.seconds + (trials.seconds if trials else 0.0)
     lines = []
     if trials:
-        lines.append(f"rnnlab: study '{study.name}': {trials.runs} tuning trials ({study.config.tune.trials} per arm), "
-                     f"then {cells.runs} cells (each arm's best setting and the base recipe × "
-                     f"{len(study.config.seeds)} seeds), {study.config.concurrency} at a time")
+        lines.append(
+            f"rnnlab: study '{study.name}': {trials.runs} tuning trials ({study.config.tune.trials} per arm), "
+            f"then {cells.runs} cells (each arm's best setting and the base recipe × "
+            f"{len(study.config.seeds)} seeds), {study.config.concurrency} at a time"
+        )
     else:
         lines.append(f"rnnlab: study '{study.name}': {cells.runs} cells, {study.config.concurrency} at a time")
-    lines.append(f"rnnlab: estimated wall time on this machine: about {minutes(total)} if every run uses its whole "
-                 f"budget (runs that blow up{' or are pruned' if trials else ''} end sooner; finished cells are reused "
-                 "and cost nothing)")
+    lines.append(
+        f"rnnlab: estimated wall time on this machine: about {minutes(total)} if every run uses its whole "
+        f"budget (runs that blow up{' or are pruned' if trials else ''} end sooner; finished cells are reused "
+        "and cost nothing)"
+    )
     return lines

@@ -21,11 +21,11 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from models.metrics import perplexity
-from tasks import hardware
 from rnnlab.config import RunConfig
 from rnnlab.env import keep_freed_memory, project_dir, verbose
-from tasks.outcome import uniform_loss
+from tasks import hardware
 from tasks.metrics_logger import MlflowMetricsLogger
+from tasks.outcome import uniform_loss
 from tasks.tracking import log_metrics, set_tags
 
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated", category=FutureWarning)
@@ -42,8 +42,13 @@ class Progress(Callback):
 
     The totals are kept in checkpoints, so a resumed run's throughput covers its whole training."""
 
-    def __init__(self, gradients: "GradientStats | None" = None, losses: "TrainingLoss | None" = None,
-                 every_seconds: float = 10.0, label: str | None = None):
+    def __init__(
+        self,
+        gradients: GradientStats | None = None,
+        losses: TrainingLoss | None = None,
+        every_seconds: float = 10.0,
+        label: str | None = None,
+    ):
         self.gradients, self.losses = gradients, losses
         self.prefix = f"rnnlab: [{label}] " if label else "rnnlab: "
         self.every_seconds = every_seconds
@@ -94,8 +99,10 @@ class Progress(Callback):
         now = time.monotonic()
         m = trainer.callback_metrics
         steps = trainer.max_steps > 0  # a step budget: the epochs are not what ends training
-        parts = [f"epoch {trainer.current_epoch + 1}" + ("" if steps else f"/{trainer.max_epochs}"),
-                 f"step {trainer.global_step}" + (f"/{trainer.max_steps}" if steps else "")]
+        parts = [
+            f"epoch {trainer.current_epoch + 1}" + ("" if steps else f"/{trainer.max_epochs}"),
+            f"step {trainer.global_step}" + (f"/{trainer.max_steps}" if steps else ""),
+        ]
         if self.losses and self.losses.last is not None:
             parts.append(f"loss {self.losses.last:.3f}")
         g = self.gradients.last if self.gradients else {}
@@ -121,10 +128,17 @@ def recurrent_layers(module: torch.nn.Module) -> dict[str, list[torch.nn.Paramet
     """The recurrent layers whose gradient norms are logged one by one, lowest first: a language model's stack
     (`layer<i>`), a translator's encoder and decoder stacks (`encoder_layer<i>`, `decoder_layer<i>`)."""
     net = getattr(module, "net", module)
-    stacks = {"": getattr(net, "layers", None), "encoder_": getattr(getattr(net, "encoder", None), "layers", None),
-              "decoder_": getattr(getattr(net, "decoder", None), "layers", None)}
-    return {f"{prefix}layer{i}": list(layer.parameters()) for prefix, stack in stacks.items()
-            if isinstance(stack, torch.nn.ModuleList) for i, layer in enumerate(stack)}
+    stacks = {
+        "": getattr(net, "layers", None),
+        "encoder_": getattr(getattr(net, "encoder", None), "layers", None),
+        "decoder_": getattr(getattr(net, "decoder", None), "layers", None),
+    }
+    return {
+        f"{prefix}layer{i}": list(layer.parameters())
+        for prefix, stack in stacks.items()
+        if isinstance(stack, torch.nn.ModuleList)
+        for i, layer in enumerate(stack)
+    }
 
 
 class GradientStats(Callback):
@@ -158,7 +172,9 @@ class GradientStats(Callback):
         norm = float(total)
         if self.clip is not None:
             kind, threshold = self.clip
-            self.clipped += int(norm > threshold if kind == "norm" else any(bool((g.abs() > threshold).any()) for g in grads))
+            self.clipped += int(
+                norm > threshold if kind == "norm" else any(bool((g.abs() > threshold).any()) for g in grads)
+            )
         self.steps += 1
         if math.isfinite(norm):
             self.max_norm = max(self.max_norm, norm)
@@ -197,8 +213,13 @@ class GradientStats(Callback):
         return self.clipped / max(self.steps, 1)
 
     def state_dict(self) -> dict[str, Any]:  # kept in checkpoints, so a resumed run's share and means cover every step
-        return {"steps": self.steps, "clipped": self.clipped, "max_norm": self.max_norm,
-                "layer_sums": dict(self.layer_sums), "layer_counts": dict(self.layer_counts)}
+        return {
+            "steps": self.steps,
+            "clipped": self.clipped,
+            "max_norm": self.max_norm,
+            "layer_sums": dict(self.layer_sums),
+            "layer_counts": dict(self.layer_counts),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.steps, self.clipped, self.max_norm = state["steps"], state["clipped"], state["max_norm"]
@@ -207,11 +228,11 @@ class GradientStats(Callback):
 
 
 class TrainingLoss(Callback):
-    """The training loss every step (`train/loss`), straight to the run's batched logger. Training stops, as a finding (the run is
-    `diverged`), when the loss becomes NaN/inf, or when it blows up: once `after` warm-up steps are past, the mean
-    loss over the last `window` steps exceeds `ratio` × the loss of a uniform guess over the vocabulary. A model that
-    far above guessing has exploded; left to run, it would spend its whole budget, and an exploded network is also
-    the slowest one (measured: an unclipped LSTM at lr 20 ran ~14× slower per step once it had blown up)."""
+    """The training loss every step (`train/loss`), straight to the run's batched logger. Training stops, as a finding
+    (the run is `diverged`), when the loss becomes NaN/inf, or when it blows up: once `after` warm-up steps are past,
+    the mean loss over the last `window` steps exceeds `ratio` × the loss of a uniform guess over the vocabulary. A
+    model that far above guessing has exploded; left to run, it would spend its whole budget (and before denormals were
+    flushed, an exploded LSTM at lr 20 ran ~14× slower per step: tasks.hardware.flush_denormals)."""
 
     def __init__(self, uniform_loss: float, ratio: float | None = None, window: int = 25, after: int = 0) -> None:
         self.limit = ratio * uniform_loss if ratio else None
@@ -236,9 +257,12 @@ class TrainingLoss(Callback):
             return
         mean = sum(self.recent) / self.window
         if mean > self.limit:
-            self.stop(trainer, f"blew up: the mean training loss over steps {step - self.window + 1}–{step} was "
-                               f"{mean:.1f} nats per token, above {self.ratio:g} × {self.uniform_loss:.2f} (a uniform "
-                               f"guess) = {self.limit:.1f} (the blow-up rule, train.blowup_*); stopped at step {step}")
+            self.stop(
+                trainer,
+                f"blew up: the mean training loss over steps {step - self.window + 1}–{step} was "
+                f"{mean:.1f} nats per token, above {self.ratio:g} × {self.uniform_loss:.2f} (a uniform "
+                f"guess) = {self.limit:.1f} (the blow-up rule, train.blowup_*); stopped at step {step}",
+            )
 
     @property
     def final(self) -> float | None:
@@ -324,8 +348,11 @@ def weights_misfit(saved: Any, expected: dict[str, torch.Tensor]) -> str | None:
         return "it holds no state_dict"
     problems = [f"{k} is missing" for k in expected if k not in saved]
     problems += [f"{k} is not in the model" for k in saved if k not in expected]
-    problems += [f"{k} is {list(saved[k].shape)}, the model's is {list(v.shape)}" for k, v in expected.items()
-                 if k in saved and getattr(saved[k], "shape", None) != v.shape]
+    problems += [
+        f"{k} is {list(saved[k].shape)}, the model's is {list(v.shape)}"
+        for k, v in expected.items()
+        if k in saved and getattr(saved[k], "shape", None) != v.shape
+    ]
     if not problems:
         return None
     return problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
@@ -333,13 +360,26 @@ def weights_misfit(saved: Any, expected: dict[str, torch.Tensor]) -> str | None:
 
 def set_aside(checkpoint: Path, suffix: str, label: str, why: str) -> None:
     checkpoint.rename(checkpoint.with_suffix(suffix))
-    print(f"rnnlab: {label}: cannot resume from {checkpoint} ({why}); set aside as {checkpoint.with_suffix(suffix).name}, "
-          f"starting again", file=sys.stderr, flush=True)
+    print(
+        f"rnnlab: {label}: cannot resume from {checkpoint} ({why}); set aside as "
+        f"{checkpoint.with_suffix(suffix).name}, starting again",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
-def fit_module(cfg: RunConfig, module: pl.LightningModule, train_loader: DataLoader, valid_loader: DataLoader,
-               run_id: str, monitor: str, mode: str, vocab_size: int, callbacks: tuple[Callback, ...] = (),
-               workdir: str | Path | None = None) -> FitResult:
+def fit_module(
+    cfg: RunConfig,
+    module: pl.LightningModule,
+    train_loader: DataLoader,
+    valid_loader: DataLoader,
+    run_id: str,
+    monitor: str,
+    mode: str,
+    vocab_size: int,
+    callbacks: tuple[Callback, ...] = (),
+    workdir: str | Path | None = None,
+) -> FitResult:
     """Fit with the house callbacks (best/last checkpoints by `monitor`, progress, loss and gradient stats, divergence
     and blow-up stop against a uniform guess over `vocab_size` words), metrics batched to the run, and a summary of
     the fit logged at the end.
@@ -352,11 +392,13 @@ def fit_module(cfg: RunConfig, module: pl.LightningModule, train_loader: DataLoa
     set_tags(run_id, {"torch.threads": str(torch.get_num_threads())})  # as set for this run (train.num_threads)
     if resume_from:
         set_tags(run_id, {"rnnlab.resumed_from_step": resume_from[1], "rnnlab.resumed_from": resume_from[0]})
-    best = ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=monitor, mode=mode, save_last=True,
-                           enable_version_counter=False)
+    best = ModelCheckpoint(
+        dirpath=checkpoints, filename="best", monitor=monitor, mode=mode, save_last=True, enable_version_counter=False
+    )
     gradients = GradientStats(cfg.train.clip)
-    losses = TrainingLoss(uniform_loss(vocab_size), cfg.train.blowup_ratio, cfg.train.blowup_window,
-                          cfg.train.blowup_after)
+    losses = TrainingLoss(
+        uniform_loss(vocab_size), cfg.train.blowup_ratio, cfg.train.blowup_window, cfg.train.blowup_after
+    )
     progress = Progress(gradients, losses, label=cfg.run_name)
     logger = MlflowMetricsLogger(run_id)
     trainer = build_trainer(cfg, workdir, [*callbacks, best, losses, gradients, progress], logger)
@@ -371,14 +413,28 @@ def fit_module(cfg: RunConfig, module: pl.LightningModule, train_loader: DataLoa
         trainer.save_checkpoint(checkpoint)
     logger.flush()
     tokens_per_second = progress.tokens / progress.train_seconds if progress.train_seconds else 0.0
-    summary = {"train_loss": losses.final, "train_seconds": progress.train_seconds, "fit_seconds": fit_seconds, "tokens_per_second": tokens_per_second,
-               "train_steps": trainer.global_step, "clipped_share": gradients.share, "max_grad_norm": gradients.max_norm,
-               **gradients.layer_means()}
+    summary = {
+        "train_loss": losses.final,
+        "train_seconds": progress.train_seconds,
+        "fit_seconds": fit_seconds,
+        "tokens_per_second": tokens_per_second,
+        "train_steps": trainer.global_step,
+        "clipped_share": gradients.share,
+        "max_grad_norm": gradients.max_norm,
+        **gradients.layer_means(),
+    }
     if losses.stopped_at is not None:
         summary["diverged_step"] = losses.stopped_at
     log_metrics(run_id, {k: v for k, v in summary.items() if v is not None})  # summaries: at step 0, not on a curve
-    return FitResult(checkpoint, losses.stopped_at, losses.stop_reason, trainer.global_step, progress.train_seconds,
-                     fit_seconds, tokens_per_second)
+    return FitResult(
+        checkpoint,
+        losses.stopped_at,
+        losses.stop_reason,
+        trainer.global_step,
+        progress.train_seconds,
+        fit_seconds,
+        tokens_per_second,
+    )
 
 
 def seed_and_threads(cfg: RunConfig) -> None:

@@ -45,8 +45,10 @@ def native_bf16() -> list[str]:
 
 def cpu_offers() -> str:
     """What the CPU offers, in words: `torch CPU capability AVX512; bf16 instructions: avx512_bf16`."""
-    return (f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}; "
-            f"bf16 instructions: {', '.join(native_bf16()) or 'none'}")
+    return (
+        f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}; "
+        f"bf16 instructions: {', '.join(native_bf16()) or 'none'}"
+    )
 
 
 def flush_denormals() -> None:
@@ -82,21 +84,31 @@ def check_runnable(cfg: RunConfig, where: str = "") -> str | None:
     accelerator, precision = cfg.train.accelerator, cfg.train.precision
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
-        raise ConfigError(f"{where}train.accelerator={accelerator}: torch {torch.__version__} ({build}) sees no CUDA "
-                          "device on this machine; use train.accelerator=cpu (or auto: a GPU where there is one)")
+        raise ConfigError(
+            f"{where}train.accelerator={accelerator}: torch {torch.__version__} ({build}) sees no CUDA "
+            "device on this machine; use train.accelerator=cpu (or auto: a GPU where there is one)"
+        )
     if accelerator == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"{where}train.accelerator=mps: this machine has no Apple GPU (MPS); use train.accelerator=cpu")
+        raise ConfigError(
+            f"{where}train.accelerator=mps: this machine has no Apple GPU (MPS); use train.accelerator=cpu"
+        )
     if not precision.startswith("bf16"):
         return None
     if on_cuda(cfg):
         if not torch.cuda.is_bf16_supported():
-            raise ConfigError(f"{where}train.precision={precision}: the GPU {torch.cuda.get_device_name()} has no bf16 "
-                              "support (it needs compute capability 8.0 or newer); use train.precision=32-true")
+            raise ConfigError(
+                f"{where}train.precision={precision}: the GPU {torch.cuda.get_device_name()} has no bf16 "
+                "support (it needs compute capability 8.0 or newer); use train.precision=32-true"
+            )
         return None
     if not cpu_runs_bf16():
-        raise ConfigError(f"{where}train.precision={precision}: this CPU cannot run torch's bf16 kernels ({cpu_offers()}; "
-                          "they need AVX-512 BW/VL/DQ or AVX-NE-CONVERT); use train.precision=32-true")
+        raise ConfigError(
+            f"{where}train.precision={precision}: this CPU cannot run torch's bf16 kernels ({cpu_offers()}; "
+            "they need AVX-512 BW/VL/DQ or AVX-NE-CONVERT); use train.precision=32-true"
+        )
     if not native_bf16():
-        return (f"rnnlab: warning: {where}train.precision={precision} on a CPU without bf16 instructions ({cpu_offers()}): "
-                "bf16 is emulated, expect it no faster than 32-true")
+        return (
+            f"rnnlab: warning: {where}train.precision={precision} on a CPU without bf16 instructions ({cpu_offers()}): "
+            "bf16 is emulated, expect it no faster than 32-true"
+        )
     return None

@@ -59,13 +59,17 @@ def section(c: Comparison, parent: Any, runs: pd.DataFrame) -> str:
     tags = parent.data.tags
     split = tags.get(SPLIT_TAG)
     if split is None:
-        return ("This execution was recorded before rnnlab held the test split out: its runs were scored on every "
-                "split they had, and any test score was not taken after the decision. Rerun the study to score the "
-                "test split once, after the decision.\n")
+        return (
+            "This execution was recorded before rnnlab held the test split out: its runs were scored on every "
+            "split they had, and any test score was not taken after the decision. Rerun the study to score the "
+            "test split once, after the decision.\n"
+        )
     if split.startswith("none"):
-        return (f"There is no held-out test here: {split.removeprefix('none: ')}. The study decided on the "
-                "validation split, which also chose each run's checkpoint, so the tests on the evaluation data "
-                "below ran on the selection split: their p-values are optimistic.\n")
+        return (
+            f"There is no held-out test here: {split.removeprefix('none: ')}. The study decided on the "
+            "validation split, which also chose each run's checkpoint, so the tests on the evaluation data "
+            "below ran on the selection split: their p-values are optimistic.\n"
+        )
     named = json.loads(tags.get(NAMED_TAG, "[]"))
     if not named:
         return "No variant trained, so nothing was scored on the test split.\n"
@@ -76,15 +80,27 @@ def section(c: Comparison, parent: Any, runs: pd.DataFrame) -> str:
     rows = []
     for variant in named:
         interval = stats.mean_interval(values[variant].to_numpy(dtype=float), log=log) if len(values[variant]) else None
-        rows.append({"variant": variant, "runs scored": len(values[variant]),
-                     f"{metric} ({'geometric ' if log else ''}mean [95% CI])":
-                     "–" if interval is None else number(interval.mean, 1 if log else 2)
-                     + ("" if math.isnan(interval.low) else f" [{number(interval.low, 1 if log else 2)}, "
-                                                            f"{number(interval.high, 1 if log else 2)}]")})
-    text = (f"The test split was scored once, after the decision on `{c.metric}`, for the "
-            f"{'variant' if len(named) == 1 else f'{len(named)} variants'} the answer names and no others: "
-            + ", ".join(f"`{v}`" for v in named) + f" ({sum(len(v) for v in values.values())} runs). "
-            "No checkpoint, setting or winner was chosen on it.\n\n" + md_table(pd.DataFrame(rows)))
+        rows.append(
+            {
+                "variant": variant,
+                "runs scored": len(values[variant]),
+                f"{metric} ({'geometric ' if log else ''}mean [95% CI])": "–"
+                if interval is None
+                else number(interval.mean, 1 if log else 2)
+                + (
+                    ""
+                    if math.isnan(interval.low)
+                    else f" [{number(interval.low, 1 if log else 2)}, {number(interval.high, 1 if log else 2)}]"
+                ),
+            }
+        )
+    text = (
+        f"The test split was scored once, after the decision on `{c.metric}`, for the "
+        f"{'variant' if len(named) == 1 else f'{len(named)} variants'} the answer names and no others: "
+        + ", ".join(f"`{v}`" for v in named)
+        + f" ({sum(len(v) for v in values.values())} runs). "
+        "No checkpoint, setting or winner was chosen on it.\n\n" + md_table(pd.DataFrame(rows))
+    )
     if len(named) == 2:
         both = pd.concat([values[named[0]], values[named[1]]], axis=1, join="inner").dropna()
         if len(both) >= 2:
@@ -92,7 +108,9 @@ def section(c: Comparison, parent: Any, runs: pd.DataFrame) -> str:
             differences = np.log(a) - np.log(b) if log else a - b
             interval = stats.mean_interval(differences)
             shown = (lambda v: f"×{math.exp(v):.3f}") if log else (lambda v: f"{v:+.2f}")
-            text += (f"\n`{named[0]}` against `{named[1]}` on test, paired over {len(both)} seeds: "
-                     f"{shown(interval.mean)} (95% CI {shown(interval.low)} to {shown(interval.high)}, Student-t, "
-                     f"two-sided{', on log perplexity' if log else ''}).\n")
+            text += (
+                f"\n`{named[0]}` against `{named[1]}` on test, paired over {len(both)} seeds: "
+                f"{shown(interval.mean)} (95% CI {shown(interval.low)} to {shown(interval.high)}, Student-t, "
+                f"two-sided{', on log perplexity' if log else ''}).\n"
+            )
     return text

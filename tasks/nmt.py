@@ -76,8 +76,14 @@ class BucketBatches(Sampler[list[int]]):
 
 
 @torch.no_grad()
-def translate_ids(net: Seq2Seq, sources: list[torch.Tensor], batch_size: int, beam: int = 1,
-                  length_penalty: float = 1.0, max_len_ratio: float = 2.0) -> list[list[int]]:
+def translate_ids(
+    net: Seq2Seq,
+    sources: list[torch.Tensor],
+    batch_size: int,
+    beam: int = 1,
+    length_penalty: float = 1.0,
+    max_len_ratio: float = 2.0,
+) -> list[list[int]]:
     """Translate subword-id sentences in length-sorted batches; results come back in the input order."""
     net.eval()
     device = next(net.parameters()).device
@@ -117,25 +123,41 @@ class ValidationBLEU(Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        ids = translate_ids(module.net, self.sources, self.cfg.eval.batch_size, beam=1,
-                            max_len_ratio=self.cfg.eval.max_len_ratio)
+        ids = translate_ids(
+            module.net, self.sources, self.cfg.eval.batch_size, beam=1, max_len_ratio=self.cfg.eval.max_len_ratio
+        )
         score, _, _, _ = bleu_chrf(self.detok.decode(ids), self.references)
         module.log("valid_bleu_greedy", score, logger=False)  # for the checkpoint monitor and the progress line
         trainer.logger.log_metrics({"valid/bleu_greedy": score}, step=trainer.global_step)  # the curve
 
 
-def fit_nmt(cfg: NMTRunConfig, corpus: ParallelCorpus, run_id: str, workdir: str | None = None,
-            callbacks: tuple = ()) -> FitResult:
+def fit_nmt(
+    cfg: NMTRunConfig, corpus: ParallelCorpus, run_id: str, workdir: str | None = None, callbacks: tuple = ()
+) -> FitResult:
     seed_and_threads(cfg)
     train, valid = corpus.load("train"), corpus.load("valid")
     lengths = [len(t) for t in train["tgt"]]
-    train_loader = DataLoader(PairDataset(train), batch_sampler=BucketBatches(lengths, cfg.train.batch_size, cfg.seed),
-                              collate_fn=collate)
+    train_loader = DataLoader(
+        PairDataset(train), batch_sampler=BucketBatches(lengths, cfg.train.batch_size, cfg.seed), collate_fn=collate
+    )
     valid_loader = DataLoader(PairDataset(valid), batch_size=cfg.eval.batch_size, collate_fn=collate)
-    module = Translator(as_dict(seq2seq_shape(cfg, corpus.src_vocab, corpus.tgt_vocab)), as_dict(optim_settings(cfg)),
-                        cfg.train.label_smoothing)
-    return fit_module(cfg, module, train_loader, valid_loader, run_id, monitor="valid_bleu_greedy", mode="max",
-                      vocab_size=corpus.output_vocab, callbacks=(ValidationBLEU(corpus, cfg), *callbacks), workdir=workdir)
+    module = Translator(
+        as_dict(seq2seq_shape(cfg, corpus.src_vocab, corpus.tgt_vocab)),
+        as_dict(optim_settings(cfg)),
+        cfg.train.label_smoothing,
+    )
+    return fit_module(
+        cfg,
+        module,
+        train_loader,
+        valid_loader,
+        run_id,
+        monitor="valid_bleu_greedy",
+        mode="max",
+        vocab_size=corpus.output_vocab,
+        callbacks=(ValidationBLEU(corpus, cfg), *callbacks),
+        workdir=workdir,
+    )
 
 
 def load_translator(cfg: NMTRunConfig, src_vocab: int, tgt_vocab: int, checkpoint: str | Path) -> Seq2Seq:
@@ -152,20 +174,35 @@ def token_perplexity(net: Seq2Seq, pairs: Pairs, batch_size: int) -> float:
     return perplexity(nll / tokens)
 
 
-def score_translations(net: Seq2Seq, cfg: NMTRunConfig, sources: list[torch.Tensor], references: list[str],
-                       detok, run_id: str, name: str, pairs: Pairs | None = None) -> dict[str, float]:
+def score_translations(
+    net: Seq2Seq,
+    cfg: NMTRunConfig,
+    sources: list[torch.Tensor],
+    references: list[str],
+    detok,
+    run_id: str,
+    name: str,
+    pairs: Pairs | None = None,
+) -> dict[str, float]:
     """BLEU/chrF with beam and greedy, translation speed, (perplexity), and the translations as artifacts."""
     metrics: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, beam in (("greedy", 1), ("beam", cfg.eval.beam)):
             start = time.perf_counter()
-            ids = translate_ids(net, sources, cfg.eval.batch_size, beam, cfg.eval.length_penalty, cfg.eval.max_len_ratio)
+            ids = translate_ids(
+                net, sources, cfg.eval.batch_size, beam, cfg.eval.length_penalty, cfg.eval.max_len_ratio
+            )
             seconds = time.perf_counter() - start
             hypotheses = detok.decode(ids)
             bleu, chrf, bleu_sig, chrf_sig = bleu_chrf(hypotheses, references)
             suffix = "" if label == "beam" else "_greedy"
-            metrics.update({f"{name}_bleu{suffix}": bleu, f"{name}_chrf{suffix}": chrf,
-                            f"{name}_sentences_per_second{suffix}": len(sources) / seconds})
+            metrics.update(
+                {
+                    f"{name}_bleu{suffix}": bleu,
+                    f"{name}_chrf{suffix}": chrf,
+                    f"{name}_sentences_per_second{suffix}": len(sources) / seconds,
+                }
+            )
             path = Path(tmp) / f"{name}.{label}.hyp"
             path.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
             log_artifact(run_id, path, "translations")
@@ -175,8 +212,10 @@ def score_translations(net: Seq2Seq, cfg: NMTRunConfig, sources: list[torch.Tens
         if pairs is not None:
             metrics[f"{name}_ppl"] = token_perplexity(net, pairs, cfg.eval.batch_size)
             metrics[f"{name}_nll"] = math.log(metrics[f"{name}_ppl"])  # nats per token: the chartable twin
-    set_tags(run_id, {"sacrebleu.bleu_signature": bleu_sig, "sacrebleu.chrf_signature": chrf_sig,
-                      f"{name}.beam": cfg.eval.beam})
+    set_tags(
+        run_id,
+        {"sacrebleu.bleu_signature": bleu_sig, "sacrebleu.chrf_signature": chrf_sig, f"{name}.beam": cfg.eval.beam},
+    )
     return metrics
 
 
@@ -193,12 +232,18 @@ def score_nmt(cfg: NMTRunConfig, corpus: ParallelCorpus, run_id: str, fitted: Fi
 
 def load_run(run_id: str, tmp: str, purpose: str = "use") -> tuple[NMTRunConfig, Seq2Seq, object, object]:
     """(config, net, source and target subword models) of a recorded translation run."""
-    _, cfg = recorded_config(run_id, tmp, "nmt", purpose, ", not a translation run (task: nmt); a language model "
-                               "is scored with `rnnlab evaluate RUN --file FILE`")
+    _, cfg = recorded_config(
+        run_id,
+        tmp,
+        "nmt",
+        purpose,
+        ", not a translation run (task: nmt); a language model is scored with `rnnlab evaluate RUN --file FILE`",
+    )
     src_sp = processor(run_file(run_id, "subwords/src.model", tmp))
     tgt_sp = processor(run_file(run_id, "subwords/tgt.model", tmp))
-    net = load_translator(cfg, src_sp.get_piece_size(), tgt_sp.get_piece_size(),
-                          run_file(run_id, "checkpoints/best.ckpt", tmp))
+    net = load_translator(
+        cfg, src_sp.get_piece_size(), tgt_sp.get_piece_size(), run_file(run_id, "checkpoints/best.ckpt", tmp)
+    )
     return cfg, net, src_sp, tgt_sp
 
 
@@ -210,8 +255,14 @@ def translate_file(run_id: str, path: str | Path, beam: int | None = None) -> li
     lines = read_lines(Path(path))
     with tempfile.TemporaryDirectory() as tmp:
         cfg, net, src_sp, tgt_sp = load_run(run_id, tmp, "translate with")
-    ids = translate_ids(net, encode_sources(src_sp, lines), cfg.eval.batch_size, beam or cfg.eval.beam,
-                        cfg.eval.length_penalty, cfg.eval.max_len_ratio)
+    ids = translate_ids(
+        net,
+        encode_sources(src_sp, lines),
+        cfg.eval.batch_size,
+        beam or cfg.eval.beam,
+        cfg.eval.length_penalty,
+        cfg.eval.max_len_ratio,
+    )
     return tgt_sp.decode(ids)
 
 

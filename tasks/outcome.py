@@ -13,8 +13,8 @@ The outcome is tagged on the run (`rnnlab.outcome`, with `rnnlab.outcome_reason`
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from rnnlab.config import RunConfig
 
@@ -29,8 +29,11 @@ class Outcome:
     reason: str
 
     def tags(self) -> dict[str, str]:
-        return {"rnnlab.outcome": self.kind, "rnnlab.outcome_reason": self.reason,
-                "rnnlab.diverged": str(self.kind == DIVERGED).lower()}
+        return {
+            "rnnlab.outcome": self.kind,
+            "rnnlab.outcome_reason": self.reason,
+            "rnnlab.diverged": str(self.kind == DIVERGED).lower(),
+        }
 
 
 def uniform_loss(vocab_size: int) -> float:
@@ -50,8 +53,13 @@ def floor_of(metric: str, floor: Mapping[str, float], vocab_size: int) -> tuple[
     return float(vocab_size), f"{vocab_size:,}, the perplexity of a uniform guess over the vocabulary"
 
 
-def judge(cfg: RunConfig, vocab_size: int, metrics: Mapping[str, float], stopped: str | None,
-          floor: Mapping[str, float] | None = None) -> Outcome:
+def judge(
+    cfg: RunConfig,
+    vocab_size: int,
+    metrics: Mapping[str, float],
+    stopped: str | None,
+    floor: Mapping[str, float] | None = None,
+) -> Outcome:
     """The outcome of a run from its final metrics; `stopped` is why training stopped early (NaN, blow-up), if it did;
     `vocab_size` is the vocabulary its model predicts over; `floor` the unigram model's perplexity per split."""
     if stopped:
@@ -66,8 +74,11 @@ def judge(cfg: RunConfig, vocab_size: int, metrics: Mapping[str, float], stopped
     if cfg.task == "nmt":
         bleu = first(metrics, "valid_bleu_greedy", "valid_bleu", "test_bleu_greedy", "test_bleu")
         if bleu and bleu[1] < cfg.eval.min_bleu:
-            return Outcome(FAILED_TO_LEARN, f"{bleu[0]} {bleu[1]:.2f} is below {cfg.eval.min_bleu:g} "
-                                            "(eval.min_bleu), the level of a trivial translation")
+            return Outcome(
+                FAILED_TO_LEARN,
+                f"{bleu[0]} {bleu[1]:.2f} is below {cfg.eval.min_bleu:g} "
+                "(eval.min_bleu), the level of a trivial translation",
+            )
     if not found:
         return Outcome(TRAINED, "no perplexity was measured")
     limit, what = floor_of(found[0], floor or {}, vocab_size)

@@ -16,16 +16,30 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib import transforms  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib import transforms  # noqa: E402
 
 from tasks.outcome import TRAINED, WORDS  # noqa: E402
 
-STYLE = {"figure.figsize": (7.5, 4.2), "figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3,
-         "legend.fontsize": 8, "axes.titlesize": 11, "font.size": 9}
-FAILED_MARKER = {"marker": "X", "markersize": 9, "markeredgecolor": "black", "markeredgewidth": 0.6,
-                 "linestyle": "none", "clip_on": False, "zorder": 5}
+STYLE = {
+    "figure.figsize": (7.5, 4.2),
+    "figure.dpi": 100,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "legend.fontsize": 8,
+    "axes.titlesize": 11,
+    "font.size": 9,
+}
+FAILED_MARKER = {
+    "marker": "X",
+    "markersize": 9,
+    "markeredgecolor": "black",
+    "markeredgewidth": 0.6,
+    "linestyle": "none",
+    "clip_on": False,
+    "zorder": 5,
+}
 
 
 def colours(variants: list[str]) -> dict[str, tuple]:
@@ -36,8 +50,9 @@ def colours(variants: list[str]) -> dict[str, tuple]:
 def save(fig: plt.Figure, path: Path) -> Path:
     fig.tight_layout()
     legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
-    fig.savefig(path, format="png", metadata={"Software": None}, bbox_inches="tight",
-                bbox_extra_artists=legends)  # a legend below the axes is taken into the image
+    fig.savefig(
+        path, format="png", metadata={"Software": None}, bbox_inches="tight", bbox_extra_artists=legends
+    )  # a legend below the axes is taken into the image
     plt.close(fig)
     return path
 
@@ -72,8 +87,14 @@ def limits(values: list[float], log: bool, pad: float = 0.08) -> tuple[float, fl
     return low - pad * span, high + pad * span
 
 
-def mark_beyond(ax: plt.Axes, ended: list[tuple[int, float | None]], lim: tuple[float, float], colour: tuple,
-                label: str, taken: dict[tuple[int, float], int]) -> None:
+def mark_beyond(
+    ax: plt.Axes,
+    ended: list[tuple[int, float | None]],
+    lim: tuple[float, float],
+    colour: tuple,
+    label: str,
+    taken: dict[tuple[int, float], int],
+) -> None:
     """Runs of one variant that did not train: a × at each one's (step, last value); on the axes' edge when that
     value lies beyond the limits chosen for the runs that trained (a non-finite one on the top edge), where the
     legend entry gives the values (written on the axes, they would pile up on each other). A run stopped before its
@@ -98,8 +119,11 @@ def mark_beyond(ax: plt.Axes, ended: list[tuple[int, float | None]], lim: tuple[
         low, high = min(beyond), max(beyond)
         notes.append(f"off the axes at {low:.2g}" if low == high else f"off the axes at {low:.2g} to {high:.2g}")
     if unvalidated:
-        notes.append("stopped before its first validation" if unvalidated == len(ended) == 1 else
-                     f"{unvalidated} stopped before their first validation")
+        notes.append(
+            "stopped before its first validation"
+            if unvalidated == len(ended) == 1
+            else f"{unvalidated} stopped before their first validation"
+        )
     if notes:
         ax.get_lines()[-len(ended)].set_label(f"{label} ({'; '.join(notes)})")
 
@@ -110,15 +134,23 @@ def draw_floor(ax: plt.Axes, floor: float | None) -> None:
         ax.axhline(floor, color="0.25", linestyle="--", linewidth=1.1, label=f"unigram model (floor): {floor:,.1f}")
 
 
-def metric_curves(curves: dict[str, list[tuple[str, pd.Series]]], stops: dict[str, list[tuple[str, int]]],
-                  metric: str, log: bool, colour: dict[str, tuple], path: Path, floor: float | None = None) -> Path:
+def metric_curves(
+    curves: dict[str, list[tuple[str, pd.Series]]],
+    stops: dict[str, list[tuple[str, int]]],
+    metric: str,
+    log: bool,
+    colour: dict[str, tuple],
+    path: Path,
+    floor: float | None = None,
+) -> Path:
     """The validation metric vs step. `curves`: per variant, (outcome, series by step) per run; `stops`: per variant,
     (outcome, step) for runs that stopped before any validation. Runs that trained: the mean over seeds (geometric for
     perplexities), band min–max. The others: one × each at their last point. `floor`: the unigram model's score."""
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots()
-        values = [v for runs in curves.values() for o, s in runs if o == TRAINED for v in s] or \
-            [v for runs in curves.values() for _, s in runs for v in s]
+        values = [v for runs in curves.values() for o, s in runs if o == TRAINED for v in s] or [
+            v for runs in curves.values() for _, s in runs for v in s
+        ]
         values += [floor] if floor is not None else []
         log = log_axis(values, log)
         lim = limits(values, log) or (1.0, 10.0)
@@ -128,11 +160,18 @@ def metric_curves(curves: dict[str, list[tuple[str, pd.Series]]], stops: dict[st
             if good:
                 frame = pd.concat(good, axis=1, join="inner").sort_index()
                 middle = np.exp(np.log(frame).mean(axis=1)) if log else frame.mean(axis=1)
-                ax.plot(frame.index, middle, color=colour[variant], marker="o", markersize=3,
-                        label=f"{variant} (trained: {len(good)})")
+                ax.plot(
+                    frame.index,
+                    middle,
+                    color=colour[variant],
+                    marker="o",
+                    markersize=3,
+                    label=f"{variant} (trained: {len(good)})",
+                )
                 if len(good) > 1:
-                    ax.fill_between(frame.index, frame.min(axis=1), frame.max(axis=1), color=colour[variant],
-                                    alpha=0.2, linewidth=0)
+                    ax.fill_between(
+                        frame.index, frame.min(axis=1), frame.max(axis=1), color=colour[variant], alpha=0.2, linewidth=0
+                    )
             ended = [(o, int(s.index[-1]), float(s.iloc[-1])) for o, s in runs if o != TRAINED and len(s)]
             ended += [(o, step, None) for o, step in stops.get(variant, [])]
             if ended:
@@ -148,15 +187,24 @@ def metric_curves(curves: dict[str, list[tuple[str, pd.Series]]], stops: dict[st
             ax.set_xlim(min(steps) - 0.04 * span, max(steps) + 0.06 * span)
         ax.set(xlabel="training step", ylabel=metric)
         ax.set_title(f"{metric} during training", loc="left", pad=12)  # above the × on the top edge
-        ax.set_title(f"line: {'geometric ' if log else ''}mean of the seeds that trained, band: min–max"
-                     + ("\n×: a run that did not train, at its last validation (or where it stopped)" if taken else ""), loc="right",
-                     fontsize=7, color="0.35")
+        ax.set_title(
+            f"line: {'geometric ' if log else ''}mean of the seeds that trained, band: min–max"
+            + ("\n×: a run that did not train, at its last validation (or where it stopped)" if taken else ""),
+            loc="right",
+            fontsize=7,
+            color="0.35",
+        )
         legend(ax)
         return save(fig, path)
 
 
-def gradient_norms(histories: dict[str, list[pd.Series]], thresholds: dict[str, float | None],
-                   colour: dict[str, tuple], path: Path, points: int = 300) -> Path:
+def gradient_norms(
+    histories: dict[str, list[pd.Series]],
+    thresholds: dict[str, float | None],
+    colour: dict[str, tuple],
+    path: Path,
+    points: int = 300,
+) -> Path:
     """Pre-clip total gradient norm vs step, log scale: per variant the geometric mean over seeds (binned to at most
     `points` steps, median per bin), band min–max; the clipping threshold dashed in the variant's colour."""
     with plt.rc_context(STYLE):
@@ -172,19 +220,28 @@ def gradient_norms(histories: dict[str, list[pd.Series]], thresholds: dict[str, 
             steps = frame.index.to_series().groupby(np.arange(len(frame)) // width).median().to_numpy()
             mean = binned.median().mean(axis=1).to_numpy()
             low, high = binned.min().min(axis=1).to_numpy(), binned.max().max(axis=1).to_numpy()
-            ax.plot(steps, 10 ** mean, color=colour[variant], label=variant, linewidth=1.2)
-            ax.fill_between(steps, 10 ** low, 10 ** high, color=colour[variant], alpha=0.15, linewidth=0)
+            ax.plot(steps, 10**mean, color=colour[variant], label=variant, linewidth=1.2)
+            ax.fill_between(steps, 10**low, 10**high, color=colour[variant], alpha=0.15, linewidth=0)
         for threshold in sorted({t for t in thresholds.values() if t}):  # one line per threshold, not per variant
             ax.axhline(threshold, color="0.3", linestyle="--", linewidth=1, label=f"clipping threshold {threshold:g}")
         ax.set_yscale("log")
-        ax.set(xlabel="training step", ylabel="total gradient norm before clipping",
-               title="pre-clip gradient norm (geometric mean over seeds, band: min–max)")
+        ax.set(
+            xlabel="training step",
+            ylabel="total gradient norm before clipping",
+            title="pre-clip gradient norm (geometric mean over seeds, band: min–max)",
+        )
         legend(ax)
         return save(fig, path)
 
 
-def training_losses(histories: dict[str, list[tuple[str, pd.Series]]], colour: dict[str, tuple], path: Path,
-                    uniform: float | None = None, floor: float | None = None, points: int = 300) -> Path:
+def training_losses(
+    histories: dict[str, list[tuple[str, pd.Series]]],
+    colour: dict[str, tuple],
+    path: Path,
+    uniform: float | None = None,
+    floor: float | None = None,
+    points: int = 300,
+) -> Path:
     """The training loss (nats per token) vs step, every step as logged. Per variant, the runs that trained: the mean
     over seeds (binned to at most `points` steps, median per bin), band min–max. Each run that did not train: a thin
     line of its own to where it stopped. The axis ends a little above `uniform` (the loss of a uniform guess over the
@@ -208,18 +265,31 @@ def training_losses(histories: dict[str, list[tuple[str, pd.Series]]], colour: d
                 shown += [*low, *high]
             others = [(o, s) for o, s in runs if o != TRAINED and len(s)]
             for i, (_, s) in enumerate(others):
-                how = ", ".join(f"{WORDS[o]} {sum(x == o for x, _ in others)}" for o in dict.fromkeys(o for o, _ in others))
+                how = ", ".join(
+                    f"{WORDS[o]} {sum(x == o for x, _ in others)}" for o in dict.fromkeys(o for o, _ in others)
+                )
                 ends = sorted({int(r.index[-1]) + 1 for _, r in others})  # the loss of step n is logged at n - 1
                 after = f"{ends[0]}" if len(ends) == 1 else f"{ends[0]}–{ends[-1]}"
-                ax.plot(s.index, s.to_numpy(), color=colour[variant], linewidth=0.8, alpha=0.8,
-                        label=f"{variant}: {how}, ended after {after} steps (a line each)" if i == 0 else None)
+                ax.plot(
+                    s.index,
+                    s.to_numpy(),
+                    color=colour[variant],
+                    linewidth=0.8,
+                    alpha=0.8,
+                    label=f"{variant}: {how}, ended after {after} steps (a line each)" if i == 0 else None,
+                )
                 shown += [float(s.iloc[0])]
         if uniform is not None:
             ax.axhline(uniform, color="0.55", linestyle=":", linewidth=1, label=f"uniform guess: ln V = {uniform:.2f}")
             shown.append(uniform)
         if floor is not None:
-            ax.axhline(floor, color="0.3", linestyle="--", linewidth=1,
-                       label=f"unigram model (floor): ln {math.exp(floor):.1f} = {floor:.2f}")
+            ax.axhline(
+                floor,
+                color="0.3",
+                linestyle="--",
+                linewidth=1,
+                label=f"unigram model (floor): ln {math.exp(floor):.1f} = {floor:.2f}",
+            )
             shown.append(floor)
         if shown:
             low, high = min(shown), max(shown)
@@ -232,15 +302,26 @@ def training_losses(histories: dict[str, list[tuple[str, pd.Series]]], colour: d
         return save(fig, path)
 
 
-def final_metric(table: pd.DataFrame, runs: pd.DataFrame, metric: str, log: bool, colour: dict[str, tuple],
-                 path: Path, floor: float | None = None) -> Path:
+def final_metric(
+    table: pd.DataFrame,
+    runs: pd.DataFrame,
+    metric: str,
+    log: bool,
+    colour: dict[str, tuple],
+    path: Path,
+    floor: float | None = None,
+) -> Path:
     """The deciding metric per variant: each trained seed as a dot, the (geometric) mean with its 95% interval;
     a variant that did not train in some seed says so in words above its place; `floor`: the unigram model's score."""
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(max(7.5, 1.1 * len(table)), 4.2))
         trained = runs[runs["outcome"] == TRAINED]
-        values = list(trained[metric].dropna()) + list(table[f"{metric}_low"].dropna()) + \
-            list(table[f"{metric}_high"].dropna()) + ([floor] if floor is not None else [])
+        values = (
+            list(trained[metric].dropna())
+            + list(table[f"{metric}_low"].dropna())
+            + list(table[f"{metric}_high"].dropna())
+            + ([floor] if floor is not None else [])
+        )
         use_log = log_axis(values, log)
         lim = limits(values, use_log, pad=0.15) or (0.0, 1.0)
         for i, row in enumerate(table.itertuples(index=False)):
@@ -251,11 +332,21 @@ def final_metric(table: pd.DataFrame, runs: pd.DataFrame, metric: str, log: bool
                 error = None if math.isnan(low) else [[mean - low], [high - mean]]
                 ax.errorbar(i, mean, yerr=error, fmt="D", color=colour[row.variant], capsize=6, markersize=7)
             if row.trained < row.seeds:
-                words = "\n".join(f"{getattr(row, o)} {WORDS[o]}" for o in ("diverged", "failed_to_learn")
-                                  if getattr(row, o))
-                ax.annotate(words or "no result", (i, 1.0), xycoords=("data", "axes fraction"), xytext=(0, -6),
-                            textcoords="offset points", ha="center", va="top", fontsize=8, color=colour[row.variant],
-                            fontweight="bold")
+                words = "\n".join(
+                    f"{getattr(row, o)} {WORDS[o]}" for o in ("diverged", "failed_to_learn") if getattr(row, o)
+                )
+                ax.annotate(
+                    words or "no result",
+                    (i, 1.0),
+                    xycoords=("data", "axes fraction"),
+                    xytext=(0, -6),
+                    textcoords="offset points",
+                    ha="center",
+                    va="top",
+                    fontsize=8,
+                    color=colour[row.variant],
+                    fontweight="bold",
+                )
         draw_floor(ax, floor)
         if floor is not None:
             legend(ax)
@@ -266,8 +357,12 @@ def final_metric(table: pd.DataFrame, runs: pd.DataFrame, metric: str, log: bool
         ax.set_xlim(-0.5, len(table) - 0.5)
         ax.set(ylabel=metric)
         ax.set_title(f"final {metric} per variant", loc="left")
-        ax.set_title(f"dots: the seeds that trained\ndiamond: {'geometric ' if log else ''}mean and 95% CI", loc="right",
-                     fontsize=7, color="0.35")
+        ax.set_title(
+            f"dots: the seeds that trained\ndiamond: {'geometric ' if log else ''}mean and 95% CI",
+            loc="right",
+            fontsize=7,
+            color="0.35",
+        )
         return save(fig, path)
 
 
@@ -276,10 +371,24 @@ def context_curves(result: dict, path: Path) -> Path:
     last k tokens, against the full-context perplexity and its +1%/+5% lines; right, perplexity of a fixed window
     whose words beyond k are shuffled, against the same window unshuffled. The effective k's are marked."""
     grids = (result["ks"], result.get("order_ks", result["ks"]))  # the order probe may use a coarser grid
-    panels = [("context cut to the last k tokens (state reset before them)", result["ppl"], result["full_ppl"],
-               "full context (state carried through the split)", "k", "#1f77b4"),
-              (f"words beyond distance k shuffled, in a {result['window']}-token window", result["shuffled_ppl"],
-               result["window_ppl"], f"the {result['window']}-token window, unshuffled", "order_k", "#d62728")]
+    panels = [
+        (
+            "context cut to the last k tokens (state reset before them)",
+            result["ppl"],
+            result["full_ppl"],
+            "full context (state carried through the split)",
+            "k",
+            "#1f77b4",
+        ),
+        (
+            f"words beyond distance k shuffled, in a {result['window']}-token window",
+            result["shuffled_ppl"],
+            result["window_ppl"],
+            f"the {result['window']}-token window, unshuffled",
+            "order_k",
+            "#d62728",
+        ),
+    ]
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
         values = [v for _, curve, ref, *_ in panels for v in [*curve, ref * 1.05]]
@@ -289,9 +398,14 @@ def context_curves(result: dict, path: Path) -> Path:
             ax.axhline(reference, color="black", linewidth=1.2, label=f"{ref_label}: {reference:.1f}")
             for name, tolerance, style in (("1pct", 0.01, ":"), ("5pct", 0.05, "--")):
                 k, reached = result[f"{prefix}_{name}"], result[f"{prefix}_{name}_reached"]
-                ax.axhline(reference * (1 + tolerance), color="0.4", linestyle=style, linewidth=1,
-                           label=f"+{tolerance:.0%}: " + (f"reached from k = {k:.3g}" if reached
-                                                          else f"not reached by k = {k:g}"))
+                ax.axhline(
+                    reference * (1 + tolerance),
+                    color="0.4",
+                    linestyle=style,
+                    linewidth=1,
+                    label=f"+{tolerance:.0%}: "
+                    + (f"reached from k = {k:.3g}" if reached else f"not reached by k = {k:g}"),
+                )
                 if reached:
                     ax.axvline(k, color="0.4", linestyle=style, linewidth=1)
             ax.set_xscale("log")
@@ -316,25 +430,45 @@ def gradient_flow_curves(result: dict, path: Path) -> Path:
         for when, colour in (("init", "#7f7f7f"), ("trained", "#1f77b4")):
             sigma = ", ".join(f"{s:.2f}" for s in result[f"sigma_{when}"])
             radius = ", ".join(f"{r:.2f}" for r in result[f"radius_{when}"])
-            ax.plot(ks, result[f"norm_{when}"], color=colour, linewidth=1.6,
-                    label=f"{when}: h, ×{result[f'rate_{when}']:.3f} per step; W_hh per layer: σ₁ {sigma}, "
-                    f"spectral radius {radius}")
-            ax.fill_between(ks, result[f"norm_{when}_q10"], result[f"norm_{when}_q90"], color=colour, alpha=0.18,
-                            linewidth=0)
+            ax.plot(
+                ks,
+                result[f"norm_{when}"],
+                color=colour,
+                linewidth=1.6,
+                label=f"{when}: h, ×{result[f'rate_{when}']:.3f} per step; W_hh per layer: σ₁ {sigma}, "
+                f"spectral radius {radius}",
+            )
+            ax.fill_between(
+                ks, result[f"norm_{when}_q10"], result[f"norm_{when}_q90"], color=colour, alpha=0.18, linewidth=0
+            )
             if f"cell_norm_{when}" in result:
-                ax.plot(ks, result[f"cell_norm_{when}"], color=colour, linestyle="--", linewidth=1.2,
-                        label=f"{when}: LSTM cell state c, ×{result[f'cell_rate_{when}']:.3f} per step")
+                ax.plot(
+                    ks,
+                    result[f"cell_norm_{when}"],
+                    color=colour,
+                    linestyle="--",
+                    linewidth=1.2,
+                    label=f"{when}: LSTM cell state c, ×{result[f'cell_rate_{when}']:.3f} per step",
+                )
         ax.set_yscale("log")
         ax.set(xlabel="k (steps back from the loss)", ylabel="‖∂L_t / ∂h_(t−k)‖ (geometric mean over positions)")
-        ax.set_title(f"gradient flow, run {result['run_id'][:8]} ({result['cell']}), {result['positions']} positions "
-                     f"of {result['split']}", loc="left")
-        ax.set_title(f"band: 10–90% of positions; rates fitted over k = {result['rate_fit_ks'][0]} … "
-                     f"{result['rate_fit_ks'][1]}", loc="right", fontsize=7, color="0.35")
+        ax.set_title(
+            f"gradient flow, run {result['run_id'][:8]} ({result['cell']}), {result['positions']} positions "
+            f"of {result['split']}",
+            loc="left",
+        )
+        ax.set_title(
+            f"band: 10–90% of positions; rates fitted over k = {result['rate_fit_ks'][0]} … {result['rate_fit_ks'][1]}",
+            loc="right",
+            fontsize=7,
+            color="0.35",
+        )
         legend(ax)
         return save(fig, path)
 
 
 # ---- the claims report's figures (tasks/claims_report.py) ----
+
 
 def first_number(value) -> float:
     """A probe figure given per layer (a list) as one number: the median of the layers'."""
@@ -353,13 +487,23 @@ def context_by_cell(curves: dict[str, list[dict]], path: Path, level: float = 0.
         for cell, probes in curves.items():
             for i, probe in enumerate(probes):
                 ks, ppl, full = probe["ks"], [first_number(v) for v in probe["ppl"]], first_number(probe["full_ppl"])
-                ax.plot(ks, [p / full for p in ppl], color=colour[cell], marker="o", markersize=3, linewidth=1.2,
-                        label=f"{cell} ({len(probes)} seed{'s' if len(probes) > 1 else ''})" if i == 0 else None)
+                ax.plot(
+                    ks,
+                    [p / full for p in ppl],
+                    color=colour[cell],
+                    marker="o",
+                    markersize=3,
+                    linewidth=1.2,
+                    label=f"{cell} ({len(probes)} seed{'s' if len(probes) > 1 else ''})" if i == 0 else None,
+                )
         ax.axhline(1 + level, color="0.3", linestyle="--", linewidth=1, label=f"within {level:.0%} of full context")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set(xlabel="context kept, k (tokens)", ylabel="perplexity(k) / perplexity(full context)",
-               title="how much context the trained models use (one line per seed)")
+        ax.set(
+            xlabel="context kept, k (tokens)",
+            ylabel="perplexity(k) / perplexity(full context)",
+            title="how much context the trained models use (one line per seed)",
+        )
         legend(ax)
         return save(fig, path)
 
@@ -373,11 +517,20 @@ def gradient_flow_by_cell(curves: dict[str, list[dict]], path: Path) -> Path:
         for cell, probes in curves.items():
             for i, probe in enumerate(probes):
                 for key, style, when in (("norm_trained", "-", "trained"), ("norm_init", "--", "at init")):
-                    ax.plot(probe["ks"], [first_number(v) for v in probe[key]], color=colour[cell], linestyle=style,
-                            linewidth=1.2, label=f"{cell}, {when}" if i == 0 else None)
+                    ax.plot(
+                        probe["ks"],
+                        [first_number(v) for v in probe[key]],
+                        color=colour[cell],
+                        linestyle=style,
+                        linewidth=1.2,
+                        label=f"{cell}, {when}" if i == 0 else None,
+                    )
         ax.set_yscale("log")
-        ax.set(xlabel="distance k (steps back)", ylabel="gradient norm at h(t−k)",
-               title="gradient flow through time (one line per seed)")
+        ax.set(
+            xlabel="distance k (steps back)",
+            ylabel="gradient norm at h(t−k)",
+            title="gradient flow through time (one line per seed)",
+        )
         legend(ax)
         return save(fig, path)
 
@@ -390,16 +543,30 @@ def spectral(check: dict, path: Path) -> Path:
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots()
         for radius in radii:
-            ax.plot(check["ks"], [first_number(v) for v in norms[radius]], color=colour[radius], linewidth=1.4,
-                    label=f"orthogonal, spectral radius {radius}")
+            ax.plot(
+                check["ks"],
+                [first_number(v) for v in norms[radius]],
+                color=colour[radius],
+                linewidth=1.4,
+                label=f"orthogonal, spectral radius {radius}",
+            )
         for name, style in (("non_normal", "--"), ("contracted", ":")):  # absent from checks recorded before them
             if name in check:
                 part = check[name]
-                ax.plot(part["ks"], part["norms"], color="0.2", linestyle=style, linewidth=1.4,
-                        label=f"non-normal, eigenvalues ≤ {part['eigenvalue']:.2g}, σ₁ {part['sigma']:.2f}")
+                ax.plot(
+                    part["ks"],
+                    part["norms"],
+                    color="0.2",
+                    linestyle=style,
+                    linewidth=1.4,
+                    label=f"non-normal, eigenvalues ≤ {part['eigenvalue']:.2g}, σ₁ {part['sigma']:.2f}",
+                )
         ax.set_yscale("log")
-        ax.set(xlabel="distance k (steps back)", ylabel="gradient norm at h(t−k)",
-               title="spectral check (by construction): radius r gives r^k; eigenvalues < 1 with σ₁ > 1 first grow")
+        ax.set(
+            xlabel="distance k (steps back)",
+            ylabel="gradient norm at h(t−k)",
+            title="spectral check (by construction): radius r gives r^k; eigenvalues < 1 with σ₁ > 1 first grow",
+        )
         legend(ax)
         return save(fig, path)
 
@@ -409,13 +576,20 @@ def diverged_shares(rows: dict[str, dict], clipped_label: str, path: Path) -> Pa
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots()
         x = np.arange(len(rows))
-        for offset, (key, label, shade) in zip((-0.2, 0.2), (("off", "unclipped", "tab:red"),
-                                                             ("on", f"clipped at {clipped_label}", "tab:blue"))):
+        for offset, (key, label, shade) in zip(
+            (-0.2, 0.2), (("off", "unclipped", "tab:red"), ("on", f"clipped at {clipped_label}", "tab:blue"))
+        ):
             shares = [v[key] / v[f"{key}_runs"] if v[f"{key}_runs"] else 0.0 for v in rows.values()]
             ax.bar(x + offset, shares, width=0.38, color=shade, label=label)
             for xi, share, v in zip(x, shares, rows.values()):
-                ax.annotate(f"{v[key]}/{v[f'{key}_runs']}", (xi + offset, share), xytext=(0, 3),
-                            textcoords="offset points", ha="center", fontsize=8)
+                ax.annotate(
+                    f"{v[key]}/{v[f'{key}_runs']}",
+                    (xi + offset, share),
+                    xytext=(0, 3),
+                    textcoords="offset points",
+                    ha="center",
+                    fontsize=8,
+                )
         ax.set_xticks(x, list(rows))
         ax.set_ylim(0, 1.15)
         ax.set(ylabel="share of runs that diverged", title="tanh RNN: runs that diverged, unclipped vs clipped")
@@ -430,11 +604,21 @@ def layer_norms(lines: dict[str, list[float]], path: Path) -> Path:
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots()
         for name, values in lines.items():
-            ax.plot(range(len(values)), values, color=colour[name], marker="o", markersize=4,
-                    linestyle="-" if "residual=true" in name else "--", label=name)
+            ax.plot(
+                range(len(values)),
+                values,
+                color=colour[name],
+                marker="o",
+                markersize=4,
+                linestyle="-" if "residual=true" in name else "--",
+                label=name,
+            )
         ax.set_yscale("log")
-        ax.set(xlabel="layer (0 = lowest)", ylabel="mean gradient norm of the layer",
-               title="gradient reaching each layer (median over seeds; dashed: no residual)")
+        ax.set(
+            xlabel="layer (0 = lowest)",
+            ylabel="mean gradient norm of the layer",
+            title="gradient reaching each layer (median over seeds; dashed: no residual)",
+        )
         legend(ax)
         return save(fig, path)
 
@@ -447,13 +631,20 @@ def paired_metric(groups: dict[str, dict[str, dict[int, float]]], metric: str, p
     width = 0.8 / max(len(variants), 1)
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots()
-        for gi, (group, by_variant) in enumerate(groups.items()):
+        for gi, by_variant in enumerate(groups.values()):
             for vi, variant in enumerate(variants):
                 seeds = by_variant.get(variant, {})
                 x = gi - 0.4 + width * (vi + 0.5)
                 if seeds:
-                    ax.bar(x, np.mean(list(seeds.values())), width=width * 0.9, fill=False, edgecolor=colour[variant],
-                           linewidth=1.5, label=variant if gi == 0 else None)
+                    ax.bar(
+                        x,
+                        np.mean(list(seeds.values())),
+                        width=width * 0.9,
+                        fill=False,
+                        edgecolor=colour[variant],
+                        linewidth=1.5,
+                        label=variant if gi == 0 else None,
+                    )
                     ax.plot([x] * len(seeds), list(seeds.values()), "o", color=colour[variant], markersize=5)
         ax.set_xticks(np.arange(len(groups)), list(groups))
         ax.set(ylabel=metric, title=f"{metric} by variant (bar: mean over seeds; dots: seeds)")
@@ -468,10 +659,21 @@ def expected_best(curves: dict[str, Any], labels: dict[str, str], metric: str, l
         fig, ax = plt.subplots()
         finite = [v for c in curves.values() for v in (*c.expected, *c.low, *c.high) if np.isfinite(v)]
         for arm, c in curves.items():
-            ax.plot(c.n, np.where(np.isfinite(c.expected), c.expected, np.nan), marker="o", color=colour[arm],
-                    label=labels.get(arm, arm))
-            ax.fill_between(c.n, np.where(np.isfinite(c.low), c.low, np.nan),
-                            np.where(np.isfinite(c.high), c.high, np.nan), color=colour[arm], alpha=0.15, lw=0)
+            ax.plot(
+                c.n,
+                np.where(np.isfinite(c.expected), c.expected, np.nan),
+                marker="o",
+                color=colour[arm],
+                label=labels.get(arm, arm),
+            )
+            ax.fill_between(
+                c.n,
+                np.where(np.isfinite(c.low), c.low, np.nan),
+                np.where(np.isfinite(c.high), c.high, np.nan),
+                color=colour[arm],
+                alpha=0.15,
+                lw=0,
+            )
         if log_axis(finite, log):
             ax.set_yscale("log")
         lim = limits(finite, log_axis(finite, log))

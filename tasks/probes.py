@@ -55,8 +55,9 @@ class RecordedLM:
 
     def __init__(self, run_id: str, split: str, tmp: str):
         self.run_id, self.split = run_id, split
-        self.run, self.cfg = recorded_config(run_id, tmp, "lm", "probe",
-                                             ": the probes measure language models (context, gradient flow)")
+        self.run, self.cfg = recorded_config(
+            run_id, tmp, "lm", "probe", ": the probes measure language models (context, gradient flow)"
+        )
         self.vocab = read_vocab(run_file(run_id, "vocab.txt", tmp))
         checkpoint = run_file(run_id, "checkpoints/best.ckpt", tmp)
         self.checkpoint_sha256 = sha256_file(checkpoint)
@@ -65,9 +66,15 @@ class RecordedLM:
 
     def inputs_key(self, probe: str, positions: int) -> str:
         """The hash of everything a probe's result depends on."""
-        identity = {"probe": probe, "version": VERSIONS[probe], "split": self.split, "positions": positions,
-                    "seed": SEED, "checkpoint": self.checkpoint_sha256,
-                    "tokens": hashlib.sha256(self.ids.numpy().tobytes()).hexdigest()}
+        identity = {
+            "probe": probe,
+            "version": VERSIONS[probe],
+            "split": self.split,
+            "positions": positions,
+            "seed": SEED,
+            "checkpoint": self.checkpoint_sha256,
+            "tokens": hashlib.sha256(self.ids.numpy().tobytes()).hexdigest(),
+        }
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -75,8 +82,9 @@ def split_ids(cfg: LMRunConfig, split: str, vocab: list[str]) -> torch.Tensor:
     """A split of the run's corpus as token ids of the run's vocabulary (words it never saw count as <unk>)."""
     _, files = locate_splits(cfg.data)
     if split not in files:
-        raise LookupError(f"--split {split}: the run's corpus {cfg.data.corpus} has no such split "
-                          f"(it has {', '.join(sorted(files))})")
+        raise LookupError(
+            f"--split {split}: the run's corpus {cfg.data.corpus} has no such split (it has {', '.join(sorted(files))})"
+        )
     index = {w: i for i, w in enumerate(vocab)}
     return encode(words(read_lines(files[split])), index)
 
@@ -119,17 +127,29 @@ def run_probe(probe: str, run_id: str, split: str, positions: int | None, force:
         key = lm.inputs_key(probe, positions)
         found = None if force else reusable(lm, probe, key, tmp)
         if found is not None:
-            stderr(f"rnnlab: probe {probe} of run {run_id}: reused the result logged with the same inputs "
-                   f"(split {split}, {positions} positions, checkpoint {lm.checkpoint_sha256[:12]}); --force computes "
-                   "it again")
+            stderr(
+                f"rnnlab: probe {probe} of run {run_id}: reused the result logged with the same inputs "
+                f"(split {split}, {positions} positions, checkpoint {lm.checkpoint_sha256[:12]}); --force computes "
+                "it again"
+            )
             return {**found, "reused": True}
-        stderr(f"rnnlab: probe {probe} of run {run_id} ({lm.cfg.model.cell}, {lm.cfg.model.layers}×"
-               f"{lm.cfg.model.hidden_size}) on {split} ({len(lm.ids):,} tokens), {positions} positions")
-        base = {"run_id": run_id, "split": split, "cell": lm.cfg.model.cell, "positions_requested": positions,
-                "seed": SEED, "version": VERSIONS[probe]}
+        stderr(
+            f"rnnlab: probe {probe} of run {run_id} ({lm.cfg.model.cell}, {lm.cfg.model.layers}×"
+            f"{lm.cfg.model.hidden_size}) on {split} ({len(lm.ids):,} tokens), {positions} positions"
+        )
+        base = {
+            "run_id": run_id,
+            "split": split,
+            "cell": lm.cfg.model.cell,
+            "positions_requested": positions,
+            "seed": SEED,
+            "version": VERSIONS[probe],
+        }
         result = measure(lm, positions, base, started, tmp)
-        stderr(f"rnnlab: probe {probe} of run {run_id}: computed in {result['seconds']:.1f} s; logged to the run "
-               "(metrics probe_*, artifacts probes/)")
+        stderr(
+            f"rnnlab: probe {probe} of run {run_id}: computed in {result['seconds']:.1f} s; logged to the run "
+            "(metrics probe_*, artifacts probes/)"
+        )
         return {**result, "reused": False}
 
 
@@ -139,12 +159,15 @@ def positions_for(lm: RecordedLM, positions: int, earliest: int) -> torch.Tensor
     except ValueError as err:
         raise LookupError(f"--split {lm.split} of run {lm.run_id}: {err}; the probe needs a longer split") from None
     if len(where) < positions:
-        stderr(f"rnnlab: the split has only {len(where)} target positions with {earliest} tokens before them: "
-               "using them all")
+        stderr(
+            f"rnnlab: the split has only {len(where)} target positions with {earliest} tokens before them: "
+            "using them all"
+        )
     return where
 
 
 # Context ----------------------------------------------------------------------------------------------------------
+
 
 def context_probe(run_id: str, split: str = "valid", positions: int | None = None, force: bool = False) -> dict:
     """Perplexity of a recorded run when it sees only the last k tokens before each target (zero state before
@@ -163,33 +186,56 @@ def measure_context(lm: RecordedLM, positions: int, base: dict, started: float, 
     eos = lm.vocab.index(EOS)
     full = token_losses(lm.net, lm.ids, eos, cfg.eval.batch_size, cfg.train.bptt)[where]
     nll = probes.context_nll(lm.net, lm.ids, where, CONTEXT_KS)
-    stderr(f"rnnlab: context cut to the last k tokens, k = 1 … {CONTEXT_KS[-1]} ({len(CONTEXT_KS)} k's): "
-           f"{time.perf_counter() - clock:.1f} s")
+    stderr(
+        f"rnnlab: context cut to the last k tokens, k = 1 … {CONTEXT_KS[-1]} ({len(CONTEXT_KS)} k's): "
+        f"{time.perf_counter() - clock:.1f} s"
+    )
     clock = time.perf_counter()
     shuffled = probes.shuffled_nll(lm.net, lm.ids, where, ORDER_KS, SHUFFLE_WINDOW, SEED)
     window = probes.last_token_nll(lm.net, probes.windows(lm.ids, where, SHUFFLE_WINDOW), lm.ids[where])
     stderr(f"rnnlab: words beyond k shuffled in a {SHUFFLE_WINDOW}-token window: {time.perf_counter() - clock:.1f} s")
-    result = {**base, "positions": len(where), "positions_key": positions_key(lm, where), "ks": CONTEXT_KS,
-              "ppl": [probes.perplexity_of(n) for n in nll], "order_ks": ORDER_KS,
-              "shuffled_ppl": [probes.perplexity_of(n) for n in shuffled], "full_ppl": probes.perplexity_of(full),
-              "window": SHUFFLE_WINDOW, "window_ppl": probes.perplexity_of(window),
-              "bootstrap": {"draws": BOOTSTRAP_DRAWS, "seed": SEED, "level": 0.95}}
+    result = {
+        **base,
+        "positions": len(where),
+        "positions_key": positions_key(lm, where),
+        "ks": CONTEXT_KS,
+        "ppl": [probes.perplexity_of(n) for n in nll],
+        "order_ks": ORDER_KS,
+        "shuffled_ppl": [probes.perplexity_of(n) for n in shuffled],
+        "full_ppl": probes.perplexity_of(full),
+        "window": SHUFFLE_WINDOW,
+        "window_ppl": probes.perplexity_of(window),
+        "bootstrap": {"draws": BOOTSTRAP_DRAWS, "seed": SEED, "level": 0.95},
+    }
     excess = probes.bootstrap_excess(nll, full, BOOTSTRAP_DRAWS, SEED)
     for name, tolerance in TOLERANCES.items():
         result[f"k_{name}"], result[f"k_{name}_reached"] = probes.effective_k(
-            CONTEXT_KS, result["ppl"], result["full_ppl"], tolerance)
+            CONTEXT_KS, result["ppl"], result["full_ppl"], tolerance
+        )
         k, reached = probes.crossing(CONTEXT_KS, excess, tolerance)
         draws = [float(x) if r else None for x, r in zip(k.tolist(), reached.tolist())]  # None: not reached
         result[f"k_{name}_draws"] = draws
         result[f"k_{name}_interval"] = list(probes.interval([math.inf if x is None else x for x in draws]))
         result[f"order_k_{name}"], result[f"order_k_{name}_reached"] = probes.effective_k(
-            ORDER_KS, result["shuffled_ppl"], result["window_ppl"], tolerance)
+            ORDER_KS, result["shuffled_ppl"], result["window_ppl"], tolerance
+        )
     result["seconds"] = time.perf_counter() - started
     log_context(lm, result)
-    table = pd.concat([pd.DataFrame({"curve": "context cut to k", "k": CONTEXT_KS, "ppl": result["ppl"],
-                                     "nll": nll.mean(1).tolist()}),
-                       pd.DataFrame({"curve": "beyond k shuffled", "k": ORDER_KS, "ppl": result["shuffled_ppl"],
-                                     "nll": shuffled.mean(1).tolist()})])
+    table = pd.concat(
+        [
+            pd.DataFrame(
+                {"curve": "context cut to k", "k": CONTEXT_KS, "ppl": result["ppl"], "nll": nll.mean(1).tolist()}
+            ),
+            pd.DataFrame(
+                {
+                    "curve": "beyond k shuffled",
+                    "k": ORDER_KS,
+                    "ppl": result["shuffled_ppl"],
+                    "nll": shuffled.mean(1).tolist(),
+                }
+            ),
+        ]
+    )
     record(lm, "context", lm.inputs_key("context", positions), result, table, plots.context_curves, tmp)
     return result
 
@@ -219,6 +265,7 @@ def log_context(lm: RecordedLM, result: dict) -> None:
 
 # Gradient flow ----------------------------------------------------------------------------------------------------
 
+
 def gradient_flow_probe(run_id: str, split: str = "valid", positions: int | None = None, force: bool = False) -> dict:
     """‖∂L_t/∂h_{t−k}‖ against k = 0 … 100 (the whole stack's hidden state: every layer's h concatenated; for an
     LSTM also the cell state's), geometric mean over positions with its 10–90% band, at initialisation (the run's
@@ -230,8 +277,13 @@ def gradient_flow_probe(run_id: str, split: str = "valid", positions: int | None
 
 def measure_gradient_flow(lm: RecordedLM, positions: int, base: dict, started: float, tmp: str) -> dict:
     where = positions_for(lm, positions, BURN_IN + GRADIENT_STEPS + 1)
-    result: dict = {**base, "positions": len(where), "ks": list(range(GRADIENT_STEPS + 1)), "burn_in": BURN_IN,
-                    "rate_fit_ks": [1, GRADIENT_STEPS]}
+    result: dict = {
+        **base,
+        "positions": len(where),
+        "ks": list(range(GRADIENT_STEPS + 1)),
+        "burn_in": BURN_IN,
+        "rate_fit_ks": [1, GRADIENT_STEPS],
+    }
     for when, net in (("init", initial_net(lm.cfg, len(lm.vocab))), ("trained", lm.net)):
         clock = time.perf_counter()
         flow = probes.gradient_flow(net, lm.ids, where, GRADIENT_STEPS, BURN_IN)
@@ -242,13 +294,20 @@ def measure_gradient_flow(lm: RecordedLM, positions: int, base: dict, started: f
         if "c" in flow:
             result[f"cell_norm_{when}"] = flow["c"]["geomean"]
             result[f"cell_rate_{when}"] = flow["c"]["rate"]
-        stderr(f"rnnlab: gradient flow, {when}: ×{result[f'rate_{when}']:.3f} per step, σ₁(W_hh) "
-               + ", ".join(f"{s:.3f}" for s in flow["sigma"]) + ", spectral radius "
-               + ", ".join(f"{r:.3f}" for r in flow["radius"]) + f" ({time.perf_counter() - clock:.1f} s)")
+        stderr(
+            f"rnnlab: gradient flow, {when}: ×{result[f'rate_{when}']:.3f} per step, σ₁(W_hh) "
+            + ", ".join(f"{s:.3f}" for s in flow["sigma"])
+            + ", spectral radius "
+            + ", ".join(f"{r:.3f}" for r in flow["radius"])
+            + f" ({time.perf_counter() - clock:.1f} s)"
+        )
     check = spectral_check()
     result["spectral_check"] = {"radii": check["radii"], "rates": check["rates"]}
-    stderr("rnnlab: controlled check (linear tanh RNN, orthogonal W_hh scaled to radius r): r "
-           + ", ".join(f"{r:g} → ×{rate:.4f}" for r, rate in zip(check["radii"], check["rates"])) + " per step")
+    stderr(
+        "rnnlab: controlled check (linear tanh RNN, orthogonal W_hh scaled to radius r): r "
+        + ", ".join(f"{r:g} → ×{rate:.4f}" for r, rate in zip(check["radii"], check["rates"]))
+        + " per step"
+    )
     result["seconds"] = time.perf_counter() - started
     log_gradient_flow(lm, result)
     columns = {"k": result["ks"]}
@@ -256,8 +315,15 @@ def measure_gradient_flow(lm: RecordedLM, positions: int, base: dict, started: f
         for name in (f"norm_{when}", f"norm_{when}_q10", f"norm_{when}_q90", f"cell_norm_{when}"):
             if name in result:
                 columns[name] = result[name]
-    record(lm, "gradient_flow", lm.inputs_key("gradient_flow", positions), result, pd.DataFrame(columns),
-           plots.gradient_flow_curves, tmp)
+    record(
+        lm,
+        "gradient_flow",
+        lm.inputs_key("gradient_flow", positions),
+        result,
+        pd.DataFrame(columns),
+        plots.gradient_flow_curves,
+        tmp,
+    )
     return result
 
 
@@ -265,8 +331,10 @@ def log_gradient_flow(lm: RecordedLM, result: dict) -> None:
     for k in result["ks"]:
         curves = {"probe_gradflow_init": result["norm_init"][k], "probe_gradflow_trained": result["norm_trained"][k]}
         if "cell_norm_init" in result:
-            curves |= {"probe_gradflow_cell_init": result["cell_norm_init"][k],
-                       "probe_gradflow_cell_trained": result["cell_norm_trained"][k]}
+            curves |= {
+                "probe_gradflow_cell_init": result["cell_norm_init"][k],
+                "probe_gradflow_cell_trained": result["cell_norm_trained"][k],
+            }
         log_metrics(lm.run_id, curves, step=k)
     summary = {}
     for when in ("init", "trained"):
@@ -280,8 +348,9 @@ def log_gradient_flow(lm: RecordedLM, result: dict) -> None:
     log_metrics(lm.run_id, summary, step=0)
 
 
-def spectral_check(radii: tuple[float, ...] = (0.9, 1.0, 1.1), steps: int = 60, hidden: int = 32,
-                   positions: int = 8) -> dict:
+def spectral_check(
+    radii: tuple[float, ...] = (0.9, 1.0, 1.1), steps: int = 60, hidden: int = 32, positions: int = 8
+) -> dict:
     """The controlled check of the gradient-flow probe (models/probes.spectral_check), true by construction: a
     linear-regime tanh RNN with an orthogonal recurrent matrix scaled to each radius r (‖∂L_t/∂h_{t−k}‖ =
     r^k ‖∂L_t/∂h_t‖, so the fitted per-step rates must be the radii), and a non-normal matrix with every eigenvalue

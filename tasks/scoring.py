@@ -14,8 +14,9 @@ from rnnlab.config import RunConfig, build
 from tasks.tracking import download_artifact, get_run, log_metrics
 
 
-def score_each_split(run_id: str, splits: Iterable[str], available: Iterable[str],
-                     score: Callable[[str], dict[str, float]]) -> dict[str, float]:
+def score_each_split(
+    run_id: str, splits: Iterable[str], available: Iterable[str], score: Callable[[str], dict[str, float]]
+) -> dict[str, float]:
     """`score(split)` for each asked-for split the corpus has (a corpus may lack a test split: the run says so, see
     `skipped_splits`), logged as summaries (step 0) of the selected checkpoint."""
     metrics: dict[str, float] = {}
@@ -40,8 +41,9 @@ def finished_run(run_id: str, purpose: str):
     (flows/train.py `record` logs it last), and MLflow would only say that a download failed."""
     run = get_run(run_id)
     if run.info.status != "FINISHED":
-        raise LookupError(f"run {run_id} is {run.info.status}: it has no checkpoint to {purpose} "
-                          "(only a FINISHED run has one)")
+        raise LookupError(
+            f"run {run_id} is {run.info.status}: it has no checkpoint to {purpose} (only a FINISHED run has one)"
+        )
     return run
 
 
@@ -50,15 +52,18 @@ def run_file(run_id: str, path: str, tmp: str) -> Path:
     try:
         return download_artifact(run_id, path, tmp)
     except (MlflowException, OSError):
-        raise LookupError(f"run {run_id} has no artifact {path}: it was not recorded by `rnnlab train`, "
-                          "or its artifacts were deleted") from None
+        raise LookupError(
+            f"run {run_id} has no artifact {path}: it was not recorded by `rnnlab train`, or its artifacts were deleted"
+        ) from None
 
 
 def recorded_config(run_id: str, tmp: str, task: str, purpose: str, otherwise: str):
     """(run, config) of a FINISHED run of the task kind `task`; `otherwise` ends the message for a run of another
     kind (how that one is used instead)."""
     run = finished_run(run_id, purpose)
-    cfg: RunConfig = build(yaml.safe_load(run_file(run_id, "config.yaml", tmp).read_text()), f"run {run_id} config.yaml")
+    cfg: RunConfig = build(
+        yaml.safe_load(run_file(run_id, "config.yaml", tmp).read_text()), f"run {run_id} config.yaml"
+    )
     if cfg.task != task:
         raise LookupError(f"run {run_id} is a {cfg.task} run{otherwise}")
     return run, cfg

@@ -86,7 +86,7 @@ def sign_test(differences: np.ndarray) -> float:
 
 def smallest_sign_p(pairs: int) -> float:
     """The smallest two-sided p-value a sign test over `pairs` pairs can give: all of them one way."""
-    return min(1.0, 2 * 0.5 ** pairs) if pairs else 1.0
+    return min(1.0, 2 * 0.5**pairs) if pairs else 1.0
 
 
 POWER = 0.8  # the power a study should have for the smallest effect it cares about (Cohen's convention)
@@ -206,8 +206,11 @@ def factor_effects(runs: pd.DataFrame, factors: dict[str, list[str]], metric: st
     rows = []
     for factor, values in factors.items():
         others = [k for k in factors if k != factor]
-        strata = [()] if not others else list(runs[[f"factor.{k}" for k in others]].drop_duplicates()
-                                              .itertuples(index=False, name=None))
+        strata = (
+            [()]
+            if not others
+            else list(runs[[f"factor.{k}" for k in others]].drop_duplicates().itertuples(index=False, name=None))
+        )
         for value in values[1:]:
             for stratum in strata:
                 mine = runs
@@ -220,8 +223,9 @@ def factor_effects(runs: pd.DataFrame, factors: dict[str, list[str]], metric: st
     return pd.DataFrame(rows)
 
 
-def effect(runs: pd.DataFrame, factor: str, original: str, value: str, others: list[str], metric: str,
-           stratum: str) -> dict:
+def effect(
+    runs: pd.DataFrame, factor: str, original: str, value: str, others: list[str], metric: str, stratum: str
+) -> dict:
     log = on_log_scale(metric)
     keys = [f"factor.{k}" for k in others] + ["seed"]
     base = runs[runs[f"factor.{factor}"] == original].set_index(keys)
@@ -234,13 +238,27 @@ def effect(runs: pd.DataFrame, factor: str, original: str, value: str, others: l
     trained = (int((changed["outcome"] == TRAINED).sum()), len(changed))
     trained_base = (int((base["outcome"] == TRAINED).sum()), len(base))
     counts = [[trained_base[0], trained_base[1] - trained_base[0]], [trained[0], trained[1] - trained[0]]]
-    return {"factor": factor, "from": original, "to": value, "stratum": stratum,
-            "runs_from": trained_base[1], "runs_to": trained[1], "trained_from": trained_base[0], "trained_to": trained[0],
-            "outcome_p": float(stats.fisher_exact(counts)[1]) if trained[1] and trained_base[1] else math.nan,
-            "pairs": interval.n, "pairs_not_trained": len(paired) - interval.n,
-            "mean_difference": interval.mean, "ci_low": interval.low, "ci_high": interval.high,
-            "sd": paired_sd(differences), "up": int((differences > 0).sum()), "down": int((differences < 0).sum()),
-            "sign_p": sign_test(differences), "log": log}
+    return {
+        "factor": factor,
+        "from": original,
+        "to": value,
+        "stratum": stratum,
+        "runs_from": trained_base[1],
+        "runs_to": trained[1],
+        "trained_from": trained_base[0],
+        "trained_to": trained[0],
+        "outcome_p": float(stats.fisher_exact(counts)[1]) if trained[1] and trained_base[1] else math.nan,
+        "pairs": interval.n,
+        "pairs_not_trained": len(paired) - interval.n,
+        "mean_difference": interval.mean,
+        "ci_low": interval.low,
+        "ci_high": interval.high,
+        "sd": paired_sd(differences),
+        "up": int((differences > 0).sum()),
+        "down": int((differences < 0).sum()),
+        "sign_p": sign_test(differences),
+        "log": log,
+    }
 
 
 @dataclass(frozen=True)
@@ -257,8 +275,9 @@ class PairedResult:
         return self.p_value < ALPHA
 
 
-def perplexity_bootstrap(system: pd.DataFrame, baseline: pd.DataFrame, resamples: int = RESAMPLES,
-                         seed: int = SEED) -> PairedResult:
+def perplexity_bootstrap(
+    system: pd.DataFrame, baseline: pd.DataFrame, resamples: int = RESAMPLES, seed: int = SEED
+) -> PairedResult:
     """Paired bootstrap over sentences of the corpus perplexity difference (system − baseline), two-sided.
 
     Each frame has one row per test sentence: summed `nll` and `tokens`. The p-value is null-centred: the resampled
@@ -281,8 +300,9 @@ def perplexity_bootstrap(system: pd.DataFrame, baseline: pd.DataFrame, resamples
     return PairedResult(ppl_b, ppl_a, observed, float(low), float(high), (as_far + 1) / (resamples + 1))
 
 
-def bleu_bootstrap(system: list[str], baseline: list[str], references: list[str],
-                   resamples: int = RESAMPLES) -> PairedResult:
+def bleu_bootstrap(
+    system: list[str], baseline: list[str], references: list[str], resamples: int = RESAMPLES
+) -> PairedResult:
     """sacrebleu's paired bootstrap resampling (its own implementation and seed) of system vs baseline BLEU.
 
     sacrebleu (after multeval) deliberately gives p = 1/(n+1) when the two scores are identical ("a zero
@@ -293,8 +313,13 @@ def bleu_bootstrap(system: list[str], baseline: list[str], references: list[str]
     from sacrebleu.significance import PairedTest
 
     os.environ.setdefault("SACREBLEU_SEED", str(SEED))
-    test = PairedTest([("baseline", baseline), ("system", system)], {"BLEU": BLEU()}, [references],
-                      test_type="bs", n_samples=resamples)
+    test = PairedTest(
+        [("baseline", baseline), ("system", system)],
+        {"BLEU": BLEU()},
+        [references],
+        test_type="bs",
+        n_samples=resamples,
+    )
     _, scores = test()
     base, sys_ = scores["BLEU"]
     difference = sys_.score - base.score

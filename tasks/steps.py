@@ -31,8 +31,12 @@ def prepare_corpus(cfg: RunConfig) -> Corpus:
     check_fits(cfg, corpus)
     skipped = skipped_eval_splits(cfg, corpus)
     if skipped:  # once per corpus a study prepares, not once per cell: each run carries the tag
-        print(f"rnnlab: warning: eval.splits: {skipped['rnnlab.eval.skipped']}; it is skipped (its runs are tagged "
-              "rnnlab.eval.skipped)", file=sys.stderr, flush=True)
+        print(
+            f"rnnlab: warning: eval.splits: {skipped['rnnlab.eval.skipped']}; it is skipped (its runs are tagged "
+            "rnnlab.eval.skipped)",
+            file=sys.stderr,
+            flush=True,
+        )
     return corpus
 
 
@@ -87,8 +91,7 @@ def prepare_data(cfg: RunConfig) -> Corpus:
 
 
 @task(name="train")
-def train(cfg: RunConfig, corpus: Corpus, run_id: str, workdir: str | None = None,
-          callbacks: tuple = ()) -> FitResult:
+def train(cfg: RunConfig, corpus: Corpus, run_id: str, workdir: str | None = None, callbacks: tuple = ()) -> FitResult:
     """`callbacks`: Lightning callbacks added to the house ones (a tuning trial's pruner)."""
     if cfg.task == "nmt":
         return nmt.fit_nmt(cfg, corpus, run_id, workdir, callbacks)

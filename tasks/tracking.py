@@ -19,9 +19,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -30,14 +31,15 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from rnnlab import store
-from rnnlab.env import (CODE_ROOT, EnvironmentProblem, disk_full, pid_alive, project_dir, release_reserve,
-                        source_files)
+from rnnlab.env import CODE_ROOT, EnvironmentProblem, disk_full, pid_alive, project_dir, release_reserve, source_files
 from rnnlab.store import check_local_store, is_local_store, store_path, tracking_uri
 
 PACKAGES = ("torch", "lightning", "prefect", "mlflow", "sacrebleu", "pandas", "numpy", "pydantic")
 
 
 _READY: set[str] = set()
+
+
 def import_store() -> None:
     """Import the code of the store that `client()` opens (MLflow imports it only then): SQLAlchemy's for SQLite."""
     if is_local_store(tracking_uri()):
@@ -49,8 +51,10 @@ def client() -> MlflowClient:
     if is_local_store(uri) and uri not in _READY:
         check_local_store(uri, write=not store.READ_ONLY)
         if store.READ_ONLY and not store_path(uri).exists():
-            raise LookupError(f"no tracking store at {store_path(uri)}: nothing has been run in this project yet "
-                              "(or set MLFLOW_TRACKING_URI, or RNNLAB_HOME to the project that has one)")
+            raise LookupError(
+                f"no tracking store at {store_path(uri)}: nothing has been run in this project yet "
+                "(or set MLFLOW_TRACKING_URI, or RNNLAB_HOME to the project that has one)"
+            )
         import_store()  # its import, ~0.7 s, need not hold the lock
         try:
             if store.READ_ONLY:
@@ -62,9 +66,11 @@ def client() -> MlflowClient:
         except Exception as err:
             if "sqlalchemy" not in type(err).__module__ and "database" not in str(err).lower():
                 raise
-            raise EnvironmentProblem(f"MLflow store {store_path(uri)} cannot be opened ({type(err).__name__}: "
-                                     f"{str(err).splitlines()[0][:300]}); move it aside to start an empty store, or "
-                                     "restore it from a backup") from None
+            raise EnvironmentProblem(
+                f"MLflow store {store_path(uri)} cannot be opened ({type(err).__name__}: "
+                f"{str(err).splitlines()[0][:300]}); move it aside to start an empty store, or "
+                "restore it from a backup"
+            ) from None
         _READY.add(uri)
     return MlflowClient(tracking_uri=uri)
 
@@ -126,18 +132,26 @@ def provenance_tags() -> dict[str, str]:
 
     from tasks import hardware  # lazy: imports torch
 
-    tags = {"rnnlab.code_version": code_version(), **git_state(), "python": platform.python_version(),
-            "host": socket.gethostname(), "pid": str(os.getpid()), "platform": platform.platform(),
-            "torch.threads": str(torch.get_num_threads()), "cuda": str(torch.cuda.is_available()).lower(),
-            "torch.deterministic": str(torch.are_deterministic_algorithms_enabled()).lower(),
-            "cpu": hardware.cpu_model(), "cpu.count": str(os.cpu_count()),
-            # Which kernels torch runs (AVX2, AVX512, ...): float results differ between them, so a result
-            # reproduces bit for bit only on the same capability (and thread count).
-            "cpu.capability": torch.backends.cpu.get_cpu_capability(),
-            # The CPU's bf16 instructions (amx_bf16, avx512_bf16): whether bf16-mixed runs natively or emulated.
-            "cpu.bf16": ",".join(hardware.native_bf16()) or "none",
-            # Every fit flushes denormal floats to zero first (tasks.hardware.flush_denormals).
-            "torch.flush_denormal": "true"}
+    tags = {
+        "rnnlab.code_version": code_version(),
+        **git_state(),
+        "python": platform.python_version(),
+        "host": socket.gethostname(),
+        "pid": str(os.getpid()),
+        "platform": platform.platform(),
+        "torch.threads": str(torch.get_num_threads()),
+        "cuda": str(torch.cuda.is_available()).lower(),
+        "torch.deterministic": str(torch.are_deterministic_algorithms_enabled()).lower(),
+        "cpu": hardware.cpu_model(),
+        "cpu.count": str(os.cpu_count()),
+        # Which kernels torch runs (AVX2, AVX512, ...): float results differ between them, so a result
+        # reproduces bit for bit only on the same capability (and thread count).
+        "cpu.capability": torch.backends.cpu.get_cpu_capability(),
+        # The CPU's bf16 instructions (amx_bf16, avx512_bf16): whether bf16-mixed runs natively or emulated.
+        "cpu.bf16": ",".join(hardware.native_bf16()) or "none",
+        # Every fit flushes denormal floats to zero first (tasks.hardware.flush_denormals).
+        "torch.flush_denormal": "true",
+    }
     # The runs table's Source column: the code that made the run (and its commit, where there is one).
     tags["mlflow.source.type"] = "LOCAL"
     tags["mlflow.source.name"] = f"rnnlab {tags['rnnlab.code_version']}"
@@ -193,8 +207,12 @@ def log_params(run_id: str, params: Mapping[str, Any], mlflow: MlflowClient | No
 # The store raises that as an MlflowException carrying the database's words (SQLite's, PostgreSQL's, MySQL's); a
 # tracking server sends the same words back, and its REST client raises them as "BAD_REQUEST: (sqlite3.IntegrityError)
 # UNIQUE constraint failed: ..." (measured against `mlflow server`; 400 is not among the codes the client retries).
-UNIQUE_KEY_ERRORS = ("UNIQUE constraint failed", "duplicate key value violates unique constraint", "Duplicate entry",
-                     "IntegrityError")
+UNIQUE_KEY_ERRORS = (
+    "UNIQUE constraint failed",
+    "duplicate key value violates unique constraint",
+    "Duplicate entry",
+    "IntegrityError",
+)
 
 
 def lost_a_race(err: Exception) -> bool:
@@ -222,9 +240,13 @@ def log_datasets(run_id: str, inputs: list[dict[str, str]], mlflow: MlflowClient
     A dataset is a row of the experiment that every run using it links to: the cells of a study, starting together
     in a new experiment, all try to create it at once (see `retrying_races`)."""
     mlflow = mlflow or client()
-    datasets = [DatasetInput(Dataset(name=i["name"], digest=i["digest"], source_type="local",
-                                     source=json.dumps({"uri": i["source"]})),
-                             tags=[InputTag("mlflow.data.context", i["context"])]) for i in inputs]
+    datasets = [
+        DatasetInput(
+            Dataset(name=i["name"], digest=i["digest"], source_type="local", source=json.dumps({"uri": i["source"]})),
+            tags=[InputTag("mlflow.data.context", i["context"])],
+        )
+        for i in inputs
+    ]
     retrying_races(lambda: mlflow.log_inputs(run_id, datasets=datasets))
 
 
@@ -239,8 +261,7 @@ def storable(metrics: Mapping[str, float], curve: bool = False) -> dict[str, flo
     token, carries the same fact as a finite number (and the comparison restores the inf from it). On a curve, no
     value that is not finite is stored: the step where a run diverged is its `diverged_step`, and the reason is in
     its `rnnlab.outcome_reason` ("the training loss became inf at step 12")."""
-    return {k: float(v) for k, v in metrics.items()
-            if math.isfinite(float(v)) or not (curve or k.endswith("ppl"))}
+    return {k: float(v) for k, v in metrics.items() if math.isfinite(float(v)) or not (curve or k.endswith("ppl"))}
 
 
 def log_metrics(run_id: str, metrics: Mapping[str, float], step: int = 0, mlflow: MlflowClient | None = None) -> None:
@@ -252,8 +273,13 @@ def log_metrics(run_id: str, metrics: Mapping[str, float], step: int = 0, mlflow
     mlflow.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in storable(metrics).items()])
 
 
-def open_run(experiment: str, run_name: str | None, params: Mapping[str, Any], tags: Mapping[str, str],
-             parent_run_id: str | None = None) -> str:
+def open_run(
+    experiment: str,
+    run_name: str | None,
+    params: Mapping[str, Any],
+    tags: Mapping[str, str],
+    parent_run_id: str | None = None,
+) -> str:
     """Create a RUNNING run with params and provenance; the caller must close it (see `closing`)."""
     mlflow = client()
     exp_id = experiment_id(experiment, mlflow)
@@ -303,8 +329,11 @@ def mark_orphans(exp_id: str | None = None, mlflow: MlflowClient | None = None) 
         if tags.get("host") == host and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             # The cells of a study opening their runs together all sweep the same orphan at once: they write the
             # same tag and status, and the one that loses the race to insert the tag writes it again (an update).
-            retrying_races(lambda: mlflow.set_tag(run.info.run_id, "rnnlab.error",
-                                                  f"process {pid} ended while the run was RUNNING"))
+            retrying_races(
+                lambda run_id=run.info.run_id, pid=pid: mlflow.set_tag(
+                    run_id, "rnnlab.error", f"process {pid} ended while the run was RUNNING"
+                )
+            )
             mlflow.set_terminated(run.info.run_id, "KILLED")
             orphans.append(run.info.run_id)
     return orphans
@@ -316,16 +345,25 @@ def finished_run(experiment: str, cell_key: str) -> dict[str, Any] | None:
     found = mlflow.get_experiment_by_name(experiment)
     if found is None:
         return None
-    runs = mlflow.search_runs([found.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
-                              filter_string=f"tags.`rnnlab.cell_key` = '{cell_key}' and attributes.status = 'FINISHED'")
+    runs = mlflow.search_runs(
+        [found.experiment_id],
+        max_results=1,
+        order_by=["attributes.start_time DESC"],
+        filter_string=f"tags.`rnnlab.cell_key` = '{cell_key}' and attributes.status = 'FINISHED'",
+    )
     if not runs:
         return None
     run = runs[0]
-    return {"run_id": run.info.run_id, "experiment": experiment, "status": "FINISHED", "reused": True,
-            "start_time": run.info.start_time,
-            "outcome": run.data.tags.get("rnnlab.outcome", "trained"),
-            "diverged": run.data.tags.get("rnnlab.diverged") == "true",
-            "metrics": {k: as_logged(v) for k, v in run.data.metrics.items()}}
+    return {
+        "run_id": run.info.run_id,
+        "experiment": experiment,
+        "status": "FINISHED",
+        "reused": True,
+        "start_time": run.info.start_time,
+        "outcome": run.data.tags.get("rnnlab.outcome", "trained"),
+        "diverged": run.data.tags.get("rnnlab.diverged") == "true",
+        "metrics": {k: as_logged(v) for k, v in run.data.metrics.items()},
+    }
 
 
 def study_runs(experiment: str, parent_run_id: str | None = None):
@@ -334,8 +372,12 @@ def study_runs(experiment: str, parent_run_id: str | None = None):
     if found is None:
         raise LookupError(f"no study '{experiment}' in the tracking store {tracking_uri()}")
     if parent_run_id is None:
-        parents = client().search_runs([found.experiment_id], "tags.`rnnlab.role` = 'study'", max_results=1,
-                                       order_by=["attributes.start_time DESC"])
+        parents = client().search_runs(
+            [found.experiment_id],
+            "tags.`rnnlab.role` = 'study'",
+            max_results=1,
+            order_by=["attributes.start_time DESC"],
+        )
         if not parents:
             raise LookupError(f"study '{experiment}' has no recorded execution in {tracking_uri()}")
         parent = parents[0]
@@ -346,8 +388,9 @@ def study_runs(experiment: str, parent_run_id: str | None = None):
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(tracking_uri())  # for the fluent search_runs, the one that returns a DataFrame
     try:
-        cells = mlflow.search_runs([found.experiment_id], "tags.`rnnlab.role` = 'cell'", output_format="pandas",
-                                   max_results=50000)
+        cells = mlflow.search_runs(
+            [found.experiment_id], "tags.`rnnlab.role` = 'cell'", output_format="pandas", max_results=50000
+        )
     finally:
         mlflow.set_tracking_uri(previous)  # set_tracking_uri also sets the environment variable: put it back
     for column in cells.columns:
@@ -360,14 +403,23 @@ def trial_runs(experiment: str, search: str) -> pd.DataFrame:
     """The finished trial runs of one search (tag rnnlab.search), over every execution that ran some of them."""
     found = client().get_experiment_by_name(experiment)
     rows = []
-    for run in client().search_runs([found.experiment_id], f"tags.`rnnlab.role` = 'trial' and tags.`rnnlab.search` = "
-                                    f"'{search}' and attributes.status = 'FINISHED'", max_results=50000):
-        rows.append({"run_id": run.info.run_id, "arm": run.data.tags.get("rnnlab.arm"),
-                     "label": run.data.tags.get("rnnlab.variant"),
-                     "trial": int(run.data.tags.get("rnnlab.trial", -1)), "outcome": run.data.tags.get("rnnlab.outcome"),
-                     "vocab": run.data.tags.get("data.vocab_size", run.data.tags.get("data.tgt_vocab")),
-                     **{f"metrics.{k}": as_logged(v) for k, v in run.data.metrics.items()},
-                     **{f"params.{k}": v for k, v in run.data.params.items()}})
+    for run in client().search_runs(
+        [found.experiment_id],
+        f"tags.`rnnlab.role` = 'trial' and tags.`rnnlab.search` = '{search}' and attributes.status = 'FINISHED'",
+        max_results=50000,
+    ):
+        rows.append(
+            {
+                "run_id": run.info.run_id,
+                "arm": run.data.tags.get("rnnlab.arm"),
+                "label": run.data.tags.get("rnnlab.variant"),
+                "trial": int(run.data.tags.get("rnnlab.trial", -1)),
+                "outcome": run.data.tags.get("rnnlab.outcome"),
+                "vocab": run.data.tags.get("data.vocab_size", run.data.tags.get("data.tgt_vocab")),
+                **{f"metrics.{k}": as_logged(v) for k, v in run.data.metrics.items()},
+                **{f"params.{k}": v for k, v in run.data.params.items()},
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -378,9 +430,12 @@ def role_run(experiment: str, role: str, run_id: str | None = None):
         return None
     if run_id is not None:
         run = get_run(run_id)
-        return run if run.info.experiment_id == found.experiment_id and run.data.tags.get("rnnlab.role") == role else None
-    runs = client().search_runs([found.experiment_id], f"tags.`rnnlab.role` = '{role}'", max_results=1,
-                                order_by=["attributes.start_time DESC"])
+        return (
+            run if run.info.experiment_id == found.experiment_id and run.data.tags.get("rnnlab.role") == role else None
+        )
+    runs = client().search_runs(
+        [found.experiment_id], f"tags.`rnnlab.role` = '{role}'", max_results=1, order_by=["attributes.start_time DESC"]
+    )
     return runs[0] if runs else None
 
 
@@ -389,8 +444,9 @@ def running_cells(experiment: str) -> list[Any]:
     found = mlflow.get_experiment_by_name(experiment)
     if found is None:
         return []
-    return mlflow.search_runs([found.experiment_id], "attributes.status = 'RUNNING' and tags.`rnnlab.role` = 'cell'",
-                              max_results=1000)
+    return mlflow.search_runs(
+        [found.experiment_id], "attributes.status = 'RUNNING' and tags.`rnnlab.role` = 'cell'", max_results=1000
+    )
 
 
 def mark_killed(run_id: str, reason: str) -> None:

@@ -42,8 +42,11 @@ def expected_best(values: list[float] | np.ndarray, goal: str, n_max: int | None
         weights = (i / total) ** n - ((i - 1) / total) ** n
         finite = weights > 0
         with np.errstate(invalid="ignore"):
-            out.append(float(np.sum(v[finite] * weights[finite])) if np.all(np.isfinite(v[finite])) else
-                       (math.inf if goal == "min" else -math.inf))
+            out.append(
+                float(np.sum(v[finite] * weights[finite]))
+                if np.all(np.isfinite(v[finite]))
+                else (math.inf if goal == "min" else -math.inf)
+            )
     return np.array(out)
 
 
@@ -52,8 +55,9 @@ def expected_best_curve(values: list[float], goal: str, resamples: int = 1000, s
     n = np.arange(1, len(values) + 1)
     expected = expected_best(values, goal)
     rng = np.random.default_rng(seed)
-    draws = np.array([expected_best(rng.choice(values, size=len(values), replace=True), goal)
-                      for _ in range(resamples)])
+    draws = np.array(
+        [expected_best(rng.choice(values, size=len(values), replace=True), goal) for _ in range(resamples)]
+    )
     with np.errstate(invalid="ignore"):
         low, high = np.nanpercentile(draws, 2.5, axis=0), np.nanpercentile(draws, 97.5, axis=0)
     return Curve(n, expected, low, high)
@@ -80,12 +84,14 @@ def band_words(curves: dict[str, Curve], leaders: list[str], goal: str) -> str:
             clear += all(mine.low[k] > c.high[k] for c in others)
     if clear == len(leaders):
         return f"the leader's 95% band is clear of every other arm's at all {len(leaders)} budgets"
-    return (f"these are point estimates: the leader's 95% band is clear of every other arm's at {clear} of "
-            f"{len(leaders)} budgets; where it is not, these trials do not establish the ranking")
+    return (
+        f"these are point estimates: the leader's 95% band is clear of every other arm's at {clear} of "
+        f"{len(leaders)} budgets; where it is not, these trials do not establish the ranking"
+    )
 
 
 def ranking_words(leaders: list[str], labels: dict[str, str]) -> str:
-    """"with at most 3 trials per arm X looks better; from 4 on, Y" (or: X at every budget from 1 to N)."""
+    """ "with at most 3 trials per arm X looks better; from 4 on, Y" (or: X at every budget from 1 to N)."""
     if not leaders:
         return "no trials to compare"
     parts, start = [], 1
@@ -94,13 +100,21 @@ def ranking_words(leaders: list[str], labels: dict[str, str]) -> str:
             parts.append((start, k, leaders[k - 1]))
             start = k + 1
     if len(parts) == 1:
-        return (f"`{labels.get(parts[0][2], parts[0][2])}` has the better expected best score at every budget from "
-                f"1 to {len(leaders)} trials per arm")
+        return (
+            f"`{labels.get(parts[0][2], parts[0][2])}` has the better expected best score at every budget from "
+            f"1 to {len(leaders)} trials per arm"
+        )
     first = parts[0]
-    words = [f"with at most {first[1]} trial{'s' if first[1] > 1 else ''} per arm `{labels.get(first[2], first[2])}` "
-             "looks better"]
-    words += [f"from {p[0]} on, `{labels.get(p[2], p[2])}`" if p is parts[-1] else
-              f"from {p[0]} to {p[1]}, `{labels.get(p[2], p[2])}`" for p in parts[1:]]
+    words = [
+        f"with at most {first[1]} trial{'s' if first[1] > 1 else ''} per arm `{labels.get(first[2], first[2])}` "
+        "looks better"
+    ]
+    words += [
+        f"from {p[0]} on, `{labels.get(p[2], p[2])}`"
+        if p is parts[-1]
+        else f"from {p[0]} to {p[1]}, `{labels.get(p[2], p[2])}`"
+        for p in parts[1:]
+    ]
     return "; ".join(words)
 
 
@@ -111,9 +125,12 @@ def trial_summary(trials: list[dict[str, Any]]) -> dict[str, Any]:
         outcomes[t["outcome"]] = outcomes.get(t["outcome"], 0) + 1
     budget = sum(t["budget_steps"] for t in trials)
     saved = sum(t["budget_steps"] - t["steps"] for t in trials if t["outcome"] == PRUNED)
-    return {"trials": len(trials), "outcomes": outcomes,
-            "pruned_share": outcomes.get(PRUNED, 0) / len(trials) if trials else 0.0,
-            "steps_saved_share": saved / budget if budget else 0.0}
+    return {
+        "trials": len(trials),
+        "outcomes": outcomes,
+        "pruned_share": outcomes.get(PRUNED, 0) / len(trials) if trials else 0.0,
+        "steps_saved_share": saved / budget if budget else 0.0,
+    }
 
 
 def leader(c: Any) -> str | None:
@@ -135,11 +152,15 @@ def recipe_sentence(tuned: Any, base: Any, seeds: int) -> str:
     if was and now and was == now:
         return f"The base-recipe answer holds once each arm is tuned: `{label[now]}` leads at both."
     if was and now:
-        return (f"The base-recipe answer reverses once each arm is tuned: `{label[was]}` led at the base recipe, "
-                f"`{label[now]}` leads tuned.")
+        return (
+            f"The base-recipe answer reverses once each arm is tuned: `{label[was]}` led at the base recipe, "
+            f"`{label[now]}` leads tuned."
+        )
     if was:
-        return (f"The base-recipe answer (`{label[was]}` leads) becomes not distinguishable with {seeds} seeds once "
-                "each arm is tuned.")
+        return (
+            f"The base-recipe answer (`{label[was]}` leads) becomes not distinguishable with {seeds} seeds once "
+            "each arm is tuned."
+        )
     if now:
         return f"At the base recipe the arms were not distinguishable with {seeds} seeds; tuned, `{label[now]}` leads."
     return f"The arms are not distinguishable with {seeds} seeds at either recipe."
@@ -148,10 +169,15 @@ def recipe_sentence(tuned: Any, base: Any, seeds: int) -> str:
 def tuned_answer(tuned: Any, tuned_words: Any, base: Any, base_words: Any) -> Any:
     """The tuned comparison's answer, with the base recipe's beside it and whether it held."""
     seeds = int(tuned.table["seeds"].max()) if len(tuned.table) else 0
-    text = (f"Each arm at its own tuned setting: {tuned_words.text} At the base recipe (the base config's values): "
-            f"{base_words.text} {recipe_sentence(tuned, base, seeds)}")
-    return dataclasses.replace(tuned_words, text=text,
-                               factors=[*tuned_words.factors, *(f"(base recipe) {line}" for line in base_words.factors)])
+    text = (
+        f"Each arm at its own tuned setting: {tuned_words.text} At the base recipe (the base config's values): "
+        f"{base_words.text} {recipe_sentence(tuned, base, seeds)}"
+    )
+    return dataclasses.replace(
+        tuned_words,
+        text=text,
+        factors=[*tuned_words.factors, *(f"(base recipe) {line}" for line in base_words.factors)],
+    )
 
 
 def worst_score(metric: str, goal: str, vocab: int | None) -> float:
@@ -180,9 +206,14 @@ def draw_value(outcome: str, value: float | None, worst: float) -> float:
 def trial_values(trials: Any, metric: str, goal: str) -> list[float]:
     """An arm's trials (rows of tracking.trial_runs) as draws of the search."""
     column = f"metrics.{metric}"
-    return [draw_value(row["outcome"], row.get(column),
-                       worst_score(metric, goal, int(row["vocab"]) if str(row.get("vocab") or "").isdigit() else None))
-            for row in trials.to_dict("records")]
+    return [
+        draw_value(
+            row["outcome"],
+            row.get(column),
+            worst_score(metric, goal, int(row["vocab"]) if str(row.get("vocab") or "").isdigit() else None),
+        )
+        for row in trials.to_dict("records")
+    ]
 
 
 def arms_table(trials: Any, metric: str, goal: str, labels: dict[str, str]) -> Any:
@@ -197,11 +228,18 @@ def arms_table(trials: Any, metric: str, goal: str, labels: dict[str, str]) -> A
         pruned = mine["outcome"] == PRUNED
         values = trial_values(mine, metric, goal)
         best = int(np.argmin(values) if goal == "min" else np.argmax(values))
-        tuned = {k.removeprefix("params.tuned."): mine.iloc[best][k] for k in mine.columns if k.startswith("params.tuned.")}
-        rows.append({"arm": labels.get(arm, arm), "trials": len(mine),
-                     "outcomes": ", ".join(f"{n} {o.replace('_', ' ')}" for o, n in mine["outcome"].value_counts().items()),
-                     "pruned": f"{pruned.mean():.0%}",
-                     "steps saved": f"{((budget - steps)[pruned]).sum() / budget.sum():.0%}" if budget.sum() else "–",
-                     f"best {metric}": f"{values[best]:,.2f}" if np.isfinite(values[best]) else "–",
-                     "at": ", ".join(f"{k}={float(v):.4g}" for k, v in tuned.items())})
+        tuned = {
+            k.removeprefix("params.tuned."): mine.iloc[best][k] for k in mine.columns if k.startswith("params.tuned.")
+        }
+        rows.append(
+            {
+                "arm": labels.get(arm, arm),
+                "trials": len(mine),
+                "outcomes": ", ".join(f"{n} {o.replace('_', ' ')}" for o, n in mine["outcome"].value_counts().items()),
+                "pruned": f"{pruned.mean():.0%}",
+                "steps saved": f"{((budget - steps)[pruned]).sum() / budget.sum():.0%}" if budget.sum() else "–",
+                f"best {metric}": f"{values[best]:,.2f}" if np.isfinite(values[best]) else "–",
+                "at": ", ".join(f"{k}={float(v):.4g}" for k, v in tuned.items()),
+            }
+        )
     return pd.DataFrame(rows)

@@ -47,8 +47,7 @@ def make_pruner(spec: Pruner, max_steps: int | None) -> optuna.pruners.BasePrune
     if spec.name == "none":
         return optuna.pruners.NopPruner()
     if spec.name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, spec.warmup_steps),
-                                              max_resource=max_steps or "auto")
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, spec.warmup_steps), max_resource=max_steps or "auto")
     return optuna.pruners.MedianPruner(n_startup_trials=spec.startup_trials, n_warmup_steps=spec.warmup_steps)
 
 
@@ -63,10 +62,15 @@ def search_name(study: str, arm: str, digest: str) -> str:
 
 def open_search(cfg: StudyConfig, arm: str, digest: str, storage: str) -> optuna.Study:
     tune = cfg.tune
-    max_steps = (tune.budget.max_steps or cfg.budget.max_steps)
-    return optuna.create_study(study_name=search_name(cfg.study, arm, digest), storage=storage,
-                               sampler=make_sampler(tune.sampler), pruner=make_pruner(tune.pruner, max_steps),
-                               direction=direction(cfg.metric.goal), load_if_exists=True)
+    max_steps = tune.budget.max_steps or cfg.budget.max_steps
+    return optuna.create_study(
+        study_name=search_name(cfg.study, arm, digest),
+        storage=storage,
+        sampler=make_sampler(tune.sampler),
+        pruner=make_pruner(tune.pruner, max_steps),
+        direction=direction(cfg.metric.goal),
+        load_if_exists=True,
+    )
 
 
 def counted(trial: optuna.trial.FrozenTrial) -> bool:
@@ -88,10 +92,16 @@ class PruneBySteps(Callback):
     """Reports the validation curve to the trial at each validation, keyed by the optimizer step, and stops the
     fit as soon as the pruner says so. `curve`: the logged key Lightning's callback metrics hold (valid_nll)."""
 
-    def __init__(self, storage: str, study_name: str, trial_id: int, pruner: optuna.pruners.BasePruner,
-                 curve: str) -> None:
-        self.storage, self.study_name, self.trial_id, self.pruner, self.curve = (storage, study_name, trial_id,
-                                                                                  pruner, curve)
+    def __init__(
+        self, storage: str, study_name: str, trial_id: int, pruner: optuna.pruners.BasePruner, curve: str
+    ) -> None:
+        self.storage, self.study_name, self.trial_id, self.pruner, self.curve = (
+            storage,
+            study_name,
+            trial_id,
+            pruner,
+            curve,
+        )
         self.pruned_at: int | None = None
         self.value_at_prune: float | None = None
         self._trial: optuna.Trial | None = None

@@ -23,10 +23,18 @@ from tasks import stats
 from tasks.compare import Comparison, outcome_words
 from tasks.outcome import DIVERGED, FAILED_TO_LEARN, TRAINED
 
-NOUNS = {"valid_ppl": "validation perplexity", "test_ppl": "test perplexity", "valid_bleu_greedy": "validation BLEU "
-         "(greedy)", "valid_bleu": "validation BLEU", "test_bleu": "test BLEU", "test_bleu_greedy": "test BLEU (greedy)"}
-POWER_WORDS = (f"paired t-test, two-sided α = {stats.ALPHA}, power from the noncentral t with the observed standard "
-               "deviation of the paired differences taken as the true one")
+NOUNS = {
+    "valid_ppl": "validation perplexity",
+    "test_ppl": "test perplexity",
+    "valid_bleu_greedy": "validation BLEU (greedy)",
+    "valid_bleu": "validation BLEU",
+    "test_bleu": "test BLEU",
+    "test_bleu_greedy": "test BLEU (greedy)",
+}
+POWER_WORDS = (
+    f"paired t-test, two-sided α = {stats.ALPHA}, power from the noncentral t with the observed standard "
+    "deviation of the paired differences taken as the true one"
+)
 
 
 @dataclass(frozen=True)
@@ -60,8 +68,9 @@ def factor(c: Comparison, mean_difference: float) -> str:
 
 def span(c: Comparison, low: float, high: float) -> str:
     """A paired 95% interval: '95% CI ×0.85–×0.91', '95% CI -0.40 to +2.10'."""
-    return f"95% CI {factor(c, low)}–{factor(c, high)}" if c.log_scale else \
-        f"95% CI {factor(c, low)} to {factor(c, high)}"
+    return (
+        f"95% CI {factor(c, low)}–{factor(c, high)}" if c.log_scale else f"95% CI {factor(c, low)} to {factor(c, high)}"
+    )
 
 
 def change(c: Comparison, mean_difference: float, *more: str, direction: bool = True) -> str:
@@ -71,8 +80,17 @@ def change(c: Comparison, mean_difference: float, *more: str, direction: bool = 
         ratio = math.exp(mean_difference)
         percent = abs(ratio - 1) * 100
         way = "lower" if ratio < 1 else "higher"
-        notes = ([f"{percent:.0f}% {way}" if percent >= 1 else "no difference" if percent < 0.05 else
-                  f"{percent:.1f}% {way}"] if direction else []) + list(more)
+        notes = (
+            [
+                f"{percent:.0f}% {way}"
+                if percent >= 1
+                else "no difference"
+                if percent < 0.05
+                else f"{percent:.1f}% {way}"
+            ]
+            if direction
+            else []
+        ) + list(more)
         return factor(c, mean_difference) + (f" ({'; '.join(notes)})" if notes else "")
     return f"{factor(c, mean_difference)} points" + (f" ({'; '.join(more)})" if more else "")
 
@@ -136,8 +154,16 @@ def contrast(c: Comparison, first: str, other: str) -> Contrast:
         lower = found.high < 0
         direction = "better" if lower == (c.goal == "min") else "worse"
     margin = declared(c, c.margin)
-    return Contrast(other, differences, found.mean, found.low, found.high, stats.paired_sd(differences), direction,
-                    math.nan if margin is None else stats.equivalence_p(differences, margin))
+    return Contrast(
+        other,
+        differences,
+        found.mean,
+        found.low,
+        found.high,
+        stats.paired_sd(differences),
+        direction,
+        math.nan if margin is None else stats.equivalence_p(differences, margin),
+    )
 
 
 def detectable_words(c: Comparison, k: Contrast) -> str:
@@ -147,8 +173,7 @@ def detectable_words(c: Comparison, k: Contrast) -> str:
     smallest = stats.detectable_effect(k.sd, k.pairs)
     if math.isnan(smallest):
         return "the paired differences did not vary, so power cannot be estimated"
-    return (f"these {k.pairs} seeds could have detected {effect_size(c, smallest)} either way at "
-            f"{stats.POWER:.0%} power")
+    return f"these {k.pairs} seeds could have detected {effect_size(c, smallest)} either way at {stats.POWER:.0%} power"
 
 
 def mean_of(c: Comparison, row: pd.Series) -> str:
@@ -159,8 +184,11 @@ def winner_sentence(c: Comparison, trained: pd.DataFrame) -> str:
     best = trained[trained["best"]].iloc[0]
     name = best["variant"]
     best_words = f"{noun(c.metric)} {mean_of(c, best)}{interval(c, best)}"
-    caveat = "" if best["trained"] == best["seeds"] else \
-        f"; but `{name}` trained in only {best['trained']} of its {best['seeds']} seeds"
+    caveat = (
+        ""
+        if best["trained"] == best["seeds"]
+        else f"; but `{name}` trained in only {best['trained']} of its {best['seeds']} seeds"
+    )
     others = trained[~trained["best"]].sort_values(f"{c.metric}_mean", ascending=c.goal == "min")
     if others.empty:
         return f"Only `{name}` trained ({best['trained']}/{best['seeds']} seeds): {best_words}{caveat}."
@@ -174,45 +202,72 @@ def winner_sentence(c: Comparison, trained: pd.DataFrame) -> str:
 
     if len(beaten) == len(contrasts):  # the intersection of one-to-one tests: no multiplicity to correct
         runner = contrasts[0]
-        within = (f"; the difference lies within the declared margin {effect_size(c, declared(c, c.margin))} (two "
-                  f"one-sided tests p = {runner.equivalence_p:.2g}), too small to matter" if runner.equivalent else "")
-        rest = (f"; and {c.better} than {listed(contrasts[1:])} (each paired 95% interval excludes no effect)"
-                if len(contrasts) > 1 else "")
-        return (f"`{name}` is best: {best_words}, {change(c, runner.mean, span(c, runner.low, runner.high))} against "
-                f"`{runner.other}` ({value(c, means.loc[runner.other, f'{c.metric}_mean'])}), {c.better} in "
-                f"{better_count(c, runner.differences)} of {runner.pairs} paired seeds{within}{rest}{caveat}.")
+        within = (
+            f"; the difference lies within the declared margin {effect_size(c, declared(c, c.margin))} (two "
+            f"one-sided tests p = {runner.equivalence_p:.2g}), too small to matter"
+            if runner.equivalent
+            else ""
+        )
+        rest = (
+            f"; and {c.better} than {listed(contrasts[1:])} (each paired 95% interval excludes no effect)"
+            if len(contrasts) > 1
+            else ""
+        )
+        return (
+            f"`{name}` is best: {best_words}, {change(c, runner.mean, span(c, runner.low, runner.high))} against "
+            f"`{runner.other}` ({value(c, means.loc[runner.other, f'{c.metric}_mean'])}), {c.better} in "
+            f"{better_count(c, runner.differences)} of {runner.pairs} paired seeds{within}{rest}{caveat}."
+        )
     open_ = [k for k in contrasts if k.direction is None]
     worse = [k for k in contrasts if k.direction == "worse"]
     if open_:
         k = open_[0]
         theirs = value(c, means.loc[k.other, f"{c.metric}_mean"])
         if k.equivalent:
-            main = (f"`{name}` and `{k.other}` are equivalent on {noun(c.metric)} within the declared margin "
-                    f"{effect_size(c, declared(c, c.margin))}: {mean_of(c, best)} vs {theirs}, "
-                    f"{change(c, k.mean, span(c, k.low, k.high), direction=False)} over {k.pairs} paired seeds "
-                    f"(two one-sided tests p = {k.equivalence_p:.2g})")
+            main = (
+                f"`{name}` and `{k.other}` are equivalent on {noun(c.metric)} within the declared margin "
+                f"{effect_size(c, declared(c, c.margin))}: {mean_of(c, best)} vs {theirs}, "
+                f"{change(c, k.mean, span(c, k.low, k.high), direction=False)} over {k.pairs} paired seeds "
+                f"(two one-sided tests p = {k.equivalence_p:.2g})"
+            )
         elif k.pairs == 0:
-            main = (f"`{name}` ({noun(c.metric)} {mean_of(c, best)}) and `{k.other}` ({theirs}) cannot be compared: "
-                    "they trained in no common seed")
+            main = (
+                f"`{name}` ({noun(c.metric)} {mean_of(c, best)}) and `{k.other}` ({theirs}) cannot be compared: "
+                "they trained in no common seed"
+            )
         else:
             seeds = f"{k.pairs} paired seed{'s' if k.pairs > 1 else ''}"
-            numbers = (change(c, k.mean, span(c, k.low, k.high), direction=False) if k.pairs > 1 else
-                       f"{change(c, k.mean, direction=False)} in the one seed in which both trained")
-            main = (f"`{name}` and `{k.other}` are not distinguishable with {seeds} on {noun(c.metric)}: "
-                    f"{mean_of(c, best)} vs {theirs}, {numbers}, {c.better} for `{name}` in "
-                    f"{better_count(c, k.differences)} of {k.pairs}; {detectable_words(c, k)}")
+            numbers = (
+                change(c, k.mean, span(c, k.low, k.high), direction=False)
+                if k.pairs > 1
+                else f"{change(c, k.mean, direction=False)} in the one seed in which both trained"
+            )
+            main = (
+                f"`{name}` and `{k.other}` are not distinguishable with {seeds} on {noun(c.metric)}: "
+                f"{mean_of(c, best)} vs {theirs}, {numbers}, {c.better} for `{name}` in "
+                f"{better_count(c, k.differences)} of {k.pairs}; {detectable_words(c, k)}"
+            )
         more = f"; nor is `{name}` distinguished from {listed(open_[1:])}" if len(open_) > 1 else ""
     else:  # every other variant is either behind the first or ahead of it over the seeds they share
         k = worse[0]
-        main = (f"`{name}` has the {'lowest' if c.goal == 'min' else 'highest'} mean {noun(c.metric)} over its own "
-                f"trained seeds ({mean_of(c, best)}), but over the {k.pairs} seeds in which both trained `{k.other}` "
-                f"is {c.better}: {change(c, -k.mean, span(c, -k.high, -k.low))}")
+        main = (
+            f"`{name}` has the {'lowest' if c.goal == 'min' else 'highest'} mean {noun(c.metric)} over its own "
+            f"trained seeds ({mean_of(c, best)}), but over the {k.pairs} seeds in which both trained `{k.other}` "
+            f"is {c.better}: {change(c, -k.mean, span(c, -k.high, -k.low))}"
+        )
         more = ""
-    more += (f"; `{name}` is {c.better} than {listed(beaten)} (each paired 95% interval excludes no effect)"
-             if beaten else "")
+    more += (
+        f"; `{name}` is {c.better} than {listed(beaten)} (each paired 95% interval excludes no effect)"
+        if beaten
+        else ""
+    )
     reversed_ = [w for w in worse if w is not k]
-    more += (f"; over the seeds both trained, {listed(reversed_)} {'is' if len(reversed_) == 1 else 'are'} "
-             f"{c.better} than `{name}` (each paired 95% interval excludes no effect)" if reversed_ else "")
+    more += (
+        f"; over the seeds both trained, {listed(reversed_)} {'is' if len(reversed_) == 1 else 'are'} "
+        f"{c.better} than `{name}` (each paired 95% interval excludes no effect)"
+        if reversed_
+        else ""
+    )
     return f"{main}{more}{caveat}."
 
 
@@ -226,28 +281,40 @@ def budget_sentence(c: Comparison) -> str | None:
         return None
     ranked = len(set(c.curves["variant"]) & set(final.index))
     steps = taus["step"].astype(int)
-    points = f"{len(taus)} validation points, steps {steps.iloc[0]}–{steps.iloc[-1]}" if len(taus) > 1 else \
-        f"one validation point, step {steps.iloc[0]}"
+    points = (
+        f"{len(taus)} validation points, steps {steps.iloc[0]}–{steps.iloc[-1]}"
+        if len(taus) > 1
+        else f"one validation point, step {steps.iloc[0]}"
+    )
     held = np.isclose(taus["tau"].to_numpy(), 1.0)
     what = f"the ranking of the {ranked} trained variants' means"
     if held.all():
-        return (f"Over the budget, {what} holds at every validation point that every trained run logged ({points}: "
-                f"Kendall's τ = 1 against the final ranking).")
+        return (
+            f"Over the budget, {what} holds at every validation point that every trained run logged ({points}: "
+            f"Kendall's τ = 1 against the final ranking)."
+        )
 
     last_off = int(np.flatnonzero(~held)[-1])
     step, tau = int(taus["step"].iloc[last_off]), float(taus["tau"].iloc[last_off])
     how = "was reversed" if np.isclose(tau, -1.0) else f"differed (Kendall's τ = {tau:.2f})"
     if held[-1]:
-        return (f"Over the budget, {what} holds from step {int(taus['step'].iloc[last_off + 1])} on "
-                f"({len(held) - last_off - 1} of {points}); at step {step} it {how}.")
-    return (f"Over the budget, {what} does not hold at the last validation point every trained run logged: at step "
-            f"{step} it {how} against the final ranking, which is each run's selected checkpoint ({points}).")
+        return (
+            f"Over the budget, {what} holds from step {int(taus['step'].iloc[last_off + 1])} on "
+            f"({len(held) - last_off - 1} of {points}); at step {step} it {how}."
+        )
+    return (
+        f"Over the budget, {what} does not hold at the last validation point every trained run logged: at step "
+        f"{step} it {how} against the final ranking, which is each run's selected checkpoint ({points})."
+    )
 
 
 def how_it_ended(row) -> str:
     """'diverged in 2 of 2 seeds', '1 diverged and 1 failed to learn, of 3 seeds'."""
-    ended = [(getattr(row, o), w) for o, w in ((DIVERGED, "diverged"), (FAILED_TO_LEARN, "failed to learn"),
-                                               ("missing", "without a result")) if getattr(row, o)]
+    ended = [
+        (getattr(row, o), w)
+        for o, w in ((DIVERGED, "diverged"), (FAILED_TO_LEARN, "failed to learn"), ("missing", "without a result"))
+        if getattr(row, o)
+    ]
     if len(ended) == 1:
         return f"{ended[0][1]} in {ended[0][0]} of {row.seeds} seeds"
     return " and ".join(f"{n} {w}" for n, w in ended) + f", of {row.seeds} seeds"
@@ -258,8 +325,11 @@ def failures_sentence(c: Comparison) -> str:
     failed = table[table["trained"] < table["seeds"]]
     if failed.empty:
         return f"Every run trained ({int(table['trained'].sum())} of {int(table['seeds'].sum())})."
-    return "Did not train: " + "; ".join(f"`{row.variant}` ({how_it_ended(row)})"
-                                         for row in failed.itertuples(index=False)) + "."
+    return (
+        "Did not train: "
+        + "; ".join(f"`{row.variant}` ({how_it_ended(row)})" for row in failed.itertuples(index=False))
+        + "."
+    )
 
 
 def setting(stratum: str) -> str:
@@ -290,8 +360,11 @@ def factor_bullet(c: Comparison, effects: pd.DataFrame) -> str:
         if not (e["runs_from"] and e["runs_to"]):  # a setting the grid excludes on one side: nothing to compare
             continue
         counts = f"{e['trained_from']}/{e['runs_from']} → {e['trained_to']}/{e['runs_to']}"
-        test = "" if math.isnan(e["outcome_p"]) or e["trained_from"] == e["trained_to"] else \
-            f", Fisher's exact p = {e['outcome_p']:.2g}"
+        test = (
+            ""
+            if math.isnan(e["outcome_p"]) or e["trained_from"] == e["trained_to"]
+            else f", Fisher's exact p = {e['outcome_p']:.2g}"
+        )
         if e["trained_to"] > e["trained_from"]:
             parts.append(f"more runs trained{setting(e['stratum'])} ({counts}{test})")
         elif e["trained_to"] < e["trained_from"]:
@@ -300,8 +373,11 @@ def factor_bullet(c: Comparison, effects: pd.DataFrame) -> str:
             parts.append(f"no run trained either way{setting(e['stratum'])}")
         if e["pairs"]:
             parts.append(metric_change(c, e) + setting(e["stratum"]))
-    return f"`{first['factor']}` {first['from']} → {first['to']}: " + ("; ".join(parts) or
-                                                                     "no setting has runs at both values") + "."
+    return (
+        f"`{first['factor']}` {first['from']} → {first['to']}: "
+        + ("; ".join(parts) or "no setting has runs at both values")
+        + "."
+    )
 
 
 def decided_sentence(effects: pd.DataFrame) -> str | None:
@@ -310,14 +386,16 @@ def decided_sentence(effects: pd.DataFrame) -> str | None:
     strata = effects[effects["stratum"] != stats.ALL] if (effects["stratum"] != stats.ALL).any() else effects
     parts, moved_p = [], []
     for name, group in strata.groupby("factor", sort=False):
-        moved = group[(group["trained_from"] != group["trained_to"]) & (group["runs_from"] > 0)
-                      & (group["runs_to"] > 0)]
+        moved = group[
+            (group["trained_from"] != group["trained_to"]) & (group["runs_from"] > 0) & (group["runs_to"] > 0)
+        ]
         if len(moved) and len(group) == 1:  # one setting: say the counts themselves
             e = moved.iloc[0]
-            test = "" if math.isnan(e["outcome_p"]) else \
-                f" (Fisher's exact test, two-sided p = {e['outcome_p']:.2g})"
-            parts.append(f"{name.rpartition('.')[2]} {e['from']} → {e['to']}: {e['trained_from']}/{e['runs_from']} → "
-                         f"{e['trained_to']}/{e['runs_to']}{test}")
+            test = "" if math.isnan(e["outcome_p"]) else f" (Fisher's exact test, two-sided p = {e['outcome_p']:.2g})"
+            parts.append(
+                f"{name.rpartition('.')[2]} {e['from']} → {e['to']}: {e['trained_from']}/{e['runs_from']} → "
+                f"{e['trained_to']}/{e['runs_to']}{test}"
+            )
         elif len(moved):
             parts.append(f"{name.rpartition('.')[2]} (in {len(moved)} of {len(group)} settings)")
             moved_p += list(moved["outcome_p"].dropna())
@@ -336,9 +414,11 @@ def answer(c: Comparison) -> Answer:
     trained = table[table["trained"] > 0]
     if trained.empty:
         counts = {o: int(table[o].sum()) for o in (DIVERGED, FAILED_TO_LEARN)}
-        first = (f"No variant trained: all {int(table['seeds'].sum())} runs ended without a usable model "
-                 f"({counts[DIVERGED]} diverged, {counts[FAILED_TO_LEARN]} failed to learn), so the study cannot "
-                 f"rank the variants by {noun(c.metric)}.")
+        first = (
+            f"No variant trained: all {int(table['seeds'].sum())} runs ended without a usable model "
+            f"({counts[DIVERGED]} diverged, {counts[FAILED_TO_LEARN]} failed to learn), so the study cannot "
+            f"rank the variants by {noun(c.metric)}."
+        )
         sentences = [first, failures_sentence(c).replace("Did not train: ", "By variant: ")]
     else:
         sentences = [winner_sentence(c, trained), failures_sentence(c)]
@@ -363,21 +443,30 @@ def contrast_line(c: Comparison, first: str, k: Contrast) -> str:
     if k.pairs == 1:
         line += f"{factor(c, k.mean)} in the one seed in which both trained; {detectable_words(c, k)}"
     else:
-        verdict = {"better": f"{c.better} for `{first}`", "worse": f"{c.better} for `{k.other}`",
-                   None: f"not distinguishable with {k.pairs} seeds"}[k.direction]
-        line += (f"{factor(c, k.mean)} ({span(c, k.low, k.high)}, Student-t over {k.pairs} paired seeds; sd of the "
-                 f"paired {scale} {k.sd:.3g}): {verdict}; {detectable_words(c, k)}")
+        verdict = {
+            "better": f"{c.better} for `{first}`",
+            "worse": f"{c.better} for `{k.other}`",
+            None: f"not distinguishable with {k.pairs} seeds",
+        }[k.direction]
+        line += (
+            f"{factor(c, k.mean)} ({span(c, k.low, k.high)}, Student-t over {k.pairs} paired seeds; sd of the "
+            f"paired {scale} {k.sd:.3g}): {verdict}; {detectable_words(c, k)}"
+        )
     smallest = declared(c, c.smallest_effect)
     if smallest is not None:
         had = stats.power(smallest, k.sd, k.pairs)
         needed = stats.seeds_needed(smallest, k.sd)
         line += f"; for the declared smallest effect {effect_size(c, smallest)}: " + (
-            "power cannot be estimated (it needs two paired seeds that differ)" if math.isnan(had) else
-            f"power {had:.0%}, and {f'{needed} seeds' if needed else f'more than {stats.MOST_SEEDS:,} seeds'} "
-            f"would give {stats.POWER:.0%}")
+            "power cannot be estimated (it needs two paired seeds that differ)"
+            if math.isnan(had)
+            else f"power {had:.0%}, and {f'{needed} seeds' if needed else f'more than {stats.MOST_SEEDS:,} seeds'} "
+            f"would give {stats.POWER:.0%}"
+        )
     if c.margin is not None and k.pairs > 1:
-        line += (f"; within the declared margin {effect_size(c, declared(c, c.margin))}: two one-sided tests "
-                 f"p = {k.equivalence_p:.2g} ({'equivalent' if k.equivalent else 'equivalence not shown'})")
+        line += (
+            f"; within the declared margin {effect_size(c, declared(c, c.margin))}: two one-sided tests "
+            f"p = {k.equivalence_p:.2g} ({'equivalent' if k.equivalent else 'equivalence not shown'})"
+        )
     return line
 
 
@@ -389,9 +478,12 @@ def basis(c: Comparison) -> list[str]:
         if row.trained:
             mean = getattr(row, f"{c.metric}_mean")
             low, high = getattr(row, f"{c.metric}_low"), getattr(row, f"{c.metric}_high")
-            line += (f"; {noun(c.metric)} {value(c, mean)} ({'geometric mean' if c.log_scale else 'mean'} over "
-                     f"{row.trained} seed{'s' if row.trained > 1 else ''}"
-                     + ("" if math.isnan(low) else f", 95% CI {value(c, low)}–{value(c, high)}") + ")")
+            line += (
+                f"; {noun(c.metric)} {value(c, mean)} ({'geometric mean' if c.log_scale else 'mean'} over "
+                f"{row.trained} seed{'s' if row.trained > 1 else ''}"
+                + ("" if math.isnan(low) else f", 95% CI {value(c, low)}–{value(c, high)}")
+                + ")"
+            )
         stopped = mine[mine["outcome"] == DIVERGED]["diverged_step"].dropna()
         if len(stopped):
             line += f"; diverged runs stopped at step {', '.join(str(int(s)) for s in stopped)}"
@@ -404,18 +496,30 @@ def basis(c: Comparison) -> list[str]:
         first = trained[trained["best"]].iloc[0]["variant"]
         others = trained[~trained["best"]].sort_values(f"{c.metric}_mean", ascending=c.goal == "min")["variant"]
         lines += [contrast_line(c, first, contrast(c, first, other)) for other in others]
-        lines.append(f"How these were judged: a direction only where the paired 95% interval excludes no effect, and "
-                     f"'best' only where every such interval against the others does (an intersection-union test, "
-                     f"which needs no multiplicity correction); "
-                     f"power: {POWER_WORDS}"
-                     + ("" if c.margin is not None else "; no equivalence margin was declared (`effect.margin` in the "
-                        "study file), so no two variants are called equivalent")
-                     + ("" if c.smallest_effect is not None else "; no smallest effect of interest was declared "
-                        "(`effect.smallest`)") + ".")
+        lines.append(
+            f"How these were judged: a direction only where the paired 95% interval excludes no effect, and "
+            f"'best' only where every such interval against the others does (an intersection-union test, "
+            f"which needs no multiplicity correction); "
+            f"power: {POWER_WORDS}"
+            + (
+                ""
+                if c.margin is not None
+                else "; no equivalence margin was declared (`effect.margin` in the "
+                "study file), so no two variants are called equivalent"
+            )
+            + (
+                ""
+                if c.smallest_effect is not None
+                else "; no smallest effect of interest was declared (`effect.smallest`)"
+            )
+            + "."
+        )
     seeds = int(c.table["seeds"].max()) if not c.table.empty else 0
     if seeds < 6:
-        lines.append(f"With {seeds} seed{'s' if seeds != 1 else ''} per variant the evidence is thin: a 95% interval "
-                     f"over {seeds} values is a Student-t interval with {max(seeds - 1, 0)} degree(s) of freedom, "
-                     f"wide by construction, and a sign test over {seeds} pairs cannot go below p = "
-                     f"{stats.smallest_sign_p(seeds):.2g}.")
+        lines.append(
+            f"With {seeds} seed{'s' if seeds != 1 else ''} per variant the evidence is thin: a 95% interval "
+            f"over {seeds} values is a Student-t interval with {max(seeds - 1, 0)} degree(s) of freedom, "
+            f"wide by construction, and a sign test over {seeds} pairs cannot go below p = "
+            f"{stats.smallest_sign_p(seeds):.2g}."
+        )
     return lines

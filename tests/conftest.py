@@ -20,7 +20,9 @@ os.environ["RNNLAB_CACHE_DIR"] = str(SESSION_HOME / "user-cache")  # the user's 
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("RNNLAB_DATA_MIRROR", None)
-os.environ["RNNLAB_DATA_DIR"] = str(Path(os.environ.get("RNNLAB_DATA_DIR") or REPO.parent / "shared" / "data").resolve())
+os.environ["RNNLAB_DATA_DIR"] = str(
+    Path(os.environ.get("RNNLAB_DATA_DIR") or REPO.parent / "shared" / "data").resolve()
+)
 
 from rnnlab.env import configure  # noqa: E402  (must run before Prefect/MLflow are imported)
 
@@ -33,8 +35,16 @@ RUN_CONFIG = REPO / "conf" / "runs" / "ptb_small.yaml"
 # lines, end near the tiny corpus's unigram model (valid perplexity 73.3): measured between 68 and 132 with the
 # settings the tests use, on either side of it by chance. Tests of the machinery judge them against the uniform guess
 # instead (eval.floor=uniform), so that their outcomes do not hang on that; tests/test_floor.py uses the default.
-TINY = ["model.embedding_size=16", "model.hidden_size=16", "train.max_epochs=2", "train.batch_size=4",
-        "train.bptt=8", "eval.batch_size=3", "train.num_threads=1", "eval.floor=uniform"]
+TINY = [
+    "model.embedding_size=16",
+    "model.hidden_size=16",
+    "train.max_epochs=2",
+    "train.batch_size=4",
+    "train.bptt=8",
+    "eval.batch_size=3",
+    "train.num_threads=1",
+    "eval.floor=uniform",
+]
 
 
 def pytest_configure(config):
@@ -50,7 +60,8 @@ def pytest_sessionfinish(session, exitstatus):
         lines = [f"  pid {p.pid} (parent {p.ppid()}): {' '.join(p.cmdline())[:200]}" for p in left]
         session.config.get_terminal_writer().line(
             f"\nFAILED: {len(left)} process(es) started by the tests are still alive after them:\n" + "\n".join(lines),
-            red=True)
+            red=True,
+        )
         for process in left:
             process.kill()
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -67,8 +78,11 @@ def processes_left(grace: float = 0.0, mark: str | None = None) -> list:
         left = []
         for process in psutil.process_iter():
             try:
-                if (process.pid != os.getpid() and process.status() != psutil.STATUS_ZOMBIE
-                        and process.environ().get(SESSION_MARK) == mark):
+                if (
+                    process.pid != os.getpid()
+                    and process.status() != psutil.STATUS_ZOMBIE
+                    and process.environ().get(SESSION_MARK) == mark
+                ):
                     left.append(process)
             except psutil.Error:
                 pass
@@ -126,8 +140,14 @@ def ui_study(tmp_path_factory, tiny_corpus) -> dict:
     from test_flows_study import rnnlab, store, tiny_study
 
     home = tmp_path_factory.mktemp("ui-home")
-    path = tiny_study(home, "tiny_ui", tiny_corpus, {"model.cell": ["rnn_tanh", "lstm"], "train.lr": [1.0, 1.0e38]},
-                      seeds=(1, 2), **{"train.max_steps": 40, "train.val_every_n_steps": 20})
+    path = tiny_study(
+        home,
+        "tiny_ui",
+        tiny_corpus,
+        {"model.cell": ["rnn_tanh", "lstm"], "train.lr": [1.0, 1.0e38]},
+        seeds=(1, 2),
+        **{"train.max_steps": 40, "train.val_every_n_steps": 20},
+    )
     tree = yaml.safe_load(path.read_text())
     tree["exclude"] = [{"model.cell": "rnn_tanh", "train.lr": 1.0e38}, {"model.cell": "lstm", "train.lr": 1.0}]
     path.write_text(yaml.safe_dump(tree))
@@ -136,5 +156,10 @@ def ui_study(tmp_path_factory, tiny_corpus) -> dict:
     result = json.loads(done.stdout.splitlines()[-1])
     assert (result["cells"], result["diverged"]) == (4, 2)
     experiment = store(home).get_experiment_by_name("tiny_ui")
-    return {"home": home, "study": "tiny_ui", "experiment_id": experiment.experiment_id,
-            "parent_run_id": result["parent_run_id"], "result": result}
+    return {
+        "home": home,
+        "study": "tiny_ui",
+        "experiment_id": experiment.experiment_id,
+        "parent_run_id": result["parent_run_id"],
+        "result": result,
+    }

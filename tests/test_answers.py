@@ -5,14 +5,13 @@ one that a write in the same clock tick could have made stale."""
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import REPO, rnnlab_command
 from mlflow import MlflowClient
 
-from conftest import REPO, rnnlab_command
 from rnnlab import answers
 
 
@@ -20,8 +19,9 @@ def compare(home: Path, *args: str, importtime: bool = False) -> subprocess.Comp
     command = rnnlab_command("compare", *args)
     if importtime:
         command[1:1] = ["-X", "importtime"]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600,
-                          env={**os.environ, "RNNLAB_HOME": str(home)})
+    done = subprocess.run(
+        command, capture_output=True, text=True, cwd=REPO, timeout=600, env={**os.environ, "RNNLAB_HOME": str(home)}
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 

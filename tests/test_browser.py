@@ -14,16 +14,23 @@ import re
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
-
 from conftest import REPO, processes_left
+from mlflow import MlflowClient
 from test_ui import UI
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(os.environ.get("RNNLAB_TEST_ARTIFACTS") or REPO / "test-artifacts")
 TIMEOUT_MS = 30_000  # for any one thing to appear: the UI answers in well under a second once loaded
 
@@ -93,8 +100,12 @@ def open_study(page, ui) -> None:
     every page (it takes a third of the width)."""
     page.goto(ui.study_url)
     page.get_by_role("link", name="study tiny_ui").wait_for()  # the runs table has loaded
-    assistant = page.locator("div").filter(has=page.get_by_text("MLflow Assistant")).filter(
-        has=page.get_by_role("button", name="Close")).last  # the innermost block with its title and its Close
+    assistant = (
+        page.locator("div")
+        .filter(has=page.get_by_text("MLflow Assistant"))
+        .filter(has=page.get_by_role("button", name="Close"))
+        .last
+    )  # the innermost block with its title and its Close
     if assistant.count():
         assistant.get_by_role("button", name="Close").click()
 
@@ -127,7 +138,9 @@ VISIBLE_TEXT = """link => {
 
 def test_the_studys_address_opens_its_training_runs_with_the_parent_and_its_readable_children(page, ui, ui_study):
     runs = store(ui_study).search_runs([ui_study["experiment_id"]])
-    children = sorted(r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == ui_study["parent_run_id"])
+    children = sorted(
+        r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == ui_study["parent_run_id"]
+    )
     assert len(children) == 4
     open_study(page, ui)
     # The training runs view (MLflow's "Model training" mode), not its GenAI overview of traces and evaluations.
@@ -151,8 +164,19 @@ def test_the_studys_address_opens_its_training_runs_with_the_parent_and_its_read
 def tick_value(label: str) -> float:
     """A chart's tick label as a number: Plotly writes 1.5k, 2M, 1e+308, −5 (a Unicode minus)."""
     text = label.strip().replace("\u2212", "-").replace(",", "")
-    scale = {"k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18, "m": 1e-3, "µ": 1e-6, "μ": 1e-6,
-             "n": 1e-9, "p": 1e-12}
+    scale = {
+        "k": 1e3,
+        "M": 1e6,
+        "G": 1e9,
+        "T": 1e12,
+        "P": 1e15,
+        "E": 1e18,
+        "m": 1e-3,
+        "µ": 1e-6,
+        "μ": 1e-6,
+        "n": 1e-9,
+        "p": 1e-12,
+    }
     if text and text[-1] in scale:
         return float(text[:-1]) * scale[text[-1]]
     try:
@@ -162,8 +186,15 @@ def tick_value(label: str) -> float:
 
 
 def test_tick_labels_are_read_as_numbers():
-    assert [tick_value(t) for t in ("0", "150", "1.5k", "2M", "1e+308", "\u22125", "0.005")] == \
-        [0, 150, 1500, 2e6, 1e308, -5, 0.005]
+    assert [tick_value(t) for t in ("0", "150", "1.5k", "2M", "1e+308", "\u22125", "0.005")] == [
+        0,
+        150,
+        1500,
+        2e6,
+        1e308,
+        -5,
+        0.005,
+    ]
     assert math.isnan(tick_value("NaN")) and math.isnan(tick_value("\u221e"))
 
 
@@ -172,7 +203,9 @@ def test_a_chart_of_the_deciding_metric_grouped_by_variant_has_finite_axes(page,
     metric = client.get_run(ui_study["parent_run_id"]).data.tags["rnnlab.metric"]
     assert metric == "valid_ppl"
     curve = "valid/ppl"  # the deciding metric during training; `valid_ppl` is its one value at the end
-    children = client.search_runs([ui_study["experiment_id"]], f"tags.`mlflow.parentRunId` = '{ui_study['parent_run_id']}'")
+    children = client.search_runs(
+        [ui_study["experiment_id"]], f"tags.`mlflow.parentRunId` = '{ui_study['parent_run_id']}'"
+    )
     trained = {r.data.tags["rnnlab.variant"] for r in children if r.data.tags["rnnlab.outcome"] == "trained"}
     assert trained == {"rnn_tanh lr=1.0"}
     open_study(page, ui)
@@ -282,8 +315,9 @@ def test_the_data_check_tells_a_plot_with_only_axes_from_one_with_data(page):
 
     def plot(draw: bool) -> bytes:
         figure, axes = plt.subplots(figsize=(7.5, 4))
-        axes.set(title="valid_ppl during training", xlabel="training step", ylabel="valid_ppl", xlim=(0, 40),
-                 ylim=(90, 170))
+        axes.set(
+            title="valid_ppl during training", xlabel="training step", ylabel="valid_ppl", xlim=(0, 40), ylim=(90, 170)
+        )
         axes.grid(alpha=0.3)
         if draw:
             axes.plot([20, 40], [151, 98.5], marker=".", label="cell=rnn_tanh,lr=1.0")

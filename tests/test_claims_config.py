@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from rnnlab.claims import load_claims
 from rnnlab.cli import main
 
@@ -19,8 +19,15 @@ def test_the_lecture_names_its_studies_and_routes_overrides_to_one_or_all():
     assert list(lecture.studies) == ["lm_cells_tuned", "lm_cells", "lm_clipping", "lm_residual", "nmt_bidirectional"]
     assert lecture.studies["lm_cells_tuned"].config.tune.trials == 5  # claims 1 and 3: each cell at its tuned lr
     assert {c.config.train.max_steps for c in lecture.studies["lm_cells_tuned"].cells} == {1000}  # not lm_cells
-    assert [c.id for c in lecture.config.claims] == ["context", "vanishing", "lstm", "clipping", "depth",
-                                                    "bidirectional", "perplexity"]
+    assert [c.id for c in lecture.config.claims] == [
+        "context",
+        "vanishing",
+        "lstm",
+        "clipping",
+        "depth",
+        "bidirectional",
+        "perplexity",
+    ]
     assert all(s.config.seeds == [1] for s in lecture.studies.values())
     assert {c.config.train.max_steps for c in lecture.studies["lm_cells"].cells} == {7}
     assert {c.config.train.max_steps for c in lecture.studies["lm_residual"].cells} == {1500}
@@ -57,26 +64,43 @@ def claim(tree, cid):
 BAD = {
     "unknown top-level key": (lambda t: t.update(clams=[]), "unknown key 'clams'"),
     "unknown claim key": (lambda t: claim(t, "context").update(qoute="x"), "unknown key 'claims.0.qoute'"),
-    "unknown measurement kind": (lambda t: claim(t, "context")["measure"].update(kind="telepathy"),
-                                 "claims.0.measure: Input tag 'telepathy' found using 'kind' does not match"),
-    "a criterion key of another kind": (lambda t: claim(t, "context")["criterion"].update(min_gain=1),
-                                        "criterion for a effective_context measure: unknown key 'min_gain'"),
-    "a range upside down": (lambda t: claim(t, "perplexity")["criterion"].update(claimed={"low": 40, "high": 30}),
-                            "claimed: low 40 is above high 30"),
-    "a threshold of the wrong type": (lambda t: claim(t, "lstm")["criterion"].update(min_far_gain="big"),
-                                      "min_far_gain: Input should be a valid number"),
-    "a missing verdict meaning": (lambda t: claim(t, "depth")["verdicts"].pop("inconclusive"),
-                                  "claims.4.verdicts.inconclusive: Field required"),
-    "a study the claims do not run": (lambda t: claim(t, "depth")["measure"].update(study="lm_depth"),
-                                      "claim 'depth': measure.study 'lm_depth' is not one of the studies"),
-    "a study file that is not there": (lambda t: claim(t, "depth").update(studies=["nowhere.yaml"]),
-                                       "study file not found:"),
+    "unknown measurement kind": (
+        lambda t: claim(t, "context")["measure"].update(kind="telepathy"),
+        "claims.0.measure: Input tag 'telepathy' found using 'kind' does not match",
+    ),
+    "a criterion key of another kind": (
+        lambda t: claim(t, "context")["criterion"].update(min_gain=1),
+        "criterion for a effective_context measure: unknown key 'min_gain'",
+    ),
+    "a range upside down": (
+        lambda t: claim(t, "perplexity")["criterion"].update(claimed={"low": 40, "high": 30}),
+        "claimed: low 40 is above high 30",
+    ),
+    "a threshold of the wrong type": (
+        lambda t: claim(t, "lstm")["criterion"].update(min_far_gain="big"),
+        "min_far_gain: Input should be a valid number",
+    ),
+    "a missing verdict meaning": (
+        lambda t: claim(t, "depth")["verdicts"].pop("inconclusive"),
+        "claims.4.verdicts.inconclusive: Field required",
+    ),
+    "a study the claims do not run": (
+        lambda t: claim(t, "depth")["measure"].update(study="lm_depth"),
+        "claim 'depth': measure.study 'lm_depth' is not one of the studies",
+    ),
+    "a study file that is not there": (
+        lambda t: claim(t, "depth").update(studies=["nowhere.yaml"]),
+        "study file not found:",
+    ),
     "a claim id twice": (lambda t: claim(t, "lstm").update(id="context"), "claim ids repeat: context"),
     "a part by construction the kind does not have": (
         lambda t: claim(t, "bidirectional")["criterion"].update(by_construction=["translation"]),
-        "by_construction.0: Input should be 'lm_refusal'"),
-    "results published for a study the claims do not run": (lambda t: t.update(published={"lm_cellz": ["8b7ff1c"]}),
-                                                            "published: lm_cellz is not one of the studies"),
+        "by_construction.0: Input should be 'lm_refusal'",
+    ),
+    "results published for a study the claims do not run": (
+        lambda t: t.update(published={"lm_cellz": ["8b7ff1c"]}),
+        "published: lm_cellz is not one of the studies",
+    ),
 }
 
 

@@ -8,15 +8,18 @@ import subprocess
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from rnnlab.claims import ClaimsConfig
 from rnnlab.config import read_yaml
 from tasks.claims import PREREGISTERED, Evidence, evaluate
 from tasks.claims_registration import timeline
 
-CLIPPING = next(c for c in ClaimsConfig.model_validate(read_yaml(REPO / "conf" / "studies" / "lecture.yaml")).claims
-                if c.id == "clipping")
+CLIPPING = next(
+    c
+    for c in ClaimsConfig.model_validate(read_yaml(REPO / "conf" / "studies" / "lecture.yaml")).claims
+    if c.id == "clipping"
+)
 
 
 def git(repo, *args, date="2026-01-01T00:00:00+00:00"):
@@ -27,10 +30,18 @@ def git(repo, *args, date="2026-01-01T00:00:00+00:00"):
 
 
 def write_claims(path, min_drop=0.5, words="clipping lets them train", comment=""):
-    tree = {"study": "tiny", "claims": [{"id": "clipping", "quote": "clipping fixes exploding gradients",
-                                         "measure": {"kind": "clipping", "study": "lm_clipping"},
-                                         "criterion": {"exploded_share": 0.5, "min_drop": min_drop},
-                                         "verdicts": {"supported": words}}]}
+    tree = {
+        "study": "tiny",
+        "claims": [
+            {
+                "id": "clipping",
+                "quote": "clipping fixes exploding gradients",
+                "measure": {"kind": "clipping", "study": "lm_clipping"},
+                "criterion": {"exploded_share": 0.5, "min_drop": min_drop},
+                "verdicts": {"supported": words},
+            }
+        ],
+    }
     path.write_text(comment + yaml.safe_dump(tree, sort_keys=False), encoding="utf-8")
 
 
@@ -60,9 +71,21 @@ def history(tmp_path, monkeypatch):
 
 def judged(path, start, published=None):
     """Claim 4 on six lm_clipping runs started at `start`, with the timeline git gives for `path`."""
-    runs = [{"run_id": f"r{i}", "variant": "v", "seed": i, "outcome": "diverged" if i < 3 else "trained",
-             "factors": {"model.cell": "rnn_tanh", "train.clip_norm": "null" if i < 3 else "0.25", "train.lr": "3.0"},
-             "params": {}, "corpus": "ptb", "metrics": {}, "floor": {}, "start_time": start} for i in range(6)]
+    runs = [
+        {
+            "run_id": f"r{i}",
+            "variant": "v",
+            "seed": i,
+            "outcome": "diverged" if i < 3 else "trained",
+            "factors": {"model.cell": "rnn_tanh", "train.clip_norm": "null" if i < 3 else "0.25", "train.lr": "3.0"},
+            "params": {},
+            "corpus": "ptb",
+            "metrics": {},
+            "floor": {},
+            "start_time": start,
+        }
+        for i in range(6)
+    ]
     ev = Evidence(runs={"lm_clipping": runs}, timeline=timeline(path, ["clipping"], published or {}))
     (result,) = evaluate([CLIPPING], ev)
     return ev, result.registration

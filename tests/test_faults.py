@@ -11,13 +11,19 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, RUN_CONFIG, SESSION_MARK, cut_corpus, processes_left, rnnlab_command
 from test_flows_study import cell_runs, rnnlab, store, tiny_study, wait_for
 
 # Cells slow enough to be caught mid-way (about 5 s each on 2 cores), with a checkpoint every 30 steps.
-STEADY = {"model.embedding_size": 64, "model.hidden_size": 64, "train.batch_size": 20, "train.bptt": 35,
-          "train.max_epochs": 50, "train.max_steps": 150, "train.val_every_n_steps": 30}
+STEADY = {
+    "model.embedding_size": 64,
+    "model.hidden_size": 64,
+    "train.batch_size": 20,
+    "train.bptt": 35,
+    "train.max_epochs": 50,
+    "train.max_steps": 150,
+    "train.val_every_n_steps": 30,
+}
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +38,15 @@ class Command:
     def __init__(self, *args: str, home: Path):
         self.mark = uuid.uuid4().hex
         env = {**os.environ, "RNNLAB_HOME": str(home), SESSION_MARK: self.mark}
-        self.process = subprocess.Popen(rnnlab_command(*args), cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True, start_new_session=True)
+        self.process = subprocess.Popen(
+            rnnlab_command(*args),
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         os.set_blocking(self.process.stderr.fileno(), False)
         self.stderr = ""
 
@@ -118,7 +131,7 @@ def test_two_executions_of_one_study_train_each_cell_once(tmp_path, longer_corpu
     finally:
         first.kill()
         second.kill()
-    for code, out, err in results:
+    for code, _out, err in results:
         assert code == 0, err[-4000:]
     runs = store(tmp_path).search_runs([store(tmp_path).get_experiment_by_name("tiny_twice").experiment_id])
     assert [r for r in runs if r.info.status == "RUNNING"] == []
@@ -139,9 +152,18 @@ def interrupt_lines(stderr: str) -> list[str]:
 
 
 def test_ctrl_c_stops_a_training_run_in_seconds_with_one_line_and_exit_130(tmp_path, longer_corpus):
-    train = Command("train", str(REPO / "conf" / "runs" / "ptb_small.yaml"), f"data.corpus={longer_corpus}",
-                    "model.hidden_size=64", "model.embedding_size=64", "train.max_steps=100000",
-                    "train.val_every_n_steps=30", "train.num_threads=1", "--json", home=tmp_path)
+    train = Command(
+        "train",
+        str(REPO / "conf" / "runs" / "ptb_small.yaml"),
+        f"data.corpus={longer_corpus}",
+        "model.hidden_size=64",
+        "model.embedding_size=64",
+        "train.max_steps=100000",
+        "train.val_every_n_steps=30",
+        "train.num_threads=1",
+        "--json",
+        home=tmp_path,
+    )
     try:
         train.wait_for_line("valid ppl")
         os.killpg(train.process.pid, signal.SIGINT)  # a terminal's Ctrl-C: every process of the foreground group
@@ -153,7 +175,8 @@ def test_ctrl_c_stops_a_training_run_in_seconds_with_one_line_and_exit_130(tmp_p
     assert code == 130 and stopped_in < 10, (code, stopped_in, err[-3000:])
     assert "Traceback" not in err and interrupt_lines(err) == [
         "rnnlab: train interrupted by SIGINT: runs in progress were closed as KILLED; run the same command again to "
-        "resume"]
+        "resume"
+    ]
     assert json.loads(out.splitlines()[-1]) == {"status": "KILLED", "signal": "SIGINT", "exit_code": 130}
     runs = store(tmp_path).search_runs([store(tmp_path).get_experiment_by_name("ptb_small").experiment_id])
     assert [r.info.status for r in runs] == ["KILLED"]
@@ -161,12 +184,14 @@ def test_ctrl_c_stops_a_training_run_in_seconds_with_one_line_and_exit_130(tmp_p
 
 
 def test_sigterm_stops_a_study_and_its_cells_in_seconds_with_one_line_and_exit_143(tmp_path, longer_corpus):
-    path = tiny_study(tmp_path, "tiny_term", longer_corpus, {"model.cell": ["lstm", "gru"]},
-                      **{**STEADY, "train.max_steps": 100000})
+    path = tiny_study(
+        tmp_path, "tiny_term", longer_corpus, {"model.cell": ["lstm", "gru"]}, **{**STEADY, "train.max_steps": 100000}
+    )
     study = Command("study", str(path), home=tmp_path)
     try:
-        wait_for(lambda: len(checkpoints(tmp_path)) == 2 or study.process.poll() is not None, 300,
-                 "both cells to train")
+        wait_for(
+            lambda: len(checkpoints(tmp_path)) == 2 or study.process.poll() is not None, 300, "both cells to train"
+        )
         study.process.send_signal(signal.SIGTERM)  # the main process alone: a service manager, `kill`
         started = time.monotonic()
         code, _, err = study.finish(timeout=60)
@@ -188,8 +213,12 @@ def in_namespace(script: str) -> list[str]:
 
 def namespaces_work() -> bool:
     try:
-        return subprocess.run(in_namespace("mount -t tmpfs -o size=1m tmpfs /mnt"), capture_output=True,
-                              timeout=30).returncode == 0
+        return (
+            subprocess.run(
+                in_namespace("mount -t tmpfs -o size=1m tmpfs /mnt"), capture_output=True, timeout=30
+            ).returncode
+            == 0
+        )
     except (OSError, subprocess.SubprocessError):
         return False
 
@@ -202,13 +231,23 @@ def test_a_full_disk_ends_the_run_failed_in_one_line_naming_it(tmp_path, longer_
     """A project on a 70 MB disk: the checks pass (50 MB free), then a checkpoint of 58 MB does not fit."""
     project = tmp_path / "small-disk"
     project.mkdir()
-    train = " ".join(rnnlab_command(
-        "train", str(REPO / "conf" / "runs" / "ptb_small.yaml"), f"data.corpus={longer_corpus}",
-        "model.hidden_size=650", "model.embedding_size=650", "train.max_steps=3", "train.val_every_n_steps=3",
-        "train.num_threads=1"))
-    script = (f"mount -t tmpfs -o size=70m tmpfs {project} && cd {REPO} && RNNLAB_HOME={project} {train}; "
-              f"echo exit=$?; {sys.executable} -c \"import sqlite3; print(sqlite3.connect('{project}/mlruns/mlflow.db')"
-              ".execute('select status from runs').fetchall())\"")
+    train = " ".join(
+        rnnlab_command(
+            "train",
+            str(REPO / "conf" / "runs" / "ptb_small.yaml"),
+            f"data.corpus={longer_corpus}",
+            "model.hidden_size=650",
+            "model.embedding_size=650",
+            "train.max_steps=3",
+            "train.val_every_n_steps=3",
+            "train.num_threads=1",
+        )
+    )
+    script = (
+        f"mount -t tmpfs -o size=70m tmpfs {project} && cd {REPO} && RNNLAB_HOME={project} {train}; "
+        f"echo exit=$?; {sys.executable} -c \"import sqlite3; print(sqlite3.connect('{project}/mlruns/mlflow.db')"
+        ".execute('select status from runs').fetchall())\""
+    )
     done = subprocess.run(in_namespace(script), capture_output=True, text=True, timeout=300)
     assert "exit=1" in done.stdout, done.stderr[-3000:]
     assert "[('FAILED',)]" in done.stdout  # recorded as such, not left RUNNING
@@ -221,16 +260,21 @@ def test_a_full_disk_ends_the_run_failed_in_one_line_naming_it(tmp_path, longer_
 def test_compare_and_report_work_on_a_store_they_cannot_write(recovered_study, tiny_corpus):
     home = recovered_study[0]
     rnnlab_ = " ".join(rnnlab_command())
-    script = (f"mount --bind {home} {home} && mount -o remount,ro,bind {home} {home} && "
-              f"cd {home} && export RNNLAB_HOME={home}; "
-              f"{rnnlab_} compare tiny_faults; echo compare=$?; "
-              f"{rnnlab_} report tiny_faults --out {home.parent / 'elsewhere'}; echo report=$?; "
-              f"{rnnlab_} report tiny_faults; echo report-here=$?; "
-              f"{rnnlab_} train {RUN_CONFIG} data.corpus={tiny_corpus}; echo train=$?")
+    script = (
+        f"mount --bind {home} {home} && mount -o remount,ro,bind {home} {home} && "
+        f"cd {home} && export RNNLAB_HOME={home}; "
+        f"{rnnlab_} compare tiny_faults; echo compare=$?; "
+        f"{rnnlab_} report tiny_faults --out {home.parent / 'elsewhere'}; echo report=$?; "
+        f"{rnnlab_} report tiny_faults; echo report-here=$?; "
+        f"{rnnlab_} train {RUN_CONFIG} data.corpus={tiny_corpus}; echo train=$?"
+    )
     done = subprocess.run(in_namespace(script), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert "compare=0" in done.stdout and "Answer:" in done.stdout, done.stderr[-3000:]
     assert "report=0" in done.stdout and (home.parent / "elsewhere" / "tiny_faults" / "report.md").exists()
     assert "not logged to the parent run" in done.stderr
-    assert "report-here=2" in done.stdout and "cannot write the report in reports/tiny_faults" in done.stderr
+    assert (
+        "report-here=2" in done.stdout
+        and f"cannot write the report in {home / 'reports' / 'tiny_faults'}" in done.stderr
+    )
     assert "train=2" in done.stdout and f"the project directory {home} is not writable" in done.stderr
     assert "Traceback" not in done.stderr

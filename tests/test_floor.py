@@ -38,9 +38,12 @@ def test_ptb_valid_floor_is_687_and_travels_with_the_corpus_as_a_run_tag(tiny_cf
     assert corpus.floor["valid"] == pytest.approx(687.03, abs=0.01)
     assert float(corpus.facts()["data.unigram_ppl.valid"]) == pytest.approx(687.03, abs=0.01)
     # computed independently from the raw text: word counts of train (with one <eos> per line)
-    train = Counter(w for line in (DATA_DIR / "ptb" / "ptb.train.txt").read_text().splitlines()
-                    for w in [*line.split(), "<eos>"])
-    valid = [w for line in (DATA_DIR / "ptb" / "ptb.valid.txt").read_text().splitlines() for w in [*line.split(), "<eos>"]]
+    train = Counter(
+        w for line in (DATA_DIR / "ptb" / "ptb.train.txt").read_text().splitlines() for w in [*line.split(), "<eos>"]
+    )
+    valid = [
+        w for line in (DATA_DIR / "ptb" / "ptb.valid.txt").read_text().splitlines() for w in [*line.split(), "<eos>"]
+    ]
     total = sum(train.values())
     independent = math.exp(-sum(math.log(train[w] / total) for w in valid) / len(valid))
     assert corpus.floor["valid"] == pytest.approx(independent, rel=1e-9)

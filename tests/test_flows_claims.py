@@ -10,7 +10,6 @@ import re
 import subprocess
 from pathlib import Path
 
-
 from conftest import DATA_DIR, REPO, TINY, cut_corpus, rnnlab_command
 
 LECTURE = REPO / "conf" / "studies" / "lecture.yaml"
@@ -23,7 +22,9 @@ def cut_parallel(target: Path, lines: int = 300) -> Path:
         for lang in ("de", "en"):
             source = DATA_DIR / "multi30k" / f"{name}.{lang}"
             text = source.read_text(encoding="utf-8").splitlines(keepends=True)
-            (target / f"{split}.{lang}").write_text("".join(text[: lines if split == "train" else 40]), encoding="utf-8")
+            (target / f"{split}.{lang}").write_text(
+                "".join(text[: lines if split == "train" else 40]), encoding="utf-8"
+            )
     return target
 
 
@@ -32,11 +33,24 @@ def tiny_lecture_overrides(lm_corpus: Path, mt_corpus: Path) -> list[str]:
     for one epoch of a tiny model."""
     shared = ["seeds=[1]", "concurrency=2"]
     lm = [f"data.corpus={lm_corpus}", *TINY, "train.max_steps=30", "train.val_every_n_steps=15"]
-    mt = [f"data.corpus={mt_corpus}", "data.vocab_size=80", "model.embedding_size=16", "model.hidden_size=16",
-          "train.batch_size=16", "train.max_epochs=1", "eval.beam=1", "eval.batch_size=20", "train.num_threads=1"]
+    mt = [
+        f"data.corpus={mt_corpus}",
+        "data.vocab_size=80",
+        "model.embedding_size=16",
+        "model.hidden_size=16",
+        "train.batch_size=16",
+        "train.max_epochs=1",
+        "eval.beam=1",
+        "eval.batch_size=20",
+        "train.num_threads=1",
+    ]
     tune = ["tune.trials=2", "tune.budget.max_steps=30", "tune.pruner.warmup_steps=15", "budget.max_steps=30"]
-    return (shared + [f"{s}:{o}" for s in LM_STUDIES for o in lm] + [f"lm_cells_tuned:{o}" for o in tune]
-            + [f"nmt_bidirectional:{o}" for o in mt])
+    return (
+        shared
+        + [f"{s}:{o}" for s in LM_STUDIES for o in lm]
+        + [f"lm_cells_tuned:{o}" for o in tune]
+        + [f"nmt_bidirectional:{o}" for o in mt]
+    )
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -48,14 +62,25 @@ def test_the_tiny_lecture_measures_and_judges_every_claim_and_reports_it(tmp_pat
     home.mkdir()
     overrides = tiny_lecture_overrides(cut_corpus(tmp_path / "ptb"), cut_parallel(tmp_path / "mt"))
     env = {**os.environ, "RNNLAB_HOME": str(home)}
-    done = subprocess.run(rnnlab_command("study", str(LECTURE), *overrides, "--json"), capture_output=True, text=True,
-                          cwd=REPO, env=env, timeout=1200)
+    done = subprocess.run(
+        rnnlab_command("study", str(LECTURE), *overrides, "--json"),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=1200,
+    )
     assert done.returncode == 0, done.stderr[-5000:]
     result = json.loads(done.stdout.splitlines()[-1])
     verdicts = {row["id"]: row["verdict"] for row in result["claims"]}
     assert list(verdicts) == ["context", "vanishing", "lstm", "clipping", "depth", "bidirectional", "perplexity"]
-    assert set(verdicts.values()) <= {"supported", "not supported", "inconclusive", "not testable here",
-                                      "not testable at this training level"}
+    assert set(verdicts.values()) <= {
+        "supported",
+        "not supported",
+        "inconclusive",
+        "not testable here",
+        "not testable at this training level",
+    }
     assert verdicts["perplexity"] == "not testable here"
     assert set(result["executions"]) == {*LM_STUDIES, "nmt_bidirectional"} and all(result["executions"].values())
     for row in result["claims"]:  # the console's table: claim · verdict · measurement
@@ -71,9 +96,13 @@ def test_the_tiny_lecture_measures_and_judges_every_claim_and_reports_it(tmp_pat
     assert {f"rnnlab.registration.{k}": v for k, v in registered.items()}.items() <= parent.data.tags.items()
     logged = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"claims.yaml", "evidence.json", "report"} <= logged
-    evidence = json.loads(Path(client.download_artifacts(parent.info.run_id, "evidence.json", str(tmp_path))).read_text())
-    trained = {study: {r["run_id"] for r in evidence["runs"][study] if r["outcome"] == "trained"}
-               for study in ("lm_cells", "lm_cells_tuned")}
+    evidence = json.loads(
+        Path(client.download_artifacts(parent.info.run_id, "evidence.json", str(tmp_path))).read_text()
+    )
+    trained = {
+        study: {r["run_id"] for r in evidence["runs"][study] if r["outcome"] == "trained"}
+        for study in ("lm_cells", "lm_cells_tuned")
+    }
     # only trained runs probed: claims 1 and 3 on the tuned cells (context, gradient flow), claim 2 on lm_cells'
     assert set(evidence["context"]) == trained["lm_cells_tuned"]
     assert set(evidence["gradflow"]) == trained["lm_cells"] | trained["lm_cells_tuned"]
@@ -95,8 +124,9 @@ def test_the_tiny_lecture_measures_and_judges_every_claim_and_reports_it(tmp_pat
         if criterion != "committed" or not row["runs"]:
             assert row["registration"] != "pre-registered"
         elif studies & set(published):
-            assert row["registration"] == ("not pre-registered: the criterion was committed after the data" if dated
-                                           else "order unknown"), row
+            assert row["registration"] == (
+                "not pre-registered: the criterion was committed after the data" if dated else "order unknown"
+            ), row
         else:  # lm_cells' runs alone, recorded just now, after the criterion's commit
             assert row["registration"] == "pre-registered", row
     residual_runs = evidence["runs"]["lm_residual"]
@@ -109,32 +139,55 @@ def test_the_tiny_lecture_measures_and_judges_every_claim_and_reports_it(tmp_pat
     assert text.count("**Pre-registered: ") == len(result["claims"])
     assert "**True by construction, not counted as support**: an orthogonal recurrent matrix" in text
     pngs = sorted(p.name for p in folder.glob("*.png"))
-    assert {"context_context.png", "vanishing_gradient_flow.png", "vanishing_spectral.png", "clipping_diverged.png",
-            "depth_layers.png"} <= set(pngs)
+    assert {
+        "context_context.png",
+        "vanishing_gradient_flow.png",
+        "vanishing_spectral.png",
+        "clipping_diverged.png",
+        "depth_layers.png",
+    } <= set(pngs)
     mt_trained = any(r["outcome"] == "trained" for r in evidence["runs"]["nmt_bidirectional"])
     assert ("bidirectional_bleu.png" in pngs) == mt_trained  # a tiny translator may fail to learn: then no BLEU plot
     assert mt_trained or verdicts["bidirectional"] in ("inconclusive", "not testable at this training level")
     assert text.count("](") >= len(pngs) and "data:image/png;base64," in (folder / "report.html").read_text()
     first = digest(folder)
 
-    again = subprocess.run(rnnlab_command("report", "lecture", "--out", str(tmp_path / "again")), capture_output=True,
-                           text=True, cwd=REPO, env=env, timeout=300)
+    again = subprocess.run(
+        rnnlab_command("report", "lecture", "--out", str(tmp_path / "again")),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert digest(tmp_path / "again" / "lecture") == first  # the same store, the same bytes
 
     # Judged again as recorded: no study runs (no new cell run in the store), the same executions, the same verdicts,
     # and the report says so and names each execution's code version.
-    cells_before = len(client.search_runs([e.experiment_id for e in client.search_experiments()],
-                                          "tags.`rnnlab.role` = 'cell'", max_results=5000))
-    recorded = subprocess.run(rnnlab_command("study", str(LECTURE), *overrides, "--recorded", "--json"),
-                              capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    cells_before = len(
+        client.search_runs(
+            [e.experiment_id for e in client.search_experiments()], "tags.`rnnlab.role` = 'cell'", max_results=5000
+        )
+    )
+    recorded = subprocess.run(
+        rnnlab_command("study", str(LECTURE), *overrides, "--recorded", "--json"),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=600,
+    )
     assert recorded.returncode == 0, recorded.stderr[-3000:]
     rejudged = json.loads(recorded.stdout.splitlines()[-1])
     assert rejudged["executions"] == result["executions"]
     assert {row["id"]: row["verdict"] for row in rejudged["claims"]} == verdicts
     assert "claims 'lecture': study '" not in recorded.stderr  # no study was run
-    cells_after = len(client.search_runs([e.experiment_id for e in client.search_experiments()],
-                                         "tags.`rnnlab.role` = 'cell'", max_results=5000))
+    cells_after = len(
+        client.search_runs(
+            [e.experiment_id for e in client.search_experiments()], "tags.`rnnlab.role` = 'cell'", max_results=5000
+        )
+    )
     assert cells_after == cells_before
     text = (folder / "report.md").read_text()
     assert "Judged on each study's latest recorded execution, as recorded: no study was run" in text
@@ -143,8 +196,13 @@ def test_the_tiny_lecture_measures_and_judges_every_claim_and_reports_it(tmp_pat
 
 
 def test_recorded_is_refused_for_a_plain_study_file(tmp_path):
-    done = subprocess.run(rnnlab_command("study", str(REPO / "conf" / "studies" / "quick.yaml"), "--recorded"),
-                          capture_output=True, text=True, cwd=REPO, env={**os.environ, "RNNLAB_HOME": str(tmp_path)},
-                          timeout=120)
+    done = subprocess.run(
+        rnnlab_command("study", str(REPO / "conf" / "studies" / "quick.yaml"), "--recorded"),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "RNNLAB_HOME": str(tmp_path)},
+        timeout=120,
+    )
     assert done.returncode == 2 and done.stderr.startswith("rnnlab: error: --recorded: ")
     assert "claims file" in done.stderr and "Traceback" not in done.stderr and not (tmp_path / "mlruns").exists()

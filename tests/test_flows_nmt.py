@@ -6,11 +6,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import REPO, rnnlab_command
 
 from rnnlab import config
 from tasks import tracking
-
-from conftest import REPO, rnnlab_command
 
 WORDS = "red green blue black white small big old young tall short happy".split()
 NMT_CONFIG = REPO / "conf" / "runs" / "multi30k_deen.yaml"
@@ -33,11 +32,27 @@ def reversal(tmp_path_factory) -> Path:
 
 
 def reversal_cfg(corpus: Path, *overrides: str):
-    return config.load(NMT_CONFIG, [
-        f"data.corpus={corpus}", "data.src=src", "data.tgt=tgt", "data.vocab_size=40", "model.embedding_size=32",
-        "model.hidden_size=64", "model.dropout=0.0", "train.batch_size=50", "train.lr=0.005", "train.max_epochs=5",
-        "train.lr_schedule=constant", "train.label_smoothing=0.0", "train.num_threads=1", "eval.beam=3",
-        "experiment=reversal", *overrides])
+    return config.load(
+        NMT_CONFIG,
+        [
+            f"data.corpus={corpus}",
+            "data.src=src",
+            "data.tgt=tgt",
+            "data.vocab_size=40",
+            "model.embedding_size=32",
+            "model.hidden_size=64",
+            "model.dropout=0.0",
+            "train.batch_size=50",
+            "train.lr=0.005",
+            "train.max_epochs=5",
+            "train.lr_schedule=constant",
+            "train.label_smoothing=0.0",
+            "train.num_threads=1",
+            "eval.beam=3",
+            "experiment=reversal",
+            *overrides,
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +60,10 @@ def learned(prefect_server, reversal):
     """The same budget with and without attention (runs once for the module)."""
     from flows.train import train_flow
 
-    return {attention: train_flow(reversal_cfg(reversal, f"model.attention={attention}", f"run_name={attention}"))
-            for attention in ("dot", "none")}
+    return {
+        attention: train_flow(reversal_cfg(reversal, f"model.attention={attention}", f"run_name={attention}"))
+        for attention in ("dot", "none")
+    }
 
 
 def test_the_model_learns_to_reverse_sentences_and_attention_learns_faster(learned):
@@ -63,8 +80,12 @@ def test_a_translation_run_records_signatures_translations_and_subword_models(le
     assert run.data.tags["sacrebleu.bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
     assert run.data.tags["sacrebleu.chrf_signature"].startswith("nrefs:1|case:mixed")
     assert {a.path for a in tracking.client().list_artifacts(run_id, "translations")} == {
-        f"translations/{split}.{kind}" for split in ("valid", "test") for kind in ("greedy.hyp", "beam.hyp", "ref")}
-    assert {a.path for a in tracking.client().list_artifacts(run_id, "subwords")} == {"subwords/src.model", "subwords/tgt.model"}
+        f"translations/{split}.{kind}" for split in ("valid", "test") for kind in ("greedy.hyp", "beam.hyp", "ref")
+    }
+    assert {a.path for a in tracking.client().list_artifacts(run_id, "subwords")} == {
+        "subwords/src.model",
+        "subwords/tgt.model",
+    }
     epochs = sorted(tracking.client().get_metric_history(run_id, "valid/bleu_greedy"), key=lambda m: m.step)
     assert len(epochs) == 5 and all(m.step > 0 for m in epochs)  # the curve: validation BLEU (greedy) every epoch
     final = tracking.client().get_metric_history(run_id, "valid_bleu_greedy")  # the chosen checkpoint's, apart
@@ -75,20 +96,36 @@ def test_a_translation_run_records_signatures_translations_and_subword_models(le
 
 def test_cli_translate_and_evaluate_reproduce_the_flow_scores(learned, reversal, tmp_path):
     run_id, metrics = learned["dot"]["run_id"], learned["dot"]["metrics"]
-    translated = subprocess.run(rnnlab_command("translate", run_id, "--input", str(reversal / "test.src")),
-                                capture_output=True, text=True, cwd=REPO, timeout=300)
+    translated = subprocess.run(
+        rnnlab_command("translate", run_id, "--input", str(reversal / "test.src")),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert translated.returncode == 0, translated.stderr[-2000:]
     saved = tracking.download_artifact(run_id, "translations/test.beam.hyp", tmp_path).read_text()
     assert translated.stdout == saved
 
-    greedy = subprocess.run(rnnlab_command("translate", run_id, "--input", str(reversal / "test.src"), "--beam", "1"),
-                            capture_output=True, text=True, cwd=REPO, timeout=300)
+    greedy = subprocess.run(
+        rnnlab_command("translate", run_id, "--input", str(reversal / "test.src"), "--beam", "1"),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     saved_greedy = tracking.download_artifact(run_id, "translations/test.greedy.hyp", tmp_path).read_text()
     assert greedy.stdout == saved_greedy
 
-    scored = subprocess.run(rnnlab_command("evaluate", run_id, "--src", str(reversal / "test.src"),
-                                           "--ref", str(reversal / "test.tgt"), "--json"),
-                            capture_output=True, text=True, cwd=REPO, timeout=300)
+    scored = subprocess.run(
+        rnnlab_command(
+            "evaluate", run_id, "--src", str(reversal / "test.src"), "--ref", str(reversal / "test.tgt"), "--json"
+        ),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert scored.returncode == 0, scored.stderr[-2000:]
     result = json.loads(scored.stdout.splitlines()[-1])["metrics"]
     assert result["file.test.src_bleu"] == pytest.approx(metrics["test_bleu"])
@@ -96,7 +133,12 @@ def test_cli_translate_and_evaluate_reproduce_the_flow_scores(learned, reversal,
 
 
 def test_language_model_scoring_of_a_translation_run_is_refused_clearly(learned, reversal):
-    done = subprocess.run(rnnlab_command("evaluate", learned["dot"]["run_id"], "--file", str(reversal / "test.src")),
-                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    done = subprocess.run(
+        rnnlab_command("evaluate", learned["dot"]["run_id"], "--file", str(reversal / "test.src")),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert done.returncode == 2
     assert "is a nmt run: score it with --src and --ref, not --file" in done.stderr

@@ -14,29 +14,42 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from mlflow import MlflowClient
-
 from conftest import REPO, RUN_CONFIG, TINY, rnnlab_command
-
+from mlflow import MlflowClient
 
 QUESTION = "Which cell trains, and at which learning rate?"
 
 
-def tiny_study(folder: Path, name: str, tiny_corpus: Path, factors: dict, seeds=(1,), concurrency=2, **overrides) -> Path:
+def tiny_study(
+    folder: Path, name: str, tiny_corpus: Path, factors: dict, seeds=(1,), concurrency=2, **overrides
+) -> Path:
     """The shipped ptb_small recipe shrunk to seconds per cell, as a study file."""
     tiny = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in TINY)}
-    tree = {"study": name, "question": QUESTION, "base": str(RUN_CONFIG), "factors": factors, "seeds": list(seeds),
-            "concurrency": concurrency,
-            "overrides": {**tiny, "data.corpus": str(tiny_corpus), "train.lr_schedule": "constant", **overrides},
-            "metric": {"name": "valid_ppl", "goal": "min"}}
+    tree = {
+        "study": name,
+        "question": QUESTION,
+        "base": str(RUN_CONFIG),
+        "factors": factors,
+        "seeds": list(seeds),
+        "concurrency": concurrency,
+        "overrides": {**tiny, "data.corpus": str(tiny_corpus), "train.lr_schedule": "constant", **overrides},
+        "metric": {"name": "valid_ppl", "goal": "min"},
+    }
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(tree))
     return path
 
 
 def rnnlab(*args, home: Path, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(rnnlab_command(*args), capture_output=True, text=True, cwd=REPO, timeout=600,
-                          env={**os.environ, "RNNLAB_HOME": str(home)}, **kw)
+    return subprocess.run(
+        rnnlab_command(*args),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+        env={**os.environ, "RNNLAB_HOME": str(home)},
+        **kw,
+    )
 
 
 def store(home: Path) -> MlflowClient:
@@ -52,8 +65,14 @@ def cell_runs(home: Path, study: str) -> list:
 def clipping_study(tmp_path_factory, tiny_corpus):
     """A tiny lm_clipping: tanh RNN vs LSTM at a sane lr and at one that must blow up, 2 seeds each, run twice."""
     home = tmp_path_factory.mktemp("study-home")
-    path = tiny_study(home, "tiny_clipping", tiny_corpus, {"model.cell": ["rnn_tanh", "lstm"], "train.lr": [1.0, 1.0e38]},
-                      seeds=(1, 2), **{"train.clip_norm": None})
+    path = tiny_study(
+        home,
+        "tiny_clipping",
+        tiny_corpus,
+        {"model.cell": ["rnn_tanh", "lstm"], "train.lr": [1.0, 1.0e38]},
+        seeds=(1, 2),
+        **{"train.clip_norm": None},
+    )
     first = rnnlab("study", str(path), "--json", home=home)
     assert first.returncode == 0, first.stderr[-4000:]
     again = rnnlab("study", str(path), "--json", home=home)
@@ -67,12 +86,18 @@ def test_a_study_records_one_parent_and_one_tagged_child_per_cell_and_seed(clipp
     client = store(home)
     parent = client.get_run(result["parent_run_id"])
     assert parent.info.status == "FINISHED" and parent.data.tags["rnnlab.role"] == "study"
-    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"study.yaml", "grid.json", "comparison.csv",
-                                                                            "comparison.md"}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
+        "study.yaml",
+        "grid.json",
+        "comparison.csv",
+        "comparison.md",
+    }
     children = cell_runs(home, "tiny_clipping")
     assert len(children) == 8 and all(r.info.status == "FINISHED" for r in children)
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
-    tags = sorted((r.data.tags["factor.model.cell"], r.data.tags["factor.train.lr"], r.data.params["seed"]) for r in children)
+    tags = sorted(
+        (r.data.tags["factor.model.cell"], r.data.tags["factor.train.lr"], r.data.params["seed"]) for r in children
+    )
     assert tags == sorted((c, lr, s) for c in ("rnn_tanh", "lstm") for lr in ("1.0", "1e+38") for s in ("1", "2"))
     assert len({r.data.tags["rnnlab.cell_key"] for r in children}) == 8
     assert "8/8 cells done" in stderr and "ETA" in stderr  # the live progress line
@@ -91,15 +116,20 @@ def test_the_mlflow_ui_shows_each_variant_by_a_short_name_and_the_answer_on_the_
     assert experiment.tags["mlflow.note.content"] == QUESTION  # the description above the runs
     children = cell_runs(home, "tiny_clipping")
     names = sorted(r.info.run_name for r in children)
-    assert names == sorted(f"{cell} lr={lr} s{seed}" for cell in ("rnn_tanh", "lstm") for lr in ("1.0", "1e38")
-                           for seed in (1, 2))
+    assert names == sorted(
+        f"{cell} lr={lr} s{seed}" for cell in ("rnn_tanh", "lstm") for lr in ("1.0", "1e38") for seed in (1, 2)
+    )
     assert all(r.info.run_name == f"{r.data.tags['rnnlab.variant']} s{r.data.params['seed']}" for r in children)
     # one name, one meaning: a child's factor is its one value (tag factor.<key>), the parent's grid is grid.<key>
     parent = client.get_run(result["parent_run_id"])
     assert parent.data.params["grid.model.cell"] == '["rnn_tanh", "lstm"]'
     assert parent.data.params["grid.train.lr"] == "[1.0, 1e+38]"
     assert not [k for k in parent.data.params if k.startswith("factor.")]
-    assert json.loads(parent.data.params["study.budget"]) == {"max_epochs": None, "max_steps": None, "max_minutes": None}
+    assert json.loads(parent.data.params["study.budget"]) == {
+        "max_epochs": None,
+        "max_steps": None,
+        "max_minutes": None,
+    }
     for run in [parent, *children]:
         assert not [v for v in run.data.params.values() if v in ("None", "True", "False") or "'" in v]
         assert "run_name" not in run.data.params and "experiment" not in run.data.params
@@ -156,8 +186,10 @@ def test_compare_builds_the_table_and_the_answer_from_mlflow_alone(clipping_stud
     # first named either way; "best" only where the paired interval over the 2 seeds excludes no difference
     assert compared["answer"].startswith((f"`{best['variant']}` is best", f"`{best['variant']}` and `"))
     assert "tied" not in compared["answer"] and "equivalent" not in compared["answer"]  # no margin was declared
-    assert "Did not train: `cell=rnn_tanh,lr=1e+38` (diverged in 2 of 2 seeds); `cell=lstm,lr=1e+38` (diverged in 2 " \
-           "of 2 seeds)." in compared["answer"]
+    assert (
+        "Did not train: `cell=rnn_tanh,lr=1e+38` (diverged in 2 of 2 seeds); `cell=lstm,lr=1e+38` (diverged in 2 "
+        "of 2 seeds)." in compared["answer"]
+    )
     assert len(pd.read_csv(tmp_path / "t.csv")) == 4
     shown = rnnlab("compare", "tiny_clipping", home=home)
     assert shown.stdout.startswith("Question: ") and "\nAnswer: " in shown.stdout
@@ -172,12 +204,23 @@ def test_compare_ends_without_tearing_down_yet_loses_no_output(clipping_study, t
     home, _, _, _ = clipping_study
     whole = rnnlab("compare", "tiny_clipping", "--csv", str(tmp_path / "t.csv"), home=home)
     assert whole.returncode == 0 and "rnnlab: wrote" in whole.stderr and len(pd.read_csv(tmp_path / "t.csv")) == 4
-    ordinary = subprocess.run([sys.executable, "-c", "import sys; from rnnlab.cli import main; "
-                               "sys.exit(main(['compare', 'tiny_clipping']))"], capture_output=True, text=True,
-                              cwd=REPO, timeout=600, env={**os.environ, "RNNLAB_HOME": str(home)})
+    ordinary = subprocess.run(
+        [sys.executable, "-c", "import sys; from rnnlab.cli import main; sys.exit(main(['compare', 'tiny_clipping']))"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+        env={**os.environ, "RNNLAB_HOME": str(home)},
+    )
     assert ordinary.returncode == 0 and whole.stdout == ordinary.stdout  # the same, to the last byte
-    reader = subprocess.Popen(rnnlab_command("compare", "tiny_clipping"), cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env={**os.environ, "RNNLAB_HOME": str(home)})
+    reader = subprocess.Popen(
+        rnnlab_command("compare", "tiny_clipping"),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "RNNLAB_HOME": str(home)},
+    )
     assert reader.stdout.readline().startswith("Question: ")
     reader.stdout.close()  # as `head -1` does
     assert reader.wait(timeout=120) == 0
@@ -209,10 +252,17 @@ def wait_for(condition, timeout: float = 300, what: str = "") -> None:
 
 @pytest.mark.slow  # ~70 s; by default a whole study killed mid-cell and resumed: tests/test_faults.py
 def test_a_worker_killed_mid_cell_leaves_no_run_running_and_the_next_execution_resumes_it(tmp_path, tiny_corpus):
-    path = tiny_study(tmp_path, "tiny_worker", tiny_corpus, {"model.cell": ["lstm", "gru"]}, concurrency=2,
-                      **{"train.max_epochs": 15})
-    study = subprocess.Popen(rnnlab_command("study", str(path)), cwd=REPO, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True, env={**os.environ, "RNNLAB_HOME": str(tmp_path)})
+    path = tiny_study(
+        tmp_path, "tiny_worker", tiny_corpus, {"model.cell": ["lstm", "gru"]}, concurrency=2, **{"train.max_epochs": 15}
+    )
+    study = subprocess.Popen(
+        rnnlab_command("study", str(path)),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "RNNLAB_HOME": str(tmp_path)},
+    )
 
     def gru_checkpointed() -> bool:
         runs = [r for r in cell_runs(tmp_path, "tiny_worker") if r.data.tags.get("factor.model.cell") == "gru"]
@@ -222,8 +272,11 @@ def test_a_worker_killed_mid_cell_leaves_no_run_running_and_the_next_execution_r
         wait_for(lambda: (tmp_path / "mlruns" / "mlflow.db").exists(), what="the store")
         time.sleep(3)
         wait_for(gru_checkpointed, what="the gru cell to save a checkpoint")
-        worker = int(next(r for r in cell_runs(tmp_path, "tiny_worker")
-                          if r.data.tags["factor.model.cell"] == "gru").data.tags["pid"])
+        worker = int(
+            next(r for r in cell_runs(tmp_path, "tiny_worker") if r.data.tags["factor.model.cell"] == "gru").data.tags[
+                "pid"
+            ]
+        )
         assert worker != study.pid
         os.kill(worker, signal.SIGKILL)  # the worker alone: out of memory, or killed by hand
         _, stderr = study.communicate(timeout=180)
@@ -253,9 +306,19 @@ def test_a_cell_run_left_running_by_an_execution_prefect_knows_nothing_of_is_swe
 
     path = tiny_study(tmp_path, "tiny_sweep", tiny_corpus, {"model.cell": ["lstm"]})
     client = store(tmp_path)
-    exp = client.create_experiment("tiny_sweep", artifact_location=(tmp_path / "mlruns" / "artifacts" / "tiny_sweep").as_uri())
-    orphan = client.create_run(exp, tags={"rnnlab.role": "cell", "rnnlab.study": "tiny_sweep", "host": "another-machine",
-                                          "pid": "1", "prefect.flow_run_id": str(uuid.uuid4())}).info.run_id
+    exp = client.create_experiment(
+        "tiny_sweep", artifact_location=(tmp_path / "mlruns" / "artifacts" / "tiny_sweep").as_uri()
+    )
+    orphan = client.create_run(
+        exp,
+        tags={
+            "rnnlab.role": "cell",
+            "rnnlab.study": "tiny_sweep",
+            "host": "another-machine",
+            "pid": "1",
+            "prefect.flow_run_id": str(uuid.uuid4()),
+        },
+    ).info.run_id
     done = rnnlab("study", str(path), "--json", home=tmp_path)
     assert done.returncode == 0, done.stderr[-4000:]
     swept = client.get_run(orphan)
@@ -264,13 +327,24 @@ def test_a_cell_run_left_running_by_an_execution_prefect_knows_nothing_of_is_swe
 
 @pytest.mark.slow  # two executions of one study at once, the harder case, run by default: tests/test_faults.py
 def test_two_studies_started_together_on_one_store_both_finish(tmp_path, tiny_corpus):
-    paths = [tiny_study(tmp_path, name, tiny_corpus, {"model.cell": ["lstm", "gru"]}, concurrency=1)
-             for name in ("together_a", "together_b")]
+    paths = [
+        tiny_study(tmp_path, name, tiny_corpus, {"model.cell": ["lstm", "gru"]}, concurrency=1)
+        for name in ("together_a", "together_b")
+    ]
     env = {**os.environ, "RNNLAB_HOME": str(tmp_path)}
-    procs = [subprocess.Popen(rnnlab_command("study", str(p), "--json"), cwd=REPO, env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for p in paths]
+    procs = [
+        subprocess.Popen(
+            rnnlab_command("study", str(p), "--json"),
+            cwd=REPO,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for p in paths
+    ]
     outputs = [p.communicate(timeout=600) for p in procs]
-    for proc, (out, err) in zip(procs, outputs):
+    for proc, (_out, err) in zip(procs, outputs):
         assert proc.returncode == 0, err[-4000:]
     for name in ("together_a", "together_b"):
         runs = cell_runs(tmp_path, name)
@@ -303,8 +377,9 @@ def test_a_report_from_the_store_is_byte_identical_when_rebuilt_and_its_numbers_
 
     home, result, _, _ = clipping_study
     for out in ("a", "b"):
-        done = rnnlab("report", "tiny_clipping", "--parent-run", result["parent_run_id"], "--out", str(tmp_path / out),
-                      home=home)
+        done = rnnlab(
+            "report", "tiny_clipping", "--parent-run", result["parent_run_id"], "--out", str(tmp_path / out), home=home
+        )
         assert done.returncode == 0, done.stderr[-3000:]
     first, second = tmp_path / "a" / "tiny_clipping", tmp_path / "b" / "tiny_clipping"
     assert {p.name for p in first.iterdir()} == REPORT_FILES
@@ -344,26 +419,46 @@ def test_a_translation_study_reports_bleu_and_its_significance_from_the_saved_tr
     from test_flows_nmt import NMT_CONFIG, write_reversal_corpus
 
     corpus = write_reversal_corpus(tmp_path / "reversal")
-    tree = {"study": "tiny_nmt", "base": str(NMT_CONFIG), "seeds": [1], "concurrency": 2,
-            "factors": {"model.attention": ["none", "dot"]},
-            "metric": {"name": "valid_bleu_greedy", "goal": "max"}, "budget": {"max_epochs": 2},
-            "overrides": {"data.corpus": str(corpus), "data.src": "src", "data.tgt": "tgt", "data.vocab_size": 40,
-                          "model.embedding_size": 32, "model.hidden_size": 64, "model.dropout": 0.0,
-                          "train.batch_size": 50, "train.lr": 0.005, "train.max_minutes": None, "eval.beam": 2,
-                          "eval.min_bleu": 0.0}}
+    tree = {
+        "study": "tiny_nmt",
+        "base": str(NMT_CONFIG),
+        "seeds": [1],
+        "concurrency": 2,
+        "factors": {"model.attention": ["none", "dot"]},
+        "metric": {"name": "valid_bleu_greedy", "goal": "max"},
+        "budget": {"max_epochs": 2},
+        "overrides": {
+            "data.corpus": str(corpus),
+            "data.src": "src",
+            "data.tgt": "tgt",
+            "data.vocab_size": 40,
+            "model.embedding_size": 32,
+            "model.hidden_size": 64,
+            "model.dropout": 0.0,
+            "train.batch_size": 50,
+            "train.lr": 0.005,
+            "train.max_minutes": None,
+            "eval.beam": 2,
+            "eval.min_bleu": 0.0,
+        },
+    }
     path = tmp_path / "tiny_nmt.yaml"
     path.write_text(yaml.safe_dump(tree))
     done = rnnlab("study", str(path), "--json", home=tmp_path)
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads(done.stdout.splitlines()[-1])
     rows = {row["variant"]: row for row in result["table"]}
-    assert rows["attention=dot"]["best"] and rows["attention=dot"]["test_bleu_mean"] > rows["attention=none"]["test_bleu_mean"]
+    assert (
+        rows["attention=dot"]["best"]
+        and rows["attention=dot"]["test_bleu_mean"] > rows["attention=none"]["test_bleu_mean"]
+    )
     text = (tmp_path / "reports" / "tiny_nmt" / "report.md").read_text()
     assert "sacrebleu's paired bootstrap" in text and re.search(r"\| attention=none +\| 1 +\| test BLEU ", text)
     assert "valid_bleu_greedy (mean [95% CI], higher is better)" in text
     # one seed: no interval, so no direction, however large the gap
-    assert result["answer"].startswith("`attention=dot` and `attention=none` are not distinguishable with 1 paired "
-                                       "seed on validation BLEU (greedy)")
+    assert result["answer"].startswith(
+        "`attention=dot` and `attention=none` are not distinguishable with 1 paired seed on validation BLEU (greedy)"
+    )
 
 
 # A cell that passes every check and then crashes: its model cannot be allocated (4e9 × 16 weights, 256 GB).

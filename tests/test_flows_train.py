@@ -1,14 +1,14 @@
-"""`rnnlab train` end to end on tiny real data: Prefect flow → Lightning → perplexity → MLflow, and its failure modes."""
+"""`rnnlab train` end to end on tiny real data: Prefect flow → Lightning → perplexity → MLflow, and its failure
+modes."""
 
 import json
 import signal
 import subprocess
 
 import pytest
+from conftest import REPO, RUN_CONFIG, TINY, rnnlab_command
 
 from tasks import tracking
-
-from conftest import REPO, RUN_CONFIG, TINY, rnnlab_command
 
 
 def rnnlab(*args, env=None, **kw) -> subprocess.CompletedProcess:
@@ -36,7 +36,9 @@ def test_train_flow_records_a_complete_run(prefect_server, tiny_cfg):
     artifacts = {a.path for a in tracking.client().list_artifacts(run.info.run_id)}
     assert artifacts == {"config.yaml", "vocab.txt", "checkpoints", "eval"}
     assert {a.path for a in tracking.client().list_artifacts(run.info.run_id, "eval")} == {
-        "eval/valid_sentences.csv", "eval/test_sentences.csv"}
+        "eval/valid_sentences.csv",
+        "eval/test_sentences.csv",
+    }
 
 
 def test_a_run_reads_well_in_the_mlflow_ui(prefect_server, tiny_cfg, tiny_corpus):
@@ -63,8 +65,17 @@ def test_a_run_reads_well_in_the_mlflow_ui(prefect_server, tiny_cfg, tiny_corpus
     def steps(key):
         return sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
 
-    for summary in ("valid_ppl", "valid_nll", "test_ppl", "train_loss", "train_seconds", "eval_seconds",
-                    "max_grad_norm", "clipped_share", "train_steps"):
+    for summary in (
+        "valid_ppl",
+        "valid_nll",
+        "test_ppl",
+        "train_loss",
+        "train_seconds",
+        "eval_seconds",
+        "max_grad_norm",
+        "clipped_share",
+        "train_steps",
+    ):
         assert steps(summary) == [0], summary
     train_steps = run.data.metrics["train_steps"]
     assert steps("train/grad_norm") == list(range(int(train_steps)))
@@ -75,8 +86,9 @@ def test_a_run_reads_well_in_the_mlflow_ui(prefect_server, tiny_cfg, tiny_corpus
     assert run.data.metrics["valid_nll"] == pytest.approx(min(curve), rel=1e-6)
 
 
-def test_a_configured_split_the_corpus_lacks_is_skipped_with_one_warning_and_a_tag(prefect_server, tiny_cfg,
-                                                                                    tiny_corpus, tmp_path, capsys):
+def test_a_configured_split_the_corpus_lacks_is_skipped_with_one_warning_and_a_tag(
+    prefect_server, tiny_cfg, tiny_corpus, tmp_path, capsys
+):
     from flows.train import train_flow
 
     corpus = tmp_path / "no-test"
@@ -85,16 +97,19 @@ def test_a_configured_split_the_corpus_lacks_is_skipped_with_one_warning_and_a_t
         (corpus / f"{split}.txt").write_text((tiny_corpus / f"{split}.txt").read_text())
     result = train_flow(tiny_cfg(f"data.corpus={corpus}", "train.max_epochs=1", experiment="skipped"))
     warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
-    assert warnings == ["rnnlab: warning: eval.splits: test: corpus 'no-test' has no such split; it is skipped "
-                        "(its runs are tagged rnnlab.eval.skipped)"]
+    assert warnings == [
+        "rnnlab: warning: eval.splits: test: corpus 'no-test' has no such split; it is skipped "
+        "(its runs are tagged rnnlab.eval.skipped)"
+    ]
     run = tracking.client().get_run(result["run_id"])
     assert run.data.tags["rnnlab.eval.skipped"] == "test: corpus 'no-test' has no such split"
     assert "valid_ppl" in run.data.metrics and not [k for k in run.data.metrics if k.startswith("test_")]
 
 
 def test_verbose_shows_the_libraries_own_logs(tiny_corpus):
-    done = rnnlab("train", str(RUN_CONFIG), f"data.corpus={tiny_corpus}", "experiment=cli", *TINY, "train.max_epochs=1",
-                  "-v")
+    done = rnnlab(
+        "train", str(RUN_CONFIG), f"data.corpus={tiny_corpus}", "experiment=cli", *TINY, "train.max_epochs=1", "-v"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Finished in state Completed" in done.stderr and "rnnlab: epoch 1/1 · step " in done.stderr
 
@@ -132,11 +147,14 @@ def test_cli_train_prints_one_json_line_then_evaluate_scores_any_file(tiny_corpu
     assert tracking.client().get_run(run_id).data.metrics["file.test.txt.ppl"] == metrics["file.test.txt.ppl"]
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["model.cel=gru"], "unknown key 'model.cel'; did you mean 'model.cell'?"),
-    (["model.bidirectional=true"], "it would see the future"),
-    (["data.corpus=/nonexistent/corpus"], "data.corpus='/nonexistent/corpus' is neither a known corpus"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model.cel=gru"], "unknown key 'model.cel'; did you mean 'model.cell'?"),
+        (["model.bidirectional=true"], "it would see the future"),
+        (["data.corpus=/nonexistent/corpus"], "data.corpus='/nonexistent/corpus' is neither a known corpus"),
+    ],
+)
 def test_bad_input_fails_before_any_run_is_created(overrides, message):
     done = rnnlab("train", str(RUN_CONFIG), "experiment=bad-input", *overrides, "--json")
     assert done.returncode == 2
@@ -165,9 +183,17 @@ def test_evaluate_names_an_unknown_run():
 def test_an_interrupted_training_is_recorded_as_killed_not_running(tiny_corpus, sig):
     experiment = f"interrupted-{sig.name}"
     process = subprocess.Popen(
-        rnnlab_command("train", str(RUN_CONFIG), f"data.corpus={tiny_corpus}", f"experiment={experiment}", *TINY,
-                       "train.max_epochs=1000"),
-        cwd=REPO, stderr=subprocess.PIPE, text=True,
+        rnnlab_command(
+            "train",
+            str(RUN_CONFIG),
+            f"data.corpus={tiny_corpus}",
+            f"experiment={experiment}",
+            *TINY,
+            "train.max_epochs=1000",
+        ),
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a non-interactive shell may ignore SIGINT
     )
     for line in process.stderr:  # wait until training has started, so the run is open

@@ -56,7 +56,7 @@ def cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == "open":
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         stack.pop()
@@ -81,29 +81,44 @@ def test_no_import_cycle():
 
 
 def test_models_import_nothing_of_the_project_but_models():
-    bad = {m: sorted(i for i in imports if not i.startswith("models."))
-           for m, imports in import_graph().items() if m.startswith("models.")}
+    bad = {
+        m: sorted(i for i in imports if not i.startswith("models."))
+        for m, imports in import_graph().items()
+        if m.startswith("models.")
+    }
     assert not {m: i for m, i in bad.items() if i}
 
 
 def test_arrows_point_down():
     """flows → tasks → models; rnnlab/ serves flows and tasks (its CLI starts flows, lazily, for start-up time)."""
     order = {"models": 0, "tasks": 1, "flows": 2}
-    upward = [(m, i) for m, imports in import_graph().items() for i in imports
-              if m.split(".")[0] in order and i.split(".")[0] in order
-              and order[i.split(".")[0]] > order[m.split(".")[0]]]
+    upward = [
+        (m, i)
+        for m, imports in import_graph().items()
+        for i in imports
+        if m.split(".")[0] in order and i.split(".")[0] in order and order[i.split(".")[0]] > order[m.split(".")[0]]
+    ]
     assert not upward
 
 
 WINGS = {"lm": ("tasks.lm", "tasks.lm_corpus"), "nmt": ("tasks.nmt", "tasks.nmt_corpus")}
-FLOOR = ("tasks.corpus_files", "tasks.hardware", "tasks.metrics_logger", "tasks.fitting", "tasks.scoring", "tasks.model_settings", "tasks.tracking",
-         "tasks.outcome", "tasks.unigram")
+FLOOR = (
+    "tasks.corpus_files",
+    "tasks.hardware",
+    "tasks.metrics_logger",
+    "tasks.fitting",
+    "tasks.scoring",
+    "tasks.model_settings",
+    "tasks.tracking",
+    "tasks.outcome",
+    "tasks.unigram",
+)
 
 
 def test_a_wing_stands_on_the_floor_alone():
     """A task kind's modules import the shared floor, models/ and rnnlab/, never the other wing or the face."""
     graph = import_graph()
-    for kind, modules in WINGS.items():
+    for modules in WINGS.values():
         for module in modules:
             tasks_imports = {i for i in graph[module] if i.startswith("tasks.")}
             assert tasks_imports <= set(FLOOR) | set(modules), (module, tasks_imports - set(FLOOR) - set(modules))
@@ -114,10 +129,12 @@ def test_a_wing_stands_on_the_floor_alone():
 def test_what_compare_and_help_load_holds_no_training_library():
     """`rnnlab compare` reads MLflow and computes statistics: it loads neither torch, nor Lightning, nor Prefect
     (together ~5 s of start-up), and `rnnlab --help` not even MLflow."""
-    probe = ("import sys; import rnnlab.cli; help = set(sys.modules); "
-             "import tasks.compare, tasks.verdict, tasks.tracking; "
-             "print(sorted(m for m in ('torch', 'lightning', 'prefect') if m in sys.modules), "
-             "sorted(m for m in ('mlflow', 'pandas', 'torch') if m in help))")
+    probe = (
+        "import sys; import rnnlab.cli; help = set(sys.modules); "
+        "import tasks.compare, tasks.verdict, tasks.tracking; "
+        "print(sorted(m for m in ('torch', 'lightning', 'prefect') if m in sys.modules), "
+        "sorted(m for m in ('mlflow', 'pandas', 'torch') if m in help))"
+    )
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["[]", "[]"]

@@ -5,12 +5,13 @@ import torch
 
 from models.lm import RNNLM, LMSettings, detach, token_nll
 
-
 V = 50
+
 
 def model(**kw) -> RNNLM:
     torch.manual_seed(0)
     return RNNLM(V, LMSettings(**{"embedding_size": 8, "hidden_size": 8, "layers": 2, **kw})).eval()
+
 
 @pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
 def test_each_cell_maps_tokens_to_next_token_logits_and_one_state_per_layer(cell):
@@ -22,9 +23,11 @@ def test_each_cell_maps_tokens_to_next_token_logits_and_one_state_per_layer(cell
     assert state.shape == (1, 4, 8)
     assert isinstance(net.layers[0], {"rnn_tanh": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell])
 
+
 def test_weights_start_uniform_within_init_range():
     net = model(init_range=0.05)
     assert all(p.abs().max() <= 0.05 for p in net.parameters())
+
 
 def test_residual_connection_adds_a_layers_input_to_its_output():
     net = model(cell="rnn_tanh", residual=True)
@@ -39,11 +42,16 @@ def test_residual_connection_adds_a_layers_input_to_its_output():
     plain.load_state_dict(net.state_dict())
     assert torch.allclose(plain(tokens)[0], net.decoder(torch.zeros_like(below)))
 
+
 def test_tied_embeddings_share_one_matrix():
     tied, untied = model(tied=True), model(tied=False)
     assert tied.decoder.weight is tied.embedding.weight
-    count = lambda m: sum(p.numel() for p in m.parameters())
+
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+
     assert count(untied) - count(tied) == V * 8
+
 
 def test_carrying_the_state_across_segments_equals_one_pass_over_the_whole_sequence():
     net = model(cell="lstm")
@@ -53,11 +61,13 @@ def test_carrying_the_state_across_segments_equals_one_pass_over_the_whole_seque
     second, _ = net(tokens[5:], detach(hidden))
     torch.testing.assert_close(torch.cat([first, second]), whole)
 
+
 def test_detached_state_stops_gradients_at_the_segment_boundary():
     net = model(cell="gru").train()
     _, hidden = net(torch.randint(V, (4, 2)))
     assert hidden[0].requires_grad
     assert not any(h.requires_grad for h in detach(hidden))
+
 
 def test_token_nll_is_cross_entropy_of_each_target():
     net = model()

@@ -93,13 +93,16 @@ def between(k_out: float, k_in: float, share: float) -> float:
     return math.exp(math.log(k_out) + share * (math.log(k_in) - math.log(k_out)))
 
 
-@pytest.mark.parametrize("curve, tolerance, expected", [
-    ([1.30, 1.10, 1.04, 1.009, 1.0], 0.01, (between(5, 8, 0.03 / 0.031), True)),
-    ([1.30, 1.10, 1.04, 1.009, 1.0], 0.05, (between(3, 5, 0.05 / 0.06), True)),
-    ([1.30, 1.005, 1.02, 1.0, 1.0], 0.01, (between(5, 8, 0.5), True)),  # a dip in and out again does not count
-    ([1.30, 1.20, 1.10, 1.08, 1.06], 0.05, (13, False)),  # never within: the largest k, marked not reached
-    ([0.99, 0.98, 1.0, 1.0, 1.0], 0.01, (1, True)),  # below the reference is within it
-])
+@pytest.mark.parametrize(
+    "curve, tolerance, expected",
+    [
+        ([1.30, 1.10, 1.04, 1.009, 1.0], 0.01, (between(5, 8, 0.03 / 0.031), True)),
+        ([1.30, 1.10, 1.04, 1.009, 1.0], 0.05, (between(3, 5, 0.05 / 0.06), True)),
+        ([1.30, 1.005, 1.02, 1.0, 1.0], 0.01, (between(5, 8, 0.5), True)),  # a dip in and out again does not count
+        ([1.30, 1.20, 1.10, 1.08, 1.06], 0.05, (13, False)),  # never within: the largest k, marked not reached
+        ([0.99, 0.98, 1.0, 1.0, 1.0], 0.01, (1, True)),  # below the reference is within it
+    ],
+)
 def test_the_effective_k_is_where_the_curve_stays_within_the_tolerance(curve, tolerance, expected):
     """Interpolated in log k between the last k outside the tolerance and the next one."""
     k, reached = probes.effective_k([1, 3, 5, 8, 13], curve, 1.0, tolerance)
@@ -109,7 +112,7 @@ def test_the_effective_k_is_where_the_curve_stays_within_the_tolerance(curve, to
 def test_the_context_grid_is_every_k_to_30_then_log_spaced_to_200():
     ks = probes.context_ks()
     assert ks[:30] == list(range(1, 31)) and ks[-1] >= 200 > ks[-2]
-    assert all(1 < b / a <= 2 ** 0.25 + 0.02 for a, b in zip(ks[30:], ks[31:]))  # 4 steps per doubling
+    assert all(1 < b / a <= 2**0.25 + 0.02 for a, b in zip(ks[30:], ks[31:]))  # 4 steps per doubling
     assert ks[29:] == [30, 36, 42, 50, 60, 71, 85, 101, 120, 143, 170, 202]
 
 
@@ -121,8 +124,9 @@ def test_a_curve_linear_in_log_k_crosses_exactly_where_it_should():
     assert reached and k == pytest.approx(math.exp(4.5), rel=1e-9)
 
 
-def sampled_probe(ks: list[int], positions: int, generator: torch.Generator,
-                  noise: float = 0.02) -> tuple[torch.Tensor, torch.Tensor]:
+def sampled_probe(
+    ks: list[int], positions: int, generator: torch.Generator, noise: float = 0.02
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-position NLL with the context cut to k, and with the full context: positions of varied difficulty, each
     gaining its own share s ~ Exp(1) of a mean excess 0.3·e^(−k/10) (a position's curve is smooth in k, as a
     model's is), plus a little noise."""
@@ -179,8 +183,10 @@ def test_stepping_one_time_step_gives_the_fused_layers_gradient(cell):
     assert norms["h"].shape == (steps + 1, 3) and ("c" in norms) == (cell == "lstm")
     with torch.no_grad():
         _, state = net.features(tokens[: burn + 1])  # the state after step t−K
-    leaves = [tuple(s.clone().requires_grad_() for s in st) if isinstance(st, tuple) else st.clone().requires_grad_()
-              for st in state]
+    leaves = [
+        tuple(s.clone().requires_grad_() for s in st) if isinstance(st, tuple) else st.clone().requires_grad_()
+        for st in state
+    ]
     top, _ = net.features(tokens[burn + 1 :], leaves)
     torch.nn.functional.cross_entropy(net.decoder(top[-1]), ids[positions], reduction="sum").backward()
     h = leaves[0][0] if cell == "lstm" else leaves[0]

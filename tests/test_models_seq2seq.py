@@ -48,7 +48,10 @@ def test_more_padding_in_the_batch_does_not_change_a_sentence(attention):
     padded = net(padded_src, padded_len, torch.cat([prev, prev]))[:1]
     torch.testing.assert_close(alone, padded)
     assert greedy(net, alone_src, alone_len, BOS, EOS) == greedy(net, padded_src, padded_len, BOS, EOS)[:1]
-    assert beam_search(net, alone_src, alone_len, BOS, EOS, beam=3) == beam_search(net, padded_src, padded_len, BOS, EOS, beam=3)[:1]
+    assert (
+        beam_search(net, alone_src, alone_len, BOS, EOS, beam=3)
+        == beam_search(net, padded_src, padded_len, BOS, EOS, beam=3)[:1]
+    )
 
 
 def test_beam_of_one_is_exactly_greedy():
@@ -66,8 +69,10 @@ def test_output_length_is_bounded_by_the_ratio():
     with torch.no_grad():
         net.decoder.out.bias[EOS] -= 100.0  # never stop on its own
     src, lengths = batch([5, 6], [7, 8, 9, 10])
-    for out in (greedy(net, src, lengths, BOS, EOS, max_len_ratio=1.5),
-                beam_search(net, src, lengths, BOS, EOS, beam=3, max_len_ratio=1.5)):
+    for out in (
+        greedy(net, src, lengths, BOS, EOS, max_len_ratio=1.5),
+        beam_search(net, src, lengths, BOS, EOS, beam=3, max_len_ratio=1.5),
+    ):
         assert [len(h) for h in out] == [13, 16]  # 1.5 × length + 10
 
 
@@ -93,7 +98,9 @@ def test_loss_ignores_padding_targets():
     targets = torch.tensor([[3, 4, EOS], [5, EOS, PAD]])
     loss, count = sequence_nll(logits, targets)
     assert count == 5
-    expected = sum(-logits[b, t].log_softmax(-1)[targets[b, t]] for b in range(2) for t in range(3) if targets[b, t] != PAD)
+    expected = sum(
+        -logits[b, t].log_softmax(-1)[targets[b, t]] for b in range(2) for t in range(3) if targets[b, t] != PAD
+    )
     torch.testing.assert_close(loss, expected)
 
 

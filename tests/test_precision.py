@@ -7,15 +7,16 @@ import math
 
 import pytest
 import torch
-
-from rnnlab.config import ConfigError
-from tasks import hardware, tracking
 from test_flows_nmt import reversal, reversal_cfg  # noqa: F401  (a fixture)
 from test_flows_study import rnnlab, store
 from test_tasks_fitting import fit, history
 
-runs_bf16 = pytest.mark.skipif(not hardware.cpu_runs_bf16(),
-                               reason=f"this CPU cannot run torch's bf16 kernels ({hardware.cpu_offers()})")
+from rnnlab.config import ConfigError
+from tasks import hardware, tracking
+
+runs_bf16 = pytest.mark.skipif(
+    not hardware.cpu_runs_bf16(), reason=f"this CPU cannot run torch's bf16 kernels ({hardware.cpu_offers()})"
+)
 
 
 def test_a_precision_lightning_has_but_rnnlab_does_not_offer_is_refused_naming_the_choices(tiny_cfg):
@@ -46,20 +47,24 @@ def test_bf16_emulated_by_a_cpu_without_bf16_instructions_runs_with_a_warning(ti
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
 def test_a_gpu_run_on_a_machine_without_one_fails_in_one_line_before_anything_is_recorded(tiny_corpus, tmp_path):
-    done = rnnlab("train", "conf/runs/ptb_small.yaml", f"data.corpus={tiny_corpus}", "train.accelerator=gpu",
-                  home=tmp_path)
+    done = rnnlab(
+        "train", "conf/runs/ptb_small.yaml", f"data.corpus={tiny_corpus}", "train.accelerator=gpu", home=tmp_path
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         f"rnnlab: error: train.accelerator=gpu: torch {torch.__version__} (a CPU-only build) sees no CUDA device on "
-        "this machine; use train.accelerator=cpu (or auto: a GPU where there is one)"]
+        "this machine; use train.accelerator=cpu (or auto: a GPU where there is one)"
+    ]
     assert not (tmp_path / "mlruns" / "mlflow.db").exists() or not store(tmp_path).search_runs(
-        [e.experiment_id for e in store(tmp_path).search_experiments()])
+        [e.experiment_id for e in store(tmp_path).search_experiments()]
+    )
 
 
 @runs_bf16
 def test_a_bf16_language_model_trains_like_fp32_with_fp32_weights_gradients_and_evaluation(tiny_cfg):
-    (fp32_run, fp32), (bf16_run, bf16) = (fit(tiny_cfg("train.max_epochs=3", f"train.precision={p}"))
-                                          for p in ("32-true", "bf16-mixed"))
+    (fp32_run, fp32), (bf16_run, bf16) = (
+        fit(tiny_cfg("train.max_epochs=3", f"train.precision={p}")) for p in ("32-true", "bf16-mixed")
+    )
     run = tracking.client().get_run(bf16_run)
     assert run.data.params["train.precision"] == "bf16-mixed"  # a param, and part of the cell's identity
     weights = torch.load(bf16.checkpoint, weights_only=True)["state_dict"]
@@ -97,8 +102,10 @@ def test_the_report_lists_the_precision_and_warns_when_cells_differ_in_it_withou
     assert "| training precision" in text and "`bf16-mixed`" in text and "`avx512_bf16`" in text
     assert "Warning" not in text
     mixed = pd.DataFrame({"params.train.precision": ["bf16-mixed", "32-true"]})
-    assert "trained in different precisions (32-true, bf16-mixed), and precision is not one of its factors" in \
-        environment_section(mixed, parent({}))
+    assert (
+        "trained in different precisions (32-true, bf16-mixed), and precision is not one of its factors"
+        in environment_section(mixed, parent({}))
+    )
     assert "different precisions" not in environment_section(mixed, parent({"grid.train.precision": "[...]"}))
     recorded_before = pd.DataFrame({"tags.cpu": ["x"]})  # runs from before precision was a setting: fp32
     assert "`32-true`" in environment_section(recorded_before, parent({}))

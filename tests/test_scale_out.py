@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mlflow import MlflowClient
-
 from conftest import REPO, TINY, rnnlab_command
-from rnnlab.env import pid_alive
+from mlflow import MlflowClient
 from test_flows_study import tiny_study
+
+from rnnlab.env import pid_alive
 
 pytestmark = pytest.mark.servers
 
@@ -55,8 +55,9 @@ def servers(tmp_path_factory):
     home = tmp_path_factory.mktemp("servers-home")
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
     env["RNNLAB_HOME"] = str(home)
-    started = rnnlab("server", "start", "--prefect-port", str(free_port()), "--mlflow-port", str(free_port()), "--json",
-                     env=env)
+    started = rnnlab(
+        "server", "start", "--prefect-port", str(free_port()), "--mlflow-port", str(free_port()), "--json", env=env
+    )
     assert started.returncode == 0, started.stderr[-3000:]
     state = json.loads(started.stdout.splitlines()[-1])
     remote = {**env, "PREFECT_API_URL": state["prefect"]["url"], "MLFLOW_TRACKING_URI": state["mlflow"]["url"]}
@@ -80,12 +81,18 @@ def prefect_client(url: str):
 
 
 def flow_runs(client, deployment_id, *states):
-    from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterId, FlowRunFilter,
-                                                FlowRunFilterState, FlowRunFilterStateType)
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
 
     return client.read_flow_runs(
         deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
-        flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(states)))))
+        flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(states)))),
+    )
 
 
 def read_deployment(client, name: str, process: subprocess.Popen, log: Path):
@@ -101,8 +108,13 @@ def read_deployment(client, name: str, process: subprocess.Popen, log: Path):
 
 def run_deployment(client, deployment, remote: dict, log: Path, until=("COMPLETED",), timeout: float = 400):
     """`prefect deployment run` (the ordinary Prefect CLI), then wait until the run reaches one of `until`."""
-    done = subprocess.run([str(Path(sys.executable).parent / "prefect"), "deployment", "run",
-                           f"study/{deployment.name}"], capture_output=True, text=True, env=remote, timeout=120)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "prefect"), "deployment", "run", f"study/{deployment.name}"],
+        capture_output=True,
+        text=True,
+        env=remote,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     finals = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
     deadline = time.monotonic() + timeout
@@ -116,8 +128,9 @@ def run_deployment(client, deployment, remote: dict, log: Path, until=("COMPLETE
 
 
 def start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w"),
-                            start_new_session=True)
+    return subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w"), start_new_session=True
+    )
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -133,15 +146,28 @@ def served(servers, tiny_corpus, tmp_path_factory):
     good = tiny_study(folder, "tiny_scheduled", tiny_corpus, {"model.cell": ["lstm", "gru"]}, concurrency=2)
     broken = tiny_study(folder, "tiny_broken", tiny_corpus, {"model.hidden_size": [16, 1_000_000_000]}, concurrency=2)
     schedules = folder / "schedules.yaml"
-    schedules.write_text(yaml.safe_dump({"deployments": [
-        {"name": "tiny-nightly", "study": good.name, "cron": "0 3 * * *", "timezone": "Europe/Berlin"},
-        {"name": "tiny-broken", "study": broken.name, "cron": "0 4 * * *"}]}))
+    schedules.write_text(
+        yaml.safe_dump(
+            {
+                "deployments": [
+                    {"name": "tiny-nightly", "study": good.name, "cron": "0 3 * * *", "timezone": "Europe/Berlin"},
+                    {"name": "tiny-broken", "study": broken.name, "cron": "0 4 * * *"},
+                ]
+            }
+        )
+    )
     log = folder / "serve.log"
     serve = start(rnnlab_command("serve", "--schedules", str(schedules)), env, log)
     try:
         with prefect_client(state["prefect"]["url"]) as client:
-            yield client, {name: read_deployment(client, f"study/{name}", serve, log)
-                           for name in ("tiny-nightly", "tiny-broken")}, log
+            yield (
+                client,
+                {
+                    name: read_deployment(client, f"study/{name}", serve, log)
+                    for name in ("tiny-nightly", "tiny-broken")
+                },
+                log,
+            )
     finally:
         stop(serve)
 
@@ -183,8 +209,10 @@ def test_a_scheduled_study_that_fails_is_failed_in_prefect_and_in_mlflow_with_th
     parent = tracking.search_runs([exp.experiment_id], "tags.`rnnlab.role` = 'study'")[0]
     assert parent.info.status == "FAILED" and "1 of 2 cells failed" in parent.data.tags["rnnlab.error"]
     assert parent.data.tags["prefect.flow_run_id"] == str(flow_run.id)
-    cells = {r.data.tags["factor.model.hidden_size"]: r
-             for r in tracking.search_runs([exp.experiment_id], "tags.`rnnlab.role` = 'cell'")}
+    cells = {
+        r.data.tags["factor.model.hidden_size"]: r
+        for r in tracking.search_runs([exp.experiment_id], "tags.`rnnlab.role` = 'cell'")
+    }
     assert cells["16"].info.status == "FINISHED"
     assert cells["1000000000"].info.status == "FAILED" and "allocate" in cells["1000000000"].data.tags["rnnlab.error"]
 
@@ -196,8 +224,9 @@ def test_a_study_deployed_to_a_work_pool_is_run_by_a_worker_of_that_pool(servers
     _, env, remote, state = servers
     study = tiny_study(tmp_path, "tiny_pooled", tiny_corpus, {"model.cell": ["lstm", "gru"]}, concurrency=2)
     schedules = tmp_path / "schedules.yaml"
-    schedules.write_text(yaml.safe_dump({"deployments": [
-        {"name": "tiny-pooled", "study": study.name, "cron": "0 5 * * *"}]}))
+    schedules.write_text(
+        yaml.safe_dump({"deployments": [{"name": "tiny-pooled", "study": study.name, "cron": "0 5 * * *"}]})
+    )
     deployed = rnnlab("deploy", "--pool", "tiny-pool", "--schedules", str(schedules), "--json", env=env)
     assert deployed.returncode == 0, deployed.stderr[-3000:]
     assert list(json.loads(deployed.stdout.splitlines()[-1])["deployments"]) == ["study/tiny-pooled"]
@@ -223,8 +252,15 @@ def test_a_study_deployed_to_a_work_pool_is_run_by_a_worker_of_that_pool(servers
 def test_every_command_works_against_the_mlflow_server_artifacts_included(servers, tiny_corpus, tmp_path):
     home, env, remote, state = servers
     remote = {k: v for k, v in remote.items() if k != "PREFECT_API_URL"}  # Prefect stays ephemeral here
-    trained = rnnlab("train", str(REPO / "conf" / "runs" / "ptb_small.yaml"), f"data.corpus={tiny_corpus}",
-                     "experiment=remote", *TINY, "--json", env=remote)
+    trained = rnnlab(
+        "train",
+        str(REPO / "conf" / "runs" / "ptb_small.yaml"),
+        f"data.corpus={tiny_corpus}",
+        "experiment=remote",
+        *TINY,
+        "--json",
+        env=remote,
+    )
     assert trained.returncode == 0, trained.stderr[-3000:]
     run_id = json.loads(trained.stdout.splitlines()[-1])["run_id"]
     scored = rnnlab("evaluate", run_id, "--file", str(tiny_corpus / "test.txt"), "--json", env=remote)
@@ -244,8 +280,13 @@ def test_every_command_works_against_the_mlflow_server_artifacts_included(server
 
 def test_cells_run_on_a_local_dask_cluster_each_exactly_once(tiny_corpus, tmp_path):
     study = tiny_study(tmp_path, "tiny_dask", tiny_corpus, {"model.cell": ["lstm", "gru", "rnn_tanh"]}, concurrency=2)
-    done = rnnlab("study", str(study), "runner=dask", "--json", env={**os.environ, "RNNLAB_HOME": str(tmp_path),
-                                                                       "DASK_TEMPORARY_DIRECTORY": str(tmp_path / "dask")})
+    done = rnnlab(
+        "study",
+        str(study),
+        "runner=dask",
+        "--json",
+        env={**os.environ, "RNNLAB_HOME": str(tmp_path), "DASK_TEMPORARY_DIRECTORY": str(tmp_path / "dask")},
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("tiny_dask")

@@ -80,9 +80,16 @@ def test_processes_recording_into_a_new_experiment_at_the_same_moment_never_coll
     orphans = {round_: plant_orphan(uri, f"round-{round_}") for round_ in range(1, ROUNDS, 2)}
     gates = tmp_path / "gates"
     gates.mkdir()
-    workers = [subprocess.Popen([sys.executable, "-c", WORKER, uri, str(w), str(ROUNDS), str(WORKERS), str(gates)],
-                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for w in range(WORKERS)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, uri, str(w), str(ROUNDS), str(WORKERS), str(gates)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(WORKERS)
+    ]
     try:
         outputs = [w.communicate(timeout=300) for w in workers]
     finally:

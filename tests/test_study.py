@@ -4,18 +4,21 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO
 
 from rnnlab.config import ConfigError
 from rnnlab.study import load_study
-
-from conftest import REPO
 
 STUDIES = REPO / "conf" / "studies"
 
 
 def write_study(tmp_path: Path, **fields) -> Path:
-    tree = {"study": "s", "base": str(REPO / "conf" / "runs" / "ptb_small.yaml"),
-            "factors": {"model.cell": ["rnn_tanh", "lstm"], "train.clip_norm": [None, 0.25]}, **fields}
+    tree = {
+        "study": "s",
+        "base": str(REPO / "conf" / "runs" / "ptb_small.yaml"),
+        "factors": {"model.cell": ["rnn_tanh", "lstm"], "train.clip_norm": [None, 0.25]},
+        **fields,
+    }
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(tree))
     return path
@@ -30,18 +33,27 @@ def test_every_shipped_study_expands_into_valid_cells(name):
 
 def test_the_grid_is_the_product_of_factors_minus_exclusions_times_seeds(tmp_path):
     study = load_study(write_study(tmp_path, seeds=[1, 2], exclude=[{"model.cell": "lstm", "train.clip_norm": None}]))
-    assert study.variants == ["cell=rnn_tanh,clip_norm=null", "cell=rnn_tanh,clip_norm=0.25", "cell=lstm,clip_norm=0.25"]
+    assert study.variants == [
+        "cell=rnn_tanh,clip_norm=null",
+        "cell=rnn_tanh,clip_norm=0.25",
+        "cell=lstm,clip_norm=0.25",
+    ]
     assert [(c.config.model.cell, c.config.train.clip_norm, c.seed, c.config.seed) for c in study.cells[:2]] == [
-        ("rnn_tanh", None, 1, 1), ("rnn_tanh", None, 2, 2)]
+        ("rnn_tanh", None, 1, 1),
+        ("rnn_tanh", None, 2, 2),
+    ]
     assert study.cells[0].config.run_name == "rnn_tanh clip=null s1"
 
 
-@pytest.mark.parametrize("name, first_names", [
-    ("lm_clipping", ["rnn_tanh clip=null lr=3.0 s1", "rnn_tanh clip=null lr=20.0 s1"]),
-    ("lm_residual", ["layers=2 res=false s1", "layers=2 res=true s1"]),
-    ("nmt_bidirectional", ["bidir=false attn=none s1", "bidir=false attn=dot s1"]),
-    ("lm_cells", ["rnn_tanh s1", "gru s1"]),
-])
+@pytest.mark.parametrize(
+    "name, first_names",
+    [
+        ("lm_clipping", ["rnn_tanh clip=null lr=3.0 s1", "rnn_tanh clip=null lr=20.0 s1"]),
+        ("lm_residual", ["layers=2 res=false s1", "layers=2 res=true s1"]),
+        ("nmt_bidirectional", ["bidir=false attn=none s1", "bidir=false attn=dot s1"]),
+        ("lm_cells", ["rnn_tanh s1", "gru s1"]),
+    ],
+)
 def test_runs_are_named_variant_first_short_and_unique_within_the_study(name, first_names):
     """A runs table cuts names at ~20 characters: what tells variants apart comes first; a cell type needs no key,
     a bare number or a `none` does."""
@@ -66,20 +78,23 @@ def test_the_same_cell_has_the_same_identity_and_a_different_seed_does_not(tmp_p
     assert a.cells[0].config.digest() == b.cells[0].config.digest() != a.cells[1].config.digest()
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"factors": {"model.cel": ["lstm"]}}, "cell cel=lstm (seed 1)"),
-    ({"factors": {"model.cel": ["lstm"]}}, "did you mean 'model.cell'?"),
-    ({"factors": {"model.cell": []}}, "factor 'model.cell' has an empty list of values"),
-    ({"factors": {}}, "at least one factor"),
-    ({"factors": {"train.clip_norm": [0.25, "abc"]}}, "cell clip_norm=abc (seed 1)"),
-    ({"factors": {"model.bidirectional": [False, True]}}, "cell bidirectional=true (seed 1)"),
-    ({"factors": {"model.bidirectional": [True]}}, "would see the future"),
-    ({"seeds": []}, "seeds"),
-    ({"concurrency": 0}, "concurrency"),
-    ({"exclude": [{"model.layers": 2}]}, "not factors: ['model.layers']"),
-    ({"exclude": [{"model.cell": "rnn_tanh"}, {"model.cell": "lstm"}]}, "the grid is empty"),
-    ({"factor": {"model.cell": ["lstm"]}}, "unknown key 'factor'; did you mean 'factors'?"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"factors": {"model.cel": ["lstm"]}}, "cell cel=lstm (seed 1)"),
+        ({"factors": {"model.cel": ["lstm"]}}, "did you mean 'model.cell'?"),
+        ({"factors": {"model.cell": []}}, "factor 'model.cell' has an empty list of values"),
+        ({"factors": {}}, "at least one factor"),
+        ({"factors": {"train.clip_norm": [0.25, "abc"]}}, "cell clip_norm=abc (seed 1)"),
+        ({"factors": {"model.bidirectional": [False, True]}}, "cell bidirectional=true (seed 1)"),
+        ({"factors": {"model.bidirectional": [True]}}, "would see the future"),
+        ({"seeds": []}, "seeds"),
+        ({"concurrency": 0}, "concurrency"),
+        ({"exclude": [{"model.layers": 2}]}, "not factors: ['model.layers']"),
+        ({"exclude": [{"model.cell": "rnn_tanh"}, {"model.cell": "lstm"}]}, "the grid is empty"),
+        ({"factor": {"model.cell": ["lstm"]}}, "unknown key 'factor'; did you mean 'factors'?"),
+    ],
+)
 def test_a_bad_study_fails_before_training_naming_the_problem(tmp_path, fields, message):
     with pytest.raises(ConfigError, match=None) as err:
         load_study(write_study(tmp_path, **fields))
@@ -105,11 +120,14 @@ def test_the_shipped_schedules_name_valid_studies_and_crons():
     assert all(path.is_file() for _, path in schedules)
 
 
-@pytest.mark.parametrize("entry, message", [
-    ({"cron": "every night"}, "cron 'every night'"),
-    ({"timezone": "Mars/Olympus"}, "timezone 'Mars/Olympus'"),
-    ({"study": "missing.yaml"}, "config file not found"),
-])
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"cron": "every night"}, "cron 'every night'"),
+        ({"timezone": "Mars/Olympus"}, "timezone 'Mars/Olympus'"),
+        ({"study": "missing.yaml"}, "config file not found"),
+    ],
+)
 def test_a_bad_schedule_fails_naming_the_deployment_and_the_problem(tmp_path, entry, message):
     from flows.deploy import load_schedules
 
@@ -121,12 +139,15 @@ def test_a_bad_schedule_fails_naming_the_deployment_and_the_problem(tmp_path, en
     assert message in str(err.value)
 
 
-@pytest.mark.parametrize("name, overrides, allowed", [
-    ("valid_ppl", [], True),
-    ("train_seconds", [], True),
-    ("valid_pplx", [], False),
-    ("test_bleu", [], False),  # a translation metric; these runs model language
-])
+@pytest.mark.parametrize(
+    "name, overrides, allowed",
+    [
+        ("valid_ppl", [], True),
+        ("train_seconds", [], True),
+        ("valid_pplx", [], False),
+        ("test_bleu", [], False),  # a translation metric; these runs model language
+    ],
+)
 def test_a_study_is_decided_by_a_metric_its_runs_log(tmp_path, name, overrides, allowed):
     path = write_study(tmp_path, metric={"name": name})
     if allowed:
@@ -143,8 +164,11 @@ def test_a_study_decides_on_validation_data_and_holds_the_test_split_out(tmp_pat
     assert {cell.config.eval.splits for cell in study.cells} == {("valid",)}
     with pytest.raises(ConfigError, match=r"metric.name='test_ppl' is a test score.*decide on 'valid_ppl' instead"):
         load_study(write_study(tmp_path, metric={"name": "test_ppl"}))
-    with pytest.raises(ConfigError, match=r"'eval.splits' cannot be overridden: a study scores every cell on the "
-                                          r"validation split"):
+    with pytest.raises(
+        ConfigError,
+        match=r"'eval.splits' cannot be overridden: a study scores every cell on the "
+        r"validation split",
+    ):
         load_study(write_study(tmp_path), ["eval.splits=[valid,test]"])
 
 

@@ -7,8 +7,8 @@ construction are shown and never counted; a claim is pre-registered only where i
 import math
 
 import pytest
-
 from conftest import REPO
+
 from rnnlab.claims import Claim, ClaimsConfig
 from rnnlab.config import read_yaml
 from tasks.claims import Evidence, evaluate, refusal
@@ -20,13 +20,29 @@ LEVEL = "not testable at this training level"
 
 
 def run(run_id, seed, outcome="trained", metrics=None, corpus="ptb", floor=None, start=None, **factors):
-    return {"run_id": run_id, "variant": ",".join(f"{k}={v}" for k, v in factors.items()), "seed": seed,
-            "outcome": outcome, "factors": {KEYS[k]: v for k, v in factors.items()}, "params": {}, "corpus": corpus,
-            "metrics": metrics or {}, "floor": {"valid": floor} if floor else {}, "start_time": start}
+    return {
+        "run_id": run_id,
+        "variant": ",".join(f"{k}={v}" for k, v in factors.items()),
+        "seed": seed,
+        "outcome": outcome,
+        "factors": {KEYS[k]: v for k, v in factors.items()},
+        "params": {},
+        "corpus": corpus,
+        "metrics": metrics or {},
+        "floor": {"valid": floor} if floor else {},
+        "start_time": start,
+    }
 
 
-KEYS = {"cell": "model.cell", "clip": "train.clip_norm", "lr": "train.lr", "layers": "model.layers",
-        "residual": "model.residual", "bi": "model.bidirectional", "attention": "model.attention"}
+KEYS = {
+    "cell": "model.cell",
+    "clip": "train.clip_norm",
+    "lr": "train.lr",
+    "layers": "model.layers",
+    "residual": "model.residual",
+    "bi": "model.bidirectional",
+    "attention": "model.attention",
+}
 
 
 def verdict(claim_id, ev, claim=None):
@@ -45,24 +61,44 @@ def cells(ks=None, rates=None, far=None, ppl=None, floor=None, outcomes=None):
     """lm_cells and lm_cells_tuned (the same runs under both: claim 2 reads the first, claims 1 and 3 the second):
     two seeds per cell; the context probe's k_5pct, the gradient-flow rate and norm(100)/norm(1); each cell's valid
     perplexity (`ppl`), the runs' unigram floor and outcomes where given."""
-    runs = [run(f"{c}{s}", s, (outcomes or {}).get(c, "trained"),
-                {"valid_ppl": (ppl or {})[c] * (1 + 0.001 * s)} if c in (ppl or {}) else None, floor=floor, cell=c)
-            for c in ("rnn_tanh", "gru", "lstm") for s in (1, 2)]
+    runs = [
+        run(
+            f"{c}{s}",
+            s,
+            (outcomes or {}).get(c, "trained"),
+            {"valid_ppl": (ppl or {})[c] * (1 + 0.001 * s)} if c in (ppl or {}) else None,
+            floor=floor,
+            cell=c,
+        )
+        for c in ("rnn_tanh", "gru", "lstm")
+        for s in (1, 2)
+    ]
     ev = Evidence(runs={"lm_cells": runs, "lm_cells_tuned": runs})
     for cell, k in (ks or {}).items():
         for s in (1, 2):
             ev.context[f"{cell}{s}"] = {"k_5pct": k, "k_1pct": 2 * k}
     for cell, rate in (rates or {}).items():
         for s in (1, 2):
-            ratio = (far or {}).get(cell, rate ** 99)
-            ev.gradflow[f"{cell}{s}"] = {"rate_trained": rate, "ks": [1, 10, 100], "norm_trained": [1.0, 0.5, ratio],
-                                         "norm_init": [1.0, 0.1, 0.01]}
+            ratio = (far or {}).get(cell, rate**99)
+            ev.gradflow[f"{cell}{s}"] = {
+                "rate_trained": rate,
+                "ks": [1, 10, 100],
+                "norm_trained": [1.0, 0.5, ratio],
+                "norm_init": [1.0, 0.1, 0.01],
+            }
     return ev
 
 
-@pytest.mark.parametrize("tanh, lstm, expected", [
-    (7, 40, "supported"), (6, 9, "inconclusive"), (20, 60, "inconclusive"), (60, 100, "not supported"),
-    (10, 8, "not supported")])
+@pytest.mark.parametrize(
+    "tanh, lstm, expected",
+    [
+        (7, 40, "supported"),
+        (6, 9, "inconclusive"),
+        (20, 60, "inconclusive"),
+        (60, 100, "not supported"),
+        (10, 8, "not supported"),
+    ],
+)
 def test_claim_1_effective_context(tanh, lstm, expected):
     found = verdict("context", cells(ks={"rnn_tanh": tanh, "lstm": lstm}))
     assert found.verdict == expected
@@ -87,18 +123,39 @@ def test_claim_1_reads_a_context_never_reached_in_the_probed_range_as_beyond_it(
     assert found.verdict == "not supported" and "beyond the probed range" in found.reason
 
 
-NON_NORMAL = {"eigenvalue": 0.9, "sigma": 1.33, "peak": 14.3, "peak_k": 28, "last": 0.07, "ks": [0, 120],
-              "largest_step": 1.23}
-CONTRACTED = {"eigenvalue": 0.64, "sigma": 0.95, "peak": 1.0, "peak_k": 0, "last": 1e-19, "ks": [0, 120],
-              "largest_step": 0.88}
+NON_NORMAL = {
+    "eigenvalue": 0.9,
+    "sigma": 1.33,
+    "peak": 14.3,
+    "peak_k": 28,
+    "last": 0.07,
+    "ks": [0, 120],
+    "largest_step": 1.23,
+}
+CONTRACTED = {
+    "eigenvalue": 0.64,
+    "sigma": 0.95,
+    "peak": 1.0,
+    "peak_k": 0,
+    "last": 1e-19,
+    "ks": [0, 120],
+    "largest_step": 0.88,
+}
 
 
 def vanishing(rate, spectral_rates, unclipped_outcomes, non_normal=NON_NORMAL, claim=None):
     ev = cells(rates={"rnn_tanh": rate})
-    ev.spectral = {"radii": [0.9, 1.0, 1.1], "rates": spectral_rates, "ks": [1, 10], "norms": {},
-                   **({"non_normal": non_normal, "contracted": CONTRACTED} if non_normal else {})}
-    ev.runs["lm_clipping"] = [run(f"c{i}", i, o, {"max_grad_norm": 1e4}, cell="rnn_tanh", clip="null", lr=3.0)
-                              for i, o in enumerate(unclipped_outcomes)]
+    ev.spectral = {
+        "radii": [0.9, 1.0, 1.1],
+        "rates": spectral_rates,
+        "ks": [1, 10],
+        "norms": {},
+        **({"non_normal": non_normal, "contracted": CONTRACTED} if non_normal else {}),
+    }
+    ev.runs["lm_clipping"] = [
+        run(f"c{i}", i, o, {"max_grad_norm": 1e4}, cell="rnn_tanh", clip="null", lr=3.0)
+        for i, o in enumerate(unclipped_outcomes)
+    ]
     ev.runs["lm_clipping"].append(run("clipped", 1, "trained", cell="rnn_tanh", clip="0.25", lr=3.0))
     return verdict("vanishing", ev, claim)
 
@@ -130,11 +187,15 @@ def test_claim_2_counts_neither_spectral_check_they_hold_by_construction():
     assert older.verdict == "supported" and "non-normal check was not run" in older.construction
 
 
-@pytest.mark.parametrize("far, ks, expected", [
-    ({"lstm": 0.5, "rnn_tanh": 1e-5}, {"lstm": 40, "rnn_tanh": 7}, "supported"),
-    ({"lstm": 0.5, "rnn_tanh": 0.1}, {"lstm": 40, "rnn_tanh": 7}, "inconclusive"),  # only ×5 the far gradient
-    ({"lstm": 1e-6, "rnn_tanh": 1e-5}, {"lstm": 40, "rnn_tanh": 7}, "not supported"),
-    ({"lstm": 0.5, "rnn_tanh": 1e-5}, {"lstm": 7, "rnn_tanh": 7}, "not supported")])
+@pytest.mark.parametrize(
+    "far, ks, expected",
+    [
+        ({"lstm": 0.5, "rnn_tanh": 1e-5}, {"lstm": 40, "rnn_tanh": 7}, "supported"),
+        ({"lstm": 0.5, "rnn_tanh": 0.1}, {"lstm": 40, "rnn_tanh": 7}, "inconclusive"),  # only ×5 the far gradient
+        ({"lstm": 1e-6, "rnn_tanh": 1e-5}, {"lstm": 40, "rnn_tanh": 7}, "not supported"),
+        ({"lstm": 0.5, "rnn_tanh": 1e-5}, {"lstm": 7, "rnn_tanh": 7}, "not supported"),
+    ],
+)
 def test_claim_3_the_lstm_keeps_its_gradient_and_uses_more_context(far, ks, expected):
     ev = cells(ks=ks, rates={"lstm": 0.99, "rnn_tanh": 0.8}, far=far)
     assert verdict("lstm", ev).verdict == expected
@@ -170,8 +231,15 @@ def residual(ppl_without, ppl_with, layer_means_without, layer_means_with):
                 metrics = {"valid_ppl": ppl[depth] * (1 + 0.01 * seed)}
                 if means:
                     metrics.update({f"grad_norm_layer{i}_mean": v for i, v in enumerate(means[:depth])})
-                runs.append(run(f"{depth}{residual_on}{seed}", seed, metrics=metrics, layers=depth,
-                                residual=str(residual_on).lower()))
+                runs.append(
+                    run(
+                        f"{depth}{residual_on}{seed}",
+                        seed,
+                        metrics=metrics,
+                        layers=depth,
+                        residual=str(residual_on).lower(),
+                    )
+                )
     return verdict("depth", Evidence(runs={"lm_residual": runs}))
 
 
@@ -190,13 +258,28 @@ def bidirectional(gains, refused=True, pairs=2, claim=None):
     runs = []
     for attention, gain in gains.items():
         for seed in range(1, pairs + 1):
-            runs.append(run(f"u{attention}{seed}", seed, metrics={"valid_bleu_greedy": 10.0 + seed},
-                            bi="false", attention=attention))
-            runs.append(run(f"b{attention}{seed}", seed, metrics={"valid_bleu_greedy": 10.0 + seed + gain},
-                            bi="true", attention=attention))
+            runs.append(
+                run(
+                    f"u{attention}{seed}",
+                    seed,
+                    metrics={"valid_bleu_greedy": 10.0 + seed},
+                    bi="false",
+                    attention=attention,
+                )
+            )
+            runs.append(
+                run(
+                    f"b{attention}{seed}",
+                    seed,
+                    metrics={"valid_bleu_greedy": 10.0 + seed + gain},
+                    bi="true",
+                    attention=attention,
+                )
+            )
     message = "model.bidirectional=true is invalid for a language model" if refused else None
-    return verdict("bidirectional", Evidence(runs={"nmt_bidirectional": runs},
-                                             refusals={"../runs/ptb_small.yaml": message}), claim)
+    return verdict(
+        "bidirectional", Evidence(runs={"nmt_bidirectional": runs}, refusals={"../runs/ptb_small.yaml": message}), claim
+    )
 
 
 def test_claim_6_bidirectional_encoders_and_the_refused_language_model():
@@ -260,21 +343,32 @@ FLOOR = 687.03  # PTB valid: the perplexity of the training split's unigram mode
 def test_a_reference_more_than_10_percent_worse_than_the_subject_makes_a_claim_untestable():
     """Claim 1 on the lecture's own levels: the tanh RNN at 270, the LSTM at 311 (×1.15): the LSTM is under-trained,
     so its longer context says how far its training got. At ×1.07 the criterion decides."""
-    untrained = verdict("context", cells(ks={"rnn_tanh": 7, "lstm": 40}, ppl={"rnn_tanh": 270, "lstm": 311},
-                                         floor=FLOOR))
+    untrained = verdict(
+        "context", cells(ks={"rnn_tanh": 7, "lstm": 40}, ppl={"rnn_tanh": 270, "lstm": 311}, floor=FLOOR)
+    )
     assert untrained.verdict == LEVEL and "×1.15 the subject's" in untrained.reason
     close = verdict("context", cells(ks={"rnn_tanh": 7, "lstm": 40}, ppl={"rnn_tanh": 270, "lstm": 290}, floor=FLOOR))
     assert close.verdict == "supported"
     # the rule is about the reference only: a subject worse than its reference is judged (claim 3's LSTM at 311
     # against the tanh RNN at 270)
-    ev = cells(ks={"lstm": 40, "rnn_tanh": 7}, rates={"lstm": 0.99, "rnn_tanh": 0.8},
-               far={"lstm": 0.5, "rnn_tanh": 1e-5}, ppl={"rnn_tanh": 270, "lstm": 311}, floor=FLOOR)
+    ev = cells(
+        ks={"lstm": 40, "rnn_tanh": 7},
+        rates={"lstm": 0.99, "rnn_tanh": 0.8},
+        far={"lstm": 0.5, "rnn_tanh": 1e-5},
+        ppl={"rnn_tanh": 270, "lstm": 311},
+        floor=FLOOR,
+    )
     assert verdict("lstm", ev).verdict == "supported"
 
 
 def test_a_model_at_or_above_its_unigram_floor_makes_a_claim_untestable():
-    ev = cells(ks={"lstm": 40, "rnn_tanh": 7}, rates={"lstm": 0.99, "rnn_tanh": 0.8},
-               far={"lstm": 0.5, "rnn_tanh": 1e-5}, ppl={"rnn_tanh": 650, "lstm": 690}, floor=FLOOR)
+    ev = cells(
+        ks={"lstm": 40, "rnn_tanh": 7},
+        rates={"lstm": 0.99, "rnn_tanh": 0.8},
+        far={"lstm": 0.5, "rnn_tanh": 1e-5},
+        ppl={"rnn_tanh": 650, "lstm": 690},
+        floor=FLOOR,
+    )
     found = verdict("lstm", ev)
     assert found.verdict == LEVEL and "lstm's valid_ppl 691 is at or above the unigram floor 687" in found.reason
     below = cells(rates={"rnn_tanh": 0.8}, ppl={"rnn_tanh": 686}, floor=FLOOR)
@@ -285,8 +379,9 @@ def test_a_model_at_or_above_its_unigram_floor_makes_a_claim_untestable():
 
 def test_a_reference_that_failed_to_learn_in_every_seed_is_untestable_not_missing():
     """Failed-to-learn runs are not probed, so the probe data is missing; the reason is the training level."""
-    ev = cells(ks={"rnn_tanh": 7}, ppl={"rnn_tanh": 270, "lstm": 720}, floor=FLOOR,
-               outcomes={"lstm": "failed_to_learn"})
+    ev = cells(
+        ks={"rnn_tanh": 7}, ppl={"rnn_tanh": 270, "lstm": 720}, floor=FLOOR, outcomes={"lstm": "failed_to_learn"}
+    )
     found = verdict("context", ev)
     assert found.verdict == LEVEL and "at or above the unigram floor" in found.reason
 
@@ -308,20 +403,25 @@ def test_the_floor_holds_for_the_models_a_claim_says_train():
         for on, ppl, means in ((False, plain, starving), (True, residual_ppl, even)):
             for seed in (1, 2):
                 metrics = {"valid_ppl": ppl, **{f"grad_norm_layer{i}_mean": v for i, v in enumerate(means[:depth])}}
-                runs.append(run(f"{depth}{on}{seed}", seed, metrics=metrics, floor=FLOOR, layers=depth,
-                                residual=str(on).lower()))
+                runs.append(
+                    run(
+                        f"{depth}{on}{seed}", seed, metrics=metrics, floor=FLOOR, layers=depth, residual=str(on).lower()
+                    )
+                )
     assert verdict("depth", Evidence(runs={"lm_residual": runs})).verdict == LEVEL
     for r in runs:
         r["metrics"]["valid_ppl"] /= 3  # the residual stacks now far below the floor, the plain 8-layer one not
     assert verdict("depth", Evidence(runs={"lm_residual": runs})).verdict == "supported"
     d, t = "diverged", "trained"
     clip = [run(f"u{i}", i, d, cell="rnn_tanh", clip="null", lr=3.0) for i in range(3)]
-    clip += [run(f"k{i}", i, t, {"valid_ppl": 700.0}, floor=FLOOR, cell="rnn_tanh", clip="0.25", lr=3.0)
-             for i in range(3)]
+    clip += [
+        run(f"k{i}", i, t, {"valid_ppl": 700.0}, floor=FLOOR, cell="rnn_tanh", clip="0.25", lr=3.0) for i in range(3)
+    ]
     assert verdict("clipping", Evidence(runs={"lm_clipping": clip})).verdict == LEVEL
 
 
 # ---- the context probe's intervals ----
+
 
 def test_claim_1_shows_bootstrap_intervals_paired_by_draw_and_k_at_1_percent_beside_5():
     """Every run's draw b resamples the same positions: the ratio's interval is that of the per-draw ratios (here
@@ -351,13 +451,13 @@ def test_a_draw_that_never_reached_the_tolerance_is_beyond_the_range_not_dropped
 
 # ---- pre-registration (constructed timelines; tests/test_claims_registration.py runs git) ----
 
+
 def timed(start, criterion=None, published=None):
     """Claim 4's data (lm_clipping) started at `start`; its criterion committed at `criterion`."""
     d, t = "diverged", "trained"
     runs = [run(f"u{i}", i, d, cell="rnn_tanh", clip="null", lr=3.0, start=start) for i in range(3)]
     runs += [run(f"k{i}", i, t, cell="rnn_tanh", clip="0.25", lr=3.0, start=start) for i in range(3)]
-    timeline = {"criteria": {"clipping": criterion} if criterion else {},
-                "published": {"lm_clipping": published or []}}
+    timeline = {"criteria": {"clipping": criterion} if criterion else {}, "published": {"lm_clipping": published or []}}
     (result,) = evaluate([CLAIMS["clipping"]], Evidence(runs={"lm_clipping": runs}, timeline=timeline))
     return result.registration
 
@@ -372,17 +472,20 @@ def test_a_claim_is_pre_registered_only_where_its_criterion_came_first():
     after = timed("2026-12-02T12:00:00+00:00", COMMITTED)
     assert not after.preregistered and after.status.startswith("not pre-registered: the criterion was committed after")
     # runs recorded after the criterion, but their study's results were published (commit 8b7ff1c) before it
-    published = timed("2026-12-02T18:00:00+00:00", COMMITTED,
-                      [{"commit": "8b7ff1c" + "0" * 33, "date": "2026-12-02T12:07:12+00:00"}])
+    published = timed(
+        "2026-12-02T18:00:00+00:00", COMMITTED, [{"commit": "8b7ff1c" + "0" * 33, "date": "2026-12-02T12:07:12+00:00"}]
+    )
     assert not published.preregistered and "commit 8b7ff1c published its study's results" in published.text
 
 
 def test_without_a_commit_a_date_or_data_no_claim_is_called_pre_registered():
-    uncommitted = timed("2026-12-02T18:00:00+00:00", {"status": "uncommitted", "commit": None, "date": None,
-                                                       "why": "not committed"})
+    uncommitted = timed(
+        "2026-12-02T18:00:00+00:00", {"status": "uncommitted", "commit": None, "date": None, "why": "not committed"}
+    )
     assert not uncommitted.preregistered and "not committed" in uncommitted.status
-    unknown = timed("2026-12-02T18:00:00+00:00", {"status": "unknown", "commit": None, "date": None,
-                                                   "why": "no git checkout"})
+    unknown = timed(
+        "2026-12-02T18:00:00+00:00", {"status": "unknown", "commit": None, "date": None, "why": "no git checkout"}
+    )
     assert unknown.status == "order unknown" and "no git checkout" in unknown.text
     assert timed("2026-12-02T18:00:00+00:00").status == "order unknown"  # evidence recorded before timelines
     no_start = timed(None, COMMITTED)  # runs recorded without a start time: the first of the data is unknown
@@ -391,7 +494,11 @@ def test_without_a_commit_a_date_or_data_no_claim_is_called_pre_registered():
 
 def test_parts_by_construction_are_shown_even_when_the_models_are_not_trained_enough():
     ev = cells(rates={"rnn_tanh": 0.8}, ppl={"rnn_tanh": 700}, floor=FLOOR)
-    ev.spectral = {"radii": [0.9, 1.0, 1.1], "rates": [0.9, 1.0, 1.1], "non_normal": NON_NORMAL,
-                   "contracted": CONTRACTED}
+    ev.spectral = {
+        "radii": [0.9, 1.0, 1.1],
+        "rates": [0.9, 1.0, 1.1],
+        "non_normal": NON_NORMAL,
+        "contracted": CONTRACTED,
+    }
     found = verdict("vanishing", ev)
     assert found.verdict == LEVEL and "exactly r^k" in found.construction and "exactly r^k" not in found.reason

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import DATA_DIR, cut_corpus
 
 from rnnlab.config import DataConfig, ParallelDataConfig
 from tasks.corpus_files import DataError, data_dir, download, sha256_file
 from tasks.lm_corpus import prepare_lm_corpus
 from tasks.nmt_corpus import prepare_parallel_corpus
-
-from conftest import DATA_DIR, cut_corpus
 
 
 @pytest.fixture(autouse=True)
@@ -123,12 +122,15 @@ def forget_checksums(cache):  # what rnnlab wrote before it recorded checksums
     (cache / "meta.json").write_text(json.dumps(meta))
 
 
-@pytest.mark.parametrize("damage, why", [
-    (damage_train, "train.pt does not match its checksum"),
-    (truncate_meta, "meta.json does not parse"),
-    (delete_valid, "valid.pt is missing"),
-    (forget_checksums, "meta.json records no checksums: built by an older rnnlab"),
-])
+@pytest.mark.parametrize(
+    "damage, why",
+    [
+        (damage_train, "train.pt does not match its checksum"),
+        (truncate_meta, "meta.json does not parse"),
+        (delete_valid, "valid.pt is missing"),
+        (forget_checksums, "meta.json records no checksums: built by an older rnnlab"),
+    ],
+)
 def test_a_damaged_token_cache_is_rebuilt_with_one_line_saying_why(tmp_path, capsys, damage, why):
     corpus = cut_corpus(tmp_path / "c", train_lines=50, valid_lines=10, test_lines=10)
     first = prepare_lm_corpus(DataConfig(corpus=str(corpus)))
@@ -176,7 +178,13 @@ def test_a_data_dir_that_is_a_file_is_named_as_such(tmp_path, download):
     a_file.write_text("not a directory\n")
     with pytest.raises(DataError, match=rf"^data.dir={a_file} is a file, not a directory$"):
         prepare_lm_corpus(DataConfig(corpus="ptb", dir=str(a_file), download=download))
-    with pytest.raises(DataError, match=rf"^data.dir={a_file / 'sub'} \(its parent {a_file}\) is a file, not a directory$"):
+    with pytest.raises(
+        DataError, match=rf"^data.dir={a_file / 'sub'} \(its parent {a_file}\) is a file, not a directory$"
+    ):
         prepare_lm_corpus(DataConfig(corpus="ptb", dir=str(a_file / "sub"), download=download))
     with pytest.raises(DataError, match=rf"^data.dir={a_file} is a file, not a directory$"):
-        prepare_parallel_corpus(ParallelDataConfig(corpus="multi30k", src="de", tgt="en", vocab_size=100, max_len=50, dir=str(a_file), download=download))
+        prepare_parallel_corpus(
+            ParallelDataConfig(
+                corpus="multi30k", src="de", tgt="en", vocab_size=100, max_len=50, dir=str(a_file), download=download
+            )
+        )

@@ -88,8 +88,9 @@ class LayerRecorder(pl.Callback):
         self.norms: list[list[float]] = []
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        self.norms.append([float(torch.nn.utils.get_total_norm([p.grad for p in layer.parameters()]))
-                           for layer in module.net.layers])
+        self.norms.append(
+            [float(torch.nn.utils.get_total_norm([p.grad for p in layer.parameters()])) for layer in module.net.layers]
+        )
 
 
 def test_each_recurrent_layer_logs_its_own_pre_clip_gradient_norm_every_50_steps_and_its_mean(tiny_cfg):
@@ -146,7 +147,9 @@ def test_plateau_schedule_divides_lr_when_validation_stops_improving():
 
 
 def test_adam_is_available():
-    module = LanguageModel(10, {"hidden_size": 4, "embedding_size": 4}, {"optimizer": "adam", "lr": 1e-3, "lr_schedule": "constant"})
+    module = LanguageModel(
+        10, {"hidden_size": 4, "embedding_size": 4}, {"optimizer": "adam", "lr": 1e-3, "lr_schedule": "constant"}
+    )
     assert isinstance(module.configure_optimizers(), torch.optim.Adam)
 
 
@@ -184,15 +187,18 @@ def test_the_selected_checkpoint_carries_the_losses_its_validation_measured_so_s
     corpus = prepare_lm_corpus(cfg.data)
     ids = corpus.load("valid")
     carried = validated_losses(result.checkpoint, len(ids))
-    again = token_losses(load_net(cfg, corpus.vocab_size, result.checkpoint), ids, eos_index(corpus),
-                         cfg.eval.batch_size, cfg.train.bptt)
+    again = token_losses(
+        load_net(cfg, corpus.vocab_size, result.checkpoint), ids, eos_index(corpus), cfg.eval.batch_size, cfg.train.bptt
+    )
     assert carried is not None and torch.equal(carried, again)  # bit for bit: the same pass over the same weights
     assert math.isclose(math.exp(float(carried.mean())), min(history(run_id, "valid/ppl")), rel_tol=1e-5)
     assert validated_losses(result.checkpoint, len(ids) + 1) is None  # another split's length: measured again
 
 
 def test_a_diverging_run_stops_and_records_the_step(tiny_cfg):
-    run_id, result = fit(tiny_cfg("train.clip_norm=null", "train.lr=1e38", "model.cell=rnn_tanh", "model.init_range=1.0"))
+    run_id, result = fit(
+        tiny_cfg("train.clip_norm=null", "train.lr=1e38", "model.cell=rnn_tanh", "model.init_range=1.0")
+    )
     assert result.diverged_at is not None and result.diverged_at < result.steps + 1
     assert result.stop_reason.startswith("the training loss became ")  # inf or nan
     run = tracking.client().get_run(run_id)
@@ -205,8 +211,14 @@ def test_a_diverging_run_stops_and_records_the_step(tiny_cfg):
 
 def test_a_run_whose_loss_stays_far_above_a_uniform_guess_is_stopped_by_the_blow_up_rule(tiny_cfg):
     """Huge initial weights and an lr too small to fix them: the loss stays far above ln(V) from the first step."""
-    cfg = tiny_cfg("train.lr=1e-9", "model.init_range=3.0", "train.blowup_after=2", "train.blowup_window=3",
-                   "train.blowup_ratio=1.5", "train.max_epochs=3")
+    cfg = tiny_cfg(
+        "train.lr=1e-9",
+        "model.init_range=3.0",
+        "train.blowup_after=2",
+        "train.blowup_window=3",
+        "train.blowup_ratio=1.5",
+        "train.max_epochs=3",
+    )
     run_id, result = fit(cfg)
     assert result.diverged_at == 5 == result.steps  # 2 warm-up steps + a window of 3, and not one step more
     assert result.stop_reason.startswith("blew up: the mean training loss over steps 3–5 was")
@@ -225,12 +237,15 @@ class FakeTrainer:
         self.logger = type("Logger", (), {"log_metrics": lambda *a, **k: None})()
 
 
-@pytest.mark.parametrize("losses, stop_at", [
-    ([5.0] * 40, None),  # above the uniform loss (ln 100 = 4.6) but not 1.5 times it (6.9): never stopped
-    ([5.0] * 10 + [7.5] * 30, 18),  # the mean of steps 9-18 is 7.0: the first window above 6.9
-    ([5.0] * 20 + [20.0] + [5.0] * 19, None),  # one spike: its window's mean, 6.5, stays below 6.9
-    ([50.0] * 40, 15),  # blown up from the start: stopped as soon as warm-up (5) and one window (10) are past
-])
+@pytest.mark.parametrize(
+    "losses, stop_at",
+    [
+        ([5.0] * 40, None),  # above the uniform loss (ln 100 = 4.6) but not 1.5 times it (6.9): never stopped
+        ([5.0] * 10 + [7.5] * 30, 18),  # the mean of steps 9-18 is 7.0: the first window above 6.9
+        ([5.0] * 20 + [20.0] + [5.0] * 19, None),  # one spike: its window's mean, 6.5, stays below 6.9
+        ([50.0] * 40, 15),  # blown up from the start: stopped as soon as warm-up (5) and one window (10) are past
+    ],
+)
 def test_the_blow_up_rule_watches_the_mean_loss_over_a_window_after_warm_up(losses, stop_at):
     from tasks.fitting import TrainingLoss
 
@@ -275,8 +290,10 @@ def test_a_checkpoint_that_does_not_fit_the_model_is_set_aside_instead_of_resume
     torch.save({"global_step": 3, "state_dict": {**model.state_dict(), "net.extra.weight": torch.zeros(2)}}, checkpoint)
     assert resumable(checkpoint, "cell", model) is None
     assert "(its weights do not fit the model: net.extra.weight is not in the model)" in capsys.readouterr().err
-    torch.save({"global_step": 3, "state_dict": {k: v for k, v in model.state_dict().items() if "decoder" not in k}},
-               checkpoint)
+    torch.save(
+        {"global_step": 3, "state_dict": {k: v for k, v in model.state_dict().items() if "decoder" not in k}},
+        checkpoint,
+    )
     assert resumable(checkpoint, "cell", model) is None
     assert "net.decoder.weight is missing (and 1 more)" in capsys.readouterr().err
 

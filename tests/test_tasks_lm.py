@@ -75,12 +75,14 @@ def test_columns_keep_every_token_in_order():
 
 # The training order: whole sentences shuffled anew each epoch from (seed, epoch), then laid out as columns.
 
+
 def sentence_stream(sentences: int = 60, seed: int = 0) -> torch.Tensor:
     """Sentences of 1 to 12 words (ids 1..V-1), each ended by <eos>."""
     generator = torch.Generator().manual_seed(seed)
     lengths = torch.randint(1, 13, (sentences,), generator=generator).tolist()
-    return torch.cat([torch.cat([torch.randint(1, V, (n,), generator=generator), torch.tensor([EOS])])
-                      for n in lengths])
+    return torch.cat(
+        [torch.cat([torch.randint(1, V, (n,), generator=generator), torch.tensor([EOS])]) for n in lengths]
+    )
 
 
 def epoch_batches(loader, epoch: int) -> list[tuple[torch.Tensor, ...]]:
@@ -154,6 +156,7 @@ def test_sentences_end_at_each_eos_and_a_last_one_without_it_is_kept():
 def test_the_shuffle_draws_nothing_from_the_generator_that_initialisation_and_dropout_use():
     """Whatever the order, the global generator gives the same numbers afterwards: a seed's initialisation and dropout
     masks are the ones the fixed order had. (Each epoch's iterator of any DataLoader draws one number from it.)"""
+
     def next_draws(order: str) -> torch.Tensor:
         torch.manual_seed(7)
         loader = training_loader(sentence_stream(), EOS, batch_size=4, bptt=5, order=order, seed=7)

@@ -5,6 +5,7 @@ import subprocess
 
 import pytest
 import torch
+from conftest import REPO, RUN_CONFIG, TINY, cut_corpus, rnnlab_command
 
 from rnnlab.config import DataConfig
 from tasks import tracking
@@ -12,13 +13,14 @@ from tasks.corpus_files import DataError
 from tasks.lm_corpus import EOS, UNK, prepare_lm_corpus, read_vocab
 from tasks.steps import prepare_corpus
 
-from conftest import REPO, RUN_CONFIG, TINY, cut_corpus, rnnlab_command
 
-
-@pytest.mark.parametrize("corpus, vocab, tokens", [
-    ("ptb", 10_000, {"train": 929_589, "valid": 73_760}),
-    ("wikitext-2", 33_278, {"train": 2_088_628, "valid": 217_646, "test": 245_569}),
-])
+@pytest.mark.parametrize(
+    "corpus, vocab, tokens",
+    [
+        ("ptb", 10_000, {"train": 929_589, "valid": 73_760}),
+        ("wikitext-2", 33_278, {"train": 2_088_628, "valid": 217_646, "test": 245_569}),
+    ],
+)
 def test_known_corpora_have_the_published_sizes(corpus, vocab, tokens):
     prepared = prepare_lm_corpus(DataConfig(corpus=corpus, download=False))
     assert prepared.vocab_size == vocab
@@ -62,11 +64,15 @@ def test_missing_split_is_named(tmp_path):
 
 
 def test_unknown_corpus_that_is_no_directory_is_explained(tmp_path):
-    with pytest.raises(DataError, match=r"data.corpus='penn' is neither a known corpus \(ptb, wikitext-2\) nor a directory"):
+    with pytest.raises(
+        DataError, match=r"data.corpus='penn' is neither a known corpus \(ptb, wikitext-2\) nor a directory"
+    ):
         prepare_lm_corpus(DataConfig(corpus="penn"))
 
 
-def test_a_train_split_shorter_than_the_batch_size_fails_in_preparation_naming_split_size_and_key(tiny_cfg, tiny_corpus):
+def test_a_train_split_shorter_than_the_batch_size_fails_in_preparation_naming_split_size_and_key(
+    tiny_cfg, tiny_corpus
+):
     tokens = prepare_lm_corpus(tiny_cfg().data).tokens["train"]
     assert prepare_corpus(tiny_cfg(f"train.batch_size={tokens}")).tokens["train"] == tokens  # one column each: fits
     with pytest.raises(DataError) as err:
@@ -74,13 +80,25 @@ def test_a_train_split_shorter_than_the_batch_size_fails_in_preparation_naming_s
     assert str(err.value) == (
         f"data.corpus={tiny_corpus}: the train split of {tokens:,} tokens is too short for batch size {tokens + 1:,} "
         f"(train.batch_size): training lays it out as train.batch_size columns, so it needs at least {tokens + 1:,} "
-        f"tokens; lower train.batch_size or use a longer corpus")
+        f"tokens; lower train.batch_size or use a longer corpus"
+    )
 
 
 def test_the_cli_reports_a_too_short_split_in_one_line_before_any_run_opens(tiny_corpus):
-    done = subprocess.run(rnnlab_command("train", str(RUN_CONFIG), f"data.corpus={tiny_corpus}", *TINY,
-                                         "train.batch_size=1000000", "experiment=too-short"),
-                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    done = subprocess.run(
+        rnnlab_command(
+            "train",
+            str(RUN_CONFIG),
+            f"data.corpus={tiny_corpus}",
+            *TINY,
+            "train.batch_size=1000000",
+            "experiment=too-short",
+        ),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert done.returncode == 2
     assert done.stderr.splitlines()[-1].startswith(f"rnnlab: error: data.corpus={tiny_corpus}: the train split of ")
     assert "(train.batch_size)" in done.stderr and "Traceback" not in done.stderr

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from test_tasks_lm import epoch_batches, same
 
 from flows.train import open_run
 from tasks import tracking
 from tasks.fitting import load_weights
 from tasks.lm import eos_index, fit_lm, segment_loader, training_loader
 from tasks.lm_corpus import prepare_lm_corpus
-from test_tasks_lm import epoch_batches, same
 
 
 class BatchRecorder(pl.Callback):
@@ -53,8 +53,9 @@ def fit(cfg, workdir: Path | None = None) -> tuple[str, BatchRecorder, str]:
 
 def expected_batches(cfg, epoch: int):
     corpus = prepare_lm_corpus(cfg.data)
-    loader = training_loader(corpus.load("train"), eos_index(corpus), cfg.train.batch_size, cfg.train.bptt,
-                             cfg.data.order, cfg.seed)
+    loader = training_loader(
+        corpus.load("train"), eos_index(corpus), cfg.train.batch_size, cfg.train.bptt, cfg.data.order, cfg.seed
+    )
     return epoch_batches(loader, epoch)
 
 

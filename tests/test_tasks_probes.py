@@ -26,10 +26,10 @@ def one_command_per_process():
 def lstm_run(prefect_server, tiny_corpus):
     """A tiny LSTM trained for 2 epochs on the tiny PTB cut: valid ppl well under the vocabulary's, which is all the
     end-to-end checks need."""
+    from conftest import RUN_CONFIG, TINY
+
     from flows.train import train_flow
     from rnnlab import config
-
-    from conftest import RUN_CONFIG, TINY
 
     cfg = config.load(RUN_CONFIG, [f"data.corpus={tiny_corpus}", "experiment=probes", *TINY])
     result = train_flow(cfg)
@@ -78,7 +78,9 @@ def test_the_context_probe_logs_its_curves_and_artifacts_and_is_reused(lstm_run,
     assert result["k_1pct"] >= result["k_5pct"]  # the stricter tolerance is reached later
     assert result["shuffled_ppl"][-1] == pytest.approx(result["window_ppl"], rel=0.05)  # 100 far words shuffled
 
-    history = {key: tracking.metric_history(lstm_run, key) for key in ("probe_context_ppl", "probe_context_shuffled_ppl")}
+    history = {
+        key: tracking.metric_history(lstm_run, key) for key in ("probe_context_ppl", "probe_context_shuffled_ppl")
+    }
     assert [step for step, _ in history["probe_context_ppl"]] == probes.CONTEXT_KS  # step = k
     assert [step for step, _ in history["probe_context_shuffled_ppl"]] == probes.ORDER_KS
     assert [v for _, v in history["probe_context_ppl"]] == pytest.approx(ppl)
@@ -135,16 +137,19 @@ def test_the_spectral_check_is_citable():
     assert shrinks["sigma"] == pytest.approx(0.95) and shrinks["largest_step"] < 0.95
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["nosuchrun", "context"], "no run 'nosuchrun'"),
-    (["{nmt}", "gradient-flow"], "run {nmt} is a nmt run: the probes measure language models"),
-    (["{failed}", "context"], "run {failed} is FAILED: it has no checkpoint to probe"),
-    (["{lm}", "context", "--split", "dev"], "--split dev: the run's corpus"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["nosuchrun", "context"], "no run 'nosuchrun'"),
+        (["{nmt}", "gradient-flow"], "run {nmt} is a nmt run: the probes measure language models"),
+        (["{failed}", "context"], "run {failed} is FAILED: it has no checkpoint to probe"),
+        (["{lm}", "context", "--split", "dev"], "--split dev: the run's corpus"),
+    ],
+)
 def test_a_probe_of_the_wrong_run_or_split_is_one_line_and_exit_2(argv, message, capsys, lstm_run):
-    from rnnlab import config
-
     from conftest import REPO
+
+    from rnnlab import config
 
     nmt = tracking.open_run("probes-bad", "nmt", {}, {})
     tracking.log_text(nmt, config.load(REPO / "conf" / "runs" / "multi30k_deen.yaml", []).to_yaml(), "config.yaml")

@@ -57,9 +57,20 @@ def test_clearly_better_translations_are_significant_in_bleu():
 
 
 def test_a_factor_effect_pairs_cells_on_the_other_factors_and_the_seed_within_and_across_strata():
-    runs = pd.DataFrame([
-        {"factor.a": a, "factor.b": b, "seed": s, "outcome": "trained", "m": 10 + (2 if a == "y" else 0) + s * 0.1 + (b == "q")}
-        for a in ("x", "y") for b in ("p", "q") for s in (1, 2, 3)])
+    runs = pd.DataFrame(
+        [
+            {
+                "factor.a": a,
+                "factor.b": b,
+                "seed": s,
+                "outcome": "trained",
+                "m": 10 + (2 if a == "y" else 0) + s * 0.1 + (b == "q"),
+            }
+            for a in ("x", "y")
+            for b in ("p", "q")
+            for s in (1, 2, 3)
+        ]
+    )
     effects = stats.factor_effects(runs, {"a": ["x", "y"], "b": ["p", "q"]}, "m")
     pooled = effects[effects["stratum"] == "all"].set_index("factor")
     assert pooled.loc["a", "pairs"] == 6 and pooled.loc["a", "mean_difference"] == pytest.approx(2.0)
@@ -71,19 +82,39 @@ def test_a_factor_effect_pairs_cells_on_the_other_factors_and_the_seed_within_an
 
 
 def test_perplexities_are_compared_as_ratios_in_log_space():
-    runs = pd.DataFrame([{"factor.a": a, "seed": s, "outcome": "trained", "valid_ppl": (100.0 if a == "x" else 50.0) * s}
-                         for a in ("x", "y") for s in (1, 2, 3)])
+    runs = pd.DataFrame(
+        [
+            {"factor.a": a, "seed": s, "outcome": "trained", "valid_ppl": (100.0 if a == "x" else 50.0) * s}
+            for a in ("x", "y")
+            for s in (1, 2, 3)
+        ]
+    )
     effect = stats.factor_effects(runs, {"a": ["x", "y"]}, "valid_ppl").iloc[0]
     assert effect["mean_difference"] == pytest.approx(np.log(0.5))  # half the perplexity in every pair
     assert (effect["down"], effect["up"], effect["sign_p"]) == (3, 0, pytest.approx(0.25))
 
 
 def test_runs_that_did_not_train_are_counted_never_averaged():
-    outcomes = {("x", 1): "trained", ("x", 2): "trained", ("x", 3): "trained",
-                ("y", 1): "diverged", ("y", 2): "trained", ("y", 3): "failed_to_learn"}
-    runs = pd.DataFrame([{"factor.a": a, "seed": s, "outcome": outcomes[a, s],
-                          "m": 5.0 if a == "x" else (4.0 if outcomes[a, s] == "trained" else np.inf)}
-                         for a in ("x", "y") for s in (1, 2, 3)])
+    outcomes = {
+        ("x", 1): "trained",
+        ("x", 2): "trained",
+        ("x", 3): "trained",
+        ("y", 1): "diverged",
+        ("y", 2): "trained",
+        ("y", 3): "failed_to_learn",
+    }
+    runs = pd.DataFrame(
+        [
+            {
+                "factor.a": a,
+                "seed": s,
+                "outcome": outcomes[a, s],
+                "m": 5.0 if a == "x" else (4.0 if outcomes[a, s] == "trained" else np.inf),
+            }
+            for a in ("x", "y")
+            for s in (1, 2, 3)
+        ]
+    )
     effect = stats.factor_effects(runs, {"a": ["x", "y"]}, "m").iloc[0]
     assert (effect["pairs"], effect["pairs_not_trained"], effect["mean_difference"]) == (1, 2, -1.0)
     assert (effect["trained_from"], effect["trained_to"], effect["runs_to"]) == (3, 1, 3)
@@ -104,7 +135,7 @@ def test_a_geometric_mean_and_its_interval_come_from_log_perplexity():
     values = [400.0, 500.0, 625.0]  # log-symmetric around 500
     interval = stats.mean_interval(values, log=True)
     assert interval.mean == pytest.approx(500.0)
-    assert interval.low * interval.high == pytest.approx(500.0 ** 2)  # symmetric in log space, not in perplexity
+    assert interval.low * interval.high == pytest.approx(500.0**2)  # symmetric in log space, not in perplexity
     half = stats.stats.t.ppf(0.975, 2) * np.std(np.log(values), ddof=1) / np.sqrt(3)
     assert interval.high == pytest.approx(500.0 * np.exp(half))
 
@@ -136,8 +167,10 @@ def test_the_perplexity_bootstrap_rejects_two_identical_systems_at_its_nominal_r
 
 def test_the_perplexity_bootstrap_detects_a_true_five_percent_difference_and_its_direction():
     rng = np.random.default_rng(7)
-    results = [stats.perplexity_bootstrap(*simulated_pair(rng, worse_by=np.log(1.05)), resamples=199, seed=i)
-               for i in range(100)]
+    results = [
+        stats.perplexity_bootstrap(*simulated_pair(rng, worse_by=np.log(1.05)), resamples=199, seed=i)
+        for i in range(100)
+    ]
     assert np.mean([r.significant for r in results]) >= 0.95
     assert all(r.difference < 0 and r.ci_high < 0 for r in results if r.significant)  # the system is the better one
 
@@ -177,22 +210,33 @@ def test_two_one_sided_tests_call_equivalent_only_what_lies_within_the_margin():
 
 
 def test_a_factor_effect_reports_the_spread_of_its_paired_differences():
-    runs = pd.DataFrame([{"factor.a": a, "seed": s, "outcome": "trained", "m": 10.0 + (s * 0.5 if a == "y" else 0)}
-                         for a in ("x", "y") for s in (1, 2, 3)])
+    runs = pd.DataFrame(
+        [
+            {"factor.a": a, "seed": s, "outcome": "trained", "m": 10.0 + (s * 0.5 if a == "y" else 0)}
+            for a in ("x", "y")
+            for s in (1, 2, 3)
+        ]
+    )
     effect = stats.factor_effects(runs, {"a": ["x", "y"]}, "m").iloc[0]
     assert effect["sd"] == pytest.approx(0.5)  # differences 0.5, 1.0, 1.5
 
 
 def curves(shapes: dict[str, list[float]], seeds: int = 2) -> pd.DataFrame:
-    return pd.DataFrame([{"variant": v, "seed": s, "step": 100 * (i + 1), "value": value * (1 + 0.01 * s)}
-                         for v, values in shapes.items() for s in range(1, seeds + 1)
-                         for i, value in enumerate(values)])
+    return pd.DataFrame(
+        [
+            {"variant": v, "seed": s, "step": 100 * (i + 1), "value": value * (1 + 0.01 * s)}
+            for v, values in shapes.items()
+            for s in range(1, seeds + 1)
+            for i, value in enumerate(values)
+        ]
+    )
 
 
 def test_the_ranking_over_steps_is_kendalls_tau_against_the_final_one_at_steps_every_run_logged():
     final = pd.Series({"a": 100.0, "b": 200.0, "c": 300.0})
-    found = stats.ranking_over_steps(curves({"a": [900, 500, 150], "b": [800, 450, 210], "c": [700, 600, 310]}),
-                                     final, log=True)
+    found = stats.ranking_over_steps(
+        curves({"a": [900, 500, 150], "b": [800, 450, 210], "c": [700, 600, 310]}), final, log=True
+    )
     assert list(found["step"]) == [100, 200, 300]
     assert found["tau"].tolist() == pytest.approx([-1.0, 1 / 3, 1.0])
     short = curves({"a": [900, 500, 150], "b": [800, 450], "c": [700, 600, 310]})

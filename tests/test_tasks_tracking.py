@@ -121,7 +121,11 @@ def test_a_store_that_another_process_is_writing_is_never_taken_for_damaged(tmp_
     from rnnlab.store import check_local_store
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    writer = subprocess.Popen([sys.executable, "-c", f"""
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"""
 import time
 from mlflow import MlflowClient
 from mlflow.entities import Metric
@@ -133,7 +137,11 @@ step = 0
 while time.time() < end:
     client.log_batch(run, metrics=[Metric(f"m{{i}}", 1.0, 0, step) for i in range(50)])
     step += 1
-"""], stdout=subprocess.PIPE, text=True)
+""",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert writer.stdout.readline().strip() == "ready"
         checks, deadline = 0, time.monotonic() + 5
@@ -165,12 +173,14 @@ DATASET = [{"name": "ptb-train", "digest": "abc", "source": "/data/ptb", "contex
 
 
 def test_a_dataset_another_process_created_first_is_linked_on_a_retry_also_through_a_tracking_server():
-    server = RacingServer("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name, "
-                          "datasets.digest")
+    server = RacingServer(
+        "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name, datasets.digest"
+    )
     tracking.log_datasets("run", DATASET, mlflow=server)
     assert server.calls == 2  # the second try finds the dataset and links the run to it
-    postgres = RacingServer("(psycopg2.errors.UniqueViolation) duplicate key value violates unique constraint "
-                            '"dataset_pk"')
+    postgres = RacingServer(
+        '(psycopg2.errors.UniqueViolation) duplicate key value violates unique constraint "dataset_pk"'
+    )
     tracking.log_datasets("run", DATASET, mlflow=postgres)
     assert postgres.calls == 2
 

@@ -3,8 +3,8 @@ killed search resumes without running more trials than asked, and the answer nam
 
 import json
 import math
-import re
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import REPO, rnnlab_command
 from test_flows_study import rnnlab, store, tiny_study
 
@@ -20,12 +19,23 @@ SPACE = {"train.lr": {"log_uniform": [0.3, 3.0]}, "model.init_range": {"uniform"
 
 
 def tuned_study(folder: Path, name: str, tiny_corpus: Path, trials: int = 4, **tune) -> Path:
-    path = tiny_study(folder, name, tiny_corpus, {"train.clip_norm": [None, 0.25]}, seeds=(1, 2),
-                      **{"train.val_every_n_steps": 10, "train.max_epochs": 3})
+    path = tiny_study(
+        folder,
+        name,
+        tiny_corpus,
+        {"train.clip_norm": [None, 0.25]},
+        seeds=(1, 2),
+        **{"train.val_every_n_steps": 10, "train.max_epochs": 3},
+    )
     tree = yaml.safe_load(path.read_text())
-    tree["tune"] = {"space": SPACE, "trials": trials, "budget": {"max_steps": 60},
-                    "sampler": {"name": "tpe", "seed": 7},
-                    "pruner": {"name": "median", "warmup_steps": 10, "startup_trials": 1}, **tune}
+    tree["tune"] = {
+        "space": SPACE,
+        "trials": trials,
+        "budget": {"max_steps": 60},
+        "sampler": {"name": "tpe", "seed": 7},
+        "pruner": {"name": "median", "warmup_steps": 10, "startup_trials": 1},
+        **tune,
+    }
     path.write_text(yaml.safe_dump(tree))
     return path
 
@@ -53,7 +63,9 @@ def test_every_arm_gets_exactly_its_trials_with_the_same_search_settings_recorde
     assert sorted(by_arm) == ["clip_norm=0.25", "clip_norm=null"]
     assert all(len(arm) == 4 for arm in by_arm.values())
     search = {k: v for k, v in runs[0].data.params.items() if k.startswith("tune.")}
-    assert search["tune.trials"] == "4" and search["tune.sampler.seed"] == "7" and search["tune.budget.max_steps"] == "60"
+    assert (
+        search["tune.trials"] == "4" and search["tune.sampler.seed"] == "7" and search["tune.budget.max_steps"] == "60"
+    )
     for run in runs:  # the same space, budget, sampler and seed on every trial of every arm
         assert {k: v for k, v in run.data.params.items() if k.startswith("tune.")} == search
         assert run.data.params["train.max_steps"] == "60"
@@ -63,9 +75,17 @@ def test_every_arm_gets_exactly_its_trials_with_the_same_search_settings_recorde
 
 
 def test_progress_counts_trials_with_the_time_spent_and_an_eta(tuned):
-    lines = [l for l in tuned["stderr"].splitlines() if l.startswith("rnnlab: tuning: ")]
-    counts = [int(re.match(r"rnnlab: tuning: (\d+)/8 trials done · [0-2] running · [\d.]+ min elapsed · ETA "
-                           r"([\d.]+ min|\?) for the search · \[clip=", l).group(1)) for l in lines]
+    lines = [line for line in tuned["stderr"].splitlines() if line.startswith("rnnlab: tuning: ")]
+    counts = [
+        int(
+            re.match(
+                r"rnnlab: tuning: (\d+)/8 trials done · [0-2] running · [\d.]+ min elapsed · ETA "
+                r"([\d.]+ min|\?) for the search · \[clip=",
+                line,
+            ).group(1)
+        )
+        for line in lines
+    ]
     assert counts == list(range(1, 9))  # one line per finished trial, in order
     assert "rnnlab: study: 8/8 cells done" in tuned["stderr"]  # then the cells, counted as before
 
@@ -121,8 +141,14 @@ def test_the_report_shows_each_arms_search_and_the_expected_best_score_against_t
 def test_a_search_killed_midway_resumes_with_exactly_its_trials_and_no_trial_number_twice(tmp_path, tiny_corpus):
     path = tuned_study(tmp_path, "tiny_resume", tiny_corpus, trials=3)
     env = {**os.environ, "RNNLAB_HOME": str(tmp_path)}
-    study = subprocess.Popen(rnnlab_command("study", str(path)), cwd=REPO, env=env, stderr=subprocess.PIPE,
-                             stdout=subprocess.DEVNULL, text=True)
+    study = subprocess.Popen(
+        rnnlab_command("study", str(path)),
+        cwd=REPO,
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     seen = []
     for line in study.stderr:  # stop it after two trials have finished
         seen.append(line)
@@ -149,8 +175,9 @@ def test_expected_best_matches_a_hand_computed_example():
     # n=1: the mean, 20. n=2: P(max=10)=1/9, P(max=20)=3/9, P(max=30)=5/9 → (10 + 60 + 150)/9 = 24.44…
     assert np.allclose(expected_best([20, 10, 30], "max"), [20.0, 220 / 9, (10 * 1 + 20 * 7 + 30 * 19) / 27])
     # Lower is better: the same draws, mirrored.
-    assert np.allclose(expected_best([20, 10, 30], "min"), [20.0, (30 * 1 + 20 * 3 + 10 * 5) / 9,
-                                                            (30 * 1 + 20 * 7 + 10 * 19) / 27])
+    assert np.allclose(
+        expected_best([20, 10, 30], "min"), [20.0, (30 * 1 + 20 * 3 + 10 * 5) / 9, (30 * 1 + 20 * 7 + 10 * 19) / 27]
+    )
     # A diverged trial (inf) among them: with one draw the expectation is inf; it only fades as n grows
     assert math.isinf(expected_best([100, math.inf], "min")[0])
 
@@ -158,18 +185,22 @@ def test_expected_best_matches_a_hand_computed_example():
 def test_the_ranking_over_budget_is_put_in_words():
     from tasks.tuned_answer import ranking_words
 
-    assert ranking_words(["a", "a", "a", "b", "b"], {}) == ("with at most 3 trials per arm `a` looks better; "
-                                                             "from 4 on, `b`")
+    assert ranking_words(["a", "a", "a", "b", "b"], {}) == (
+        "with at most 3 trials per arm `a` looks better; from 4 on, `b`"
+    )
     assert ranking_words(["b"] * 4, {"b": "lstm"}).startswith("`lstm` has the better expected best score at every")
 
 
-@pytest.mark.parametrize("tune, expected", [
-    ({"space": {"train.lrr": {"log_uniform": [1, 40]}}, "trials": 2}, "train.lrr"),
-    ({"space": {"train.lr": {"log_uniform": [40, 1]}}, "trials": 2}, "low < high"),
-    ({"space": {"train.lr": {"log_uniform": [0, 1]}}, "trials": 2}, "positive low bound"),
-    ({"space": {"train.clip_norm": {"uniform": [0.1, 1]}}, "trials": 2}, "also a factor"),
-    ({"space": {"train.lr": {"log_uniform": [1, 40]}}, "trials": 0}, "tune.trials"),
-])
+@pytest.mark.parametrize(
+    "tune, expected",
+    [
+        ({"space": {"train.lrr": {"log_uniform": [1, 40]}}, "trials": 2}, "train.lrr"),
+        ({"space": {"train.lr": {"log_uniform": [40, 1]}}, "trials": 2}, "low < high"),
+        ({"space": {"train.lr": {"log_uniform": [0, 1]}}, "trials": 2}, "positive low bound"),
+        ({"space": {"train.clip_norm": {"uniform": [0.1, 1]}}, "trials": 2}, "also a factor"),
+        ({"space": {"train.lr": {"log_uniform": [1, 40]}}, "trials": 0}, "tune.trials"),
+    ],
+)
 def test_a_bad_search_is_refused_before_anything_trains_naming_the_key(tmp_path, tiny_corpus, tune, expected):
     path = tiny_study(tmp_path, "tiny_bad_tune", tiny_corpus, {"train.clip_norm": [None, 0.25]})
     tree = yaml.safe_load(path.read_text())
@@ -201,14 +232,29 @@ def test_a_translation_study_is_estimated_too_and_more_epochs_cost_more(tmp_path
 
     corpus = cut_parallel(tmp_path / "mt", lines=300)
     path = tmp_path / "tiny_mt.yaml"
-    path.write_text(yaml.safe_dump({
-        "study": "tiny_mt", "base": str(REPO / "conf" / "runs" / "multi30k_deen.yaml"),
-        "overrides": {"data.corpus": str(corpus), "data.vocab_size": 80, "model.embedding_size": 16,
-                      "model.hidden_size": 16, "train.batch_size": 16, "train.max_minutes": None, "eval.beam": 2},
-        "factors": {"model.bidirectional": [False, True]}, "seeds": [1, 2], "concurrency": 2, "metric": {"name": "valid_bleu_greedy",
-                                                                                      "goal": "max"}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "study": "tiny_mt",
+                "base": str(REPO / "conf" / "runs" / "multi30k_deen.yaml"),
+                "overrides": {
+                    "data.corpus": str(corpus),
+                    "data.vocab_size": 80,
+                    "model.embedding_size": 16,
+                    "model.hidden_size": 16,
+                    "train.batch_size": 16,
+                    "train.max_minutes": None,
+                    "eval.beam": 2,
+                },
+                "factors": {"model.bidirectional": [False, True]},
+                "seeds": [1, 2],
+                "concurrency": 2,
+                "metric": {"name": "valid_bleu_greedy", "goal": "max"},
+            }
+        )
+    )
     estimates = []
-    for epochs in (2, 6):
+    for epochs in (2, 60):  # far apart: the tiny model's epoch costs well under a second, and the figure is rounded
         done = rnnlab("study", str(path), f"train.max_epochs={epochs}", "--dry-run", home=tmp_path)
         assert done.returncode == 0, done.stderr[-3000:]
         assert "rnnlab: study 'tiny_mt': 4 cells, 2 at a time" in done.stderr, done.stderr
@@ -223,8 +269,12 @@ def test_a_diverged_trial_counts_as_a_uniform_guess_so_its_arm_keeps_a_finite_ex
 
     from tasks.tuned_answer import expected_best, trial_values
 
-    trials = pd.DataFrame([{"outcome": "trained", "metrics.valid_ppl": 200.0, "vocab": "10000"},
-                           {"outcome": "diverged", "metrics.valid_ppl": math.nan, "vocab": "10000"}])
+    trials = pd.DataFrame(
+        [
+            {"outcome": "trained", "metrics.valid_ppl": 200.0, "vocab": "10000"},
+            {"outcome": "diverged", "metrics.valid_ppl": math.nan, "vocab": "10000"},
+        ]
+    )
     values = trial_values(trials, "valid_ppl", "min")
     assert values == [200.0, 10000.0]  # perplexity of a uniform guess over 10,000 words
     curve = expected_best(values, "min")
@@ -241,6 +291,8 @@ def test_the_expected_best_ranking_says_where_the_bands_do_not_separate_the_arms
     a = Curve(n, np.array([300.0, 250, 240]), np.array([280.0, 240, 235]), np.array([320.0, 260, 245]))
     b = Curve(n, np.array([400.0, 300, 250]), np.array([350.0, 270, 238]), np.array([450.0, 330, 260]))
     words = band_words({"a": a, "b": b}, ["a", "a", "a"], "min")
-    assert "clear of every other arm's at 2 of 3 budgets" in words and "do not establish the ranking" in words  # 245 > 238
+    assert (
+        "clear of every other arm's at 2 of 3 budgets" in words and "do not establish the ranking" in words
+    )  # 245 > 238
     far = Curve(n, b.expected + 100, b.low + 100, b.high + 100)
     assert band_words({"a": a, "b": far}, ["a", "a", "a"], "min").endswith("at all 3 budgets")

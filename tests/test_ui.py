@@ -14,7 +14,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from conftest import REPO, SESSION_MARK, processes_left, rnnlab_command
 
 LISTEN_WITHIN = 10.0  # seconds, on 2 cores: the issue's requirement, not a benchmark
@@ -43,10 +42,15 @@ class UI:
         self.url = f"http://127.0.0.1:{self.port}"
         self.mark = f"ui-{uuid.uuid4().hex[:8]}"
         self.started = time.monotonic()
-        self.process = subprocess.Popen(rnnlab_command("ui", *args, "--port", str(self.port)), cwd=REPO,
-                                        env={**os.environ, "RNNLAB_HOME": str(home), SESSION_MARK: self.mark},
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            rnnlab_command("ui", *args, "--port", str(self.port)),
+            cwd=REPO,
+            env={**os.environ, "RNNLAB_HOME": str(home), SESSION_MARK: self.mark},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
 
     def wait_listening(self, timeout: float = 120) -> float:
         """Seconds from the command's start until the server answers."""
@@ -124,8 +128,10 @@ def test_an_unknown_study_is_named_with_the_experiments_there_and_nothing_starts
     ui = UI(ui_study["home"], "tiny_uii")
     _, stderr = ui.process.communicate(timeout=60)  # it ends by itself
     assert ui.process.returncode == 2 and "Traceback" not in stderr
-    assert stderr.strip().splitlines() == [f"rnnlab: error: no study or experiment 'tiny_uii' in sqlite:///"
-                                           f"{ui_study['home'] / 'mlruns' / 'mlflow.db'}; there are: Default, tiny_ui"]
+    assert stderr.strip().splitlines() == [
+        f"rnnlab: error: no study or experiment 'tiny_uii' in sqlite:///"
+        f"{ui_study['home'] / 'mlruns' / 'mlflow.db'}; there are: Default, tiny_ui"
+    ]
     assert not processes_left(mark=ui.mark)
 
 
