@@ -198,6 +198,21 @@ def metric_curves(
         return save(fig, path)
 
 
+def binned_band(curves: list[pd.Series], points: int) -> tuple[np.ndarray, ...]:
+    """Runs' per-step curves (indexed by step) binned to at most `points` steps: each bin's median step, the mean over
+    runs of each run's median in the bin, and the band's low and high (min and max of any run in the bin)."""
+    frame = pd.concat(curves, axis=1).sort_index()
+    bins = np.arange(len(frame)) // max(1, math.ceil(len(frame) / points))
+    binned = frame.groupby(bins)
+    steps = frame.index.to_series().groupby(bins).median().to_numpy()
+    return (
+        steps,
+        binned.median().mean(axis=1).to_numpy(),
+        binned.min().min(axis=1).to_numpy(),
+        binned.max().max(axis=1).to_numpy(),
+    )
+
+
 def gradient_norms(
     histories: dict[str, list[pd.Series]],
     thresholds: dict[str, float | None],
@@ -214,12 +229,7 @@ def gradient_norms(
             finite = [c for c in finite if len(c)]
             if not finite:
                 continue
-            frame = pd.concat([np.log10(c) for c in finite], axis=1).sort_index()
-            width = max(1, math.ceil(len(frame) / points))
-            binned = frame.groupby(np.arange(len(frame)) // width)
-            steps = frame.index.to_series().groupby(np.arange(len(frame)) // width).median().to_numpy()
-            mean = binned.median().mean(axis=1).to_numpy()
-            low, high = binned.min().min(axis=1).to_numpy(), binned.max().max(axis=1).to_numpy()
+            steps, mean, low, high = binned_band([np.log10(c) for c in finite], points)
             ax.plot(steps, 10**mean, color=colour[variant], label=variant, linewidth=1.2)
             ax.fill_between(steps, 10**low, 10**high, color=colour[variant], alpha=0.15, linewidth=0)
         for threshold in sorted({t for t in thresholds.values() if t}):  # one line per threshold, not per variant
@@ -254,12 +264,7 @@ def training_losses(
             runs = [(o, s[np.isfinite(s)]) for o, s in runs]
             good = [s for o, s in runs if o == TRAINED and len(s)]
             if good:
-                frame = pd.concat(good, axis=1).sort_index()
-                width = max(1, math.ceil(len(frame) / points))
-                bins = np.arange(len(frame)) // width
-                binned = frame.groupby(bins)
-                steps = frame.index.to_series().groupby(bins).median().to_numpy()
-                mean, low, high = binned.median().mean(axis=1), binned.min().min(axis=1), binned.max().max(axis=1)
+                steps, mean, low, high = binned_band(good, points)
                 ax.plot(steps, mean, color=colour[variant], linewidth=1.2, label=f"{variant} (trained: {len(good)})")
                 ax.fill_between(steps, low, high, color=colour[variant], alpha=0.15, linewidth=0)
                 shown += [*low, *high]
