@@ -1,6 +1,6 @@
 """How long the command line takes to answer: `rnnlab --help`, and `rnnlab compare STUDY` on a finished study (the
 whole process, as a shell sees it: Python's start, the imports, the store's queries, the table, the exit), both
-computed (`--fresh`) and asked again of the unchanged store (the answer kept by rnnlab/answers.py).
+computed (`--fresh`) and asked again of the unchanged store (the answer kept by rnnlab/runtime/answers.py).
 
     python benchmarks/bench_cli_start.py [--study quick] [--home .] [--rounds 7]
 
@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tasks import hardware  # noqa: E402  (torch, in this process only: the commands timed are other processes)
+from tasks.record import hardware  # noqa: E402  (torch, in this process only: the commands timed are other processes)
 
 
 def timed(argv: list[str], env: dict[str, str]) -> float:

@@ -18,8 +18,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("RNNLAB_DATA_DIR", str(REPO.parent / "shared" / "data"))
 
-from rnnlab.config import DataConfig  # noqa: E402
-from tasks.lm_corpus import prepare_lm_corpus  # noqa: E402
+from rnnlab.schemas.config import DataConfig  # noqa: E402
+from tasks.data.lm_corpus import prepare_lm_corpus  # noqa: E402
 
 
 def timed(corpus: str) -> float:

@@ -1,4 +1,4 @@
-"""Why every fit flushes denormal floats to zero (tasks.hardware.flush_denormals): the step time of the PTB small
+"""Why every fit flushes denormal floats to zero (tasks.record.hardware.flush_denormals): the step time of the PTB small
 LSTM (2x200, V=10k, bptt 20, batch 20) when healthy and when saturated, with denormals flushed or not.
 
 A saturated LSTM is what an unclipped one often becomes after a loss spike at a high learning rate: its gates sit
@@ -25,7 +25,7 @@ import json, sys, time
 import torch
 import torch.nn.functional as F
 sys.path.insert(0, {repo!r})
-from tasks import hardware
+from tasks.record import hardware
 flush, threads, steps = {flush}, {threads}, {steps}
 if flush:
     hardware.flush_denormals()
@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
-    from tasks import hardware
+    from tasks.record import hardware
 
     print(
         f"CPU: {hardware.cpu_model()}; {hardware.cpu_offers()}; {args.steps} forward+backward steps, median of "

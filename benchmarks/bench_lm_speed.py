@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("RNNLAB_HOME", tempfile.mkdtemp(prefix="rnnlab-bench-"))
 os.environ.setdefault("RNNLAB_DATA_DIR", str(REPO.parent / "shared" / "data"))
 
-from rnnlab.env import configure  # noqa: E402
+from rnnlab.runtime.env import configure  # noqa: E402
 
 configure()
 
@@ -33,10 +33,10 @@ import torch  # noqa: E402
 from peak import machine_line, peaks, print_peaks, report  # noqa: E402  (beside this file)
 from torch import nn  # noqa: E402
 
-from rnnlab import config  # noqa: E402
-from tasks import tracking  # noqa: E402
-from tasks.lm import eos_index, fit_lm, lm_columns  # noqa: E402
-from tasks.lm_corpus import prepare_lm_corpus  # noqa: E402
+from rnnlab.schemas import config  # noqa: E402
+from tasks.data.lm_corpus import prepare_lm_corpus  # noqa: E402
+from tasks.kinds.lm import eos_index, fit_lm, lm_columns  # noqa: E402
+from tasks.record import tracking  # noqa: E402
 
 
 class BareLM(nn.Module):

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("RNNLAB_HOME", tempfile.mkdtemp(prefix="rnnlab-bench-"))
 os.environ.setdefault("RNNLAB_DATA_DIR", str(REPO.parent / "shared" / "data"))
 
-from rnnlab.env import configure  # noqa: E402
+from rnnlab.runtime.env import configure  # noqa: E402
 
 configure()
 
@@ -35,11 +35,11 @@ from peak import machine_line, peaks, print_peaks, report  # noqa: E402  (beside
 from torch.utils.data import DataLoader  # noqa: E402
 
 from models.seq2seq import Seq2Seq, sequence_nll  # noqa: E402
-from rnnlab import config  # noqa: E402
-from tasks import tracking  # noqa: E402
-from tasks.model_settings import seq2seq_shape  # noqa: E402
-from tasks.nmt import BucketBatches, PairDataset, collate, fit_nmt, translate_ids  # noqa: E402
-from tasks.steps import prepare_corpus  # noqa: E402
+from rnnlab.schemas import config  # noqa: E402
+from tasks.kinds.nmt import BucketBatches, PairDataset, collate, fit_nmt, translate_ids  # noqa: E402
+from tasks.kinds.steps import prepare_corpus  # noqa: E402
+from tasks.record import tracking  # noqa: E402
+from tasks.training.model_settings import seq2seq_shape  # noqa: E402
 
 CONFIG = REPO / "conf" / "runs" / "multi30k_deen.yaml"
 
@@ -129,12 +129,12 @@ def main() -> None:
     report(speeds, flops, found, unit="tgt tok/s")
 
     if args.run:  # decoding speed depends on how well the model has learned when to stop: use a trained run
-        from tasks.nmt import load_run
+        from tasks.kinds.nmt import load_run
 
         _, net, _, _ = load_run(args.run, tempfile.mkdtemp())
         print(f"decoding with the model of run {args.run}")
     else:
-        from tasks.nmt import load_translator
+        from tasks.kinds.nmt import load_translator
 
         net = load_translator(cfg, corpus.src_vocab, corpus.tgt_vocab, checkpoint)
     sources = corpus.load("test")["src"][: args.translate]

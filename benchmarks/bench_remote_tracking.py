@@ -26,7 +26,7 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 from bench_lm_speed import rnnlab_tokens_per_second  # noqa: E402  (configures the environment)
 
-from rnnlab import servers  # noqa: E402
+from rnnlab.runtime import servers  # noqa: E402
 
 
 def free_port() -> int:

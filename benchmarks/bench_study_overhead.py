@@ -48,10 +48,10 @@ def main() -> None:
 
     os.environ["RNNLAB_HOME"] = str(home)
     sys.path.insert(0, str(REPO))
-    from rnnlab.env import configure
+    from rnnlab.runtime.env import configure
 
     configure()
-    from tasks import tracking
+    from tasks.record import tracking
 
     client = tracking.client()
     parent = client.get_run(result["parent_run_id"])

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from tasks import hardware
+from tasks.record import hardware
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

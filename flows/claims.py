@@ -1,6 +1,6 @@
 """A claims study (conf/studies/lecture.yaml): every named study through the study flow (finished cells reused) ─►
 open the claims' parent run ─► probe the finished, trained runs the measurements need; date each criterion from git
-(tasks/claims_registration.py) ─► measurements, verdicts and pre-registration (tasks/claims.py) ─► the claims
+(tasks/claims/registration.py) ─► measurements, verdicts and pre-registration (tasks/claims/verdicts.py) ─► the claims
 report. Composes, decides nothing else."""
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from typing import Any
 from prefect import flow, task
 
 from flows.study import StudyFailed, study_flow
-from rnnlab.claims import Lecture, load_claims
-from rnnlab.env import project_dir
-from tasks import tracking
-from tasks.claims import Evidence, evaluate, refusal, run_records
-from tasks.claims_registration import timeline
-from tasks.claims_report import build_claims_report
-from tasks.outcome import TRAINED
-from tasks.steps import probe_context, probe_gradient_flow, probe_spectral_check
+from rnnlab.runtime.env import project_dir
+from rnnlab.schemas.claims_file import Lecture, load_claims
+from tasks.claims.registration import timeline
+from tasks.claims.report import build_claims_report
+from tasks.claims.verdicts import Evidence, evaluate, refusal, run_records
+from tasks.kinds.steps import probe_context, probe_gradient_flow, probe_spectral_check
+from tasks.record import tracking
+from tasks.record.outcome import TRAINED
 
 # Which probes each measurement kind reads, on the trained runs of its `study`.
 PROBES = {

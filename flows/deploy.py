@@ -8,8 +8,8 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError, model_validator
 
-from rnnlab.config import ConfigError, Section, describe, read_yaml
-from rnnlab.study import load_study
+from rnnlab.schemas.config import ConfigError, Section, describe, read_yaml
+from rnnlab.schemas.study import load_study
 
 CHECKOUT = Path(__file__).resolve().parent.parent  # the code that work-pool workers run (not the stores' project)
 

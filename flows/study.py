@@ -31,19 +31,19 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 
 from flows.train import run_steps
 from flows.tune import search_arms, search_digest, tuned_cells
-from rnnlab.env import die_with_parent, expect_workers, project_dir
-from rnnlab.processes import interrupt_once_in_worker
-from rnnlab.study import Cell, Study, load_study, show
-from tasks import tracking
-from tasks.compare import as_json, cell_results, compare, log_comparison, metric_key, summary_metrics
-from tasks.fitting import cell_dir
-from tasks.held_out import NAMED_TAG, SCORED_TAG, SPLIT_TAG, named_variants, runs_to_score
-from tasks.outcome import DIVERGED, FAILED_TO_LEARN
-from tasks.steps import check_cells_fit, has_split, prepare_data, score_held_out
-from tasks.steps import data_key as corpus_key
-from tasks.tuned_answer import expected_best, trial_values, tuned_answer
-from tasks.tuning import storage_url
-from tasks.verdict import answer
+from rnnlab.runtime.env import die_with_parent, expect_workers, project_dir
+from rnnlab.runtime.processes import interrupt_once_in_worker
+from rnnlab.schemas.study import Cell, Study, load_study, show
+from tasks.analysis.answer import answer
+from tasks.analysis.compare import as_json, cell_results, compare, log_comparison, metric_key, summary_metrics
+from tasks.analysis.held_out import NAMED_TAG, SCORED_TAG, SPLIT_TAG, named_variants, runs_to_score
+from tasks.analysis.tuned_answer import expected_best, trial_values, tuned_answer
+from tasks.kinds.steps import check_cells_fit, has_split, prepare_data, score_held_out
+from tasks.kinds.steps import data_key as corpus_key
+from tasks.record import tracking
+from tasks.record.outcome import DIVERGED, FAILED_TO_LEARN
+from tasks.training.fitting import cell_dir
+from tasks.training.tuning import storage_url
 
 
 class StudyFailed(RuntimeError):
@@ -366,7 +366,7 @@ def start_cell_worker() -> None:
     interrupt_once_in_worker()
     tracking.import_store()  # the cells' store, imported while the collector is paused
     gc.freeze()  # this module, and so everything a cell needs, is imported by the time the initializer runs
-    gc.enable()  # paused during the start-up by rnnlab.env.pause_gc_in_spawned_worker
+    gc.enable()  # paused during the start-up by rnnlab.runtime.env.pause_gc_in_spawned_worker
 
 
 @task(name="start-worker")
@@ -549,7 +549,9 @@ def study_flow(study_file: str, overrides: list[str] | None = None, force: bool 
             tracking.set_tags(parent_run_id, {f"rnnlab.{k}": v for k, v in counts.items()})
             if failures:
                 tracking.log_text(parent_run_id, "\n".join(failures) + "\n", "failures.txt")
-            from tasks.report import build_report  # here, not at import: workers need no matplotlib or scipy
+            from tasks.reports.study_report import (
+                build_report,  # here, not at import: workers need no matplotlib or scipy
+            )
 
             report = build_report(study.name, parent_run_id, str(project_dir() / "reports" / study.name))
             if failures:  # after everything is recorded: the execution (Prefect flow run, parent run) shows as failed

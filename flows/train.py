@@ -7,11 +7,11 @@ from typing import Any
 
 from prefect import flow, task
 
-from rnnlab.config import RunConfig
-from tasks import tracking
-from tasks.fitting import FitResult
-from tasks.outcome import DIVERGED, Outcome, judge
-from tasks.steps import evaluate, prepare_data, skipped_eval_splits, train
+from rnnlab.schemas.config import RunConfig
+from tasks.kinds.steps import evaluate, prepare_data, skipped_eval_splits, train
+from tasks.record import tracking
+from tasks.record.outcome import DIVERGED, Outcome, judge
+from tasks.training.fitting import FitResult
 
 # Bookkeeping, not settings: the run's own name and experiment are the run's attributes in MLflow, not params (as
 # params they became columns and a default axis of the compare view's parallel-coordinates plot).

@@ -1,6 +1,6 @@
 """A tuned study's search: every arm (variant of the grid) gets `tune.trials` Optuna trials, each a task run of the
 study flow under its `concurrency`, with the same space, per-trial budget and sampler seed; then each arm's best
-setting. Composes; the searching is Optuna's (tasks/tuning.py)."""
+setting. Composes; the searching is Optuna's (tasks/training/tuning.py)."""
 
 from __future__ import annotations
 
@@ -20,12 +20,20 @@ from prefect.futures import wait
 from prefect.task_runners import TaskRunner
 
 from flows.train import run_steps
-from rnnlab.config import RunConfig, build, deep_merge
-from rnnlab.study import Cell, Study, dotted, run_name, show
-from tasks import tracking
-from tasks.steps import data_key
-from tasks.tuned_answer import PRUNED, draw_value, worst_score
-from tasks.tuning import PruneBySteps, counted, distribution, make_pruner, open_search, reclaim_interrupted, search_name
+from rnnlab.schemas.config import RunConfig, build, deep_merge
+from rnnlab.schemas.study import Cell, Study, dotted, run_name, show
+from tasks.analysis.tuned_answer import PRUNED, draw_value, worst_score
+from tasks.kinds.steps import data_key
+from tasks.record import tracking
+from tasks.training.tuning import (
+    PruneBySteps,
+    counted,
+    distribution,
+    make_pruner,
+    open_search,
+    reclaim_interrupted,
+    search_name,
+)
 
 
 @dataclass(frozen=True)
@@ -159,7 +167,7 @@ def run_trial(
 
 def objective_value(study: Study, trial: dict[str, Any], vocab: int) -> float:
     """What Optuna is told: the deciding metric; a diverged trial, a uniform guess's score (it still counts), the
-    same draw as the expected-best curve counts (tasks/tuned_answer.py worst_score)."""
+    same draw as the expected-best curve counts (tasks/analysis/tuned_answer.py worst_score)."""
     metric, goal = study.config.metric.name, study.config.metric.goal
     return draw_value(trial["outcome"], trial["value"], worst_score(metric, goal, vocab))
 

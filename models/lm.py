@@ -119,7 +119,7 @@ class LanguageModel(optim.ReuseNormForClipping, metrics.ValidationNLL, pl.Lightn
 
     def on_validation_epoch_end(self) -> None:
         super().on_validation_epoch_end()
-        # Every token's loss, in the split's order (as `tasks.lm.token_losses` lays them out), kept with the step
+        # Every token's loss, in the split's order (as `tasks.kinds.lm.token_losses` lays them out), kept with the step
         # they measured: a checkpoint saved at that step carries them (`on_save_checkpoint`), so the selected
         # checkpoint's final score need not run this pass again.
         losses = torch.cat(self._valid_segments).t().reshape(-1)[: self._valid_tokens]

@@ -1,6 +1,6 @@
 """The models' own settings, beside no framework: plain frozen dataclasses, torch-free.
 
-Torch-free so that the run config (rnnlab/config.py) can apply the same rules while it validates a YAML file,
+Torch-free so that the run config (rnnlab/schemas/config.py) can apply the same rules while it validates a YAML file,
 before anything heavy is imported; models/ still imports nothing from rnnlab/, tasks/ or flows/.
 """
 

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rnnlab import answers, servers, store
-from rnnlab.env import (
+from rnnlab.runtime import answers, servers, store
+from rnnlab.runtime.env import (
     EnvironmentProblem,
     check_project,
     collector_paused,
@@ -28,7 +28,7 @@ from rnnlab.env import (
     project_dir,
     release_reserve,
 )
-from rnnlab.processes import Interrupts, abandon_prefect_api, start_prefect_api
+from rnnlab.runtime.processes import Interrupts, abandon_prefect_api, start_prefect_api
 
 pause_gc_in_spawned_worker()  # this module is re-imported first in the worker processes of a study
 
@@ -252,8 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as err:
         # lazy: only on an error (pydantic ~0.1 s, torch): --help and a kept answer stay light
-        from rnnlab.config import ConfigError
-        from tasks.corpus_files import DataError
+        from rnnlab.schemas.config import ConfigError
+        from tasks.data.corpus_files import DataError
 
         if isinstance(err, (ConfigError, DataError)):
             print(f"rnnlab: error: {err}", file=sys.stderr)
@@ -304,7 +304,7 @@ def check_environment(launch_prefect: bool = False) -> None:
     if launch_prefect:
         start_prefect_api(wait=False)
     store.check_store()  # before the heavy imports below: an unreachable server fails the command in a second
-    from tasks import tracking  # lazy: MLflow and Prefect (~5 s of imports), after the store answered
+    from tasks.record import tracking  # lazy: MLflow and Prefect (~5 s of imports), after the store answered
 
     tracking.mark_orphans()
 
@@ -315,17 +315,17 @@ def quietly(as_json: bool) -> contextlib.AbstractContextManager:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from rnnlab import config  # lazy, as every heavy import in a command: --help loads none of them
+    from rnnlab.schemas import config  # lazy, as every heavy import in a command: --help loads none of them
 
     cfg = config.load(args.config, args.overrides)
     with quietly(args.json):
         check_environment(launch_prefect=True)
-        from tasks.steps import prepare_corpus  # lazy: torch, Prefect (~6 s), after the cheap checks
+        from tasks.kinds.steps import prepare_corpus  # lazy: torch, Prefect (~6 s), after the cheap checks
 
         prepare_corpus(cfg)  # bad data fails here, with a clear message, before Prefect or MLflow start
         start_prefect_api()
         from flows.train import train_flow  # lazy: Lightning, only once the data is ready
-        from tasks.tracking import tracking_uri
+        from tasks.record.tracking import tracking_uri
 
         result = train_flow(cfg)
     result["tracking_uri"] = tracking_uri()
@@ -350,8 +350,8 @@ def dry_run(study) -> int:
     """What `rnnlab study` would run (cells, trials) and about how long it would take here; trains and records
     nothing (the corpora are prepared: their sizes enter the estimate)."""
     from flows.study import threads_per_cell  # lazy: torch
-    from tasks.estimate import estimate_lines
-    from tasks.steps import data_key, prepare_corpus
+    from tasks.kinds.estimate import estimate_lines
+    from tasks.kinds.steps import data_key, prepare_corpus
 
     corpora = {data_key(c.config): prepare_corpus(c.config) for c in study.cells}
     for cell in study.cells:
@@ -368,8 +368,8 @@ def dry_run(study) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from rnnlab.claims import is_claims_file  # lazy: pydantic, not needed by --help
-    from rnnlab.study import load_study  # lazy: pydantic, not needed by --help
+    from rnnlab.schemas.claims_file import is_claims_file  # lazy: pydantic, not needed by --help
+    from rnnlab.schemas.study import load_study  # lazy: pydantic, not needed by --help
 
     if is_claims_file(args.study):
         return cmd_claims(args)
@@ -386,7 +386,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         return dry_run(study)
     with quietly(args.json):
         check_environment(launch_prefect=True)
-        from tasks.steps import check_cells_fit, data_key, prepare_corpus  # lazy: torch, Prefect (~6 s)
+        from tasks.kinds.steps import check_cells_fit, data_key, prepare_corpus  # lazy: torch, Prefect (~6 s)
 
         corpora = {data_key(c.config): c.config for c in study.cells}
         corpora = {key: prepare_corpus(config) for key, config in corpora.items()}  # bad data fails here, before
@@ -397,7 +397,7 @@ def cmd_study(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         from flows.study import threads_per_cell  # lazy: loaded by the flow next anyway
-        from tasks.estimate import estimate_lines
+        from tasks.kinds.estimate import estimate_lines
 
         print(*estimate_lines(study, corpora, threads_per_cell(study))[-1:], file=sys.stderr)
         start_prefect_api()
@@ -408,8 +408,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         except StudyFailed as err:
             print(f"rnnlab: study '{study.name}' failed: {err}", file=sys.stderr)
             return 1
-    from tasks.compare import comparison, formatted  # loaded by the flow already: costs nothing here
-    from tasks.tracking import tracking_uri
+    from tasks.analysis.compare import comparison, formatted  # loaded by the flow already: costs nothing here
+    from tasks.record.tracking import tracking_uri
 
     table = formatted(comparison(study.name, result["parent_run_id"]))
     result["tracking_uri"] = tracking_uri()
@@ -428,12 +428,12 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def cmd_claims(args: argparse.Namespace) -> int:
     """A claims file (a top-level `claims:` list): its studies, the probes, the verdicts and the claims report."""
-    from rnnlab.claims import load_claims  # lazy: pydantic, not needed by --help
+    from rnnlab.schemas.claims_file import load_claims  # lazy: pydantic, not needed by --help
 
     lecture = load_claims(args.study, args.overrides)  # every study's cells and every criterion validated here
     with quietly(args.json):
         check_environment()
-        from tasks.steps import check_cells_fit, data_key, prepare_corpus  # lazy: torch, Prefect (~6 s)
+        from tasks.kinds.steps import check_cells_fit, data_key, prepare_corpus  # lazy: torch, Prefect (~6 s)
 
         for study in lecture.studies.values():  # bad data fails here, before Prefect or MLflow start
             corpora = {data_key(c.config): c.config for c in study.cells}
@@ -445,7 +445,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
         )
         start_prefect_api()
         from flows.claims import claims_flow  # lazy: Lightning and the probes, only once the data is ready
-        from tasks.claims_report import terminal_table
+        from tasks.claims.report import terminal_table
 
         result = claims_flow(args.study, args.overrides, args.force, args.recorded)
     failed = "".join(f"\nrnnlab: study {line}" for line in result["failures"])
@@ -474,7 +474,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise LookupError(f"--csv {args.csv}: the folder {folder} does not exist; create it first")
         if Path(args.csv).is_dir():
             raise LookupError(f"--csv {args.csv}: a directory; give a file name, e.g. {Path(args.csv) / 'table.csv'}")
-    # The answer printed before, if nothing it came from has changed (rnnlab.answers): ~0.1 s instead of ~3 s.
+    # The answer printed before, if nothing it came from has changed (rnnlab.runtime.answers): ~0.1 s instead of ~3 s.
     # A --csv file is written from the table itself, so that command computes it.
     kept = answers.lookup("compare", args.study, args.parent_run, args.json)
     if kept.found and not (args.fresh or args.csv):
@@ -488,9 +488,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return 0
     with quietly(True):
         with collector_paused():
-            from tasks.compare import as_json, comparison, formatted  # lazy: MLflow, pandas, SciPy (~2 s)
-            from tasks.tracking import import_store
-            from tasks.verdict import answer
+            from tasks.analysis.answer import answer
+            from tasks.analysis.compare import as_json, comparison, formatted  # lazy: MLflow, pandas, SciPy (~2 s)
+            from tasks.record.tracking import import_store
 
             import_store()  # SQLAlchemy's store, inside the pause too (`client()` would import it after it)
 
@@ -528,9 +528,9 @@ def cmd_report(args: argparse.Namespace) -> int:
             "with --out"
         )
     with quietly(True):
-        from tasks.claims_report import is_claims_study  # lazy: MLflow, matplotlib, scipy (~6 s)
-        from tasks.claims_report import render as render_claims
-        from tasks.report import log_report, render
+        from tasks.claims.report import is_claims_study  # lazy: MLflow, matplotlib, scipy (~6 s)
+        from tasks.claims.report import render as render_claims
+        from tasks.reports.study_report import log_report, render
 
         store.read_only()
         claims = is_claims_study(args.study)
@@ -659,11 +659,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise LookupError("give either --file (language model) or both --src and --ref (translation)")
     with quietly(args.json):
         if args.file:
-            from tasks.lm import evaluate_file  # lazy: torch, Lightning (~5 s)
+            from tasks.kinds.lm import evaluate_file  # lazy: torch, Lightning (~5 s)
 
             metrics = evaluate_file(args.run_id, args.file)
         else:
-            from tasks.nmt import evaluate_pair  # lazy: torch, Lightning (~5 s)
+            from tasks.kinds.nmt import evaluate_pair  # lazy: torch, Lightning (~5 s)
 
             metrics = evaluate_pair(args.run_id, args.src, args.ref)
     shown = ", ".join(
@@ -678,7 +678,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_probe(args: argparse.Namespace) -> int:
     with quietly(args.json):
-        from tasks import probes  # lazy: torch, Lightning, matplotlib (~5 s)
+        from tasks.claims.verdicts import probes  # lazy: torch, Lightning, matplotlib (~5 s)
 
         if args.probe == "context":
             result = probes.context_probe(args.run_id, args.split, args.positions, args.force)
@@ -708,7 +708,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_translate(args: argparse.Namespace) -> int:
     with contextlib.redirect_stdout(sys.stderr):
-        from tasks.nmt import translate_file  # lazy: torch, Lightning (~5 s)
+        from tasks.kinds.nmt import translate_file  # lazy: torch, Lightning (~5 s)
 
         translations = translate_file(args.run_id, args.input, args.beam)
     sys.stdout.write("".join(t + "\n" for t in translations))
@@ -760,11 +760,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from rnnlab import config  # lazy, as every heavy import in a command: --help loads none of them
+    from rnnlab.schemas import config  # lazy, as every heavy import in a command: --help loads none of them
 
     cfg = config.load(None, args.overrides)
     with quietly(args.json):
-        from tasks.steps import prepare_corpus  # lazy: torch, Prefect (~6 s)
+        from tasks.kinds.steps import prepare_corpus  # lazy: torch, Prefect (~6 s)
 
         corpus = prepare_corpus(cfg)
     sizes = getattr(corpus, "tokens", None) or corpus.pairs

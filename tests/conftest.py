@@ -24,7 +24,7 @@ os.environ["RNNLAB_DATA_DIR"] = str(
     Path(os.environ.get("RNNLAB_DATA_DIR") or REPO.parent / "shared" / "data").resolve()
 )
 
-from rnnlab.env import configure  # noqa: E402  (must run before Prefect/MLflow are imported)
+from rnnlab.runtime.env import configure  # noqa: E402  (must run before Prefect/MLflow are imported)
 
 configure()
 
@@ -110,7 +110,7 @@ def tiny_corpus(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_cfg(tiny_corpus):
     """The shipped ptb_small config with tiny limits, on the tiny corpus; more overrides may be given."""
-    from rnnlab import config
+    from rnnlab.schemas import config
 
     def make(*overrides: str, experiment: str = "tests"):
         return config.load(RUN_CONFIG, [f"data.corpus={tiny_corpus}", f"experiment={experiment}", *TINY, *overrides])

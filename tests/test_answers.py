@@ -1,6 +1,6 @@
-"""`rnnlab compare` keeps its answer until the store or the code changes (rnnlab/answers.py): asked again, it prints
-the same bytes without loading MLflow; after any change to the store it computes the answer again, and it never keeps
-one that a write in the same clock tick could have made stale."""
+"""`rnnlab compare` keeps its answer until the store or the code changes (rnnlab/runtime/answers.py): asked again, it
+prints the same bytes without loading MLflow; after any change to the store it computes the answer again, and it never
+keeps one that a write in the same clock tick could have made stale."""
 
 import os
 import shutil
@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO, rnnlab_command
 from mlflow import MlflowClient
 
-from rnnlab import answers
+from rnnlab.runtime import answers
 
 
 def compare(home: Path, *args: str, importtime: bool = False) -> subprocess.CompletedProcess:

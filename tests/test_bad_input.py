@@ -18,11 +18,12 @@ import pytest
 import yaml
 from conftest import REPO, RUN_CONFIG, TINY, cut_corpus, rnnlab_command
 
-from rnnlab import config, store
 from rnnlab.cli import main
-from rnnlab.env import EnvironmentProblem
-from rnnlab.processes import Interrupts
-from tasks import tracking
+from rnnlab.runtime import store
+from rnnlab.runtime.env import EnvironmentProblem
+from rnnlab.runtime.processes import Interrupts
+from rnnlab.schemas import config
+from tasks.record import tracking
 
 # --- setups: each writes into the case's folder and returns the names it adds to the argv -------------------------
 

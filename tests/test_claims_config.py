@@ -8,8 +8,8 @@ import pytest
 import yaml
 from conftest import REPO
 
-from rnnlab.claims import load_claims
 from rnnlab.cli import main
+from rnnlab.schemas.claims_file import load_claims
 
 LECTURE = REPO / "conf" / "studies" / "lecture.yaml"
 

@@ -10,10 +10,10 @@ import pytest
 import yaml
 from conftest import REPO
 
-from rnnlab.claims import ClaimsConfig
-from rnnlab.config import read_yaml
-from tasks.claims import PREREGISTERED, Evidence, evaluate
-from tasks.claims_registration import timeline
+from rnnlab.schemas.claims_file import ClaimsConfig
+from rnnlab.schemas.config import read_yaml
+from tasks.claims.registration import timeline
+from tasks.claims.verdicts import PREREGISTERED, Evidence, evaluate
 
 CLIPPING = next(
     c

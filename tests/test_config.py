@@ -6,8 +6,8 @@ import pydantic
 import pytest
 from conftest import REPO, RUN_CONFIG
 
-from rnnlab import config
-from rnnlab.config import ConfigError, RunConfig, known_keys
+from rnnlab.schemas import config
+from rnnlab.schemas.config import ConfigError, RunConfig, known_keys
 
 SHIPPED = sorted((REPO / "conf" / "runs").glob("*.yaml"))
 

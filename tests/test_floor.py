@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import DATA_DIR
 
-from tasks.outcome import FAILED_TO_LEARN, TRAINED, judge
-from tasks.unigram import floor_tags, unigram_perplexities
+from tasks.data.unigram import floor_tags, unigram_perplexities
+from tasks.record.outcome import FAILED_TO_LEARN, TRAINED, judge
 
 
 def test_the_floor_is_the_exact_unigram_perplexity_of_the_split():
@@ -30,8 +30,8 @@ def test_a_word_the_training_split_never_has_is_smoothed_not_infinite():
 
 
 def test_ptb_valid_floor_is_687_and_travels_with_the_corpus_as_a_run_tag(tiny_cfg):
-    from rnnlab import config
-    from tasks.lm_corpus import prepare_lm_corpus
+    from rnnlab.schemas import config
+    from tasks.data.lm_corpus import prepare_lm_corpus
 
     cfg = config.load("conf/runs/ptb_small.yaml", [])
     corpus = prepare_lm_corpus(cfg.data)
@@ -65,8 +65,8 @@ def test_a_tiny_run_that_learned_only_word_frequencies_is_recorded_as_failed_to_
     start) ends far above the unigram floor, though below a uniform guess over the vocabulary, the old floor: under
     the default floor its run says that it failed to learn, with both numbers, and carries the floor as a tag."""
     from flows.train import run_steps
-    from tasks import tracking
-    from tasks.steps import prepare_corpus
+    from tasks.kinds.steps import prepare_corpus
+    from tasks.record import tracking
 
     cfg = tiny_cfg("eval.floor=unigram", "train.lr_schedule=constant", "train.lr=1e-4", experiment="floor")
     corpus = prepare_corpus(cfg)

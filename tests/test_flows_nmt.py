@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, rnnlab_command
 
-from rnnlab import config
-from tasks import tracking
+from rnnlab.schemas import config
+from tasks.record import tracking
 
 WORDS = "red green blue black white small big old young tall short happy".split()
 NMT_CONFIG = REPO / "conf" / "runs" / "multi30k_deen.yaml"

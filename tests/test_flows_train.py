@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from conftest import REPO, RUN_CONFIG, TINY, rnnlab_command
 
-from tasks import tracking
+from tasks.record import tracking
 
 
 def rnnlab(*args, env=None, **kw) -> subprocess.CompletedProcess:
@@ -213,8 +213,8 @@ def test_a_train_command_hashes_each_split_file_once(prefect_server, tiny_cfg, t
     import hashlib
 
     from flows.train import train_flow
-    from tasks import corpus_files
-    from tasks.steps import prepare_corpus
+    from tasks.data import corpus_files
+    from tasks.kinds.steps import prepare_corpus
 
     hashed = []
     digest = hashlib.file_digest

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from rnnlab.env import collector_paused
+from rnnlab.runtime.env import collector_paused
 
 PACKAGES = ("rnnlab", "flows", "tasks", "models")
 
@@ -71,7 +71,7 @@ def cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_walk_finds_the_imports():
     graph = import_graph()
-    assert "tasks.tracking" in graph["flows.train"]
+    assert "tasks.record.tracking" in graph["flows.train"]
     assert cycle({"a.x": {"a.y"}, "a.y": {"a.z"}, "a.z": {"a.x"}}) == ["a.x", "a.y", "a.z", "a.x"]
 
 
@@ -101,17 +101,17 @@ def test_arrows_point_down():
     assert not upward
 
 
-WINGS = {"lm": ("tasks.lm", "tasks.lm_corpus"), "nmt": ("tasks.nmt", "tasks.nmt_corpus")}
+WINGS = {"lm": ("tasks.kinds.lm", "tasks.data.lm_corpus"), "nmt": ("tasks.kinds.nmt", "tasks.data.nmt_corpus")}
 FLOOR = (
-    "tasks.corpus_files",
-    "tasks.hardware",
-    "tasks.metrics_logger",
-    "tasks.fitting",
-    "tasks.scoring",
-    "tasks.model_settings",
-    "tasks.tracking",
-    "tasks.outcome",
-    "tasks.unigram",
+    "tasks.data.corpus_files",
+    "tasks.record.hardware",
+    "tasks.record.metrics_logger",
+    "tasks.training.fitting",
+    "tasks.training.scoring",
+    "tasks.training.model_settings",
+    "tasks.record.tracking",
+    "tasks.record.outcome",
+    "tasks.data.unigram",
 )
 
 
@@ -131,7 +131,7 @@ def test_what_compare_and_help_load_holds_no_training_library():
     (together ~5 s of start-up), and `rnnlab --help` not even MLflow."""
     probe = (
         "import sys; import rnnlab.cli; help = set(sys.modules); "
-        "import tasks.compare, tasks.verdict, tasks.tracking; "
+        "import tasks.analysis.compare, tasks.analysis.answer, tasks.record.tracking; "
         "print(sorted(m for m in ('torch', 'lightning', 'prefect') if m in sys.modules), "
         "sorted(m for m in ('mlflow', 'pandas', 'torch') if m in help))"
     )

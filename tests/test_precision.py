@@ -11,8 +11,8 @@ from test_flows_nmt import reversal, reversal_cfg  # noqa: F401  (a fixture)
 from test_flows_study import rnnlab, store
 from test_tasks_fitting import fit, history
 
-from rnnlab.config import ConfigError
-from tasks import hardware, tracking
+from rnnlab.schemas.config import ConfigError
+from tasks.record import hardware, tracking
 
 runs_bf16 = pytest.mark.skipif(
     not hardware.cpu_runs_bf16(), reason=f"this CPU cannot run torch's bf16 kernels ({hardware.cpu_offers()})"
@@ -92,7 +92,7 @@ def test_the_report_lists_the_precision_and_warns_when_cells_differ_in_it_withou
 
     import pandas as pd
 
-    from tasks.report import environment_section
+    from tasks.reports.study_report import environment_section
 
     def parent(params):
         return SimpleNamespace(info=SimpleNamespace(run_id="p1"), data=SimpleNamespace(params=params))

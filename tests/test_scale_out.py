@@ -16,7 +16,7 @@ from conftest import REPO, TINY, rnnlab_command
 from mlflow import MlflowClient
 from test_flows_study import tiny_study
 
-from rnnlab.env import pid_alive
+from rnnlab.runtime.env import pid_alive
 
 pytestmark = pytest.mark.servers
 

@@ -25,7 +25,7 @@ uri, worker, rounds, workers, gates = sys.argv[1], int(sys.argv[2]), int(sys.arg
 os.environ["MLFLOW_TRACKING_URI"] = uri
 import torch
 torch.set_num_threads(1)
-from tasks import tracking
+from tasks.record import tracking
 
 def gate(name):
     # A barrier between processes: each says it is here, then waits for all the others (polled every ms)

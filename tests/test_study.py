@@ -6,8 +6,8 @@ import pytest
 import yaml
 from conftest import REPO
 
-from rnnlab.config import ConfigError
-from rnnlab.study import load_study
+from rnnlab.schemas.config import ConfigError
+from rnnlab.schemas.study import load_study
 
 STUDIES = REPO / "conf" / "studies"
 
@@ -159,7 +159,7 @@ def test_a_study_is_decided_by_a_metric_its_runs_log(tmp_path, name, overrides, 
 
 def test_a_study_decides_on_validation_data_and_holds_the_test_split_out(tmp_path):
     """Cells are scored on valid only; deciding on a test score, or asking cells to score test, is refused before
-    anything runs: the test split is scored once, after the decision (tasks/held_out.py)."""
+    anything runs: the test split is scored once, after the decision (tasks/analysis/held_out.py)."""
     study = load_study(write_study(tmp_path))
     assert {cell.config.eval.splits for cell in study.cells} == {("valid",)}
     with pytest.raises(ConfigError, match=r"metric.name='test_ppl' is a test score.*decide on 'valid_ppl' instead"):

@@ -7,10 +7,11 @@ import pytest
 import yaml
 from conftest import REPO
 
-from rnnlab.config import ConfigError
-from rnnlab.study import StudyConfig, load_study, log_scale_metric
-from tasks import stats, tracking
-from tasks.compare import declared_effect
+from rnnlab.schemas.config import ConfigError
+from rnnlab.schemas.study import StudyConfig, load_study, log_scale_metric
+from tasks.analysis import stats
+from tasks.analysis.compare import declared_effect
+from tasks.record import tracking
 
 
 def write_study(tmp_path, **fields):

@@ -9,9 +9,9 @@ import math
 import pytest
 from conftest import REPO
 
-from rnnlab.claims import Claim, ClaimsConfig
-from rnnlab.config import read_yaml
-from tasks.claims import Evidence, evaluate, refusal
+from rnnlab.schemas.claims_file import Claim, ClaimsConfig
+from rnnlab.schemas.config import read_yaml
+from tasks.claims.verdicts import Evidence, evaluate, refusal
 
 LECTURE_FILE = REPO / "conf" / "studies" / "lecture.yaml"
 LECTURE = ClaimsConfig.model_validate(read_yaml(LECTURE_FILE))
@@ -329,7 +329,7 @@ def test_every_claim_on_no_data_is_judged_without_an_error():
 
 def test_a_factor_value_none_is_a_value_not_null():
     """attention=none (no attention) is a setting of its own, not a missing value: it keeps its name in the claims."""
-    from tasks.claims import setting
+    from tasks.claims.verdicts import setting
 
     assert setting({"factors": {"model.attention": "none"}, "params": {}}, "model.attention") == "none"
     assert setting({"factors": {}, "params": {"train.clip_norm": "None"}}, "train.clip_norm") == "null"

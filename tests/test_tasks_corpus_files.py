@@ -11,10 +11,10 @@ import pytest
 import torch
 from conftest import DATA_DIR, cut_corpus
 
-from rnnlab.config import DataConfig, ParallelDataConfig
-from tasks.corpus_files import DataError, data_dir, download, sha256_file
-from tasks.lm_corpus import prepare_lm_corpus
-from tasks.nmt_corpus import prepare_parallel_corpus
+from rnnlab.schemas.config import DataConfig, ParallelDataConfig
+from tasks.data.corpus_files import DataError, data_dir, download, sha256_file
+from tasks.data.lm_corpus import prepare_lm_corpus
+from tasks.data.nmt_corpus import prepare_parallel_corpus
 
 
 @pytest.fixture(autouse=True)

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from models.lm import LanguageModel
-from tasks import tracking
-from tasks.fitting import load_weights
-from tasks.lm import fit_lm, segment_loader
-from tasks.lm_corpus import prepare_lm_corpus
+from tasks.data.lm_corpus import prepare_lm_corpus
+from tasks.kinds.lm import fit_lm, segment_loader
+from tasks.record import tracking
+from tasks.training.fitting import load_weights
 
 
 def fit(cfg, callbacks=()):
@@ -113,7 +113,7 @@ def test_each_recurrent_layer_logs_its_own_pre_clip_gradient_norm_every_50_steps
 
 def test_a_translator_logs_its_encoder_and_decoder_layers_by_name():
     from models.seq2seq import Translator
-    from tasks.fitting import recurrent_layers
+    from tasks.training.fitting import recurrent_layers
 
     shape = {"src_vocab": 20, "tgt_vocab": 20, "embedding_size": 8, "hidden_size": 12, "layers": 2}
     layers = recurrent_layers(Translator(shape, {"optimizer": "adam", "lr": 1e-3}))
@@ -180,7 +180,7 @@ def test_best_and_last_checkpoints_and_validation_every_epoch(tiny_cfg):
 
 
 def test_the_selected_checkpoint_carries_the_losses_its_validation_measured_so_scoring_need_not_repeat_it(tiny_cfg):
-    from tasks.lm import eos_index, load_net, token_losses, validated_losses
+    from tasks.kinds.lm import eos_index, load_net, token_losses, validated_losses
 
     cfg = tiny_cfg("train.max_epochs=3")
     run_id, result = fit(cfg)
@@ -203,7 +203,7 @@ def test_a_diverging_run_stops_and_records_the_step(tiny_cfg):
     assert result.stop_reason.startswith("the training loss became ")  # inf or nan
     run = tracking.client().get_run(run_id)
     assert run.data.metrics["diverged_step"] == result.diverged_at
-    from tasks.lm import validated_losses
+    from tasks.kinds.lm import validated_losses
 
     state = torch.load(result.checkpoint, weights_only=True)  # no validation as it stopped: the weights it ended with
     assert state["global_step"] == result.steps and validated_losses(result.checkpoint, 10**6) is None
@@ -247,7 +247,7 @@ class FakeTrainer:
     ],
 )
 def test_the_blow_up_rule_watches_the_mean_loss_over_a_window_after_warm_up(losses, stop_at):
-    from tasks.fitting import TrainingLoss
+    from tasks.training.fitting import TrainingLoss
 
     rule = TrainingLoss(math.log(100), ratio=1.5, window=10, after=5)
     trainer = FakeTrainer()
@@ -263,7 +263,7 @@ def test_the_blow_up_rule_watches_the_mean_loss_over_a_window_after_warm_up(loss
 
 
 def test_a_checkpoint_cut_off_mid_write_is_set_aside_instead_of_resumed(tmp_path):
-    from tasks.fitting import resumable
+    from tasks.training.fitting import resumable
 
     broken = tmp_path / "last.ckpt"
     broken.write_bytes(b"PK\x03\x04 half a zip file")
@@ -273,7 +273,7 @@ def test_a_checkpoint_cut_off_mid_write_is_set_aside_instead_of_resumed(tmp_path
 
 
 def test_a_checkpoint_that_does_not_fit_the_model_is_set_aside_instead_of_resumed(tmp_path, capsys):
-    from tasks.fitting import resumable
+    from tasks.training.fitting import resumable
 
     model = LanguageModel(10, {"hidden_size": 4, "embedding_size": 4}, {})
     checkpoint = tmp_path / "last.ckpt"
@@ -330,8 +330,8 @@ import sys, threading
 import torch
 sys.path.insert(0, {repo!r})
 if {flush}:
-    from rnnlab import config
-    from tasks.fitting import seed_and_threads
+    from rnnlab.schemas import config
+    from tasks.training.fitting import seed_and_threads
     seed_and_threads(config.load({repo!r} + "/conf/runs/ptb_small.yaml", ["train.num_threads=2"]))
 else:
     torch.set_num_threads(2)

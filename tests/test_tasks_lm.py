@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from models.lm import RNNLM, LMSettings
-from tasks.lm import epoch_order, lm_columns, reorder_sentences, sentence_spans, training_loader
-from tasks.lm import split_perplexity as perplexity
+from tasks.kinds.lm import epoch_order, lm_columns, reorder_sentences, sentence_spans, training_loader
+from tasks.kinds.lm import split_perplexity as perplexity
 
 V, EOS = 20, 0
 

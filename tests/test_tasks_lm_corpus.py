@@ -7,11 +7,11 @@ import pytest
 import torch
 from conftest import REPO, RUN_CONFIG, TINY, cut_corpus, rnnlab_command
 
-from rnnlab.config import DataConfig
-from tasks import tracking
-from tasks.corpus_files import DataError
-from tasks.lm_corpus import EOS, UNK, prepare_lm_corpus, read_vocab
-from tasks.steps import prepare_corpus
+from rnnlab.schemas.config import DataConfig
+from tasks.data.corpus_files import DataError
+from tasks.data.lm_corpus import EOS, UNK, prepare_lm_corpus, read_vocab
+from tasks.kinds.steps import prepare_corpus
+from tasks.record import tracking
 
 
 @pytest.mark.parametrize(

@@ -10,10 +10,10 @@ import torch
 from test_tasks_lm import epoch_batches, same
 
 from flows.train import open_run
-from tasks import tracking
-from tasks.fitting import load_weights
-from tasks.lm import eos_index, fit_lm, segment_loader, training_loader
-from tasks.lm_corpus import prepare_lm_corpus
+from tasks.data.lm_corpus import prepare_lm_corpus
+from tasks.kinds.lm import eos_index, fit_lm, segment_loader, training_loader
+from tasks.record import tracking
+from tasks.training.fitting import load_weights
 
 
 class BatchRecorder(pl.Callback):

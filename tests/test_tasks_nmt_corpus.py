@@ -8,11 +8,11 @@ import pytest
 from conftest import DATA_DIR, REPO
 from test_flows_nmt import write_reversal_corpus
 
-from rnnlab import config
-from rnnlab.config import ParallelDataConfig
-from tasks.corpus_files import DataError
-from tasks.nmt_corpus import prepare_parallel_corpus, processor
-from tasks.steps import prepare_corpus
+from rnnlab.schemas import config
+from rnnlab.schemas.config import ParallelDataConfig
+from tasks.data.corpus_files import DataError
+from tasks.data.nmt_corpus import prepare_parallel_corpus, processor
+from tasks.kinds.steps import prepare_corpus
 
 
 def test_a_damaged_subword_cache_is_rebuilt(tmp_path, capsys):

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from rnnlab import cli
-from rnnlab.processes import Interrupts
-from tasks import probes, tracking
+from rnnlab.runtime.processes import Interrupts
+from tasks.claims.verdicts import probes
+from tasks.record import tracking
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +30,7 @@ def lstm_run(prefect_server, tiny_corpus):
     from conftest import RUN_CONFIG, TINY
 
     from flows.train import train_flow
-    from rnnlab import config
+    from rnnlab.schemas import config
 
     cfg = config.load(RUN_CONFIG, [f"data.corpus={tiny_corpus}", "experiment=probes", *TINY])
     result = train_flow(cfg)
@@ -45,8 +46,8 @@ def probe(capsys, *argv: str) -> tuple[int, dict | None, str]:
 
 def test_the_initial_network_is_the_one_training_started_from(tiny_cfg):
     from models.lm import LanguageModel
-    from tasks.fitting import seed_and_threads
-    from tasks.model_settings import as_dict, lm_settings, optim_settings
+    from tasks.training.fitting import seed_and_threads
+    from tasks.training.model_settings import as_dict, lm_settings, optim_settings
 
     cfg = tiny_cfg("seed=7")
     seed_and_threads(cfg)  # what tasks/lm.fit_lm does before it builds the module
@@ -149,7 +150,7 @@ def test_the_spectral_check_is_citable():
 def test_a_probe_of_the_wrong_run_or_split_is_one_line_and_exit_2(argv, message, capsys, lstm_run):
     from conftest import REPO
 
-    from rnnlab import config
+    from rnnlab.schemas import config
 
     nmt = tracking.open_run("probes-bad", "nmt", {}, {})
     tracking.log_text(nmt, config.load(REPO / "conf" / "runs" / "multi30k_deen.yaml", []).to_yaml(), "config.yaml")

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks import stats
+from tasks.analysis import stats
 
 
 def sentences(n: int = 300, seed: int = 0) -> pd.DataFrame:

@@ -4,9 +4,9 @@ import subprocess
 
 import pytest
 
-from tasks import tracking
-from tasks.metrics_logger import MlflowMetricsLogger
-from tasks.tracking import closing, open_run
+from tasks.record import tracking
+from tasks.record.metrics_logger import MlflowMetricsLogger
+from tasks.record.tracking import closing, open_run
 
 
 def new_run(**tags) -> str:
@@ -118,7 +118,7 @@ def test_a_store_that_another_process_is_writing_is_never_taken_for_damaged(tmp_
     import sys
     import time
 
-    from rnnlab.store import check_local_store
+    from rnnlab.runtime.store import check_local_store
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     writer = subprocess.Popen(

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks import stats
-from tasks.compare import compare, formatted
-from tasks.verdict import answer
+from tasks.analysis import stats
+from tasks.analysis.answer import answer
+from tasks.analysis.compare import compare, formatted
 
 TANH_OFF, TANH_ON, LSTM_OFF, LSTM_ON = ("rnn_tanh", "null"), ("rnn_tanh", "0.25"), ("lstm", "null"), ("lstm", "0.25")
 

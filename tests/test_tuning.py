@@ -169,7 +169,7 @@ def test_a_search_killed_midway_resumes_with_exactly_its_trials_and_no_trial_num
 
 
 def test_expected_best_matches_a_hand_computed_example():
-    from tasks.tuned_answer import expected_best
+    from tasks.analysis.tuned_answer import expected_best
 
     # Three trials scoring 10, 20, 30 (higher is better). Best of n draws with replacement:
     # n=1: the mean, 20. n=2: P(max=10)=1/9, P(max=20)=3/9, P(max=30)=5/9 → (10 + 60 + 150)/9 = 24.44…
@@ -183,7 +183,7 @@ def test_expected_best_matches_a_hand_computed_example():
 
 
 def test_the_ranking_over_budget_is_put_in_words():
-    from tasks.tuned_answer import ranking_words
+    from tasks.analysis.tuned_answer import ranking_words
 
     assert ranking_words(["a", "a", "a", "b", "b"], {}) == (
         "with at most 3 trials per arm `a` looks better; from 4 on, `b`"
@@ -267,7 +267,7 @@ def test_a_translation_study_is_estimated_too_and_more_epochs_cost_more(tmp_path
 def test_a_diverged_trial_counts_as_a_uniform_guess_so_its_arm_keeps_a_finite_expected_best_curve():
     import pandas as pd
 
-    from tasks.tuned_answer import expected_best, trial_values
+    from tasks.analysis.tuned_answer import expected_best, trial_values
 
     trials = pd.DataFrame(
         [
@@ -285,7 +285,7 @@ def test_a_diverged_trial_counts_as_a_uniform_guess_so_its_arm_keeps_a_finite_ex
 
 
 def test_the_expected_best_ranking_says_where_the_bands_do_not_separate_the_arms():
-    from tasks.tuned_answer import Curve, band_words
+    from tasks.analysis.tuned_answer import Curve, band_words
 
     n = np.arange(1, 4)
     a = Curve(n, np.array([300.0, 250, 240]), np.array([280.0, 240, 235]), np.array([320.0, 260, 245]))
