@@ -18,7 +18,7 @@ import pytest
 import yaml
 from conftest import REPO, RUN_CONFIG, TINY, cut_corpus, rnnlab_command
 
-from rnnlab.cli import main
+from rnnlab.cli.main import main
 from rnnlab.runtime import store
 from rnnlab.runtime.env import EnvironmentProblem
 from rnnlab.runtime.processes import Interrupts

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from conftest import REPO
 
-from rnnlab.cli import main
+from rnnlab.cli.main import main
 from rnnlab.schemas.claims_file import load_claims
 
 LECTURE = REPO / "conf" / "studies" / "lecture.yaml"

@@ -199,13 +199,17 @@ def test_compare_builds_the_table_and_the_answer_from_mlflow_alone(clipping_stud
 
 
 def test_compare_ends_without_tearing_down_yet_loses_no_output(clipping_study, tmp_path):
-    """`rnnlab compare` skips the interpreter's teardown (`rnnlab.cli.run`): what it printed and wrote is all there,
-    its exit code is the command's, and a reader that stops early (`| head -1`) gets no error from it."""
+    """`rnnlab compare` skips the interpreter's teardown (`rnnlab.cli.main.run`): what it printed and wrote is all
+    there, its exit code is the command's, and a reader that stops early (`| head -1`) gets no error from it."""
     home, _, _, _ = clipping_study
     whole = rnnlab("compare", "tiny_clipping", "--csv", str(tmp_path / "t.csv"), home=home)
     assert whole.returncode == 0 and "rnnlab: wrote" in whole.stderr and len(pd.read_csv(tmp_path / "t.csv")) == 4
     ordinary = subprocess.run(
-        [sys.executable, "-c", "import sys; from rnnlab.cli import main; sys.exit(main(['compare', 'tiny_clipping']))"],
+        [
+            sys.executable,
+            "-c",
+            "import sys; from rnnlab.cli.main import main; sys.exit(main(['compare', 'tiny_clipping']))",
+        ],
         capture_output=True,
         text=True,
         cwd=REPO,

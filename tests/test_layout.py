@@ -130,7 +130,7 @@ def test_what_compare_and_help_load_holds_no_training_library():
     """`rnnlab compare` reads MLflow and computes statistics: it loads neither torch, nor Lightning, nor Prefect
     (together ~5 s of start-up), and `rnnlab --help` not even MLflow."""
     probe = (
-        "import sys; import rnnlab.cli; help = set(sys.modules); "
+        "import sys; import rnnlab.cli.main; help = set(sys.modules); "
         "import tasks.analysis.compare, tasks.analysis.answer, tasks.record.tracking; "
         "print(sorted(m for m in ('torch', 'lightning', 'prefect') if m in sys.modules), "
         "sorted(m for m in ('mlflow', 'pandas', 'torch') if m in help))"

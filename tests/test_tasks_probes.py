@@ -7,7 +7,7 @@ import signal
 import pytest
 import torch
 
-from rnnlab import cli
+from rnnlab.cli import main as cli
 from rnnlab.runtime.processes import Interrupts
 from tasks.claims.verdicts import probes
 from tasks.record import tracking
