@@ -18,8 +18,8 @@ from rnnlab.runtime.env import project_dir
 from rnnlab.schemas.claims_file import Lecture, load_claims
 from tasks.claims.registration import timeline
 from tasks.claims.report import build_claims_report
+from tasks.claims.steps import probe_context, probe_gradient_flow, probe_spectral_check
 from tasks.claims.verdicts import Evidence, evaluate, refusal, run_records
-from tasks.kinds.steps import probe_context, probe_gradient_flow, probe_spectral_check
 from tasks.record import tracking
 from tasks.record.outcome import TRAINED
 

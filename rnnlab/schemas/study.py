@@ -44,43 +44,6 @@ SET_BY_STUDY = {
 # The splits each cell is scored on: the test split is held out until the study has decided.
 CELL_SPLITS = ["valid"]
 
-# What every run logs, whatever its task: the training summary (tasks/training/fitting.py fit_module, flows/train.py
-# record).
-SUMMARY_METRICS = (
-    "train_loss",
-    "train_seconds",
-    "fit_seconds",
-    "eval_seconds",
-    "tokens_per_second",
-    "train_steps",
-    "clipped_share",
-    "max_grad_norm",
-)
-
-
-def logged_metrics(cfg: RunConfig) -> list[str]:
-    """The summaries a trained run of `cfg` logs, so the ones a study can be decided by: the selected checkpoint's
-    validation scores, each split's final scores for the splits in eval.splits (tasks/kinds/lm.py score_lm,
-    tasks/kinds/nmt.py score_translations) and the training summary. (The curves during training are `valid/…`
-    and `train/…`.)"""
-    if cfg.task == "nmt":
-        during = ["valid_bleu_greedy", "valid_ppl", "valid_nll"]
-        scores = [
-            "bleu",
-            "chrf",
-            "bleu_greedy",
-            "chrf_greedy",
-            "ppl",
-            "sentences_per_second",
-            "sentences_per_second_greedy",
-        ]
-    else:
-        during = ["valid_ppl", "valid_nll"]
-        scores = ["ppl", "nll", "tokens"]
-    return list(
-        dict.fromkeys([*during, *(f"{split}_{s}" for split in cfg.eval.splits for s in scores), *SUMMARY_METRICS])
-    )
-
 
 class Metric(Section):
     name: str = Field(
@@ -421,7 +384,7 @@ def check_run_overrides(path: Path, run_over: dict[str, Any], run_keys: list[str
 def check_metric(path: Path, cfg: StudyConfig, cells: list[Cell]) -> None:
     """The deciding metric must be one that every cell's run logs: else every cell would train for nothing and the
     comparison would have no numbers to compare."""
-    allowed = [m for m in logged_metrics(cells[0].config) if all(m in logged_metrics(c.config) for c in cells)]
+    allowed = [m for m in cells[0].config.logged_metrics() if all(m in c.config.logged_metrics() for c in cells)]
     twin = "valid_" + cfg.metric.name.removeprefix("test_")
     if cfg.metric.name.startswith("test_") and twin in allowed:
         raise ConfigError(

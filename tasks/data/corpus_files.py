@@ -1,7 +1,8 @@
 """The shared floor of corpus preparation, the same for every task kind: find a corpus's files (fetching a known
 corpus with its checksum checked), read them, hash them, and publish a prepared cache next to its checksums.
 
-The wings (tasks/data/lm_corpus.py, tasks/data/nmt_corpus.py) say what a corpus's files are and what a cache holds."""
+Each task kind's corpus (tasks/data/lm_corpus.py, tasks/data/nmt_corpus.py) says what a corpus's files are and what a
+cache holds."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from rnnlab.schemas.config import DataConfig, ParallelDataConfig
 from rnnlab.runtime.env import project_dir
+from rnnlab.schemas.config import DataConfig, ParallelDataConfig
 
 
 class DataError(ValueError):
