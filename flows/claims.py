@@ -13,13 +13,14 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.study import StudyFailed, study_flow
+from flows.study import StudyFailed, run_study
 from rnnlab.runtime.env import project_dir
 from rnnlab.schemas.claims_file import Lecture, load_claims
 from tasks.claims.registration import timeline
 from tasks.claims.report import build_claims_report
 from tasks.claims.steps import probe_context, probe_gradient_flow, probe_spectral_check
 from tasks.claims.verdicts import Evidence, evaluate, refusal, run_records
+from tasks.kinds.steps import prepare_study
 from tasks.record import tracking
 from tasks.record.outcome import TRAINED
 
@@ -72,8 +73,23 @@ def claims_flow(
     `recorded`, run no study: judge each one's latest execution in the store, whatever code recorded it (a cell is
     keyed by the code that trains it, so after any code change the studies would otherwise all train again; the
     report names each execution's code version)."""
-    started = time.perf_counter()
     lecture = load_claims(claims_file, overrides or [])
+    corpora = {} if recorded else prepare_study([c for study in lecture.studies.values() for c in study.cells])
+    return judge_claims(lecture, corpora, force, recorded)
+
+
+# validate_parameters=False: the claims file and the corpora are already validated objects; Prefect records them.
+@flow(name="claims", log_prints=False, validate_parameters=False)
+def run_claims(
+    lecture: Lecture, corpora: dict[str, Any], force: bool = False, recorded: bool = False
+) -> dict[str, Any]:
+    """The loaded claims file, its studies' corpora prepared (by data key, once for all its studies): what the
+    command line hands over, having checked them before anything starts."""
+    return judge_claims(lecture, corpora, force, recorded)
+
+
+def judge_claims(lecture: Lecture, corpora: dict[str, Any], force: bool, recorded: bool) -> dict[str, Any]:
+    started = time.perf_counter()
     executions: dict[str, str | None] = {}
     failures: list[str] = []
     for name in lecture.studies:
@@ -84,7 +100,7 @@ def claims_flow(
             continue
         print(f"rnnlab: claims '{lecture.name}': study '{name}'", file=sys.stderr, flush=True)
         try:
-            executions[name] = study_flow(lecture.files[name], lecture.overrides[name], force)["parent_run_id"]
+            executions[name] = run_study(lecture.studies[name], corpora, force)["parent_run_id"]
         except StudyFailed as err:  # its other cells are recorded: the claims are judged on what there is
             failures.append(f"{name}: {err}")
             executions[name] = latest_execution(name)

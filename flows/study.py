@@ -330,15 +330,28 @@ def collect(
 @flow(name="study", log_prints=False)
 def study_flow(study_file: str, overrides: list[str] | None = None, force: bool = False) -> dict[str, Any]:
     """Run (or resume) the study in `study_file` with command-line style `overrides`. Takes a path and strings, so
-    that a Prefect deployment (a schedule, `prefect deployment run`) can start it with JSON parameters."""
-    started = time.perf_counter()
-    fresh_since_ms = int(time.time() * 1000) if force else None
+    that a Prefect deployment (a schedule, `prefect deployment run`) can start it with JSON parameters; the command
+    line, which has loaded the study and prepared its corpora to check them before anything starts, hands those to
+    `run_study` instead."""
     study = load_study(study_file, overrides or [])
     corpora = {}
     for cell in study.cells:
         if data_key(cell) not in corpora:
             corpora[data_key(cell)] = prepare_data(cell.config)
     check_cells_fit(study.cells, corpora)
+    return execute(study, corpora, force)
+
+
+# validate_parameters=False: the study and its corpora are already validated objects; Prefect records them as JSON.
+@flow(name="study", log_prints=False, validate_parameters=False)
+def run_study(study: Study, corpora: dict[str, Any], force: bool = False) -> dict[str, Any]:
+    """Run (or resume) a loaded study on its prepared corpora (by data key: tasks/kinds/steps.py prepare_study)."""
+    return execute(study, {data_key(cell): corpora[data_key(cell)] for cell in study.cells}, force)
+
+
+def execute(study: Study, corpora: dict[str, Any], force: bool) -> dict[str, Any]:
+    started = time.perf_counter()
+    fresh_since_ms = int(time.time() * 1000) if force else None
     code = tracking.code_version()
     keys = [cell_key(cell, corpora[data_key(cell)].checksum, code) for cell in study.cells]
     reused, todo = split_reused(study, keys, force)
@@ -365,9 +378,8 @@ def study_flow(study_file: str, overrides: list[str] | None = None, force: bool 
             tracking.set_tags(parent_run_id, {f"rnnlab.{k}": v for k, v in counts.items()})
             if failures:
                 tracking.log_text(parent_run_id, "\n".join(failures) + "\n", "failures.txt")
-            from tasks.reports.study_report import (
-                build_report,  # here, not at import: workers need no matplotlib or scipy
-            )
+            # here, not at import: workers need no matplotlib or scipy
+            from tasks.reports.study_report import build_report
 
             report = build_report(study.name, parent_run_id, str(project_dir() / "reports" / study.name))
             if failures:  # after everything is recorded: the execution (Prefect flow run, parent run) shows as failed

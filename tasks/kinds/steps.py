@@ -75,6 +75,17 @@ def check_cells_fit(cells: list, corpora: dict[str, Corpus]) -> None:
             raise ConfigError(f"cell {cell.name}: {err}") from None
 
 
+def prepare_study(cells) -> dict[str, Corpus]:
+    """Each corpus that a study's cells need, prepared once (by `data_key`), and every cell checked against its
+    corpus: what a command does before anything starts, and hands to the flow."""
+    corpora: dict[str, Corpus] = {}
+    for cell in cells:
+        if data_key(cell.config) not in corpora:
+            corpora[data_key(cell.config)] = prepare_corpus(cell.config)
+    check_cells_fit(cells, corpora)
+    return corpora
+
+
 def data_key(cfg: RunConfig) -> str:
     """The data settings of a run: runs with the same key share one prepared corpus."""
     return json.dumps(cfg.data.model_dump(mode="json"), sort_keys=True)
