@@ -9,7 +9,7 @@ import torch
 
 from rnnlab import cli
 from rnnlab.runtime.processes import Interrupts
-from tasks.claims.verdicts import probes
+from tasks.claims import probes
 from tasks.record import tracking
 
 

@@ -122,20 +122,20 @@ def score_held_out(cfg: RunConfig, corpus: Corpus, run_id: str, split: str = "te
 
 @task(name="probe-context")
 def probe_context(run_id: str, split: str = "valid", positions: int | None = None, force: bool = False) -> dict:
-    from tasks.claims.verdicts import probes  # lazy: matplotlib, which a training flow never needs
+    from tasks.claims import probes  # lazy: matplotlib, which a training flow never needs
 
     return probes.context_probe(run_id, split, positions, force)
 
 
 @task(name="probe-gradient-flow")
 def probe_gradient_flow(run_id: str, split: str = "valid", positions: int | None = None, force: bool = False) -> dict:
-    from tasks.claims.verdicts import probes  # lazy: matplotlib, which a training flow never needs
+    from tasks.claims import probes  # lazy: matplotlib, which a training flow never needs
 
     return probes.gradient_flow_probe(run_id, split, positions, force)
 
 
 @task(name="spectral-check")
 def probe_spectral_check(radii: list[float]) -> dict:
-    from tasks.claims.verdicts import probes  # lazy: matplotlib, which a training flow never needs
+    from tasks.claims import probes  # lazy: matplotlib, which a training flow never needs
 
     return probes.spectral_check(tuple(radii))
