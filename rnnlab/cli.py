@@ -368,8 +368,8 @@ def dry_run(study) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from rnnlab.schemas.claims_file import is_claims_file  # lazy: pydantic, not needed by --help
     from rnnlab.schemas.study import load_study  # lazy: pydantic, not needed by --help
+    from tasks.claims.claims_file import is_claims_file  # lazy: pydantic, not needed by --help
 
     if is_claims_file(args.study):
         return cmd_claims(args)
@@ -428,7 +428,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def cmd_claims(args: argparse.Namespace) -> int:
     """A claims file (a top-level `claims:` list): its studies, the probes, the verdicts and the claims report."""
-    from rnnlab.schemas.claims_file import load_claims  # lazy: pydantic, not needed by --help
+    from tasks.claims.claims_file import load_claims  # lazy: pydantic, not needed by --help
 
     lecture = load_claims(args.study, args.overrides)  # every study's cells and every criterion validated here
     with quietly(args.json):
