@@ -399,31 +399,15 @@ def check_metric(path: Path, cfg: StudyConfig, cells: list[Cell]) -> None:
         )
 
 
-_LOADED: dict[tuple, tuple[str, Study]] = {}
+def load_study(path: str | Path, overrides: list[str] | None = None, tree: dict | None = None) -> Study:
+    """A study file with its overrides, loaded and every cell validated. `tree`: the file's YAML, where the caller
+    has read it already (the command line reads a file once to tell a claims file from a study file)."""
+    return read_study(Path(path), overrides, tree)
 
 
-def file_text(path: Path) -> str | None:
-    return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
-
-
-def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
-    """A study file with its overrides, loaded and every cell validated; once per process while the study file and
-    its base config read the same (small files: their text is the key): `rnnlab study` loads the study before its
-    flow starts, and the flow loads it again."""
-    path = Path(path)
-    key = (str(path.resolve()), file_text(path), tuple(overrides or []))
-    if key in _LOADED:
-        base_text, study = _LOADED[key]
-        if file_text((path.parent / study.config.base).resolve()) == base_text:
-            return study
-    study = read_study(path, overrides)
-    _LOADED[key] = (file_text((path.parent / study.config.base).resolve()), study)
-    return study
-
-
-def read_study(path: Path, overrides: list[str] | None = None) -> Study:
+def read_study(path: Path, overrides: list[str] | None = None, tree: dict | None = None) -> Study:
     study_over, run_over = split_overrides(overrides or [])
-    tree = deep_merge(read_yaml(path), study_over)
+    tree = deep_merge(read_yaml(path) if tree is None else tree, study_over)
     try:
         cfg = StudyConfig.model_validate(tree)
     except ValidationError as err:

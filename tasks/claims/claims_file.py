@@ -130,9 +130,11 @@ def split_study_overrides(overrides: list[str], names: list[str], source: str) -
     return each
 
 
-def load_claims(path: str | Path, overrides: list[str] | None = None) -> Lecture:
+def load_claims(path: str | Path, overrides: list[str] | None = None, tree: dict | None = None) -> Lecture:
+    """A claims file with its overrides, every study it names loaded (once each) and every criterion validated.
+    `tree`: the file's YAML, where the caller has read it already."""
     path = Path(path)
-    tree = read_yaml(path)
+    tree = read_yaml(path) if tree is None else tree
     try:
         cfg = ClaimsConfig.model_validate(tree)
     except ValidationError as err:
@@ -141,11 +143,12 @@ def load_claims(path: str | Path, overrides: list[str] | None = None) -> Lecture
     for f in files:
         if not (path.parent / f).is_file():
             raise ConfigError(f"{path}: study file not found: {f} (relative to {path.parent})")
-    first = {f: load_study(path.parent / f) for f in files}  # names first, to route `<study>:key=value` overrides
-    names = [s.name for s in first.values()]
-    routed = split_study_overrides(overrides or [], names, str(path))
-    studies = {s.name: load_study(path.parent / f, routed[s.name]) for f, s in first.items()}
-    by_file = {s.name: str(path.parent / f) for f, s in first.items()}
+    trees = {f: read_yaml(path.parent / f) for f in files}  # each read once: names first, to route the overrides
+    named = {f: str(tree.get("study") or Path(f).stem) for f, tree in trees.items()}
+    routed = split_study_overrides(overrides or [], list(named.values()), str(path))
+    loaded = {f: load_study(path.parent / f, routed[named[f]], tree) for f, tree in trees.items()}
+    studies = {s.name: s for s in loaded.values()}
+    by_file = {s.name: str(path.parent / f) for f, s in loaded.items()}
     for claim in cfg.claims:
         measure = claim.measure
         for name in measure.studies_read():
