@@ -36,10 +36,16 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from models.seq2seq import Seq2Seq, sequence_nll  # noqa: E402
 from rnnlab.schemas import config  # noqa: E402
-from tasks.kinds.nmt import BucketBatches, PairDataset, collate, fit_nmt, translate_ids  # noqa: E402
+from tasks.kinds.nmt import (  # noqa: E402
+    BucketBatches,
+    PairDataset,
+    collate,
+    fit_nmt,
+    seq2seq_shape,  # noqa: E402
+    translate_ids,
+)
 from tasks.kinds.steps import prepare_corpus  # noqa: E402
 from tasks.record import tracking  # noqa: E402
-from tasks.training.model_settings import seq2seq_shape  # noqa: E402
 
 CONFIG = REPO / "conf" / "runs" / "multi30k_deen.yaml"
 

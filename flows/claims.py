@@ -1,7 +1,7 @@
 """A claims study (conf/studies/lecture.yaml): every named study through the study flow (finished cells reused) ─►
 open the claims' parent run ─► probe the finished, trained runs the measurements need; date each criterion from git
 (tasks/claims/registration.py) ─► measurements, verdicts and pre-registration (tasks/claims/verdicts.py) ─► the claims
-report. Composes, decides nothing else."""
+report. Which probes a claim needs, its kind says (tasks/claim_kinds/). Composes, decides nothing else."""
 
 from __future__ import annotations
 
@@ -13,22 +13,19 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.study import StudyFailed, study_flow
+from flows.study import StudyFailed, run_study
 from rnnlab.runtime.env import project_dir
-from rnnlab.schemas.claims_file import Lecture, load_claims
+from tasks.claim_kinds.base import CONTEXT, GRADIENT_FLOW, LM_REFUSAL, SPECTRAL, Evidence
+from tasks.claim_kinds.bidirectional import refusal
+from tasks.claims.claims_file import Lecture, load_claims
 from tasks.claims.registration import timeline
+from tasks.claims.registry import KINDS
 from tasks.claims.report import build_claims_report
-from tasks.claims.verdicts import Evidence, evaluate, refusal, run_records
-from tasks.kinds.steps import probe_context, probe_gradient_flow, probe_spectral_check
+from tasks.claims.steps import probe_context, probe_gradient_flow, probe_spectral_check
+from tasks.claims.verdicts import claim_results, run_records
+from tasks.kinds.steps import prepare_study
 from tasks.record import tracking
 from tasks.record.outcome import TRAINED
-
-# Which probes each measurement kind reads, on the trained runs of its `study`.
-PROBES = {
-    "effective_context": ("context",),
-    "vanishing_gradient": ("gradflow",),
-    "lstm_memory": ("context", "gradflow"),
-}
 
 
 @task(name="open-claims-run")
@@ -72,8 +69,23 @@ def claims_flow(
     `recorded`, run no study: judge each one's latest execution in the store, whatever code recorded it (a cell is
     keyed by the code that trains it, so after any code change the studies would otherwise all train again; the
     report names each execution's code version)."""
-    started = time.perf_counter()
     lecture = load_claims(claims_file, overrides or [])
+    corpora = {} if recorded else prepare_study([c for study in lecture.studies.values() for c in study.cells])
+    return judge_claims(lecture, corpora, force, recorded)
+
+
+# validate_parameters=False: the claims file and the corpora are already validated objects; Prefect records them.
+@flow(name="claims", log_prints=False, validate_parameters=False)
+def run_claims(
+    lecture: Lecture, corpora: dict[str, Any], force: bool = False, recorded: bool = False
+) -> dict[str, Any]:
+    """The loaded claims file, its studies' corpora prepared (by data key, once for all its studies): what the
+    command line hands over, having checked them before anything starts."""
+    return judge_claims(lecture, corpora, force, recorded)
+
+
+def judge_claims(lecture: Lecture, corpora: dict[str, Any], force: bool, recorded: bool) -> dict[str, Any]:
+    started = time.perf_counter()
     executions: dict[str, str | None] = {}
     failures: list[str] = []
     for name in lecture.studies:
@@ -84,7 +96,7 @@ def claims_flow(
             continue
         print(f"rnnlab: claims '{lecture.name}': study '{name}'", file=sys.stderr, flush=True)
         try:
-            executions[name] = study_flow(lecture.files[name], lecture.overrides[name], force)["parent_run_id"]
+            executions[name] = run_study(lecture.studies[name], corpora, force)["parent_run_id"]
         except StudyFailed as err:  # its other cells are recorded: the claims are judged on what there is
             failures.append(f"{name}: {err}")
             executions[name] = latest_execution(name)
@@ -96,21 +108,21 @@ def claims_flow(
         )
         for claim in lecture.config.claims:
             m = claim.measure
-            wanted = PROBES.get(m.kind, ())
+            wanted = KINDS[m.kind].probes  # which probes its kind reads
             trained = [r["run_id"] for r in ev.runs.get(getattr(m, "study", ""), []) if r["outcome"] == TRAINED]
             for run_id in trained:  # diverged and failed-to-learn runs are not probed (the report says how many)
-                if "context" in wanted and run_id not in ev.context:
+                if CONTEXT in wanted and run_id not in ev.context:
                     ev.context[run_id] = probe_context(run_id)
-                if "gradflow" in wanted and run_id not in ev.gradflow:
+                if GRADIENT_FLOW in wanted and run_id not in ev.gradflow:
                     ev.gradflow[run_id] = probe_gradient_flow(run_id)
-            if m.kind == "vanishing_gradient" and ev.spectral is None:
+            if SPECTRAL in wanted and ev.spectral is None:
                 ev.spectral = probe_spectral_check(list(m.radii))
-            if m.kind == "bidirectional":
+            if LM_REFUSAL in wanted:
                 ev.refusals[m.lm_config] = refusal(Path(lecture.source).parent / m.lm_config)
         tracking.log_text(
             parent_run_id, json.dumps(ev.as_json(), indent=1, sort_keys=True, default=str), "evidence.json"
         )
-        results = evaluate(lecture.config.claims, ev)
+        results = claim_results(lecture.config.claims, ev)
         tracking.set_tags(
             parent_run_id,
             {f"rnnlab.verdict.{r.claim.id}": r.verdict.verdict for r in results}

@@ -4,35 +4,36 @@ else."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import gc
 import hashlib
 import json
 import math
-import os
 import shutil
-import signal
 import sys
 import time
-from collections.abc import Iterator
-from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from typing import Any
 
 import pandas as pd
-import psutil
 import torch
-from prefect import flow, get_client, task
+from prefect import flow, task
 from prefect.futures import wait
-from prefect.runtime import flow_run
-from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
+from prefect.task_runners import TaskRunner
 
 from flows.train import run_steps
 from flows.tune import search_arms, search_digest, tuned_cells
-from rnnlab.runtime.env import die_with_parent, expect_workers, project_dir
-from rnnlab.runtime.processes import interrupt_once_in_worker
+from rnnlab.runtime.env import project_dir
+from rnnlab.runtime.progress import StudyProgress
+from rnnlab.runtime.workers import (
+    interrupt_workers,
+    settle_worker,
+    start_workers,
+    task_runner,
+    threads_per_cell,
+    training_alone,
+    why_failed,
+    workers_share_this_prefect_api,
+)
 from rnnlab.schemas.study import Cell, Study, load_study, show
 from tasks.analysis.answer import answer
 from tasks.analysis.compare import as_json, cell_results, compare, log_comparison, metric_key, summary_metrics
@@ -41,9 +42,14 @@ from tasks.analysis.tuned_answer import expected_best, trial_values, tuned_answe
 from tasks.kinds.steps import check_cells_fit, has_split, prepare_data, score_held_out
 from tasks.kinds.steps import data_key as corpus_key
 from tasks.record import tracking
+from tasks.record.orphans import close_stale, sweep_orphans
 from tasks.record.outcome import DIVERGED, FAILED_TO_LEARN
 from tasks.training.fitting import cell_dir
 from tasks.training.tuning import storage_url
+
+# What a local cell worker imports as it starts, while its collector is paused: this flow (and so everything a cell
+# needs) and the cells' store.
+CELL_WORKER_PRELOAD = ("flows.study", "tasks.record.tracking:import_store")
 
 
 class StudyFailed(RuntimeError):
@@ -128,7 +134,7 @@ def run_cell(
         **{f"factor.{k}": show(v) for k, v in cell.factors.items()},
     }
     try:
-        with training_alone(cell, key):
+        with training_alone(cell_dir(key).with_suffix(".lock"), cell.name):
             found = tracking.finished_run(study, key)
             if found and (fresh_since_ms is None or found["start_time"] >= fresh_since_ms):
                 print(
@@ -150,68 +156,6 @@ def run_cell(
 
 class CellInterrupted(RuntimeError):
     """A cell stopped by SIGINT/SIGTERM (its run KILLED)."""
-
-
-@contextmanager
-def training_alone(cell: Cell, key: str) -> Iterator[None]:
-    """Hold the cell's lock (a file lock next to its checkpoints) while training it: two executions of a study (a
-    cron one meeting a manual one) would otherwise both train the cell, the second resuming from the first one's
-    live checkpoint. The kernel drops the lock when its holder dies, however it dies. One machine's cells only: a
-    cell's checkpoints are on the machine that trains it."""
-    path = cell_dir(key).with_suffix(".lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "another process"
-            print(f"rnnlab: [{cell.name}] is being trained by {holder}; waiting for it", file=sys.stderr, flush=True)
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"process {os.getpid()}")
-        lock.flush()
-        yield
-
-
-def settle_worker() -> None:
-    """After a cell: collect its garbage, then freeze what is left (the worker's long-lived state) out of the
-    collector's reach, as at the worker's start; so a worker's exit, and the study that waits for it, is quick."""
-    gc.collect()
-    gc.freeze()
-
-
-@task(name="sweep-orphans")
-def sweep_orphans(study: str) -> list[str]:
-    """Cell runs left RUNNING by a study execution that is over (a worker or the study killed, on any machine)
-    → KILLED. (Runs of dead processes on this host are swept by pid whenever a run opens.)"""
-    swept = []
-    with get_client(sync_client=True) as prefect:
-        for run in tracking.running_cells(study):
-            owner = run.data.tags.get("prefect.flow_run_id")
-            if not owner or owner == str(flow_run.id):
-                continue
-            try:
-                state = prefect.read_flow_run(owner).state
-            except Exception:  # unknown to this Prefect server: nothing can still be writing to it through us
-                state = None
-            if state is None or state.is_final():
-                tracking.mark_killed(
-                    run.info.run_id,
-                    f"left RUNNING by study execution {owner} ({state.name if state else 'unknown to Prefect'})",
-                )
-                swept.append(run.info.run_id)
-    return swept
-
-
-def close_stale(study: str, key: str | None, reason: str = "its worker ended before closing the run") -> None:
-    """Cell runs of this execution (of one cell, or all) that their worker left RUNNING (it died, or was killed
-    after the grace of an interrupt): KILLED, not left RUNNING."""
-    for run in tracking.running_cells(study):
-        tags = run.data.tags
-        if key in (None, tags.get("rnnlab.cell_key")) and tags.get("prefect.flow_run_id") == str(flow_run.id):
-            tracking.mark_killed(run.info.run_id, reason)
 
 
 def tune_arms(
@@ -304,107 +248,6 @@ def test_after_decision(study: Study, corpora: dict[str, Any], parent_run_id: st
     return named
 
 
-class StudyProgress:
-    """One line on stderr: cells done/total, running, how the finished ones ended, ETA."""
-
-    def __init__(self, total: int, reused: int, slots: int):
-        self.total, self.done, self.slots = total, reused, slots
-        self.crashed = self.diverged = self.failed_to_learn = 0
-        self.started = time.monotonic()
-        self.trained = 0
-
-    def finished(self, result: dict[str, Any] | None) -> None:
-        self.done += 1
-        self.trained += 1
-        if result is None:
-            self.crashed += 1
-        elif result["outcome"] == DIVERGED:
-            self.diverged += 1
-        elif result["outcome"] == FAILED_TO_LEARN:
-            self.failed_to_learn += 1
-
-    def line(self) -> str:
-        left = self.total - self.done
-        running = min(self.slots, left)
-        elapsed = time.monotonic() - self.started
-        eta = "0.0 min" if not left else "?" if not self.trained else f"{elapsed / self.trained * left / 60:.1f} min"
-        return (
-            f"rnnlab: study: {self.done}/{self.total} cells done · {running} running · {self.diverged} diverged · "
-            f"{self.failed_to_learn} failed to learn · {self.crashed} crashed · {elapsed / 60:.1f} min elapsed · "
-            f"ETA {eta}"
-        )
-
-
-def task_runner(study: Study) -> TaskRunner:
-    """Worker processes, not threads: cells in one process would share torch's global RNG (and the GIL), so a
-    cell's result would depend on its neighbours. Local workers start on demand (none when every cell is reused)
-    and die with the study process, even when it is SIGKILLed. Or a Dask cluster: an existing one, or a local
-    cluster of `concurrency` single-threaded worker processes."""
-    runner = study.config.runner
-    if runner.kind == "dask":
-        from prefect_dask import DaskTaskRunner  # lazy: Dask (~1.3 s), only when a study asks for it
-
-        if runner.address:
-            return DaskTaskRunner(address=runner.address)
-        return DaskTaskRunner(
-            cluster_kwargs={
-                "n_workers": study.config.concurrency,
-                "threads_per_worker": 1,
-                "processes": True,
-                "dashboard_address": None,
-            }
-        )
-    expect_workers()
-    return ProcessPoolTaskRunner(max_workers=study.config.concurrency, initializer=start_cell_worker)
-
-
-def start_cell_worker() -> None:
-    """A local worker's start: die with the study, and freeze what the imports built (torch, Lightning, MLflow:
-    millions of objects) out of the garbage collector's reach. Without that, every full collection walks them, and
-    the interpreter's last collections at exit took ~2 s per worker while the study waited for its pool to close."""
-    die_with_parent()
-    interrupt_once_in_worker()
-    tracking.import_store()  # the cells' store, imported while the collector is paused
-    gc.freeze()  # this module, and so everything a cell needs, is imported by the time the initializer runs
-    gc.enable()  # paused during the start-up by rnnlab.runtime.env.pause_gc_in_spawned_worker
-
-
-@task(name="start-worker")
-def start_worker() -> int:
-    return os.getpid()
-
-
-def start_workers(runner: TaskRunner, study: Study, cells: int) -> None:
-    """Start the local worker processes now, so that they import torch and Lightning while this process opens the
-    study's run, instead of after it. (A Dask runner's workers are started with the runner.)"""
-    if isinstance(runner, ProcessPoolTaskRunner):
-        for _ in range(min(study.config.concurrency, cells)):
-            runner.submit(start_worker, {})
-
-
-@contextmanager
-def workers_share_this_prefect_api() -> Iterator[None]:
-    """Without a Prefect server, each worker process would start a temporary server of its own (seconds each, on the
-    same database): point them at this process's instead, for as long as the workers live."""
-    if os.environ.get("PREFECT_API_URL"):
-        yield
-        return
-    with get_client(sync_client=True) as prefect:
-        os.environ["PREFECT_API_URL"] = str(prefect.api_url).rstrip("/")
-    try:
-        yield
-    finally:
-        del os.environ["PREFECT_API_URL"]
-
-
-def threads_per_cell(study: Study) -> int:
-    """Torch threads per cell, so that the cells running side by side share the cores instead of fighting
-    (0 = leave torch's default: the cores of a remote Dask worker are not ours to count)."""
-    if study.config.runner.kind == "dask" and study.config.runner.address:
-        return 0
-    return max(1, (os.cpu_count() or 1) // study.config.concurrency)
-
-
 def split_reused(study: Study, keys: list[str], force: bool) -> tuple[list[dict[str, Any]], list[tuple[Cell, str]]]:
     """(results of the cells already finished with the same identity, the (cell, key) pairs left to train)."""
     reused, todo = [], []
@@ -428,7 +271,8 @@ def run_grid(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     results = list(reused)
     failures: list[str] = []
-    progress = StudyProgress(len(study.cells), len(results), max(1, min(study.config.concurrency, len(todo))))
+    slots = max(1, min(study.config.concurrency, len(todo)))
+    progress = StudyProgress(len(study.cells), len(results), slots, DIVERGED, FAILED_TO_LEARN)
     if results:
         print(f"rnnlab: study: reusing {len(results)} finished cell(s); training {len(todo)}", file=sys.stderr)
     threads = threads_per_cell(study)
@@ -458,25 +302,6 @@ def run_grid(
     return results, failures
 
 
-def interrupt_workers(cells: list, grace: float = 5.0) -> None:
-    """SIGINT to the cell workers (a terminal's Ctrl-C has sent them one already: they take the first only), then
-    wait for their cells to end, each closing its run as KILLED; a worker still busy after `grace` seconds is
-    killed (the caller closes its run)."""
-    workers = []
-    for child in psutil.Process().children(recursive=True):
-        try:  # the cell workers, not Prefect's own server process
-            if "multiprocessing.spawn" in " ".join(child.cmdline()):
-                child.send_signal(signal.SIGINT)
-                workers.append(child)
-        except psutil.Error:
-            pass
-    _, busy = wait(cells, timeout=grace)
-    if busy:
-        for worker in workers:
-            with contextlib.suppress(psutil.Error):
-                worker.kill()
-
-
 def collect(
     pending: set,
     futures: dict,
@@ -502,31 +327,35 @@ def collect(
         print(progress.line(), file=sys.stderr, flush=True)
 
 
-def why_failed(err: Exception) -> str:
-    if isinstance(err, BrokenProcessPool):  # and the pool ended every other worker's cell with it
-        return (
-            "its worker process died (killed, or out of memory), and the cells running beside it were stopped; "
-            "run the study again to resume them from their checkpoints"
-        )
-    return f"{type(err).__name__}: {err}"
-
-
 @flow(name="study", log_prints=False)
 def study_flow(study_file: str, overrides: list[str] | None = None, force: bool = False) -> dict[str, Any]:
     """Run (or resume) the study in `study_file` with command-line style `overrides`. Takes a path and strings, so
-    that a Prefect deployment (a schedule, `prefect deployment run`) can start it with JSON parameters."""
-    started = time.perf_counter()
-    fresh_since_ms = int(time.time() * 1000) if force else None
+    that a Prefect deployment (a schedule, `prefect deployment run`) can start it with JSON parameters; the command
+    line, which has loaded the study and prepared its corpora to check them before anything starts, hands those to
+    `run_study` instead."""
     study = load_study(study_file, overrides or [])
     corpora = {}
     for cell in study.cells:
         if data_key(cell) not in corpora:
             corpora[data_key(cell)] = prepare_data(cell.config)
     check_cells_fit(study.cells, corpora)
+    return execute(study, corpora, force)
+
+
+# validate_parameters=False: the study and its corpora are already validated objects; Prefect records them as JSON.
+@flow(name="study", log_prints=False, validate_parameters=False)
+def run_study(study: Study, corpora: dict[str, Any], force: bool = False) -> dict[str, Any]:
+    """Run (or resume) a loaded study on its prepared corpora (by data key: tasks/kinds/steps.py prepare_study)."""
+    return execute(study, {data_key(cell): corpora[data_key(cell)] for cell in study.cells}, force)
+
+
+def execute(study: Study, corpora: dict[str, Any], force: bool) -> dict[str, Any]:
+    started = time.perf_counter()
+    fresh_since_ms = int(time.time() * 1000) if force else None
     code = tracking.code_version()
     keys = [cell_key(cell, corpora[data_key(cell)].checksum, code) for cell in study.cells]
     reused, todo = split_reused(study, keys, force)
-    with workers_share_this_prefect_api(), task_runner(study) as runner:
+    with workers_share_this_prefect_api(), task_runner(study, CELL_WORKER_PRELOAD) as runner:
         start_workers(runner, study, len(todo))
         parent_run_id = open_study_run(study, keys, corpora)
         with tracking.closing(parent_run_id):
@@ -549,9 +378,8 @@ def study_flow(study_file: str, overrides: list[str] | None = None, force: bool 
             tracking.set_tags(parent_run_id, {f"rnnlab.{k}": v for k, v in counts.items()})
             if failures:
                 tracking.log_text(parent_run_id, "\n".join(failures) + "\n", "failures.txt")
-            from tasks.reports.study_report import (
-                build_report,  # here, not at import: workers need no matplotlib or scipy
-            )
+            # here, not at import: workers need no matplotlib or scipy
+            from tasks.reports.study_report import build_report
 
             report = build_report(study.name, parent_run_id, str(project_dir() / "reports" / study.name))
             if failures:  # after everything is recorded: the execution (Prefect flow run, parent run) shows as failed

@@ -97,5 +97,8 @@ def run_steps(
 
 
 @flow(name="train", log_prints=False)
-def train_flow(cfg: RunConfig, parent_run_id: str | None = None, tags: dict[str, str] | None = None) -> dict[str, Any]:
-    return run_steps(cfg, prepare_data(cfg), parent_run_id, tags)
+def train_flow(
+    cfg: RunConfig, parent_run_id: str | None = None, tags: dict[str, str] | None = None, corpus: Any = None
+) -> dict[str, Any]:
+    """One run of `cfg`; `corpus`: its corpus, when the caller (the command line) has prepared it already."""
+    return run_steps(cfg, corpus if corpus is not None else prepare_data(cfg), parent_run_id, tags)

@@ -23,6 +23,7 @@ from flows.train import run_steps
 from rnnlab.schemas.config import RunConfig, build, deep_merge
 from rnnlab.schemas.study import Cell, Study, dotted, run_name, show
 from tasks.analysis.tuned_answer import PRUNED, draw_value, worst_score
+from tasks.kinds.registry import kind_of
 from tasks.kinds.steps import data_key
 from tasks.record import tracking
 from tasks.training.tuning import (
@@ -97,7 +98,7 @@ def search_params(study: Study) -> dict[str, Any]:
 
 def curve_key(study: Study) -> str:
     """The callback metric a trial reports at each validation (Lightning's logged name)."""
-    return "valid_nll" if study.cells[0].config.task == "lm" else "valid_bleu_greedy"
+    return kind_of(study.cells[0].config).tuning_metric
 
 
 @task(name="trial")

@@ -129,5 +129,9 @@ class LanguageModel(optim.ReuseNormForClipping, metrics.ValidationNLL, pl.Lightn
         if self._valid_token_nll is not None:
             checkpoint[VALID_TOKEN_NLL] = self._valid_token_nll
 
+    def recurrent_layers(self) -> dict[str, nn.Module]:
+        """The stack's layers, lowest first, by the names their gradient norms are logged under."""
+        return {f"layer{i}": layer for i, layer in enumerate(self.net.layers)}
+
     def configure_optimizers(self) -> Any:
         return optim.configure(self.parameters(), self.optim, monitor="valid_nll", mode="min")

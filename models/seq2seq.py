@@ -171,5 +171,13 @@ class Translator(optim.ReuseNormForClipping, metrics.ValidationNLL, pl.Lightning
         nll, count = sequence_nll(self.net(src, lengths, prev), targets)
         self.add_validation_nll(float(nll), count)
 
+    def recurrent_layers(self) -> dict[str, nn.Module]:
+        """The encoder's then the decoder's layers, lowest first, by the names their gradient norms are logged under."""
+        return {
+            f"{side}_layer{i}": layer
+            for side, stack in (("encoder", self.net.encoder.layers), ("decoder", self.net.decoder.layers))
+            for i, layer in enumerate(stack)
+        }
+
     def configure_optimizers(self) -> Any:
         return optim.configure(self.parameters(), self.optim, monitor="valid_bleu_greedy", mode="max")

@@ -1,15 +1,22 @@
-"""The models' own settings, beside no framework: plain frozen dataclasses, torch-free.
-
-Torch-free so that the run config (rnnlab/schemas/config.py) can apply the same rules while it validates a YAML file,
-before anything heavy is imported; models/ still imports nothing from rnnlab/, tasks/ or flows/.
+"""The models' own settings, beside no framework: plain frozen dataclasses, torch-free. Each setting is written here
+once, with its default, its bounds (`annotated_types`, which pydantic reads) and its description; the run config
+(rnnlab/schemas/config.py) builds its `model` and `train` sections from these fields, so a YAML file is validated
+by the same rules before anything heavy is imported. models/ still imports nothing from rnnlab/, tasks/ or flows/.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+from annotated_types import Ge, Gt, Le, Lt
 
 Attention = Literal["none", "dot", "general", "additive"]
+
+
+def setting(default, description: str | None = None):
+    """A settings field: its default, and the description the config schema and its reference show."""
+    return field(default=default, metadata={"description": description} if description else {})
 
 
 def check_encoder_split(hidden_size: int, bidirectional: bool) -> None:
@@ -24,38 +31,42 @@ def check_encoder_split(hidden_size: int, bidirectional: bool) -> None:
 @dataclass(frozen=True)
 class LMSettings:
     cell: Literal["rnn_tanh", "lstm", "gru"] = "lstm"
-    layers: int = 2
-    embedding_size: int = 200
-    hidden_size: int = 200
-    dropout: float = 0.0
+    layers: Annotated[int, Ge(1)] = 2
+    embedding_size: Annotated[int, Ge(1)] = 200
+    hidden_size: Annotated[int, Ge(1)] = 200
+    dropout: Annotated[float, Ge(0.0), Lt(1.0)] = 0.0
     tied: bool = False  # the decoder reuses the embedding matrix: needs embedding_size == hidden_size
-    residual: bool = False  # identity skips between stacked layers of equal width
-    init_range: float = 0.1  # uniform init in [-init_range, init_range]
+    residual: bool = setting(False, "identity skip connections between stacked layers")
+    init_range: Annotated[float, Gt(0.0)] = setting(0.1, "uniform init in [-init_range, init_range]")
 
 
 @dataclass(frozen=True)
 class OptimSettings:
-    """The optimizer and its schedule (defaults: Zaremba et al.'s language model; the run config sets every field)."""
+    """The optimizer and its schedule (defaults: Zaremba et al.'s language model; the run config sets every field,
+    and a task kind's recipe may change the defaults: the translation config's)."""
 
     optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = 20.0
-    weight_decay: float = 0.0
-    lr_schedule: Literal["constant", "decay", "plateau"] = "decay"
-    lr_decay: float = 0.5
-    decay_after: int = 4
+    lr: Annotated[float, Gt(0.0)] = 20.0
+    weight_decay: Annotated[float, Ge(0.0)] = 0.0
+    lr_schedule: Literal["constant", "decay", "plateau"] = setting(
+        "decay",
+        "decay: lr *= lr_decay each epoch after decay_after; plateau: lr *= lr_decay when valid ppl stops improving",
+    )
+    lr_decay: Annotated[float, Gt(0.0), Le(1.0)] = 0.5
+    decay_after: Annotated[int, Ge(0)] = 4
 
 
 @dataclass(frozen=True)
 class Seq2SeqShape:
     src_vocab: int
     tgt_vocab: int
-    embedding_size: int = 256
-    hidden_size: int = 512
-    layers: int = 1
-    bidirectional: bool = True  # the encoder's; each direction gets half of hidden_size
+    embedding_size: Annotated[int, Ge(1)] = 256
+    hidden_size: Annotated[int, Ge(2)] = 512
+    layers: Annotated[int, Ge(1)] = 1
+    bidirectional: bool = setting(True, "bidirectional encoder (the decoder is always left to right)")
     residual: bool = False
     attention: Attention = "dot"
-    dropout: float = 0.2
+    dropout: Annotated[float, Ge(0.0), Lt(1.0)] = 0.2
 
     def __post_init__(self) -> None:
         check_encoder_split(self.hidden_size, self.bidirectional)

@@ -9,7 +9,7 @@ import yaml
 from conftest import REPO
 
 from rnnlab.cli.main import main
-from rnnlab.schemas.claims_file import load_claims
+from tasks.claims.claims_file import load_claims
 
 LECTURE = REPO / "conf" / "studies" / "lecture.yaml"
 

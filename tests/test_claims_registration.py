@@ -10,10 +10,11 @@ import pytest
 import yaml
 from conftest import REPO
 
-from rnnlab.schemas.claims_file import ClaimsConfig
 from rnnlab.schemas.config import read_yaml
+from tasks.claim_kinds.base import Evidence
+from tasks.claims.claims_file import ClaimsConfig
 from tasks.claims.registration import timeline
-from tasks.claims.verdicts import PREREGISTERED, Evidence, evaluate
+from tasks.claims.verdicts import PREREGISTERED, claim_results
 
 CLIPPING = next(
     c
@@ -87,7 +88,7 @@ def judged(path, start, published=None):
         for i in range(6)
     ]
     ev = Evidence(runs={"lm_clipping": runs}, timeline=timeline(path, ["clipping"], published or {}))
-    (result,) = evaluate([CLIPPING], ev)
+    (result,) = claim_results([CLIPPING], ev)
     return ev, result.registration
 
 

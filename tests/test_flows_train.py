@@ -208,21 +208,18 @@ def test_an_interrupted_training_is_recorded_as_killed_not_running(tiny_corpus, 
 
 
 def test_a_train_command_hashes_each_split_file_once(prefect_server, tiny_cfg, tiny_corpus, monkeypatch):
-    """`rnnlab train` prepares the corpus before the flow starts, and the flow prepares it again: in one process,
-    the second preparation finds every file's hash already known."""
+    """`rnnlab train` prepares the corpus before the flow starts, and hands it to the flow: each file is hashed once."""
     import hashlib
 
     from flows.train import train_flow
-    from tasks.data import corpus_files
     from tasks.kinds.steps import prepare_corpus
 
     hashed = []
     digest = hashlib.file_digest
     monkeypatch.setattr(hashlib, "file_digest", lambda f, name: hashed.append(f.name) or digest(f, name))
-    corpus_files._sha256.cache_clear()
     cfg = tiny_cfg("train.max_epochs=1", experiment="hash-once")
-    prepare_corpus(cfg)  # what cmd_train does before it starts the flow
-    train_flow(cfg)
+    corpus = prepare_corpus(cfg)  # what cmd_train does before it starts the flow, which it hands the corpus
+    train_flow(cfg, corpus=corpus)
     splits = [name for name in hashed if name.startswith(str(tiny_corpus.resolve()))]
     assert sorted(splits) == sorted(str(tiny_corpus.resolve() / f"{s}.txt") for s in ("train", "valid", "test"))
     assert len(hashed) == len(set(hashed))  # the cache's own files too: each checked once

@@ -35,7 +35,7 @@ def imported(tree: ast.AST, here: str, modules: set[str]) -> set[str]:
         for name in names:
             while name and name not in modules:
                 name = name.rpartition(".")[0]
-            if name and name != here and "." in name:  # a package's __init__ is empty: only real modules count
+            if name and name != here:  # a package's __init__ holds only its docstring: import_graph drops it
                 found.add(name)
     return found
 
@@ -43,7 +43,10 @@ def imported(tree: ast.AST, here: str, modules: set[str]) -> set[str]:
 def import_graph() -> dict[str, set[str]]:
     paths = [p for package in PACKAGES for p in sorted((REPO / package).rglob("*.py"))]
     modules = {module_name(p) for p in paths}
-    return {module_name(p): imported(ast.parse(p.read_text(), str(p)), module_name(p), modules) for p in paths}
+    packages = {module_name(p) for p in paths if p.name == "__init__.py"}
+    return {
+        module_name(p): imported(ast.parse(p.read_text(), str(p)), module_name(p), modules) - packages for p in paths
+    }
 
 
 def cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -89,41 +92,122 @@ def test_models_import_nothing_of_the_project_but_models():
     assert not {m: i for m, i in bad.items() if i}
 
 
+def room(module: str) -> str:
+    """The folder a module is in, as a dotted package: its tier."""
+    return module.rpartition(".")[0] or module
+
+
+def rooms() -> dict[str, list[str]]:
+    """Each package folder of the project → its modules (an `__init__` only holds the folder's docstring)."""
+    found: dict[str, list[str]] = {}
+    for package in PACKAGES:
+        for init in sorted((REPO / package).rglob("__init__.py")):
+            folder = module_name(init)
+            found[folder] = sorted(module_name(p) for p in init.parent.glob("*.py") if p.name != "__init__.py")
+    return found
+
+
+def room_graph() -> dict[str, set[str]]:
+    """Folder → the folders its modules import."""
+    graph: dict[str, set[str]] = {r: set() for r in rooms()}
+    for module, imports in import_graph().items():
+        graph.setdefault(room(module), set()).update(room(i) for i in imports if room(i) != room(module))
+    return graph
+
+
+def tiers() -> list[str]:
+    """The folders from the top down: each imports only folders after it (the order the README draws)."""
+    graph, order, placed = room_graph(), [], set()
+    while len(placed) < len(graph):
+        ready = sorted(r for r in graph if r not in placed and not graph[r] - placed)
+        assert ready, f"folders import each other: {sorted(set(graph) - placed)}"
+        order += ready
+        placed.update(ready)
+    return [r for r in order[::-1] if rooms().get(r)]  # folders of modules, not those of folders only
+
+
+def test_the_folders_are_tiers_that_import_downwards_only():
+    assert cycle(room_graph()) is None, "folders import each other: " + " → ".join(cycle(room_graph()))
+    order = tiers()
+    assert order[-1] == "models" and order.index("tasks.training") > order.index("tasks.kinds") > order.index("flows")
+
+
 def test_arrows_point_down():
-    """flows → tasks → models; rnnlab/ serves flows and tasks (its CLI starts flows, lazily, for start-up time)."""
-    order = {"models": 0, "tasks": 1, "flows": 2}
-    upward = [
-        (m, i)
-        for m, imports in import_graph().items()
-        for i in imports
-        if m.split(".")[0] in order and i.split(".")[0] in order and order[i.split(".")[0]] > order[m.split(".")[0]]
-    ]
+    """flows → tasks → models; rnnlab's schemas and runtime serve flows and tasks; its command line stands on top
+    (it starts flows, lazily, for start-up time), and nothing imports it."""
+    order = {"models": 0, "rnnlab.schemas": 1, "rnnlab.runtime": 1, "tasks": 2, "flows": 3, "rnnlab.cli": 4}
+
+    def level(module: str) -> int:
+        return next(
+            v for k, v in sorted(order.items(), key=lambda kv: -len(kv[0])) if (module + ".").startswith(k + ".")
+        )
+
+    upward = [(m, i) for m, imports in import_graph().items() for i in imports if m != "rnnlab" and level(i) > level(m)]
     assert not upward
 
 
-WINGS = {"lm": ("tasks.kinds.lm", "tasks.data.lm_corpus"), "nmt": ("tasks.kinds.nmt", "tasks.data.nmt_corpus")}
-FLOOR = (
-    "tasks.data.corpus_files",
-    "tasks.record.hardware",
-    "tasks.record.metrics_logger",
-    "tasks.training.fitting",
-    "tasks.training.scoring",
-    "tasks.training.model_settings",
-    "tasks.record.tracking",
-    "tasks.record.outcome",
-    "tasks.data.unigram",
-)
+def test_tasks_is_folders_of_a_few_modules_each():
+    """A newcomer reads tasks/ as its tiers: no loose module, none of its folders a hall."""
+    assert not rooms()["tasks"]
+    assert {r: len(m) for r, m in rooms().items() if r.startswith("tasks.") and len(m) > 8} == {}
 
 
-def test_a_wing_stands_on_the_floor_alone():
-    """A task kind's modules import the shared floor, models/ and rnnlab/, never the other wing or the face."""
+def test_no_command_module_is_over_300_lines():
+    folder = REPO / "rnnlab" / "cli"
+    assert folder.is_dir(), "the command line is a package of one module per command"
+    sizes = {p.name: len(p.read_text().splitlines()) for p in folder.glob("*.py")}
+    assert {name: n for name, n in sizes.items() if n > 300} == {}
+
+
+def kind_modules() -> set[str]:
+    return {m for m in rooms()["tasks.kinds"] if m.rpartition(".")[2] not in ("base", "registry", "steps", "estimate")}
+
+
+def test_a_task_kind_stands_on_the_floor_alone():
+    """A kind's module imports the floor (data, record, training), models/ and rnnlab/, never another kind; the
+    floor imports no kind."""
     graph = import_graph()
-    for modules in WINGS.values():
-        for module in modules:
-            tasks_imports = {i for i in graph[module] if i.startswith("tasks.")}
-            assert tasks_imports <= set(FLOOR) | set(modules), (module, tasks_imports - set(FLOOR) - set(modules))
-    for module in FLOOR:
-        assert {i for i in graph[module] if i.startswith("tasks.")} <= set(FLOOR), module
+    kinds = kind_modules()
+    assert {"tasks.kinds.lm", "tasks.kinds.nmt"} <= kinds
+    for module in kinds:
+        assert not {i for i in graph[module] if i in kinds}, module
+    for module, imports in graph.items():
+        if room(module) in ("tasks.data", "tasks.record", "tasks.training"):
+            assert not {i for i in imports if i.startswith("tasks.kinds")}, module
+
+
+def test_only_the_registry_switches_on_the_task_kind():
+    """No `if cfg.task == ...` anywhere: a kind's behaviour is asked of its object (tasks/kinds/registry.py)."""
+    switches = []
+    for path in [p for package in PACKAGES for p in (REPO / package).rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Compare) and any(
+                isinstance(side, ast.Attribute) and side.attr == "task" for side in (node.left, *node.comparators)
+            ):
+                switches.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert switches == []
+
+
+MAP_BEGIN, MAP_END = "<!-- the map: made by `python tests/test_layout.py` -->", "<!-- end of the map -->"
+
+
+def house_map() -> str:
+    """The README's map of the code: every folder from the top tier down, with its modules and what it is (the
+    first sentence of its `__init__` docstring)."""
+    lines = []
+    for folder in tiers():
+        init = REPO / folder.replace(".", "/") / "__init__.py"
+        doc = " ".join((ast.get_docstring(ast.parse(init.read_text())) or "").split())
+        modules = ", ".join(m.rpartition(".")[2] for m in rooms()[folder])
+        lines.append(f"- **`{folder.replace('.', '/')}/`** {doc}" + (f" *{modules}*" if modules else ""))
+    return "\n".join(lines)
+
+
+def test_the_readmes_map_is_drawn_from_the_folders():
+    readme = (REPO / "README.md").read_text()
+    assert MAP_BEGIN in readme and MAP_END in readme, "README.md has no map"
+    drawn = readme.split(MAP_BEGIN)[1].split(MAP_END)[0].strip()
+    assert drawn == house_map(), "the README's map is stale: run `python tests/test_layout.py`"
 
 
 def test_what_compare_and_help_load_holds_no_training_library():
@@ -146,3 +230,10 @@ def test_the_collector_is_back_on_after_a_commands_imports_even_when_one_fails()
         assert not gc.isenabled()
         import no_such_module  # noqa: F401
     assert gc.isenabled()
+
+
+if __name__ == "__main__":  # write the map into the README
+    readme = REPO / "README.md"
+    text = readme.read_text()
+    head, _, rest = text.partition(MAP_BEGIN)
+    readme.write_text(f"{head}{MAP_BEGIN}\n{house_map()}\n{MAP_END}{rest.partition(MAP_END)[2]}")

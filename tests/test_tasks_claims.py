@@ -9,9 +9,11 @@ import math
 import pytest
 from conftest import REPO
 
-from rnnlab.schemas.claims_file import Claim, ClaimsConfig
 from rnnlab.schemas.config import read_yaml
-from tasks.claims.verdicts import Evidence, evaluate, refusal
+from tasks.claim_kinds.base import Evidence
+from tasks.claim_kinds.bidirectional import refusal
+from tasks.claims.claims_file import Claim, ClaimsConfig
+from tasks.claims.verdicts import claim_results
 
 LECTURE_FILE = REPO / "conf" / "studies" / "lecture.yaml"
 LECTURE = ClaimsConfig.model_validate(read_yaml(LECTURE_FILE))
@@ -46,7 +48,7 @@ KEYS = {
 
 
 def verdict(claim_id, ev, claim=None):
-    (result,) = evaluate([claim or CLAIMS[claim_id]], ev)
+    (result,) = claim_results([claim or CLAIMS[claim_id]], ev)
     return result.verdict
 
 
@@ -322,14 +324,14 @@ def test_claim_7_is_not_testable_here_and_says_why_with_the_nearest_figure():
 
 
 def test_every_claim_on_no_data_is_judged_without_an_error():
-    for result in evaluate(LECTURE.claims, Evidence()):
+    for result in claim_results(LECTURE.claims, Evidence()):
         assert result.verdict.verdict in ("inconclusive", "not testable here"), result.claim.id
         assert result.verdict.reason and not math.isnan(len(result.measurement.text))
 
 
 def test_a_factor_value_none_is_a_value_not_null():
     """attention=none (no attention) is a setting of its own, not a missing value: it keeps its name in the claims."""
-    from tasks.claims.verdicts import setting
+    from tasks.claim_kinds.base import setting
 
     assert setting({"factors": {"model.attention": "none"}, "params": {}}, "model.attention") == "none"
     assert setting({"factors": {}, "params": {"train.clip_norm": "None"}}, "train.clip_norm") == "null"
@@ -388,7 +390,7 @@ def test_a_reference_that_failed_to_learn_in_every_seed_is_untestable_not_missin
 
 def test_runs_without_a_recorded_floor_are_judged_and_say_the_floor_is_unknown():
     ev = cells(ks={"rnn_tanh": 7, "lstm": 40}, ppl={"rnn_tanh": 700, "lstm": 705})  # recorded before the floor tag
-    (result,) = evaluate([CLAIMS["context"]], ev)
+    (result,) = claim_results([CLAIMS["context"]], ev)
     assert result.verdict.verdict == "supported"
     level = result.measurement.level
     assert "floor of rnn_tanh, lstm is unknown" in level and "not checked" in level
@@ -431,7 +433,7 @@ def test_claim_1_shows_bootstrap_intervals_paired_by_draw_and_k_at_1_percent_bes
         subject = [5.0 + (b % 40) * 0.1 for b in range(400)]
         ev.context[f"rnn_tanh{seed}"].update(k_5pct_draws=subject, positions=500, positions_key="same")
         ev.context[f"lstm{seed}"].update(k_5pct_draws=[2 * x for x in subject], positions=500, positions_key="same")
-    (result,) = evaluate([CLAIMS["context"]], ev)
+    (result,) = claim_results([CLAIMS["context"]], ev)
     numbers, text = result.measurement.numbers, result.measurement.text
     assert numbers["ratio_interval"] == (0.5, 0.5)
     assert numbers["subject_interval"] == pytest.approx((5.1, 8.8))  # the 2.5% and 97.5% order statistics
@@ -445,7 +447,7 @@ def test_a_draw_that_never_reached_the_tolerance_is_beyond_the_range_not_dropped
     for seed in (1, 2):
         ev.context[f"rnn_tanh{seed}"]["k_5pct_draws"] = [7.0] * 90 + [None] * 10
         ev.context[f"lstm{seed}"]["k_5pct_draws"] = [14.0] * 100
-    (result,) = evaluate([CLAIMS["context"]], ev)
+    (result,) = claim_results([CLAIMS["context"]], ev)
     assert result.measurement.numbers["subject_interval"] == (7.0, math.inf)
 
 
@@ -458,7 +460,7 @@ def timed(start, criterion=None, published=None):
     runs = [run(f"u{i}", i, d, cell="rnn_tanh", clip="null", lr=3.0, start=start) for i in range(3)]
     runs += [run(f"k{i}", i, t, cell="rnn_tanh", clip="0.25", lr=3.0, start=start) for i in range(3)]
     timeline = {"criteria": {"clipping": criterion} if criterion else {}, "published": {"lm_clipping": published or []}}
-    (result,) = evaluate([CLAIMS["clipping"]], Evidence(runs={"lm_clipping": runs}, timeline=timeline))
+    (result,) = claim_results([CLAIMS["clipping"]], Evidence(runs={"lm_clipping": runs}, timeline=timeline))
     return result.registration
 
 

@@ -9,7 +9,7 @@ import torch
 
 from rnnlab.cli import main as cli
 from rnnlab.runtime.processes import Interrupts
-from tasks.claims.verdicts import probes
+from tasks.claims import probes
 from tasks.record import tracking
 
 
@@ -46,8 +46,9 @@ def probe(capsys, *argv: str) -> tuple[int, dict | None, str]:
 
 def test_the_initial_network_is_the_one_training_started_from(tiny_cfg):
     from models.lm import LanguageModel
+    from tasks.kinds.lm import lm_settings
     from tasks.training.fitting import seed_and_threads
-    from tasks.training.model_settings import as_dict, lm_settings, optim_settings
+    from tasks.training.model_settings import as_dict, optim_settings
 
     cfg = tiny_cfg("seed=7")
     seed_and_threads(cfg)  # what tasks/lm.fit_lm does before it builds the module

@@ -26,10 +26,10 @@ def cmd_data(args: argparse.Namespace) -> int:
         from tasks.kinds.steps import prepare_corpus  # lazy: torch, Prefect (~6 s)
 
         corpus = prepare_corpus(cfg)
-    sizes = getattr(corpus, "tokens", None) or corpus.pairs
+    sizes = corpus.sizes
     shown = ", ".join(f"{split} {n:,}" for split, n in sizes.items())
     return finish(
         {"corpus": corpus.name, "sizes": sizes, "checksum": corpus.checksum, "cache_dir": corpus.cache_dir},
         args.json,
-        f"rnnlab: {corpus.name} ({'sentence pairs' if cfg.task == 'nmt' else 'tokens with <eos>'}): {shown}",
+        f"rnnlab: {corpus.name} ({corpus.unit}): {shown}",
     )

@@ -37,7 +37,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def cmd_probe(args: argparse.Namespace) -> int:
     with quietly(args.json):
-        from tasks.claims.verdicts import probes  # lazy: torch, Lightning, matplotlib (~5 s)
+        from tasks.claims import probes  # lazy: torch, Lightning, matplotlib (~5 s)
 
         if args.probe == "context":
             result = probes.context_probe(args.run_id, args.split, args.positions, args.force)

@@ -37,11 +37,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 def dry_run(study) -> int:
     """What `rnnlab study` would run (cells, trials) and about how long it would take here; trains and records
     nothing (the corpora are prepared: their sizes enter the estimate)."""
-    from flows.study import threads_per_cell  # lazy: torch
+    from rnnlab.runtime.workers import threads_per_cell  # lazy: Prefect
     from tasks.kinds.estimate import estimate_lines
-    from tasks.kinds.steps import data_key, prepare_corpus
+    from tasks.kinds.steps import prepare_corpora
 
-    corpora = {data_key(c.config): prepare_corpus(c.config) for c in study.cells}
+    corpora = prepare_corpora(study.cells)
     for cell in study.cells:
         print(f"  cell  {cell.name}", file=sys.stderr)
     if study.config.tune:
@@ -56,11 +56,12 @@ def dry_run(study) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from rnnlab.schemas.claims_file import is_claims_file  # lazy: pydantic, not needed by --help
-    from rnnlab.schemas.study import load_study  # lazy: pydantic, not needed by --help
+    from rnnlab.schemas.config import read_yaml  # lazy: pydantic, not needed by --help
+    from rnnlab.schemas.study import load_study
 
-    if is_claims_file(args.study):
-        return cmd_claims(args)
+    tree = read_yaml(args.study)  # read once: to tell a claims file from a study file, then loaded from it
+    if "claims" in tree:
+        return cmd_claims(args, tree)
     if args.recorded:
         print(
             f"rnnlab: error: --recorded: {args.study} is a study file; the option is for a claims file (one with a "
@@ -69,30 +70,28 @@ def cmd_study(args: argparse.Namespace) -> int:
         )
         return 2
 
-    study = load_study(args.study, args.overrides)  # every cell is validated here, before anything trains
+    study = load_study(args.study, args.overrides, tree)  # every cell is validated here, before anything trains
     if args.dry_run:
         return dry_run(study)
     with quietly(args.json):
         check_environment(launch_prefect=True)
-        from tasks.kinds.steps import check_cells_fit, data_key, prepare_corpus  # lazy: torch, Prefect (~6 s)
+        from tasks.kinds.steps import prepare_study  # lazy: torch, Prefect (~6 s)
 
-        corpora = {data_key(c.config): c.config for c in study.cells}
-        corpora = {key: prepare_corpus(config) for key, config in corpora.items()}  # bad data fails here, before
-        check_cells_fit(study.cells, corpora)  # Prefect or MLflow start
+        corpora = prepare_study(study.cells)  # bad data fails here, before Prefect or MLflow start
         print(
             f"rnnlab: study '{study.name}': {len(study.variants)} variants × {len(study.config.seeds)} seed(s) "
             f"= {len(study.cells)} cells, {study.config.concurrency} at a time",
             file=sys.stderr,
         )
-        from flows.study import threads_per_cell  # lazy: loaded by the flow next anyway
+        from rnnlab.runtime.workers import threads_per_cell  # lazy: loaded by the flow next anyway
         from tasks.kinds.estimate import estimate_lines
 
         print(*estimate_lines(study, corpora, threads_per_cell(study))[-1:], file=sys.stderr)
         start_prefect_api()
-        from flows.study import StudyFailed, study_flow  # lazy: Lightning, only once the data is ready
+        from flows.study import StudyFailed, run_study  # lazy: Lightning, only once the data is ready
 
         try:
-            result = study_flow(args.study, args.overrides, args.force)
+            result = run_study(study, corpora, args.force)  # what was loaded and prepared here: not again
         except StudyFailed as err:
             print(f"rnnlab: study '{study.name}' failed: {err}", file=sys.stderr)
             return 1
@@ -114,28 +113,28 @@ def cmd_study(args: argparse.Namespace) -> int:
     )
 
 
-def cmd_claims(args: argparse.Namespace) -> int:
-    """A claims file (a top-level `claims:` list): its studies, the probes, the verdicts and the claims report."""
-    from rnnlab.schemas.claims_file import load_claims  # lazy: pydantic, not needed by --help
+def cmd_claims(args: argparse.Namespace, tree: dict) -> int:
+    """A claims file (a top-level `claims:` list, read as `tree`): its studies, the probes, the verdicts and the
+    claims report."""
+    from tasks.claims.claims_file import load_claims  # lazy: pydantic, not needed by --help
 
-    lecture = load_claims(args.study, args.overrides)  # every study's cells and every criterion validated here
+    lecture = load_claims(args.study, args.overrides, tree)  # every study's cells and every criterion validated here
     with quietly(args.json):
         check_environment()
-        from tasks.kinds.steps import check_cells_fit, data_key, prepare_corpus  # lazy: torch, Prefect (~6 s)
+        from tasks.kinds.steps import prepare_study  # lazy: torch, Prefect (~6 s)
 
-        for study in lecture.studies.values():  # bad data fails here, before Prefect or MLflow start
-            corpora = {data_key(c.config): c.config for c in study.cells}
-            check_cells_fit(study.cells, {key: prepare_corpus(config) for key, config in corpora.items()})
+        cells = [cell for study in lecture.studies.values() for cell in study.cells]
+        corpora = prepare_study(cells)  # each corpus once for all the studies; bad data fails here, before Prefect
         print(
             f"rnnlab: claims '{lecture.name}': {len(lecture.config.claims)} claims over "
             f"{len(lecture.studies)} studies ({', '.join(lecture.studies)})",
             file=sys.stderr,
         )
         start_prefect_api()
-        from flows.claims import claims_flow  # lazy: Lightning and the probes, only once the data is ready
+        from flows.claims import run_claims  # lazy: Lightning and the probes, only once the data is ready
         from tasks.claims.report import terminal_table
 
-        result = claims_flow(args.study, args.overrides, args.force, args.recorded)
+        result = run_claims(lecture, corpora, args.force, args.recorded)
     failed = "".join(f"\nrnnlab: study {line}" for line in result["failures"])
     code = finish(
         result,

@@ -24,12 +24,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_environment(launch_prefect=True)
         from tasks.kinds.steps import prepare_corpus  # lazy: torch, Prefect (~6 s), after the cheap checks
 
-        prepare_corpus(cfg)  # bad data fails here, with a clear message, before Prefect or MLflow start
+        corpus = prepare_corpus(cfg)  # bad data fails here, with a clear message, before Prefect or MLflow start
         start_prefect_api()
         from flows.train import train_flow  # lazy: Lightning, only once the data is ready
         from tasks.record.tracking import tracking_uri
 
-        result = train_flow(cfg)
+        result = train_flow(cfg, corpus=corpus)  # the corpus prepared here: not again
     result["tracking_uri"] = tracking_uri()
     metrics = result["metrics"]
     shown = ", ".join(

@@ -187,8 +187,8 @@ def pause_gc_in_spawned_worker() -> None:
     """In a process that multiprocessing spawns (a study's cell worker), stop the garbage collector until its start-up
     is over: importing torch, Lightning and MLflow builds millions of objects, and the full collections that this
     triggers along the way took ~1 s of its ~5 s start. The worker's initializer freezes the result and re-enables it
-    (`flows.study.start_cell_worker`; a cell re-enables it too, for workers that other pools spawn). Runs at import of
-    the main module, which a spawned child imports first."""
+    (`rnnlab.runtime.workers.start_cell_worker`; a cell re-enables it too, for workers that other pools spawn). Runs
+    at import of the main module, which a spawned child imports first."""
     if sys.orig_argv[-1:] == ["--multiprocessing-fork"]:  # how multiprocessing starts the interpreter it spawns
         gc.disable()
         # And die with the study from now on, not only once the worker's initializer runs after its imports: a

@@ -6,16 +6,18 @@ study factors and report columns.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, get_type_hints
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic.fields import FieldInfo
 
-from models.settings import check_encoder_split
+from models.settings import LMSettings, OptimSettings, Seq2SeqShape, check_encoder_split
 
 
 class ConfigError(ValueError):
@@ -25,6 +27,32 @@ class ConfigError(ValueError):
 class Section(BaseModel):
     # allow_inf_nan=False: `train.lr=.inf` is a typo, not a setting; a number in a config is always a finite one.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def section(name: str, settings: type, after: dict[str, dict[str, tuple]] | None = None) -> type[Section]:
+    """A config section whose fields are a models/ settings dataclass's: each with the type, bounds, default and
+    description written there once (fields without a default, such as a vocabulary size, come from the data, not
+    the config). `after` inserts config-only fields after the named setting, in the order the YAML shows them."""
+    hints = get_type_hints(settings, include_extras=True)
+    fields: dict[str, tuple] = {}
+    for f in dataclasses.fields(settings):
+        if f.default is dataclasses.MISSING:
+            continue
+        fields[f.name] = (hints[f.name], Field(f.default, description=f.metadata.get("description")))
+        fields.update((after or {}).get(f.name, {}))
+    return create_model(name, __base__=Section, **fields)
+
+
+def recipe(base: type[Section], name: str, **defaults: Any) -> type[Section]:
+    """`base` with other defaults (a task kind's recipe): each field keeps its type, bounds and description; a
+    (default, description) pair also says what the field means in this kind."""
+    fields: dict[str, tuple] = {}
+    for key, value in defaults.items():
+        default, description = value if isinstance(value, tuple) else (value, None)
+        info = base.model_fields[key]
+        changes = {"default": default, **({"description": description} if description else {})}
+        fields[key] = (info.annotation, FieldInfo.merge_field_infos(info, **changes))
+    return create_model(name, __base__=base, **fields)
 
 
 class DataConfig(Section):
@@ -44,17 +72,13 @@ class DataConfig(Section):
     )
 
 
-class LMModelConfig(Section):
-    cell: Literal["rnn_tanh", "lstm", "gru"] = "lstm"
-    layers: int = Field(2, ge=1)
-    embedding_size: int = Field(200, ge=1)
-    hidden_size: int = Field(200, ge=1)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    tied: bool = False
-    residual: bool = Field(False, description="identity skip connections between stacked layers")
-    bidirectional: bool = Field(False, description="always rejected for a language model")
-    init_range: float = Field(0.1, gt=0.0, description="uniform init in [-init_range, init_range]")
-
+class LMModelConfig(
+    section(
+        "LMModelFields",
+        LMSettings,
+        after={"residual": {"bidirectional": (bool, Field(False, description="always rejected for a language model"))}},
+    )
+):
     @model_validator(mode="after")
     def _check(self) -> LMModelConfig:
         if self.bidirectional:
@@ -71,19 +95,9 @@ class LMModelConfig(Section):
         return self
 
 
-class TrainConfig(Section):
+class TrainConfig(section("OptimFields", OptimSettings)):
     """Shared by both tasks; the defaults are the language-model ones (see NMTTrainConfig)."""
 
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(20.0, gt=0.0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    lr_schedule: Literal["constant", "decay", "plateau"] = Field(
-        "decay",
-        description="decay: lr *= lr_decay each epoch after decay_after; plateau: lr *= lr_decay when valid ppl stops "
-        "improving",
-    )
-    lr_decay: float = Field(0.5, gt=0.0, le=1.0)
-    decay_after: int = Field(4, ge=0)
     batch_size: int = Field(20, ge=1)
     max_epochs: int = Field(13, ge=1)
     max_steps: int | None = Field(None, ge=1)
@@ -133,13 +147,18 @@ class LMTrainConfig(TrainConfig):
     bptt: int = Field(20, ge=1, description="truncated-BPTT segment length; hidden state carried across segments")
 
 
-class NMTTrainConfig(TrainConfig):
-    optimizer: Literal["sgd", "adam"] = "adam"
-    lr: float = Field(1e-3, gt=0.0)
-    lr_schedule: Literal["constant", "decay", "plateau"] = "constant"
-    batch_size: int = Field(64, ge=1, description="sentence pairs per batch")
-    max_epochs: int = Field(10, ge=1)
-    clip_norm: float | None = Field(1.0, gt=0.0, description="clip the total gradient norm; null = off")
+class NMTTrainConfig(
+    recipe(
+        TrainConfig,
+        "NMTTrainRecipe",
+        optimizer="adam",
+        lr=1e-3,
+        lr_schedule="constant",
+        batch_size=(64, "sentence pairs per batch"),
+        max_epochs=10,
+        clip_norm=1.0,
+    )
+):
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
 
 
@@ -174,15 +193,7 @@ class ParallelDataConfig(Section):
     )
 
 
-class NMTModelConfig(Section):
-    embedding_size: int = Field(256, ge=1)
-    hidden_size: int = Field(512, ge=2)
-    layers: int = Field(1, ge=1)
-    bidirectional: bool = Field(True, description="bidirectional encoder (the decoder is always left to right)")
-    residual: bool = False
-    attention: Literal["none", "dot", "general", "additive"] = "dot"
-    dropout: float = Field(0.2, ge=0.0, lt=1.0)
-
+class NMTModelConfig(section("NMTModelFields", Seq2SeqShape)):
     @model_validator(mode="after")
     def _check(self) -> NMTModelConfig:
         check_encoder_split(self.hidden_size, self.bidirectional)
@@ -210,10 +221,41 @@ class NMTEvalConfig(Section):
     )
 
 
+# What every run logs, whatever its task: the training summary (tasks/training/fitting.py fit_module, flows/train.py
+# record).
+SUMMARY_METRICS = (
+    "train_loss",
+    "train_seconds",
+    "fit_seconds",
+    "eval_seconds",
+    "tokens_per_second",
+    "train_steps",
+    "clipped_share",
+    "max_grad_norm",
+)
+
+
 class RunBase(Section):
+    """What every run config has. Each task kind's config (below) is that kind's schema, and says what its runs
+    log: the kind's code (tasks/kinds/) writes those metrics, a study is decided by one of them."""
+
     experiment: str = Field("rnnlab", min_length=1)
     run_name: str | None = None
     seed: int = 1
+
+    DURING: ClassVar[tuple[str, ...]] = ()  # the selected checkpoint's validation scores
+    SCORES: ClassVar[tuple[str, ...]] = ()  # each evaluation split's final scores, as `<split>_<score>`
+
+    def logged_metrics(self) -> list[str]:
+        """The summaries a trained run of this config logs, so the ones a study can be decided by. (The curves
+        during training are `valid/…` and `train/…`.)"""
+        finals = (f"{split}_{score}" for split in self.eval.splits for score in self.SCORES)
+        return list(dict.fromkeys([*self.DURING, *finals, *SUMMARY_METRICS]))
+
+    def score_minimums(self) -> list[tuple[tuple[str, ...], float, str]]:
+        """(metrics, in order of preference; the least a trained run must reach on the first one found; why), beyond
+        the perplexity floor every kind has: a kind's own mark of a model that learned nothing."""
+        return []
 
     def flat(self) -> dict[str, Any]:
         """Dotted key → value, the form logged as MLflow params."""
@@ -234,6 +276,9 @@ class LMRunConfig(RunBase):
     train: LMTrainConfig = LMTrainConfig()
     eval: EvalConfig = EvalConfig()
 
+    DURING = ("valid_ppl", "valid_nll")
+    SCORES = ("ppl", "nll", "tokens")
+
 
 class NMTRunConfig(RunBase):
     task: Literal["nmt"] = "nmt"
@@ -241,6 +286,21 @@ class NMTRunConfig(RunBase):
     model: NMTModelConfig = NMTModelConfig()
     train: NMTTrainConfig = NMTTrainConfig()
     eval: NMTEvalConfig = NMTEvalConfig()
+
+    DURING = ("valid_bleu_greedy", "valid_ppl", "valid_nll")
+    SCORES = (
+        "bleu",
+        "chrf",
+        "bleu_greedy",
+        "chrf_greedy",
+        "ppl",
+        "sentences_per_second",
+        "sentences_per_second_greedy",
+    )
+
+    def score_minimums(self) -> list[tuple[tuple[str, ...], float, str]]:
+        names = ("valid_bleu_greedy", "valid_bleu", "test_bleu_greedy", "test_bleu")
+        return [(names, self.eval.min_bleu, "(eval.min_bleu), the level of a trivial translation")]
 
 
 RunConfig = LMRunConfig | NMTRunConfig

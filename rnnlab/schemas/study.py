@@ -44,43 +44,6 @@ SET_BY_STUDY = {
 # The splits each cell is scored on: the test split is held out until the study has decided.
 CELL_SPLITS = ["valid"]
 
-# What every run logs, whatever its task: the training summary (tasks/training/fitting.py fit_module, flows/train.py
-# record).
-SUMMARY_METRICS = (
-    "train_loss",
-    "train_seconds",
-    "fit_seconds",
-    "eval_seconds",
-    "tokens_per_second",
-    "train_steps",
-    "clipped_share",
-    "max_grad_norm",
-)
-
-
-def logged_metrics(cfg: RunConfig) -> list[str]:
-    """The summaries a trained run of `cfg` logs, so the ones a study can be decided by: the selected checkpoint's
-    validation scores, each split's final scores for the splits in eval.splits (tasks/kinds/lm.py score_lm,
-    tasks/kinds/nmt.py score_translations) and the training summary. (The curves during training are `valid/…`
-    and `train/…`.)"""
-    if cfg.task == "nmt":
-        during = ["valid_bleu_greedy", "valid_ppl", "valid_nll"]
-        scores = [
-            "bleu",
-            "chrf",
-            "bleu_greedy",
-            "chrf_greedy",
-            "ppl",
-            "sentences_per_second",
-            "sentences_per_second_greedy",
-        ]
-    else:
-        during = ["valid_ppl", "valid_nll"]
-        scores = ["ppl", "nll", "tokens"]
-    return list(
-        dict.fromkeys([*during, *(f"{split}_{s}" for split in cfg.eval.splits for s in scores), *SUMMARY_METRICS])
-    )
-
 
 class Metric(Section):
     name: str = Field(
@@ -421,7 +384,7 @@ def check_run_overrides(path: Path, run_over: dict[str, Any], run_keys: list[str
 def check_metric(path: Path, cfg: StudyConfig, cells: list[Cell]) -> None:
     """The deciding metric must be one that every cell's run logs: else every cell would train for nothing and the
     comparison would have no numbers to compare."""
-    allowed = [m for m in logged_metrics(cells[0].config) if all(m in logged_metrics(c.config) for c in cells)]
+    allowed = [m for m in cells[0].config.logged_metrics() if all(m in c.config.logged_metrics() for c in cells)]
     twin = "valid_" + cfg.metric.name.removeprefix("test_")
     if cfg.metric.name.startswith("test_") and twin in allowed:
         raise ConfigError(
@@ -436,31 +399,15 @@ def check_metric(path: Path, cfg: StudyConfig, cells: list[Cell]) -> None:
         )
 
 
-_LOADED: dict[tuple, tuple[str, Study]] = {}
+def load_study(path: str | Path, overrides: list[str] | None = None, tree: dict | None = None) -> Study:
+    """A study file with its overrides, loaded and every cell validated. `tree`: the file's YAML, where the caller
+    has read it already (the command line reads a file once to tell a claims file from a study file)."""
+    return read_study(Path(path), overrides, tree)
 
 
-def file_text(path: Path) -> str | None:
-    return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
-
-
-def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
-    """A study file with its overrides, loaded and every cell validated; once per process while the study file and
-    its base config read the same (small files: their text is the key): `rnnlab study` loads the study before its
-    flow starts, and the flow loads it again."""
-    path = Path(path)
-    key = (str(path.resolve()), file_text(path), tuple(overrides or []))
-    if key in _LOADED:
-        base_text, study = _LOADED[key]
-        if file_text((path.parent / study.config.base).resolve()) == base_text:
-            return study
-    study = read_study(path, overrides)
-    _LOADED[key] = (file_text((path.parent / study.config.base).resolve()), study)
-    return study
-
-
-def read_study(path: Path, overrides: list[str] | None = None) -> Study:
+def read_study(path: Path, overrides: list[str] | None = None, tree: dict | None = None) -> Study:
     study_over, run_over = split_overrides(overrides or [])
-    tree = deep_merge(read_yaml(path), study_over)
+    tree = deep_merge(read_yaml(path) if tree is None else tree, study_over)
     try:
         cfg = StudyConfig.model_validate(tree)
     except ValidationError as err:

@@ -26,11 +26,10 @@ from models.lm import RNNLM
 from rnnlab.schemas.config import LMRunConfig
 from tasks.data.corpus_files import read_lines, sha256_file
 from tasks.data.lm_corpus import EOS, encode, locate_splits, read_vocab, words
-from tasks.kinds.lm import load_net, token_losses
+from tasks.kinds.lm import lm_settings, load_net, token_losses
 from tasks.record.tracking import download_artifact, log_artifact, log_metrics, set_tags, stderr
 from tasks.reports import plots
 from tasks.training.fitting import seed_and_threads
-from tasks.training.model_settings import lm_settings
 from tasks.training.scoring import recorded_config, run_file
 
 # Part of the inputs' hash: bump a probe's when its maths changes, so old results are not reused (context 2: every
@@ -56,7 +55,7 @@ class RecordedLM:
     def __init__(self, run_id: str, split: str, tmp: str):
         self.run_id, self.split = run_id, split
         self.run, self.cfg = recorded_config(
-            run_id, tmp, "lm", "probe", ": the probes measure language models (context, gradient flow)"
+            run_id, tmp, LMRunConfig, "probe", ": the probes measure language models (context, gradient flow)"
         )
         self.vocab = read_vocab(run_file(run_id, "vocab.txt", tmp))
         checkpoint = run_file(run_id, "checkpoints/best.ckpt", tmp)

@@ -1,6 +1,6 @@
 """The claims report, from what MLflow recorded and nothing else: the claims file and the evidence (runs and probe
 results) logged on the claims' parent run; every measurement and verdict recomputed from them
-(tasks/claims/verdicts.py).
+(tasks/claims/verdicts.py), each claim's plots drawn by its kind (tasks/claim_kinds/).
 
 A table (claim · measured · verdict · pre-registered · evidence), then one section per claim with its verdict, the
 training level of the models it is judged on, the parts that hold by construction (shown, not counted), when its
@@ -16,17 +16,17 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
 from prefect import task
 
-from rnnlab.schemas.claims_file import ClaimsConfig
 from tasks.analysis.compare import md_table, read_text
-from tasks.claims.verdicts import REFERENCE_GAP, ClaimResult, Evidence, evaluate, select, setting
+from tasks.claim_kinds.base import REFERENCE_GAP, Evidence
+from tasks.claims.claims_file import ClaimsConfig
+from tasks.claims.registry import KINDS
+from tasks.claims.verdicts import ClaimResult, claim_results
 from tasks.record import tracking
 from tasks.record.outcome import TRAINED, WORDS
-from tasks.reports import plots
 from tasks.reports.study_report import html, write_report
 
 
@@ -47,76 +47,13 @@ def is_claims_study(study: str) -> bool:
 def results_of(parent_run_id: str) -> tuple[ClaimsConfig, Evidence, list[ClaimResult]]:
     config = ClaimsConfig.model_validate(yaml.safe_load(read_text(parent_run_id, "claims.yaml")))
     ev = Evidence.from_json(json.loads(read_text(parent_run_id, "evidence.json")))
-    return config, ev, evaluate(config.claims, ev)
-
-
-def probes_by_cell(ev: Evidence, probes: dict[str, dict], study: str, factor: str) -> dict[str, list[dict]]:
-    found: dict[str, list[dict]] = {}
-    for record in ev.runs.get(study, []):
-        if record["run_id"] in probes:
-            found.setdefault(setting(record, factor) or "?", []).append(probes[record["run_id"]])
-    return found
+    return config, ev, claim_results(config.claims, ev)
 
 
 def figure(result: ClaimResult, ev: Evidence, out: Path) -> list[tuple[str, str]]:
-    """The claim's plots: (file name, what it shows); none where its data is missing."""
-    m, cid, shown = result.claim.measure, result.claim.id, []
-    if m.kind in ("effective_context", "lstm_memory"):
-        curves = probes_by_cell(ev, ev.context, m.study, m.factor)
-        if curves:
-            shown.append(
-                (
-                    plots.context_by_cell(curves, out / f"{cid}_context.png").name,
-                    "perplexity vs context kept, relative to the full context",
-                )
-            )
-    if m.kind in ("vanishing_gradient", "lstm_memory"):
-        curves = probes_by_cell(ev, ev.gradflow, m.study, m.factor)
-        if curves:
-            shown.append(
-                (
-                    plots.gradient_flow_by_cell(curves, out / f"{cid}_gradient_flow.png").name,
-                    "gradient norm vs distance, trained and at initialisation",
-                )
-            )
-    if m.kind == "vanishing_gradient" and ev.spectral:
-        shown.append((plots.spectral(ev.spectral, out / f"{cid}_spectral.png").name, "the spectral check"))
-    if m.kind == "clipping" and result.measurement.numbers["settings"]:
-        shown.append(
-            (
-                plots.diverged_shares(
-                    result.measurement.numbers["settings"], str(m.clipped), out / f"{cid}_diverged.png"
-                ).name,
-                "runs that diverged, by setting",
-            )
-        )
-    if m.kind == "residual_depth":
-        lines = {}
-        for record in ev.runs.get(m.study, []):
-            means = [record["metrics"].get(f"grad_norm_layer{i}_mean") for i in range(64)]
-            means = means[: means.index(None)] if None in means else means
-            if record["outcome"] == TRAINED and means:
-                name = f"layers={setting(record, m.depth)},residual={setting(record, m.factor)}"
-                lines.setdefault(name, []).append(means)
-        if lines:
-            medians = {
-                k: list(np.median(np.array(v), axis=0))
-                for k, v in sorted(lines.items(), key=lambda kv: (int(kv[0].split(",")[0].split("=")[1]), kv[0]))
-            }
-            shown.append((plots.layer_norms(medians, out / f"{cid}_layers.png").name, "gradient norm per layer"))
-    if m.kind == "bidirectional":
-        groups: dict[str, dict[str, dict[int, float]]] = {}
-        for record in select(ev, m.study, {}):
-            group = f"{m.within.rpartition('.')[2]}={setting(record, m.within)}"
-            variant = f"{m.factor.rpartition('.')[2]}={setting(record, m.factor)}"
-            value = record["metrics"].get(m.metric)
-            if value is not None:
-                groups.setdefault(group, {}).setdefault(variant, {})[record["seed"]] = value
-        if groups:
-            shown.append(
-                (plots.paired_metric(groups, m.metric, out / f"{cid}_bleu.png").name, f"{m.metric} by variant")
-            )
-    return shown
+    """The claim's plots, drawn by its kind: (file name, what it shows); none where its data is missing."""
+    m = result.claim.measure
+    return KINDS[m.kind].figures(result.claim.id, m, result.measurement.numbers, ev, out)
 
 
 def not_probed(ev: Evidence, study: str) -> str:
@@ -152,12 +89,7 @@ def section(result: ClaimResult, ev: Evidence, out: Path) -> str:
         f"## {claim.id}: {claim.quote}\n",
         f"**Verdict: {result.verdict.verdict}.** {result.verdict.reason}\n",
         f"**Measured** ({claim.measure.kind}): {result.measurement.text}.",
-        (
-            ""
-            if claim.measure.kind not in ("effective_context", "vanishing_gradient", "lstm_memory")
-            else not_probed(ev, claim.measure.study)
-        )
-        + "\n",
+        (not_probed(ev, claim.measure.study) if KINDS[claim.measure.kind].probes_runs else "") + "\n",
     ]
     if result.measurement.level:
         text.append(f"**Training level**: {result.measurement.level}.\n")

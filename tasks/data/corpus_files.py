@@ -1,13 +1,13 @@
 """The shared floor of corpus preparation, the same for every task kind: find a corpus's files (fetching a known
 corpus with its checksum checked), read them, hash them, and publish a prepared cache next to its checksums.
 
-The wings (tasks/data/lm_corpus.py, tasks/data/nmt_corpus.py) say what a corpus's files are and what a cache holds."""
+Each task kind's corpus (tasks/data/lm_corpus.py, tasks/data/nmt_corpus.py) says what a corpus's files are and what a
+cache holds."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import gzip
 import hashlib
 import json
@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from rnnlab.schemas.config import DataConfig, ParallelDataConfig
 from rnnlab.runtime.env import project_dir
+from rnnlab.schemas.config import DataConfig, ParallelDataConfig
 
 
 class DataError(ValueError):
@@ -96,16 +96,8 @@ def cache_root() -> Path:
 
 
 def sha256_file(path: Path) -> str:
-    """The file's sha256, computed once per process for each identity of the file (path, inode, size, mtime): a
-    command prepares its corpora before its flow starts and the flow prepares them again, in the same process, and
-    hashing every split file and cache file twice cost as much as the rest of the preparation. A file rewritten
-    in place (new size or mtime) or replaced (new inode) is hashed again."""
-    st = os.stat(path)
-    return _sha256(str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=4096)
-def _sha256(path: str, inode: int, size: int, mtime_ns: int) -> str:
+    """The file's sha256. A command prepares each corpus once and hands it to its flow (tasks/kinds/steps.py
+    prepare_study), so each file is hashed once per command: `tests/test_load_once.py` counts."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 

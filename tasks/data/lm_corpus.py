@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -90,6 +91,12 @@ class LMCorpus(PreparedCorpus):
     vocab_size: int
     tokens: dict[str, int] = field(hash=False)
     unigram: dict = field(default_factory=dict, hash=False)  # the floor: tasks/data/unigram.py
+    unit: ClassVar[str] = "tokens with <eos>"
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """split → its size, in `unit`s."""
+        return self.tokens
 
     @property
     def floor(self) -> dict[str, float]:

@@ -11,6 +11,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -101,6 +102,12 @@ class ParallelCorpus(PreparedCorpus):
     pairs: dict[str, int] = field(hash=False)
     filtered: dict[str, int] = field(hash=False)
     unigram: dict = field(default_factory=dict, hash=False)  # the floor on target tokens: tasks/data/unigram.py
+    unit: ClassVar[str] = "sentence pairs"
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """split → its size, in `unit`s."""
+        return self.pairs
 
     @property
     def floor(self) -> dict[str, float]:
@@ -182,7 +189,8 @@ def read_pairs(src_path: Path, tgt_path: Path) -> tuple[list[str], list[str]]:
 
 
 def train_sentencepiece(lines: list[str], vocab_size: int) -> bytes:
-    import sentencepiece as spm  # here, not at import: tasks/kinds/steps.py imports this wing for language-model runs too
+    # here, not at import: the kinds registry imports this module for language-model runs too
+    import sentencepiece as spm
 
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(

@@ -1,6 +1,6 @@
-"""The language-model wing: a token stream laid out as columns and cut into BPTT segments (the training split's
-sentences shuffled anew each epoch), fitting a recurrent language model, and perplexity: exp(total NLL / total
-tokens) over a whole split, hidden state carried through it.
+"""Language modelling, the task kind (`task: lm`): a token stream laid out as columns and cut into BPTT segments (the
+training split's sentences shuffled anew each epoch), fitting a recurrent language model, and perplexity: exp(total
+NLL / total tokens) over a whole split, hidden state carried through it.
 
 Per-sentence NLL is kept (one row per line) so reports can bootstrap over test sentences.
 """
@@ -16,17 +16,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from models.lm import RNNLM, VALID_TOKEN_NLL, LanguageModel, token_nll
 from models.metrics import perplexity
+from models.settings import LMSettings
 from rnnlab.schemas.config import LMRunConfig
 from tasks.data.corpus_files import read_lines
-from tasks.data.lm_corpus import EOS, LMCorpus, encode, read_vocab, words
+from tasks.data.lm_corpus import EOS, LMCorpus, check_fits, encode, prepare_lm_corpus, read_vocab, words
+from tasks.kinds.base import TaskKind
 from tasks.record.tracking import log_artifact, log_metrics
 from tasks.training.fitting import FitResult, fit_module, load_trained, seed_and_threads
-from tasks.training.model_settings import as_dict, lm_settings, optim_settings
+from tasks.training.model_settings import as_dict, optim_settings, pick
 from tasks.training.scoring import metric_name, recorded_config, run_file, score_each_split
+from tasks.training.timing import CELL_SECONDS, EVAL_SPEEDUP, measuring, timed
 
 
 def lm_columns(ids: torch.Tensor, eos_id: int, batch_size: int, pad: bool) -> tuple[torch.Tensor, ...]:
@@ -145,6 +149,10 @@ def training_loader(ids: torch.Tensor, eos_id: int, batch_size: int, bptt: int, 
     return DataLoader(segments, batch_size=None, sampler=EpochInOrder(segments))
 
 
+def lm_settings(cfg: LMRunConfig) -> LMSettings:
+    return pick(LMSettings, cfg.model)
+
+
 def eos_index(corpus: LMCorpus) -> int:
     return read_vocab(corpus.vocab_path).index(EOS)
 
@@ -261,7 +269,7 @@ def evaluate_file(run_id: str, path: str | Path) -> dict[str, float]:
     path = Path(path)
     lines = read_lines(path)  # fails early with a clear error on a missing, empty or undecodable file
     with tempfile.TemporaryDirectory() as tmp:
-        _, cfg = recorded_config(run_id, tmp, "lm", "evaluate", ": score it with --src and --ref, not --file")
+        _, cfg = recorded_config(run_id, tmp, LMRunConfig, "evaluate", ": score it with --src and --ref, not --file")
         vocab = read_vocab(run_file(run_id, "vocab.txt", tmp))
         net = load_net(cfg, len(vocab), run_file(run_id, "checkpoints/best.ckpt", tmp))
     index = {w: i for i, w in enumerate(vocab)}
@@ -278,3 +286,64 @@ def evaluate_file(run_id: str, path: str | Path) -> dict[str, float]:
     }
     log_metrics(run_id, metrics)
     return metrics
+
+
+def training_speed(cfg: LMRunConfig, vocab_size: int, threads: int, steps: int = 3) -> float:
+    """Tokens per second of this config's language model on this machine: a few SGD steps on random tokens."""
+    with measuring(threads):
+        net = RNNLM(vocab_size, lm_settings(cfg))
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+        tokens = torch.randint(vocab_size, (cfg.train.bptt + 1, cfg.train.batch_size))
+
+        def step() -> None:
+            logits, _ = net(tokens[:-1], None)
+            loss = F.cross_entropy(logits.flatten(0, 1), tokens[1:].flatten())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+        return tokens[1:].numel() / timed(step, steps)
+
+
+def run_seconds(cfg: LMRunConfig, corpus: LMCorpus, speed: float, max_steps: int | None = None) -> float:
+    """A run's whole budget: its optimizer steps, its validation passes and its final score of the valid split."""
+    per_step = cfg.train.batch_size * cfg.train.bptt
+    per_epoch = max(1, corpus.tokens["train"] // per_step)
+    steps = min(x for x in (max_steps, cfg.train.max_steps, cfg.train.max_epochs * per_epoch) if x)
+    every = cfg.train.val_every_n_steps or per_epoch
+    validations = math.ceil(steps / every) + 1
+    return steps * per_step / speed + validations * corpus.tokens["valid"] / (EVAL_SPEEDUP * speed) + CELL_SECONDS
+
+
+class LanguageModelling(TaskKind):
+    name = "lm"
+    description = "language"
+    tuning_metric = "valid_nll"
+
+    def prepare(self, data) -> LMCorpus:
+        return prepare_lm_corpus(data)
+
+    def check_fits(self, cfg: LMRunConfig, corpus: LMCorpus) -> None:
+        check_fits(cfg, corpus)
+
+    def fit(self, cfg: LMRunConfig, corpus: LMCorpus, run_id: str, workdir: str | None, callbacks: tuple) -> FitResult:
+        return fit_lm(cfg, corpus, run_id, workdir, callbacks)
+
+    def score(self, cfg: LMRunConfig, corpus: LMCorpus, run_id: str, fitted: FitResult) -> dict[str, float]:
+        return score_lm(cfg, corpus, run_id, fitted)
+
+    def speed(self, cfg: LMRunConfig, corpus: LMCorpus, threads: int, timings: dict) -> float:
+        """Tokens/s of the config's model, timed once per model shape (its cells and trials share it)."""
+        shape = ("lm", cfg.model.model_dump_json())
+        if shape not in timings:
+            timings[shape] = training_speed(cfg, corpus.vocab_size, threads)
+        return timings[shape]
+
+    def run_seconds(self, cfg: LMRunConfig, corpus: LMCorpus, threads: int, timings: dict) -> float:
+        return run_seconds(cfg, corpus, self.speed(cfg, corpus, threads, timings))
+
+    def tunable(self) -> bool:
+        return True
+
+    def trial_seconds(self, cfg: LMRunConfig, corpus: LMCorpus, timings: dict, steps: int) -> float:
+        return run_seconds(cfg, corpus, timings[("lm", cfg.model.model_dump_json())], steps)

@@ -1,5 +1,5 @@
-"""Translation runs: batches of sentence pairs, fitting, decoding, and sacreBLEU scoring on detokenized output
-against the raw references (with the metric signatures recorded)."""
+"""Translation, the task kind (`task: nmt`): batches of sentence pairs, fitting, decoding, and sacreBLEU scoring on
+detokenized output against the raw references (with the metric signatures recorded)."""
 
 from __future__ import annotations
 
@@ -17,13 +17,24 @@ from torch.utils.data import DataLoader, Sampler
 from models.metrics import perplexity
 from models.search import beam_search, greedy
 from models.seq2seq import PAD, Seq2Seq, Translator, sequence_nll
+from models.settings import Seq2SeqShape
 from rnnlab.schemas.config import NMTRunConfig
 from tasks.data.corpus_files import read_lines
-from tasks.data.nmt_corpus import BOS_ID, EOS_ID, ParallelCorpus, processor, read_pairs
+from tasks.data.nmt_corpus import (
+    BOS_ID,
+    EOS_ID,
+    ParallelCorpus,
+    check_fits,
+    prepare_parallel_corpus,
+    processor,
+    read_pairs,
+)
+from tasks.kinds.base import TaskKind
 from tasks.record.tracking import log_artifact, log_metrics, set_tags
 from tasks.training.fitting import FitResult, fit_module, load_trained, seed_and_threads
-from tasks.training.model_settings import as_dict, optim_settings, seq2seq_shape
+from tasks.training.model_settings import as_dict, optim_settings, pick
 from tasks.training.scoring import metric_name, recorded_config, run_file, score_each_split
+from tasks.training.timing import CELL_SECONDS, measuring, timed
 
 Pairs = dict[str, list[torch.Tensor]]
 
@@ -131,6 +142,13 @@ class ValidationBLEU(Callback):
         trainer.logger.log_metrics({"valid/bleu_greedy": score}, step=trainer.global_step)  # the curve
 
 
+def validation_words(metrics) -> list[str]:
+    """The greedy BLEU on a progress line at a validation (the floor shows the perplexity)."""
+    if "valid_bleu_greedy" in metrics:
+        return [f"valid BLEU {float(metrics['valid_bleu_greedy']):.2f} (greedy)"]
+    return []
+
+
 def fit_nmt(
     cfg: NMTRunConfig, corpus: ParallelCorpus, run_id: str, workdir: str | None = None, callbacks: tuple = ()
 ) -> FitResult:
@@ -157,7 +175,12 @@ def fit_nmt(
         vocab_size=corpus.output_vocab,
         callbacks=(ValidationBLEU(corpus, cfg), *callbacks),
         workdir=workdir,
+        validation_words=validation_words,
     )
+
+
+def seq2seq_shape(cfg: NMTRunConfig, src_vocab: int, tgt_vocab: int) -> Seq2SeqShape:
+    return pick(Seq2SeqShape, cfg.model, src_vocab=src_vocab, tgt_vocab=tgt_vocab)
 
 
 def load_translator(cfg: NMTRunConfig, src_vocab: int, tgt_vocab: int, checkpoint: str | Path) -> Seq2Seq:
@@ -235,7 +258,7 @@ def load_run(run_id: str, tmp: str, purpose: str = "use") -> tuple[NMTRunConfig,
     _, cfg = recorded_config(
         run_id,
         tmp,
-        "nmt",
+        NMTRunConfig,
         purpose,
         ", not a translation run (task: nmt); a language model is scored with `rnnlab evaluate RUN --file FILE`",
     )
@@ -275,3 +298,80 @@ def evaluate_pair(run_id: str, src: str | Path, ref: str | Path) -> dict[str, fl
     metrics = score_translations(net, cfg, encode_sources(src_sp, sources), references, tgt_sp, run_id, name)
     log_metrics(run_id, metrics)
     return metrics
+
+
+def translation_run_seconds(cfg: NMTRunConfig, corpus: ParallelCorpus, threads: int) -> float:
+    """A translation run's whole budget on this machine: its Adam steps (a batch of sentence pairs of the training
+    split's mean lengths, random subwords), a greedy translation and a scoring pass of the valid split at every
+    validation, and the final scores (greedy, beam, perplexity). Decoding is timed as one decoder step per target
+    subword of the mean length (a trained model stops at its EOS; an untrained one runs to its length limit)."""
+    with measuring(threads):
+        train = corpus.load("train")
+        src_len = max(1, round(sum(len(s) for s in train["src"]) / max(1, len(train["src"]))))
+        tgt_len = max(1, round(sum(len(t) for t in train["tgt"]) / max(1, len(train["tgt"])))) + 1  # + EOS
+        net = Seq2Seq(seq2seq_shape(cfg, corpus.src_vocab, corpus.tgt_vocab))
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+
+        def batch(size: int):
+            src = torch.randint(4, corpus.src_vocab, (size, src_len))
+            return src, torch.full((size,), src_len), torch.randint(4, corpus.tgt_vocab, (size, tgt_len))
+
+        src, lengths, tgt = batch(cfg.train.batch_size)
+        prev = torch.cat([torch.full((cfg.train.batch_size, 1), BOS_ID), tgt[:, :-1]], dim=1)
+
+        def train_step() -> None:
+            loss, count = sequence_nll(net(src, lengths, prev), tgt)
+            optimizer.zero_grad()
+            (loss / count).backward()
+            optimizer.step()
+
+        step_seconds = timed(train_step)
+        eval_size = min(cfg.eval.batch_size, max(1, corpus.pairs["valid"]))
+
+        def decode_seconds(beam: int) -> float:
+            e_src, e_len, _ = batch(eval_size * beam)
+            with torch.no_grad():
+                memory, states, mask = net.encode(e_src, e_len)
+                token = torch.full((eval_size * beam, 1), BOS_ID)
+                per_token = timed(lambda: net.decoder(token, states, memory, mask))
+                encode = timed(lambda: net.encode(e_src, e_len), repeats=1)
+            return math.ceil(corpus.pairs["valid"] / eval_size) * (encode + tgt_len * per_token)
+
+        greedy = decode_seconds(1)
+        beam = decode_seconds(cfg.eval.beam) if cfg.eval.beam > 1 else greedy
+    per_epoch = math.ceil(corpus.pairs["train"] / cfg.train.batch_size)
+    steps = min(x for x in (cfg.train.max_steps, cfg.train.max_epochs * per_epoch) if x)
+    training = steps * step_seconds
+    if cfg.train.max_minutes:
+        training = min(training, cfg.train.max_minutes * 60)
+    every = cfg.train.val_every_n_steps or per_epoch
+    scoring = math.ceil(corpus.pairs["valid"] / cfg.train.batch_size) * step_seconds / 3  # a forward pass
+    validations = math.ceil(steps / every)
+    return training + validations * (greedy + scoring) + greedy + beam + scoring + CELL_SECONDS
+
+
+class Translation(TaskKind):
+    name = "nmt"
+    description = "translation"
+    tuning_metric = "valid_bleu_greedy"
+
+    def prepare(self, data) -> ParallelCorpus:
+        return prepare_parallel_corpus(data)
+
+    def check_fits(self, cfg: NMTRunConfig, corpus: ParallelCorpus) -> None:
+        check_fits(cfg, corpus)
+
+    def fit(
+        self, cfg: NMTRunConfig, corpus: ParallelCorpus, run_id: str, workdir: str | None, callbacks: tuple
+    ) -> FitResult:
+        return fit_nmt(cfg, corpus, run_id, workdir, callbacks)
+
+    def score(self, cfg: NMTRunConfig, corpus: ParallelCorpus, run_id: str, fitted: FitResult) -> dict[str, float]:
+        return score_nmt(cfg, corpus, run_id, fitted)
+
+    def run_seconds(self, cfg: NMTRunConfig, corpus: ParallelCorpus, threads: int, timings: dict) -> float:
+        """Timed once per recipe (the seeds of a variant share it)."""
+        recipe = ("nmt", cfg.model_copy(update={"seed": 0, "run_name": None}).model_dump_json())
+        if recipe not in timings:
+            timings[recipe] = translation_run_seconds(cfg, corpus, threads)
+        return timings[recipe]

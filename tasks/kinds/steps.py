@@ -1,6 +1,5 @@
-"""The Prefect face of tasks/: each step picks the wing for the run's task kind (language modelling: tasks/lm*.py,
-translation: tasks/nmt*.py) and does nothing else. The probes (tasks/claims/probes.py) are tasks on a recorded
-language-model run, for a flow that measures runs it has trained; the CLI calls their plain functions."""
+"""The Prefect face of tasks/: each step looks up the run's task kind (tasks/kinds/registry.py) and asks it; nothing
+here names a kind."""
 
 from __future__ import annotations
 
@@ -11,25 +10,19 @@ import tempfile
 from prefect import task
 
 from rnnlab.schemas.config import ConfigError, RunConfig
-from tasks.data import lm_corpus, nmt_corpus
-from tasks.data.corpus_files import DataError
-from tasks.data.lm_corpus import LMCorpus
-from tasks.data.nmt_corpus import ParallelCorpus
-from tasks.kinds import lm, nmt
+from tasks.data.corpus_files import DataError, PreparedCorpus
+from tasks.kinds.registry import kind_of
 from tasks.record import hardware
 from tasks.record.tracking import download_artifact, set_tags
 from tasks.training.fitting import FitResult
 from tasks.training.scoring import skipped_splits
 
-Corpus = LMCorpus | ParallelCorpus
+Corpus = PreparedCorpus  # of the run's task kind
 
 
 def prepare_corpus(cfg: RunConfig) -> Corpus:
     check_machine(cfg)  # first: a setting this machine cannot run fails before any data is prepared
-    if cfg.task == "nmt":
-        corpus = nmt_corpus.prepare_parallel_corpus(cfg.data)
-    else:
-        corpus = lm_corpus.prepare_lm_corpus(cfg.data)
+    corpus = kind_of(cfg).prepare(cfg.data)
     check_fits(cfg, corpus)
     skipped = skipped_eval_splits(cfg, corpus)
     if skipped:  # once per corpus a study prepares, not once per cell: each run carries the tag
@@ -44,17 +37,17 @@ def prepare_corpus(cfg: RunConfig) -> Corpus:
 
 def skipped_eval_splits(cfg: RunConfig, corpus: Corpus) -> dict[str, str]:
     """The tag saying which configured evaluation splits the corpus lacks ({} when none)."""
-    return skipped_splits(cfg.eval.splits, corpus.pairs if cfg.task == "nmt" else corpus.tokens, corpus.name)
+    return skipped_splits(cfg.eval.splits, corpus.sizes, corpus.name)
 
 
 def has_split(corpus: Corpus, split: str) -> bool:
-    return split in (corpus.pairs if isinstance(corpus, ParallelCorpus) else corpus.tokens)
+    return split in corpus.sizes
 
 
 def check_fits(cfg: RunConfig, corpus: Corpus) -> None:
     """Fail here, before any run opens, when the corpus cannot fill the batches the config asks for, or when this
     machine cannot run its accelerator or precision."""
-    (nmt_corpus if cfg.task == "nmt" else lm_corpus).check_fits(cfg, corpus)
+    kind_of(cfg).check_fits(cfg, corpus)
     check_machine(cfg)
 
 
@@ -82,6 +75,23 @@ def check_cells_fit(cells: list, corpora: dict[str, Corpus]) -> None:
             raise ConfigError(f"cell {cell.name}: {err}") from None
 
 
+def prepare_corpora(cells) -> dict[str, Corpus]:
+    """Each corpus that a study's cells need, prepared once (by `data_key`)."""
+    corpora: dict[str, Corpus] = {}
+    for cell in cells:
+        if data_key(cell.config) not in corpora:
+            corpora[data_key(cell.config)] = prepare_corpus(cell.config)
+    return corpora
+
+
+def prepare_study(cells) -> dict[str, Corpus]:
+    """Each corpus once, and every cell checked against its corpus: what a command does before anything starts,
+    and hands to the flow."""
+    corpora = prepare_corpora(cells)
+    check_cells_fit(cells, corpora)
+    return corpora
+
+
 def data_key(cfg: RunConfig) -> str:
     """The data settings of a run: runs with the same key share one prepared corpus."""
     return json.dumps(cfg.data.model_dump(mode="json"), sort_keys=True)
@@ -95,16 +105,12 @@ def prepare_data(cfg: RunConfig) -> Corpus:
 @task(name="train")
 def train(cfg: RunConfig, corpus: Corpus, run_id: str, workdir: str | None = None, callbacks: tuple = ()) -> FitResult:
     """`callbacks`: Lightning callbacks added to the house ones (a tuning trial's pruner)."""
-    if cfg.task == "nmt":
-        return nmt.fit_nmt(cfg, corpus, run_id, workdir, callbacks)
-    return lm.fit_lm(cfg, corpus, run_id, workdir, callbacks)
+    return kind_of(cfg).fit(cfg, corpus, run_id, workdir, callbacks)
 
 
 @task(name="evaluate")
 def evaluate(cfg: RunConfig, corpus: Corpus, run_id: str, fitted: FitResult) -> dict[str, float]:
-    if cfg.task == "nmt":
-        return nmt.score_nmt(cfg, corpus, run_id, fitted)
-    return lm.score_lm(cfg, corpus, run_id, fitted)
+    return kind_of(cfg).score(cfg, corpus, run_id, fitted)
 
 
 @task(name="score-held-out")
@@ -115,27 +121,6 @@ def score_held_out(cfg: RunConfig, corpus: Corpus, run_id: str, split: str = "te
         checkpoint = download_artifact(run_id, "checkpoints/best.ckpt", tmp)
         held_out = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"splits": (split,)})})
         fitted = FitResult(str(checkpoint), None, None, 0, 0.0, 0.0, 0.0)  # only its checkpoint is read
-        metrics = (nmt.score_nmt if cfg.task == "nmt" else lm.score_lm)(held_out, corpus, run_id, fitted)
+        metrics = kind_of(cfg).score(held_out, corpus, run_id, fitted)
     set_tags(run_id, {f"rnnlab.{split}_scored": "after the study's decision"})
     return metrics
-
-
-@task(name="probe-context")
-def probe_context(run_id: str, split: str = "valid", positions: int | None = None, force: bool = False) -> dict:
-    from tasks.claims.verdicts import probes  # lazy: matplotlib, which a training flow never needs
-
-    return probes.context_probe(run_id, split, positions, force)
-
-
-@task(name="probe-gradient-flow")
-def probe_gradient_flow(run_id: str, split: str = "valid", positions: int | None = None, force: bool = False) -> dict:
-    from tasks.claims.verdicts import probes  # lazy: matplotlib, which a training flow never needs
-
-    return probes.gradient_flow_probe(run_id, split, positions, force)
-
-
-@task(name="spectral-check")
-def probe_spectral_check(radii: list[float]) -> dict:
-    from tasks.claims.verdicts import probes  # lazy: matplotlib, which a training flow never needs
-
-    return probes.spectral_check(tuple(radii))

@@ -71,14 +71,10 @@ def judge(
         if not ppl < limit:
             learned = " (it learned no more than word frequencies)" if "unigram" in what else ""
             return Outcome(FAILED_TO_LEARN, f"{name} {ppl:,.1f} is at or above {what} on the same split{learned}")
-    if cfg.task == "nmt":
-        bleu = first(metrics, "valid_bleu_greedy", "valid_bleu", "test_bleu_greedy", "test_bleu")
-        if bleu and bleu[1] < cfg.eval.min_bleu:
-            return Outcome(
-                FAILED_TO_LEARN,
-                f"{bleu[0]} {bleu[1]:.2f} is below {cfg.eval.min_bleu:g} "
-                "(eval.min_bleu), the level of a trivial translation",
-            )
+    for names, least, why in cfg.score_minimums():  # a task kind's own mark of a trivial model (translation: BLEU)
+        score = first(metrics, *names)
+        if score and score[1] < least:
+            return Outcome(FAILED_TO_LEARN, f"{score[0]} {score[1]:.2f} is below {least:g} {why}")
     if not found:
         return Outcome(TRAINED, "no perplexity was measured")
     limit, what = floor_of(found[0], floor or {}, vocab_size)

@@ -472,7 +472,7 @@ def gradient_flow_curves(result: dict, path: Path) -> Path:
         return save(fig, path)
 
 
-# ---- the claims report's figures (tasks/claims/report.py) ----
+# ---- the claims report's figures (drawn by each claim kind: tasks/claim_kinds/) ----
 
 
 def first_number(value) -> float:

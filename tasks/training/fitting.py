@@ -1,6 +1,6 @@
 """The shared floor of training, the same for every task kind: a Lightning Trainer from a RunConfig, the house
 callbacks (progress, gradient statistics, the training loss and its blow-up rule), resuming from a checkpoint, and
-the fit itself. The wings (tasks/kinds/lm.py, tasks/kinds/nmt.py) bring the module and the data loaders."""
+the fit itself. Each task kind (tasks/kinds/) brings the module and the data loaders."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 import time
 import warnings
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -48,8 +49,10 @@ class Progress(Callback):
         losses: TrainingLoss | None = None,
         every_seconds: float = 10.0,
         label: str | None = None,
+        validation_words: Callable[[Mapping[str, Any]], list[str]] | None = None,
     ):
         self.gradients, self.losses = gradients, losses
+        self.validation_words = validation_words
         self.prefix = f"rnnlab: [{label}] " if label else "rnnlab: "
         self.every_seconds = every_seconds
         self.tokens = 0
@@ -113,8 +116,8 @@ class Progress(Callback):
             parts.append(f"{self._window_tokens / (now - self._last):,.0f} tok/s")
         if valid and "valid_nll" in m:
             parts.append(f"valid ppl {readable(perplexity(float(m['valid_nll'])))}")
-        if valid and "valid_bleu_greedy" in m:
-            parts.append(f"valid BLEU {float(m['valid_bleu_greedy']):.2f} (greedy)")
+        if valid and self.validation_words:  # the task kind's own scores (translation: BLEU)
+            parts += self.validation_words(m)
         print(self.prefix + " · ".join(parts), file=sys.stderr, flush=True)
         self._last, self._window_tokens = now, 0
 
@@ -125,20 +128,10 @@ def readable(value: float) -> str:
 
 
 def recurrent_layers(module: torch.nn.Module) -> dict[str, list[torch.nn.Parameter]]:
-    """The recurrent layers whose gradient norms are logged one by one, lowest first: a language model's stack
-    (`layer<i>`), a translator's encoder and decoder stacks (`encoder_layer<i>`, `decoder_layer<i>`)."""
-    net = getattr(module, "net", module)
-    stacks = {
-        "": getattr(net, "layers", None),
-        "encoder_": getattr(getattr(net, "encoder", None), "layers", None),
-        "decoder_": getattr(getattr(net, "decoder", None), "layers", None),
-    }
-    return {
-        f"{prefix}layer{i}": list(layer.parameters())
-        for prefix, stack in stacks.items()
-        if isinstance(stack, torch.nn.ModuleList)
-        for i, layer in enumerate(stack)
-    }
+    """The recurrent layers whose gradient norms are logged one by one, lowest first, under the names their model
+    gives them (`recurrent_layers()` of a models/ Lightning module; none for a module without one)."""
+    layers = module.recurrent_layers() if hasattr(module, "recurrent_layers") else {}
+    return {name: list(layer.parameters()) for name, layer in layers.items()}
 
 
 class GradientStats(Callback):
@@ -379,6 +372,7 @@ def fit_module(
     vocab_size: int,
     callbacks: tuple[Callback, ...] = (),
     workdir: str | Path | None = None,
+    validation_words: Callable[[Mapping[str, Any]], list[str]] | None = None,
 ) -> FitResult:
     """Fit with the house callbacks (best/last checkpoints by `monitor`, progress, loss and gradient stats, divergence
     and blow-up stop against a uniform guess over `vocab_size` words), metrics batched to the run, and a summary of
@@ -399,7 +393,7 @@ def fit_module(
     losses = TrainingLoss(
         uniform_loss(vocab_size), cfg.train.blowup_ratio, cfg.train.blowup_window, cfg.train.blowup_after
     )
-    progress = Progress(gradients, losses, label=cfg.run_name)
+    progress = Progress(gradients, losses, label=cfg.run_name, validation_words=validation_words)
     logger = MlflowMetricsLogger(run_id)
     trainer = build_trainer(cfg, workdir, [*callbacks, best, losses, gradients, progress], logger)
     started = time.perf_counter()

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 from mlflow.exceptions import MlflowException
 
-from rnnlab.schemas.config import RunConfig, build
+from rnnlab.schemas.config import RunBase, RunConfig, build
 from tasks.record.tracking import download_artifact, get_run, log_metrics
 
 
@@ -57,14 +57,14 @@ def run_file(run_id: str, path: str, tmp: str) -> Path:
         ) from None
 
 
-def recorded_config(run_id: str, tmp: str, task: str, purpose: str, otherwise: str):
-    """(run, config) of a FINISHED run of the task kind `task`; `otherwise` ends the message for a run of another
-    kind (how that one is used instead)."""
+def recorded_config(run_id: str, tmp: str, schema: type[RunBase], purpose: str, otherwise: str):
+    """(run, config) of a FINISHED run whose config is of the task kind's `schema`; `otherwise` ends the message for
+    a run of another kind (how that one is used instead)."""
     run = finished_run(run_id, purpose)
     cfg: RunConfig = build(
         yaml.safe_load(run_file(run_id, "config.yaml", tmp).read_text()), f"run {run_id} config.yaml"
     )
-    if cfg.task != task:
+    if not isinstance(cfg, schema):
         raise LookupError(f"run {run_id} is a {cfg.task} run{otherwise}")
     return run, cfg
 
