@@ -5,7 +5,6 @@ else."""
 from __future__ import annotations
 
 import dataclasses
-import gc
 import hashlib
 import json
 import math
@@ -15,7 +14,6 @@ import time
 from typing import Any
 
 import pandas as pd
-import torch
 from prefect import flow, task
 from prefect.futures import wait
 from prefect.task_runners import TaskRunner
@@ -25,8 +23,8 @@ from flows.tune import search_arms, search_digest, tuned_cells
 from rnnlab.runtime.env import project_dir
 from rnnlab.runtime.progress import StudyProgress
 from rnnlab.runtime.workers import (
+    in_cell_worker,
     interrupt_workers,
-    settle_worker,
     start_workers,
     task_runner,
     threads_per_cell,
@@ -121,9 +119,6 @@ def run_cell(
     """Train one cell, unless another process is training it (then wait for it) or has finished it meanwhile (then
     reuse its run). `fresh_since_ms` (with --force): only a run started after that counts as finished, and the
     cell's old checkpoints are discarded."""
-    gc.enable()  # in case no start_cell_worker ran: a local Dask worker spawned by rnnlab.cli starts with it paused
-    if threads:
-        torch.set_num_threads(threads)
     tags = {
         "rnnlab.role": "cell",
         "rnnlab.study": study,
@@ -134,7 +129,7 @@ def run_cell(
         **{f"factor.{k}": show(v) for k, v in cell.factors.items()},
     }
     try:
-        with training_alone(cell_dir(key).with_suffix(".lock"), cell.name):
+        with in_cell_worker(threads), training_alone(cell_dir(key).with_suffix(".lock"), cell.name):
             found = tracking.finished_run(study, key)
             if found and (fresh_since_ms is None or found["start_time"] >= fresh_since_ms):
                 print(
@@ -150,8 +145,6 @@ def run_cell(
         # As an Exception: the process pool hands a BaseException from a worker to no one (a traceback on a thread
         # of the study, and a cell that never completes).
         raise CellInterrupted(f"interrupted ({err or type(err).__name__})") from None
-    finally:
-        settle_worker()
 
 
 class CellInterrupted(RuntimeError):

@@ -68,6 +68,22 @@ def start_cell_worker(*preload: str) -> None:
     gc.enable()
 
 
+@contextmanager
+def in_cell_worker(threads: int) -> Iterator[None]:
+    """A cell's stay in its worker: the collector on (a local Dask worker spawned by the command line starts with it
+    paused, and no `start_cell_worker` ran there), torch at `threads` threads (0: its default), and the worker settled
+    afterwards, however the cell ends."""
+    gc.enable()
+    if threads:
+        import torch  # the worker has it already: the cell's own imports brought it
+
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        settle_worker()
+
+
 def settle_worker() -> None:
     """After a cell: collect its garbage, then freeze what is left (the worker's long-lived state) out of the
     collector's reach, as at the worker's start; so a worker's exit, and the study that waits for it, is quick."""

@@ -1,0 +1,146 @@
+"""`rnnlab study`: run (or resume) a study's grid and compare it, print what it would run (--dry-run), or, given a
+claims file, run its studies, probes and verdicts."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rnnlab.cli.common import answer_block, check_environment, finish, quietly
+from rnnlab.runtime.processes import start_prefect_api
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "study", help="run (or resume) a study: every variant × seed of its grid, then the comparison"
+    )
+    p.add_argument("study", help="a study file, e.g. conf/studies/lm_clipping.yaml")
+    p.add_argument(
+        "overrides", nargs="*", help="study fields (seeds=[1,2] concurrency=1) or run-config keys (train.max_epochs=2)"
+    )
+    p.add_argument("--force", action="store_true", help="retrain every cell, even those already finished")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the cells and trials it would run, with an estimated wall time on this machine, and exit",
+    )
+    p.add_argument(
+        "--recorded",
+        action="store_true",
+        help="a claims file only: run no study, judge each one's latest "
+        "recorded execution (the report names its code version)",
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_study)
+
+
+def dry_run(study) -> int:
+    """What `rnnlab study` would run (cells, trials) and about how long it would take here; trains and records
+    nothing (the corpora are prepared: their sizes enter the estimate)."""
+    from rnnlab.runtime.workers import threads_per_cell  # lazy: Prefect
+    from tasks.kinds.estimate import estimate_lines
+    from tasks.kinds.steps import prepare_corpora
+
+    corpora = prepare_corpora(study.cells)
+    for cell in study.cells:
+        print(f"  cell  {cell.name}", file=sys.stderr)
+    if study.config.tune:
+        tune = study.config.tune
+        for variant in study.variants:
+            print(
+                f"  trials  {variant}: {tune.trials} ({tune.sampler.name} sampler, seed {tune.sampler.seed})",
+                file=sys.stderr,
+            )
+    print("\n".join(estimate_lines(study, corpora, threads_per_cell(study))), file=sys.stderr)
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from rnnlab.schemas.config import read_yaml  # lazy: pydantic, not needed by --help
+    from rnnlab.schemas.study import load_study
+
+    tree = read_yaml(args.study)  # read once: to tell a claims file from a study file, then loaded from it
+    if "claims" in tree:
+        return cmd_claims(args, tree)
+    if args.recorded:
+        print(
+            f"rnnlab: error: --recorded: {args.study} is a study file; the option is for a claims file (one with a "
+            "top-level `claims:` list), whose studies it judges as recorded",
+            file=sys.stderr,
+        )
+        return 2
+
+    study = load_study(args.study, args.overrides, tree)  # every cell is validated here, before anything trains
+    if args.dry_run:
+        return dry_run(study)
+    with quietly(args.json):
+        check_environment(launch_prefect=True)
+        from tasks.kinds.steps import prepare_study  # lazy: torch, Prefect (~6 s)
+
+        corpora = prepare_study(study.cells)  # bad data fails here, before Prefect or MLflow start
+        print(
+            f"rnnlab: study '{study.name}': {len(study.variants)} variants × {len(study.config.seeds)} seed(s) "
+            f"= {len(study.cells)} cells, {study.config.concurrency} at a time",
+            file=sys.stderr,
+        )
+        from rnnlab.runtime.workers import threads_per_cell  # lazy: loaded by the flow next anyway
+        from tasks.kinds.estimate import estimate_lines
+
+        print(*estimate_lines(study, corpora, threads_per_cell(study))[-1:], file=sys.stderr)
+        start_prefect_api()
+        from flows.study import StudyFailed, run_study  # lazy: Lightning, only once the data is ready
+
+        try:
+            result = run_study(study, corpora, args.force)  # what was loaded and prepared here: not again
+        except StudyFailed as err:
+            print(f"rnnlab: study '{study.name}' failed: {err}", file=sys.stderr)
+            return 1
+    from tasks.analysis.compare import comparison, formatted  # loaded by the flow already: costs nothing here
+    from tasks.record.tracking import tracking_uri
+
+    table = formatted(comparison(study.name, result["parent_run_id"]))
+    result["tracking_uri"] = tracking_uri()
+    return finish(
+        result,
+        args.json,
+        f"\n{table.to_string(index=False)}\n\n"
+        + answer_block(result["question"], result["answer"], result["factors"])
+        + "\n\n"
+        f"rnnlab: study '{study.name}' (parent run {result['parent_run_id']}): {result['trained']} cells "
+        f"trained here, {result['reused']} reused\n"
+        f"rnnlab: report in {result['report']} (and .html); compare again with `rnnlab compare {study.name}`; "
+        f"browse with `rnnlab ui`",
+    )
+
+
+def cmd_claims(args: argparse.Namespace, tree: dict) -> int:
+    """A claims file (a top-level `claims:` list, read as `tree`): its studies, the probes, the verdicts and the
+    claims report."""
+    from tasks.claims.claims_file import load_claims  # lazy: pydantic, not needed by --help
+
+    lecture = load_claims(args.study, args.overrides, tree)  # every study's cells and every criterion validated here
+    with quietly(args.json):
+        check_environment()
+        from tasks.kinds.steps import prepare_study  # lazy: torch, Prefect (~6 s)
+
+        cells = [cell for study in lecture.studies.values() for cell in study.cells]
+        corpora = prepare_study(cells)  # each corpus once for all the studies; bad data fails here, before Prefect
+        print(
+            f"rnnlab: claims '{lecture.name}': {len(lecture.config.claims)} claims over "
+            f"{len(lecture.studies)} studies ({', '.join(lecture.studies)})",
+            file=sys.stderr,
+        )
+        start_prefect_api()
+        from flows.claims import run_claims  # lazy: Lightning and the probes, only once the data is ready
+        from tasks.claims.report import terminal_table
+
+        result = run_claims(lecture, corpora, args.force, args.recorded)
+    failed = "".join(f"\nrnnlab: study {line}" for line in result["failures"])
+    code = finish(
+        result,
+        args.json,
+        f"\n{terminal_table(result['claims'])}\n{failed}\n"
+        f"rnnlab: claims '{lecture.name}' (parent run {result['parent_run_id']}): report in "
+        f"{result['report']} (and .html); again with `rnnlab report {lecture.name}`",
+    )
+    return 1 if result["failures"] else code

@@ -1,0 +1,229 @@
+"""Process-wide defaults that must be in place before Prefect, MLflow or Lightning are imported.
+
+Everything is `setdefault`: a user's own environment always wins.
+"""
+
+import contextlib
+import ctypes
+import errno
+import gc
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+class EnvironmentProblem(RuntimeError):
+    """Something outside rnnlab's input is unfit (an unreachable tracking server, an unwritable or corrupt store, a
+    full disk); the message names it and says what to do. Reported as one line, exit 2."""
+
+
+CODE_ROOT = Path(__file__).resolve().parent.parent
+CODE_PACKAGES = ("rnnlab", "flows", "tasks", "models")
+
+
+def source_files() -> list[Path]:
+    """rnnlab's own source files, in a fixed order: what identifies the code (with or without a git checkout)."""
+    return [path for package in CODE_PACKAGES for path in sorted((CODE_ROOT / package).glob("**/*.py"))]
+
+
+def project_dir() -> Path:
+    """The project whose stores (mlruns/, .prefect/, .cache/) a command uses: $RNNLAB_HOME, else the cwd."""
+    return Path(os.environ.get("RNNLAB_HOME") or os.getcwd()).resolve()
+
+
+# What a user cannot act on stays off the console unless asked for (`rnnlab … -v`): Prefect's per-task INFO lines,
+# MLflow's INFO logs and artifact-download progress bars. Warnings and errors still show.
+# Room a run needs in the project directory: Prefect's database, the MLflow store, checkpoints. Below it a command
+# stops before it starts, instead of failing halfway (a 3 MB disk: two minutes of Prefect server tracebacks).
+MIN_FREE_MB = 50
+
+
+def check_project() -> Path:
+    """The project directory can be written and has room for a run."""
+    home = project_dir()
+    try:
+        with tempfile.TemporaryFile(dir=home):
+            pass
+    except OSError as err:
+        raise EnvironmentProblem(
+            f"the project directory {home} is not writable ({err.strerror}): runs, checkpoints "
+            "and caches are written there; run rnnlab from a writable directory, or set "
+            "RNNLAB_HOME to one"
+        ) from None
+    free_mb = shutil.disk_usage(home).free / 2**20
+    if free_mb < MIN_FREE_MB:
+        raise EnvironmentProblem(
+            f"no space left on device: {free_mb:.1f} MB free on the disk of {home}, and a run "
+            f"needs at least {MIN_FREE_MB} MB (Prefect's database, the MLflow store, "
+            "checkpoints); free some space, or set RNNLAB_HOME to a directory on another disk"
+        )
+    reserve = home / RESERVE
+    if not reserve.exists() or reserve.stat().st_size < RESERVE_BYTES:
+        with open(reserve, "wb") as f:
+            f.write(b"\0" * RESERVE_BYTES)  # written, not sparse: the blocks must really be taken
+    return home
+
+
+# Space kept in reserve, so that when the disk fills up during a run there is still room to record that: the run
+# closed as FAILED with its reason (SQLite needs room for its journal even to mark a run). Released on a full disk,
+# taken again by the next command's check.
+RESERVE = ".rnnlab-reserve"
+RESERVE_BYTES = 8 << 20
+
+
+def release_reserve() -> None:
+    (project_dir() / RESERVE).unlink(missing_ok=True)
+
+
+def disk_full(err: BaseException | None) -> str | None:
+    """What ran out of space, in a line, if `err` (or what caused it) is a full disk: the OS's ENOSPC, SQLite's
+    "database or disk is full", torch's "file write failed"."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return f"{err.strerror}: {err.filename2 or err.filename}" if err.filename else err.strerror
+        for line in str(err).splitlines():
+            if any(
+                sign in line for sign in ("No space left on device", "database or disk is full", "file write failed")
+            ):
+                return line.strip()[:200]
+        err = err.__cause__ or err.__context__
+    return None
+
+
+QUIET = {
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+VERBOSE = {
+    "PREFECT_LOGGING_LEVEL": "INFO",
+    "MLFLOW_LOGGING_LEVEL": "INFO",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "true",
+    "RNNLAB_VERBOSE": "1",
+}
+
+
+def verbose() -> bool:
+    return os.environ.get("RNNLAB_VERBOSE") == "1"
+
+
+def configure(verbose: bool = False, read_only: bool = False) -> Path:
+    """Set the defaults below (a user's own environment wins, except over `verbose`); worker processes inherit them.
+    `read_only`: a command that only reads the project (compare, report, ui) keeps the libraries' own state
+    (Prefect's home, matplotlib's cache) out of it, so it creates nothing there and works where it cannot write."""
+    home = project_dir()
+    if home.exists() and not home.is_dir():
+        raise EnvironmentProblem(
+            f"the project directory {home} is a file, not a directory (RNNLAB_HOME, else the "
+            "current directory): set RNNLAB_HOME to a directory"
+        )
+    if not read_only:
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise EnvironmentProblem(
+                f"cannot create the project directory {home} ({err.strerror}): set RNNLAB_HOME to a writable directory"
+            ) from None
+    state = Path(tempfile.gettempdir()) / f"rnnlab-{os.getuid()}" if read_only else home
+    defaults = {
+        "PREFECT_HOME": str(state / ".prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "DO_NOT_TRACK": "true",  # MLflow honours only the string "true"
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MPLCONFIGDIR": str(state / ".cache" / "matplotlib"),
+        "GIT_PYTHON_REFRESH": "quiet",
+    }
+    for key, value in {**defaults, **QUIET}.items():
+        os.environ.setdefault(key, value)
+    if verbose:  # asked for on the command line: over any quiet level inherited from the environment
+        os.environ.update(VERBOSE)
+    keep_freed_memory()
+    return home
+
+
+_TUNED = False
+
+
+def keep_freed_memory() -> None:
+    """Keep memory that training frees in the process instead of handing it back to the OS.
+
+    By default glibc serves big blocks with mmap and unmaps them on free, so every step's large tensors (the
+    logits and their gradients) come back as fresh pages: ~17,000 page faults per step of the small PTB LSTM,
+    5-15% of its step time on 2 cores, varying from run to run. Serving them from the heap and not trimming it
+    removes that (measured: benchmarks/bench_lm_speed.py). glibc (Linux) only; elsewhere nothing changes."""
+    global _TUNED
+    if _TUNED or not sys.platform.startswith("linux"):
+        return
+    _TUNED = True
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+        libc.mallopt(M_MMAP_MAX, 0)
+        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+    except (OSError, AttributeError):  # another C library (musl): leave it alone
+        pass
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """The garbage collector off while a command imports its libraries (MLflow, SQLAlchemy, pandas, SciPy): they
+    build ~300,000 objects that live until exit, and the full collections that this triggers along the way found
+    nothing to free and took ~0.5 s of `rnnlab compare`'s ~2.5 s (`benchmarks/bench_cli_start.py`)."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def pause_gc_in_spawned_worker() -> None:
+    """In a process that multiprocessing spawns (a study's cell worker), stop the garbage collector until its start-up
+    is over: importing torch, Lightning and MLflow builds millions of objects, and the full collections that this
+    triggers along the way took ~1 s of its ~5 s start. The worker's initializer freezes the result and re-enables it
+    (`rnnlab.runtime.workers.start_cell_worker`; a cell re-enables it too, for workers that other pools spawn). Runs
+    at import of the main module, which a spawned child imports first."""
+    if sys.orig_argv[-1:] == ["--multiprocessing-fork"]:  # how multiprocessing starts the interpreter it spawns
+        gc.disable()
+        # And die with the study from now on, not only once the worker's initializer runs after its imports: a
+        # study killed during those seconds left a worker that went on to train and record a cell on its own.
+        die_with_parent()
+        parent = os.environ.get(PARENT_PID)
+        if parent and os.getppid() != int(parent):  # the study died before the line above took effect
+            os._exit(1)
+
+
+PARENT_PID = "RNNLAB_PARENT_PID"  # set by a study for the workers it spawns
+
+
+def expect_workers() -> None:
+    """In a study's process, before it spawns workers: tell them whose children they are."""
+    os.environ[PARENT_PID] = str(os.getpid())
+
+
+def die_with_parent() -> None:
+    """In a worker process: be killed when the process that started it dies (even by SIGKILL), so an interrupted
+    study leaves no orphan training on. Linux only; elsewhere a no-op."""
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this machine still exists (a zombie, exited but not reaped, does not count)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (OSError, IndexError):
+        return True
