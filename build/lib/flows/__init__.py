@@ -1,2 +1,0 @@
-"""Prefect flows: they compose the tasks and decide nothing else (one run, a study, its tuning, the claims, the
-deployments)."""

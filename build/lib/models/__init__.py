@@ -1,2 +1,0 @@
-"""Pure torch and Lightning: the networks, their settings, search and the probes' maths; imports nothing of the
-project."""

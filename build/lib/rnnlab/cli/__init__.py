@@ -1,1 +1,0 @@
-"""The `rnnlab` command: rnnlab.cli.main builds the parser and dispatches; each command is a module beside it."""

@@ -1,2 +1,0 @@
-"""Runtime plumbing under every command: the project's directories and checks, the store, Prefect's server and the
-processes a command starts, the servers of `rnnlab server`, the kept answers of `rnnlab compare`."""
