@@ -37,6 +37,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_nmt_speed.py
 	$(BIN)/python benchmarks/bench_study_overhead.py
 	$(BIN)/python benchmarks/bench_cli_start.py
+	$(BIN)/python benchmarks/bench_ui_start.py
 	$(BIN)/python benchmarks/bench_remote_tracking.py
 
 ui: install

@@ -242,14 +242,21 @@ def test_a_bad_study_fails_before_anything_is_recorded(tmp_path, tiny_corpus):
     assert not (tmp_path / "mlruns").exists()
 
 
+# What polling a store that another process is creating and writing may meet, and try again after: SQLite's
+# "database is locked" and "no such table" (sqlalchemy.exc.OperationalError, and MLflow's wrapping of it). Any other
+# error is a real fault, raised at once instead of timing out minutes later.
+STORE_NOT_READY = ("database is locked", "no such table", "unable to open database")
+
+
 def wait_for(condition, timeout: float = 300, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
             if condition():
                 return
-        except Exception:  # the store is being written by the other process (locked, or not created yet)
-            pass
+        except Exception as err:
+            if not any(words in str(err) for words in STORE_NOT_READY):
+                raise
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.2)
 
@@ -503,3 +510,34 @@ def test_the_test_split_is_scored_once_after_the_decision_for_the_named_variants
     held = report.split("## Held-out test\n", 1)[1].split("\n## ", 1)[0]
     assert "scored once, after the decision on `valid_ppl`" in held and "(4 runs)" in held
     assert all(f"`{v}`" in held for v in named) and "paired over 2 seeds" in held
+
+
+def test_a_cell_that_failed_to_learn_is_recorded_counted_and_kept_out_of_the_statistics(tmp_path, tiny_corpus):
+    """End to end, under the default floor (the unigram model): a learning rate too small to learn even the word
+    frequencies (1e-4: the model stays near its uniform start) beside one that learns. The study goes on and exits 0;
+    the cell is recorded as failed to learn with both numbers, counted on the parent and in the progress line, and
+    has no mean. (Whether the other tiny cell gets below the floor is chance: it is only counted consistently.)"""
+    path = tiny_study(
+        tmp_path,
+        "tiny_floor",
+        tiny_corpus,
+        {"train.lr": [1.0, 1e-4]},
+        **{"model.cell": "rnn_tanh", "eval.floor": "unigram"},
+    )
+    done = rnnlab("study", str(path), "--json", home=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    runs = cell_runs(tmp_path, "tiny_floor")
+    failed = [r for r in runs if r.data.tags["rnnlab.outcome"] == "failed_to_learn"]
+    assert (result["cells"], result["diverged"], result["failed"]) == (2, 0, 0)
+    assert result["failed_to_learn"] == len(failed) >= 1
+    assert f"{len(failed)} failed to learn" in done.stderr  # the progress line
+    (stuck,) = [r for r in runs if r.data.tags["factor.train.lr"] == "0.0001"]
+    assert stuck in failed
+    floor, ppl = float(stuck.data.tags["data.unigram_ppl.valid"]), stuck.data.metrics["valid_ppl"]
+    assert ppl >= floor
+    reason = stuck.data.tags["rnnlab.outcome_reason"]
+    assert f"{ppl:,.1f}" in reason and f"{floor:,.1f}" in reason and "learned no more than word frequencies" in reason
+    assert store(tmp_path).get_run(result["parent_run_id"]).data.tags["rnnlab.failed_to_learn"] == str(len(failed))
+    (row,) = [row for row in result["table"] if "0.0001" in row["variant"]]
+    assert (row["trained"], row["failed_to_learn"], row["valid_ppl_mean"]) == (0, 1, None) and not row["best"]
