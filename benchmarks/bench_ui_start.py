@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
@@ -25,6 +24,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from rnnlab.runtime import servers  # noqa: E402
 from tasks.record import hardware  # noqa: E402  (torch, in this process only: the command timed is another process)
 
 
@@ -33,14 +33,6 @@ def port_for_the_next_start() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def one_start(home: Path) -> tuple[float, int]:
@@ -57,7 +49,7 @@ def one_start(home: Path) -> tuple[float, int]:
         start_new_session=True,
     )
     try:
-        while not answers(f"http://127.0.0.1:{port}/health"):
+        while not servers.healthy(f"http://127.0.0.1:{port}/health", timeout=1.0):
             if ui.poll() is not None:
                 sys.exit(f"bench_ui_start: rnnlab ui exited {ui.returncode}:\n{ui.stderr.read()[-2000:]}")
             time.sleep(0.05)
