@@ -372,7 +372,7 @@ def execute(study: Study, corpora: dict[str, Any], force: bool) -> dict[str, Any
             if failures:
                 tracking.log_text(parent_run_id, "\n".join(failures) + "\n", "failures.txt")
             # here, not at import: workers need no matplotlib or scipy
-            from tasks.reports.study_report import build_report
+            from tasks.reporting.study_report import build_report
 
             report = build_report(study.name, parent_run_id, str(project_dir() / "reports" / study.name))
             if failures:  # after everything is recorded: the execution (Prefect flow run, parent run) shows as failed

@@ -92,7 +92,7 @@ def test_the_report_lists_the_precision_and_warns_when_cells_differ_in_it_withou
 
     import pandas as pd
 
-    from tasks.reports.study_report import environment_section
+    from tasks.reporting.study_report import environment_section
 
     def parent(params):
         return SimpleNamespace(info=SimpleNamespace(run_id="p1"), data=SimpleNamespace(params=params))

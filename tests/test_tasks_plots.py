@@ -9,7 +9,7 @@ import pytest
 from matplotlib.image import imread
 from test_tasks_verdict import LSTM_OFF, LSTM_ON, TANH_OFF, TANH_ON, comparison
 
-from tasks.reports import plots
+from tasks.reporting import plots
 
 VARIANTS = [
     "cell=rnn_tanh,clip_norm=null",

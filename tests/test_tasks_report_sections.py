@@ -7,7 +7,7 @@ from test_tasks_verdict import LSTM_OFF, LSTM_ON, TANH_ON, comparison
 
 from tasks.analysis import stats
 from tasks.analysis.answer import answer
-from tasks.reports.study_report import effects_section, significance_section
+from tasks.reporting.study_report import effects_section, significance_section
 
 CELLS = {
     LSTM_OFF: [("trained", 700.0), ("trained", 720.0), ("trained", 690.0)],

@@ -37,7 +37,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     with quietly(True):
         from tasks.claims.report import is_claims_study  # lazy: MLflow, matplotlib, scipy (~6 s)
         from tasks.claims.report import render as render_claims
-        from tasks.reports.study_report import log_report, render
+        from tasks.reporting.study_report import log_report, render
 
         store.read_only()
         claims = is_claims_study(args.study)

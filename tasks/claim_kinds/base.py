@@ -402,7 +402,7 @@ def probes_by_cell(ev: Evidence, probes: dict[str, dict], study: str, factor: st
 
 def context_figure(claim_id: str, m: Any, ev: Evidence, out: Path) -> list[tuple[str, str]]:
     """The context probes' curves, by cell; none where no run was probed."""
-    from tasks.reports import plots  # lazy: matplotlib, which validating a claims file never needs
+    from tasks.reporting import plots  # lazy: matplotlib, which validating a claims file never needs
 
     curves = probes_by_cell(ev, ev.context, m.study, m.factor)
     if not curves:
@@ -417,7 +417,7 @@ def context_figure(claim_id: str, m: Any, ev: Evidence, out: Path) -> list[tuple
 
 def gradient_flow_figure(claim_id: str, m: Any, ev: Evidence, out: Path) -> list[tuple[str, str]]:
     """The gradient-flow probes' curves, by cell; none where no run was probed."""
-    from tasks.reports import plots  # lazy: matplotlib, which validating a claims file never needs
+    from tasks.reporting import plots  # lazy: matplotlib, which validating a claims file never needs
 
     curves = probes_by_cell(ev, ev.gradflow, m.study, m.factor)
     if not curves:

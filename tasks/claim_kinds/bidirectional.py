@@ -163,7 +163,7 @@ def figures(claim_id: str, m: Bidirectional, numbers: dict[str, Any], ev: Eviden
             groups.setdefault(group, {}).setdefault(variant, {})[record["seed"]] = value
     if not groups:
         return []
-    from tasks.reports import plots  # lazy: matplotlib, which validating a claims file never needs
+    from tasks.reporting import plots  # lazy: matplotlib, which validating a claims file never needs
 
     return [(plots.paired_metric(groups, m.metric, out / f"{claim_id}_bleu.png").name, f"{m.metric} by variant")]
 

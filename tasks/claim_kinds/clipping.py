@@ -104,7 +104,7 @@ def apply_criterion(n: dict[str, Any], c: ClippingCriterion) -> Verdict:
 def figures(claim_id: str, m: Clipping, numbers: dict[str, Any], ev: Evidence, out: Path) -> list:
     if not numbers["settings"]:
         return []
-    from tasks.reports import plots  # lazy: matplotlib, which validating a claims file never needs
+    from tasks.reporting import plots  # lazy: matplotlib, which validating a claims file never needs
 
     return [
         (

@@ -141,7 +141,7 @@ def figures(claim_id: str, m: ResidualDepth, numbers: dict[str, Any], ev: Eviden
     """The median gradient norm per layer of the trained runs, by depth and residual."""
     import numpy as np  # lazy: numpy and matplotlib, which validating a claims file never needs
 
-    from tasks.reports import plots
+    from tasks.reporting import plots
 
     lines = {}
     for record in ev.runs.get(m.study, []):

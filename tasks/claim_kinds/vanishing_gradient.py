@@ -212,7 +212,7 @@ def apply_criterion(n: dict[str, Any], c: VanishingCriterion) -> Verdict:
 def figures(claim_id: str, m: VanishingGradient, numbers: dict[str, Any], ev: Evidence, out: Path) -> list:
     shown = gradient_flow_figure(claim_id, m, ev, out)
     if ev.spectral:
-        from tasks.reports import plots  # lazy: matplotlib, which validating a claims file never needs
+        from tasks.reporting import plots  # lazy: matplotlib, which validating a claims file never needs
 
         shown.append((plots.spectral(ev.spectral, out / f"{claim_id}_spectral.png").name, "the spectral check"))
     return shown

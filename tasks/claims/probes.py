@@ -28,7 +28,7 @@ from tasks.data.corpus_files import read_lines, sha256_file
 from tasks.data.lm_corpus import EOS, encode, locate_splits, read_vocab, words
 from tasks.kinds.lm import lm_settings, load_net, token_losses
 from tasks.record.tracking import download_artifact, log_artifact, log_metrics, set_tags, stderr
-from tasks.reports import plots
+from tasks.reporting import plots
 from tasks.training.fitting import seed_and_threads
 from tasks.training.scoring import recorded_config, run_file
 

@@ -6,7 +6,7 @@ A table (claim · measured · verdict · pre-registered · evidence), then one s
 training level of the models it is judged on, the parts that hold by construction (shown, not counted), when its
 criterion was committed against when its data was first recorded, its criterion, its verdict's meanings, its plot
 and its runs. report.md with PNGs beside it and a self-contained report.html, byte-identical when
-rebuilt from the same store (the study reports' writers: tasks/reports/study_report.py, tasks/reports/plots.py).
+rebuilt from the same store (the study reports' writers: tasks/reporting/study_report.py, tasks/reporting/plots.py).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from tasks.claims.registry import KINDS
 from tasks.claims.verdicts import ClaimResult, claim_results
 from tasks.record import tracking
 from tasks.record.outcome import TRAINED, WORDS
-from tasks.reports.study_report import html, write_report
+from tasks.reporting.study_report import html, write_report
 
 
 def claims_run(study: str, parent_run_id: str | None = None) -> Any:

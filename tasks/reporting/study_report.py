@@ -28,7 +28,7 @@ from tasks.analysis.answer import Answer, answer, declared, effect_size, factor
 from tasks.analysis.compare import Comparison, as_markdown, cell_results, compare, md_table, number, read_text
 from tasks.record import tracking
 from tasks.record.outcome import TRAINED, WORDS
-from tasks.reports import plots
+from tasks.reporting import plots
 
 
 def curve_name(metric: str) -> str:
