@@ -88,15 +88,17 @@ def serve(path: str | Path) -> None:
     prefect_serve(*deployments(path))
 
 
-def deploy_to_pool(path: str | Path, pool: str, source: str | Path) -> list[tuple[Schedule, str]]:
+def deploy_to_pool(path: str | Path, pool: str, source: str | Path, store: str) -> list[tuple[Schedule, str]]:
     """Register the deployments on a Prefect work pool (created, of type `process`, if missing): whichever worker
     of the pool is free runs a scheduled study, after pulling `source` (this checkout's path, shared by the
-    machines, or a git URL) as its working directory. Returns each schedule with its deployment's id."""
+    machines, or a git URL) as its working directory, and records into the tracking server `store` (carried by the
+    deployment, without credentials: each worker brings its own). Returns each schedule with its deployment's id."""
     from prefect import get_client  # lazy: Prefect and the flow (~6 s), only to register
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectNotFound
 
     from flows.study import study_flow
+    from rnnlab.runtime.store import without_credentials
 
     schedules = load_schedules(path)  # every study validated before anything is registered
     with get_client(sync_client=True) as prefect:
@@ -113,6 +115,7 @@ def deploy_to_pool(path: str | Path, pool: str, source: str | Path) -> list[tupl
                 flow.deploy(
                     **deployment_fields(schedule, study_file, root),
                     work_pool_name=pool,
+                    job_variables={"env": {"MLFLOW_TRACKING_URI": without_credentials(store)}},
                     build=False,
                     push=False,
                     print_next_steps=False,

@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -20,15 +21,16 @@ from prefect.task_runners import TaskRunner
 
 from flows.train import run_steps
 from flows.tune import search_arms, search_digest, tuned_cells
+from rnnlab.runtime.cell_claim import claimed, holder
 from rnnlab.runtime.env import project_dir
 from rnnlab.runtime.progress import StudyProgress
+from rnnlab.runtime.store import is_local_store, tracking_at
 from rnnlab.runtime.workers import (
     in_cell_worker,
     interrupt_workers,
     start_workers,
     task_runner,
     threads_per_cell,
-    training_alone,
     why_failed,
     workers_share_this_prefect_api,
 )
@@ -37,11 +39,12 @@ from tasks.analysis.answer import answer
 from tasks.analysis.compare import as_json, cell_results, compare, log_comparison, metric_key, summary_metrics
 from tasks.analysis.held_out import NAMED_TAG, SCORED_TAG, SPLIT_TAG, named_variants, runs_to_score
 from tasks.analysis.tuned_answer import expected_best, trial_values, tuned_answer
-from tasks.kinds.steps import check_cells_fit, has_split, prepare_data, score_held_out
+from tasks.kinds.steps import check_cells_fit, corpus_here, has_split, prepare_data, score_held_out
 from tasks.kinds.steps import data_key as corpus_key
 from tasks.record import tracking
 from tasks.record.orphans import close_stale, sweep_orphans
 from tasks.record.outcome import DIVERGED, FAILED_TO_LEARN
+from tasks.record.shipped import fetch_shipped
 from tasks.training.fitting import cell_dir
 from tasks.training.tuning import storage_url
 
@@ -114,11 +117,23 @@ def log_grid(run_id: str, cells: list[Cell] | tuple[Cell, ...], keys: list[str])
 
 @task(name="cell")
 def run_cell(
-    cell: Cell, corpus: Any, study: str, parent_run_id: str, key: str, threads: int, fresh_since_ms: int | None = None
+    cell: Cell,
+    corpus: Any,
+    study: str,
+    parent_run_id: str,
+    key: str,
+    threads: int,
+    store: str,
+    shared_prefect: bool,
+    fresh_since_ms: int | None = None,
 ) -> dict[str, Any]:
     """Train one cell, unless another process is training it (then wait for it) or has finished it meanwhile (then
-    reuse its run). `fresh_since_ms` (with --force): only a run started after that counts as finished, and the
-    cell's old checkpoints are discarded."""
+    reuse its run). `store`: the study's tracking URI, where the cell records whatever its worker's environment says
+    (a Dask worker on another machine); `corpus`: the study's, rebuilt here if its cache is not on this machine;
+    `shared_prefect`: the study talks to a Prefect server (which other machines may share), so the claim on the cell
+    is held there too, not only on this machine.
+    `fresh_since_ms` (with --force): only a run started after that counts as finished, and the cell's old
+    checkpoints are discarded."""
     tags = {
         "rnnlab.role": "cell",
         "rnnlab.study": study,
@@ -129,7 +144,12 @@ def run_cell(
         **{f"factor.{k}": show(v) for k, v in cell.factors.items()},
     }
     try:
-        with in_cell_worker(threads), training_alone(cell_dir(key).with_suffix(".lock"), cell.name):
+        with (
+            in_cell_worker(threads),
+            tracking_at(store),
+            claimed(key, cell.name, cell_dir(key).with_suffix(".lock"), shared_prefect),
+        ):
+            corpus = corpus_here(cell.config, corpus)
             found = tracking.finished_run(study, key)
             if found and (fresh_since_ms is None or found["start_time"] >= fresh_since_ms):
                 print(
@@ -138,8 +158,14 @@ def run_cell(
                     flush=True,
                 )
                 return found
+            tags["rnnlab.claimed_by"] = holder()
+            checkpoints = cell_dir(key) / "checkpoints"
             if fresh_since_ms is not None:
                 shutil.rmtree(cell_dir(key), ignore_errors=True)
+            elif not (checkpoints / "last.ckpt").is_file() and not is_local_store(tracking.tracking_uri()):
+                shipped_by = fetch_shipped(study, key, checkpoints, cell.name)  # interrupted on another machine
+                if shipped_by:
+                    tags["rnnlab.resumed_from_run"] = shipped_by
             return run_steps(cell.config, corpus, parent_run_id, tags, str(cell_dir(key)))
     except (KeyboardInterrupt, SystemExit) as err:  # its run is closed as KILLED by now
         # As an Exception: the process pool hands a BaseException from a worker to no one (a traceback on a thread
@@ -261,6 +287,7 @@ def run_grid(
     parent_run_id: str,
     runner: TaskRunner,
     fresh_since_ms: int | None,
+    shared_prefect: bool,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     results = list(reused)
     failures: list[str] = []
@@ -279,6 +306,8 @@ def run_grid(
                 "parent_run_id": parent_run_id,
                 "key": key,
                 "threads": threads,
+                "store": tracking.tracking_uri(),
+                "shared_prefect": shared_prefect,
                 "fresh_since_ms": fresh_since_ms,
             },
         ): (cell, key)
@@ -312,12 +341,29 @@ def collect(
                 result = {"reused": False, **future.result(), "cell": cell.name}
             except Exception as err:  # one broken cell must not stop the study
                 failures.append(f"{cell.name}: {why_failed(err)}")
-                close_stale(study.name, key)
+                close_stale(study.name, key, f"the cell failed: {why_failed(err)}"[:5000])
                 result = None
             else:
-                results.append(result)
+                elsewhere = recorded_elsewhere(result)
+                if elsewhere:  # its worker's store, not the study's: nobody would ever read it
+                    failures.append(f"{cell.name}: {elsewhere}")
+                    result = None
+                else:
+                    results.append(result)
             progress.finished(result)
         print(progress.line(), file=sys.stderr, flush=True)
+
+
+def recorded_elsewhere(result: dict[str, Any]) -> str | None:
+    """Why a cell's result is not in the study's store (None when it is, FINISHED)."""
+    try:
+        status = tracking.get_run(result["run_id"]).info.status
+    except LookupError:
+        return (
+            f"its run {result['run_id']} is not in the study's tracking store {tracking.tracking_uri()} (its worker "
+            "recorded it elsewhere: give the workers MLFLOW_TRACKING_URI)"
+        )
+    return None if status == "FINISHED" else f"its run {result['run_id']} is {status} in the study's store"
 
 
 @flow(name="study", log_prints=False)
@@ -348,6 +394,7 @@ def execute(study: Study, corpora: dict[str, Any], force: bool) -> dict[str, Any
     code = tracking.code_version()
     keys = [cell_key(cell, corpora[data_key(cell)].checksum, code) for cell in study.cells]
     reused, todo = split_reused(study, keys, force)
+    shared_prefect = bool(os.environ.get("PREFECT_API_URL"))  # a server, not this process's temporary one
     with workers_share_this_prefect_api(), task_runner(study, CELL_WORKER_PRELOAD) as runner:
         start_workers(runner, study, len(todo))
         parent_run_id = open_study_run(study, keys, corpora)
@@ -356,7 +403,9 @@ def execute(study: Study, corpora: dict[str, Any], force: bool) -> dict[str, Any
             if study.config.tune:  # first the search; then the arms at their best settings beside the base recipe
                 study, keys = tune_arms(study, corpora, parent_run_id, runner, code)
                 reused, todo = split_reused(study, keys, force)
-            results, failures = run_grid(study, corpora, todo, reused, parent_run_id, runner, fresh_since_ms)
+            results, failures = run_grid(
+                study, corpora, todo, reused, parent_run_id, runner, fresh_since_ms, shared_prefect
+            )
             compared = compare_and_log(study.name, parent_run_id)
             test_after_decision(study, corpora, parent_run_id)
             reused_here = sum(r.get("reused", False) for r in results)

@@ -567,6 +567,30 @@ CASES = [
         environ(MLFLOW_TRACKING_URI="http://127.0.0.1:9"),
     ),
     ("ui of a garbage store", ["ui"], "mlflow.db is damaged: it is not a SQLite database", damaged_store("garbage")),
+    (
+        "pool worker without a tracking server",
+        ["worker", "--pool", "p"],
+        "must record into a tracking server that every machine reaches",
+        environ(PREFECT_API_URL="http://127.0.0.1:9/api"),
+    ),
+    (
+        "pool deployment without a tracking server",
+        ["deploy", "--pool", "p"],
+        "must record into a tracking server that every machine reaches",
+        environ(PREFECT_API_URL="http://127.0.0.1:9/api"),
+    ),
+    (
+        "remote dask cells with a local store",
+        [
+            "study",
+            str(REPO / "conf" / "studies" / "quick.yaml"),
+            "runner=dask",
+            "runner.address=tcp://127.0.0.1:9",
+            "data.corpus={tiny}",
+            "seeds=[1]",
+        ],
+        "runner.address: cells on a remote Dask cluster record into the study's store",
+    ),
 ]
 
 PENDING: dict[str, str] = {}  # case id → why it is expected to fail for now (marked xfail, not strict)

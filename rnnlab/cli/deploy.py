@@ -57,6 +57,20 @@ def use_prefect_server(command: str) -> str:
     return os.environ["PREFECT_API_URL"]
 
 
+def tracking_server(command: str) -> str:
+    """MLFLOW_TRACKING_URI, which must name a tracking server: a pool's workers run on other machines, and whatever
+    they recorded into their own local store nobody would read."""
+    from rnnlab.runtime.store import is_server, tracking_uri
+
+    if not is_server(tracking_uri()):
+        raise LookupError(
+            f"`rnnlab {command}`: a work pool's studies run on other machines and must record into a tracking server "
+            "that every machine reaches; start one with `rnnlab server start` (or set MLFLOW_TRACKING_URI to an "
+            "http(s) URL)"
+        )
+    return tracking_uri()
+
+
 def tracking_target() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI", "the local SQLite store")
 
@@ -79,11 +93,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_deploy(args: argparse.Namespace) -> int:
     api = use_prefect_server(f"deploy --pool {args.pool}")
+    store = tracking_server(f"deploy --pool {args.pool}")
     from flows.deploy import CHECKOUT, deploy_to_pool  # lazy: Prefect (~1 s)
 
     source = args.source or str(CHECKOUT)
     with quietly(args.json):
-        deployed = deploy_to_pool(args.schedules, args.pool, source)
+        deployed = deploy_to_pool(args.schedules, args.pool, source, store)
     return finish(
         {"pool": args.pool, "source": source, "deployments": {f"study/{s.name}": i for s, i in deployed}},
         args.json,
@@ -96,6 +111,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     api = use_prefect_server(f"worker --pool {args.pool}")
+    tracking_server(f"worker --pool {args.pool}")
     command = [
         os.path.join(os.path.dirname(sys.executable), "prefect"),
         "worker",

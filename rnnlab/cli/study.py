@@ -74,6 +74,10 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.dry_run:
         return dry_run(study)
     with quietly(args.json):
+        if study.config.runner.address:  # before anything starts: the cells' machines must reach the stores
+            from rnnlab.runtime.workers import check_remote_cells_can_record
+
+            check_remote_cells_can_record()
         check_environment(launch_prefect=True)
         from tasks.kinds.steps import prepare_study  # lazy: torch, Prefect (~6 s)
 

@@ -135,6 +135,9 @@ def configure(verbose: bool = False, read_only: bool = False) -> Path:
         "PREFECT_HOME": str(state / ".prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        # The leases on the cells' claims (rnnlab/runtime/cell_claim.py) in files under PREFECT_HOME, not in the
+        # server's memory: a server that restarts still knows who holds which cell.
+        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem",
         "DO_NOT_TRACK": "true",  # MLflow honours only the string "true"
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "MPLCONFIGDIR": str(state / ".cache" / "matplotlib"),

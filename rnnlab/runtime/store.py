@@ -8,6 +8,7 @@ import os
 import sqlite3
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -20,6 +21,35 @@ def tracking_uri() -> str:
 
 def is_local_store(uri: str) -> bool:
     return uri.startswith("sqlite:///")
+
+
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def without_credentials(uri: str) -> str:
+    """`uri` with any `user:password@` taken out: what may be written down (a deployment, a tag, a log line)."""
+    parts = urllib.parse.urlsplit(uri)
+    if not parts.username and not parts.password:
+        return uri
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+@contextlib.contextmanager
+def tracking_at(uri: str):
+    """Record into `uri` for the duration: a cell on a Dask worker, whose own environment may name no tracking
+    server (its runs would go to a local store nobody reads), records where its study does."""
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
 
 
 READ_ONLY = False

@@ -5,25 +5,23 @@ start, the lock a cell is trained under, the Prefect API the workers talk to, an
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import gc
 import importlib
 import os
 import signal
-import sys
 from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from pathlib import Path
 
 import psutil
 from prefect import get_client, task
 from prefect.futures import wait
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 
-from rnnlab.runtime.env import die_with_parent, expect_workers
+from rnnlab.runtime.env import EnvironmentProblem, die_with_parent, expect_workers
 from rnnlab.runtime.processes import interrupt_once_in_worker
+from rnnlab.runtime.store import is_local_store, tracking_uri
 from rnnlab.schemas.study import Study
 
 
@@ -38,6 +36,7 @@ def task_runner(study: Study, preload: tuple[str, ...]) -> TaskRunner:
         from prefect_dask import DaskTaskRunner  # lazy: Dask (~1.3 s), only when a study asks for it
 
         if runner.address:
+            check_remote_cells_can_record()
             return DaskTaskRunner(address=runner.address)
         return DaskTaskRunner(
             cluster_kwargs={
@@ -50,6 +49,21 @@ def task_runner(study: Study, preload: tuple[str, ...]) -> TaskRunner:
     expect_workers()
     initializer = functools.partial(start_cell_worker, *preload)
     return ProcessPoolTaskRunner(max_workers=study.config.concurrency, initializer=initializer)
+
+
+def check_remote_cells_can_record() -> None:
+    """Cells on other machines record into the study's tracking store and claim their cells on its Prefect server:
+    both must be servers they can reach, not this machine's files or its temporary Prefect server."""
+    missing = []
+    if is_local_store(tracking_uri()):
+        missing.append("MLFLOW_TRACKING_URI (a tracking server, e.g. `rnnlab server start`)")
+    if not os.environ.get("PREFECT_API_URL"):
+        missing.append("PREFECT_API_URL (a Prefect server)")
+    if missing:
+        raise EnvironmentProblem(
+            "runner.address: cells on a remote Dask cluster record into the study's store and claim their cells on "
+            f"its Prefect server, which this machine's files are not: set {' and '.join(missing)}"
+        )
 
 
 def start_cell_worker(*preload: str) -> None:
@@ -125,28 +139,6 @@ def threads_per_cell(study: Study) -> int:
     if study.config.runner.kind == "dask" and study.config.runner.address:
         return 0
     return max(1, (os.cpu_count() or 1) // study.config.concurrency)
-
-
-@contextmanager
-def training_alone(lock_path: Path, name: str) -> Iterator[None]:
-    """Hold a cell's lock (a file lock next to its checkpoints) while training it: two executions of a study (a
-    cron one meeting a manual one) would otherwise both train the cell, the second resuming from the first one's
-    live checkpoint. The kernel drops the lock when its holder dies, however it dies. One machine's cells only: a
-    cell's checkpoints are on the machine that trains it."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "another process"
-            print(f"rnnlab: [{name}] is being trained by {holder}; waiting for it", file=sys.stderr, flush=True)
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"process {os.getpid()}")
-        lock.flush()
-        yield
 
 
 def interrupt_workers(cells: list, grace: float = 5.0) -> None:

@@ -35,6 +35,22 @@ def prepare_corpus(cfg: RunConfig) -> Corpus:
     return corpus
 
 
+def corpus_here(cfg: RunConfig, prepared: Corpus) -> Corpus:
+    """The corpus a study prepared, as this machine has it: `prepared` itself when its cache is here (the study's
+    machine, a shared disk), else prepared here from the config (this machine's RNNLAB_DATA_DIR, or a download) and
+    checked to be the same data by its checksum. So no path that exists only on the study's machine crosses to a
+    cell on another (a Dask worker)."""
+    if prepared.cached("meta.json").is_file():
+        return prepared
+    here = prepare_corpus(cfg)
+    if here.checksum != prepared.checksum:
+        raise DataError(
+            f"corpus {prepared.name}: this machine's copy has checksum {here.checksum[:12]}, the study's "
+            f"{prepared.checksum[:12]}: the machines hold different data (RNNLAB_DATA_DIR)"
+        )
+    return here
+
+
 def skipped_eval_splits(cfg: RunConfig, corpus: Corpus) -> dict[str, str]:
     """The tag saying which configured evaluation splits the corpus lacks ({} when none)."""
     return skipped_splits(cfg.eval.splits, corpus.sizes, corpus.name)

@@ -7,6 +7,7 @@ import queue
 import threading
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import Logger
@@ -22,11 +23,17 @@ class MlflowMetricsLogger(Logger):
 
     Values are buffered and handed, every `flush_every` values or `flush_seconds`, to a sender thread that makes
     one `log_batch` call per hand-off: training never waits for the store (SQLite or a server over HTTP), except in
-    `flush()`, which returns once everything logged so far is stored (at checkpoints and at the end)."""
+    `flush()`, which returns once everything logged so far is stored (at checkpoints and at the end).
 
-    def __init__(self, run_id: str, flush_every: int = 500, flush_seconds: float = 15.0):
+    `ship_checkpoints`: each checkpoint Lightning writes is also stored with the run's artifacts (`checkpoints/`),
+    through the tracking server, so that another machine can resume the run (tasks/record/shipped.py)."""
+
+    def __init__(
+        self, run_id: str, flush_every: int = 500, flush_seconds: float = 15.0, ship_checkpoints: bool = False
+    ):
         super().__init__()
         self.run_id = run_id
+        self.ship_checkpoints = ship_checkpoints
         self.flush_every = flush_every
         self.flush_seconds = flush_seconds
         self._buffer: list[Metric] = []
@@ -100,6 +107,11 @@ class MlflowMetricsLogger(Logger):
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         self.flush()  # metrics up to a checkpoint are stored before anyone can resume from it
+        if self.ship_checkpoints:  # the files this callback has written (Lightning calls this after each save)
+            written = {checkpoint_callback.last_model_path, checkpoint_callback.best_model_path} - {""}
+            for path in sorted(written):
+                if Path(path).is_file():
+                    self.experiment.log_artifact(self.run_id, path, "checkpoints")
 
     @rank_zero_only
     def finalize(self, status: str) -> None:

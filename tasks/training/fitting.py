@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from models.metrics import perplexity
 from rnnlab.runtime.env import keep_freed_memory, project_dir, verbose
+from rnnlab.runtime.store import is_local_store, tracking_uri
 from rnnlab.schemas.config import RunConfig
 from tasks.record import hardware
 from tasks.record.metrics_logger import MlflowMetricsLogger
@@ -380,6 +381,10 @@ def fit_module(
 
     `workdir` holds the checkpoints (default: one fresh directory per run); when it already holds a `last.ckpt`
     (a study cell that was interrupted), training continues from it instead of starting again."""
+    # A study cell's checkpoints (it has a workdir of its own) travel with its run when the store is a server that
+    # several machines share: any of them can resume it (tasks/record/shipped.py). On a local store, the local
+    # workdir is all a resume needs.
+    ship = workdir is not None and not is_local_store(tracking_uri())
     workdir = Path(workdir) if workdir else run_dir(run_id)
     checkpoints = workdir / "checkpoints"
     resume_from = resumable(checkpoints / "last.ckpt", cfg.run_name or run_id, module)
@@ -394,7 +399,7 @@ def fit_module(
         uniform_loss(vocab_size), cfg.train.blowup_ratio, cfg.train.blowup_window, cfg.train.blowup_after
     )
     progress = Progress(gradients, losses, label=cfg.run_name, validation_words=validation_words)
-    logger = MlflowMetricsLogger(run_id)
+    logger = MlflowMetricsLogger(run_id, ship_checkpoints=ship)
     trainer = build_trainer(cfg, workdir, [*callbacks, best, losses, gradients, progress], logger)
     started = time.perf_counter()
     trainer.fit(module, train_loader, valid_loader, ckpt_path=resume_from[0] if resume_from else None)
