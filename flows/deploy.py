@@ -83,20 +83,29 @@ def deployments(path: str | Path) -> list:
 
 
 def serve(path: str | Path) -> None:
+    """Serve the studies' deployments and `close-dead-runs`, the one that the server's automation runs to close a
+    dead machine's runs (registered first, so that the automations, made sure of here too, point at it)."""
     from prefect import serve as prefect_serve  # lazy: Prefect (~1 s)
 
-    prefect_serve(*deployments(path))
+    from flows.dead_runs import closer_deployment, ensure_dead_run_closing
+
+    studies = deployments(path)  # every study validated before anything is registered
+    closer = closer_deployment()
+    ensure_dead_run_closing(closer.apply())
+    prefect_serve(*studies, closer)
 
 
 def deploy_to_pool(path: str | Path, pool: str, source: str | Path, store: str) -> list[tuple[Schedule, str]]:
     """Register the deployments on a Prefect work pool (created, of type `process`, if missing): whichever worker
     of the pool is free runs a scheduled study, after pulling `source` (this checkout's path, shared by the
     machines, or a git URL) as its working directory, and records into the tracking server `store` (carried by the
-    deployment, without credentials: each worker brings its own). Returns each schedule with its deployment's id."""
+    deployment, without credentials: each worker brings its own). `close-dead-runs` goes on the pool too, with the
+    server's automations that run it when a worker's machine dies. Returns each schedule with its deployment's id."""
     from prefect import get_client  # lazy: Prefect and the flow (~6 s), only to register
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectNotFound
 
+    from flows.dead_runs import deploy_closer_to_pool, ensure_dead_run_closing
     from flows.study import study_flow
     from rnnlab.runtime.store import without_credentials
 
@@ -108,6 +117,7 @@ def deploy_to_pool(path: str | Path, pool: str, source: str | Path, store: str) 
             prefect.create_work_pool(WorkPoolCreate(name=pool, type="process"))
     flow = study_flow.from_source(source=str(source), entrypoint="flows/study.py:study_flow")
     root = Path(source).resolve() if Path(source).is_dir() else None
+    ensure_dead_run_closing(deploy_closer_to_pool(pool, source, store))
     return [
         (
             schedule,

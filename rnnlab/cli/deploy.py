@@ -9,6 +9,7 @@ import sys
 
 from rnnlab.cli.common import finish, positive_int, quietly
 from rnnlab.runtime import servers
+from rnnlab.runtime.env import flow_heartbeats
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -54,6 +55,7 @@ def use_prefect_server(command: str) -> str:
             "never fire. Start one with `rnnlab server start` (or set PREFECT_API_URL), then run "
             f"`rnnlab {command}` again."
         )
+    flow_heartbeats()  # the flow runs this command serves or works on beat for the server's zombie automation
     return os.environ["PREFECT_API_URL"]
 
 
@@ -83,7 +85,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     servers.write_state(servers.SERVE, pid=os.getpid(), schedules=str(args.schedules))
     print(
         f"rnnlab: serving {len(schedules)} deployment(s) on {api} (tracking: {tracking_target()}): "
-        + ", ".join(f"study/{s.name} ({s.cron} {s.timezone})" for s, _ in schedules),
+        + ", ".join(f"study/{s.name} ({s.cron} {s.timezone})" for s, _ in schedules)
+        + ", and close-dead-runs (run by the server's automation when a flow run crashes: its MLflow runs → KILLED)",
         file=sys.stderr,
         flush=True,
     )
@@ -104,6 +107,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         args.json,
         f"rnnlab: {len(deployed)} deployment(s) on work pool '{args.pool}' at {api}: "
         + ", ".join(f"study/{s.name} ({s.cron} {s.timezone})" for s, _ in deployed)
+        + ", and close-dead-runs (run by the server's automation when a flow run crashes: its MLflow runs → KILLED)"
         + f"\nrnnlab: on each machine that should run them (with this project installed, RNNLAB_DATA_DIR "
         f"and MLFLOW_TRACKING_URI set): `rnnlab worker --pool {args.pool}`",
     )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 
-from rnnlab.cli.common import finish, port
+from rnnlab.cli.common import finish, port, quietly
 from rnnlab.runtime import servers
+from rnnlab.runtime.env import ZOMBIE_SECONDS
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -35,12 +37,24 @@ def cmd_server(args: argparse.Namespace) -> int:
             f"rnnlab: {name} server up at {state['url']} (pid {state['pid']}, log {state['log']})"
             for name, state in started.items()
         ]
+        # On the server just started (not one the environment names): a dead machine's runs are closed by the
+        # server itself, which a self-hosted Prefect server does only with these automations.
+        os.environ["PREFECT_API_URL"] = started["prefect"]["url"]
+        from flows.dead_runs import ensure_dead_run_closing  # lazy: Prefect and MLflow (~3 s), for `start` only
+
+        with quietly(args.json):
+            closing = ensure_dead_run_closing()
+        lines.append(
+            f"rnnlab: on the Prefect server, a flow run silent for {ZOMBIE_SECONDS} s is marked CRASHED, and its "
+            "MLflow runs are closed as KILLED by the close-dead-runs deployment"
+            " (run by `rnnlab serve` or a pool's worker)"
+        )
         lines.append(
             f"rnnlab: use them from another shell with\n  export PREFECT_API_URL={started['prefect']['url']}"
             f"\n  export MLFLOW_TRACKING_URI={started['mlflow']['url']}\n"
             "rnnlab: `rnnlab serve` and `rnnlab server stop` find them by themselves"
         )
-        return finish(started, args.json, "\n".join(lines))
+        return finish({**started, "automations": closing}, args.json, "\n".join(lines))
     found = servers.status()
     lines = [
         f"rnnlab: {name}: "

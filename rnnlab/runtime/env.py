@@ -145,10 +145,27 @@ def configure(verbose: bool = False, read_only: bool = False) -> Path:
     }
     for key, value in {**defaults, **QUIET}.items():
         os.environ.setdefault(key, value)
+    if os.environ.get("PREFECT_API_URL"):
+        flow_heartbeats()
     if verbose:  # asked for on the command line: over any quiet level inherited from the environment
         os.environ.update(VERBOSE)
     keep_freed_memory()
     return home
+
+
+# A flow run on a Prefect server beats every HEARTBEAT_SECONDS (Prefect's own default is 180 s; 30 s is its minimum);
+# the server's zombie automation (rnnlab/runtime/automations.py) marks it CRASHED after ZOMBIE_SECONDS without one,
+# three beats missed, as Prefect's guide calibrates it. Then its MLflow runs are closed (flows/dead_runs.py).
+HEARTBEAT_SECONDS = 30
+ZOMBIE_SECONDS = 3 * HEARTBEAT_SECONDS
+
+
+def flow_heartbeats() -> None:
+    """Every flow run of this process, and of the processes it starts (a serve process's or a pool worker's flow
+    runs, a study's cell workers), beats every HEARTBEAT_SECONDS. For a Prefect server only: in ephemeral mode the
+    server dies with the process, and nothing watches the beats. Before Prefect is imported (it reads its settings
+    once). A user's own setting wins; one over ZOMBIE_SECONDS / 3 gets live runs marked CRASHED by the automation."""
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_SECONDS))
 
 
 _TUNED = False

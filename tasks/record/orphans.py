@@ -39,3 +39,14 @@ def close_stale(study: str, key: str | None, reason: str = "its worker ended bef
         tags = run.data.tags
         if key in (None, tags.get("rnnlab.cell_key")) and tags.get("prefect.flow_run_id") == str(flow_run.id):
             tracking.mark_killed(run.info.run_id, reason)
+
+
+@task(name="close-runs-of-flow-run")
+def close_runs_of(flow_run_id: str, reason: str) -> list[str]:
+    """The runs that a dead flow run left RUNNING (its study's parent run and cells, its training run) → KILLED with
+    `reason`, cells before their parent. Those closed meanwhile by their own process are left as they are."""
+    closed = []
+    for run in tracking.runs_of_flow_run(flow_run_id):
+        tracking.mark_killed(run.info.run_id, reason)
+        closed.append(run.info.run_id)
+    return closed

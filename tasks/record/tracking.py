@@ -326,7 +326,14 @@ def closing(run_id: str) -> Iterator[str]:
 
 def mark_orphans(exp_id: str | None = None, mlflow: MlflowClient | None = None) -> list[str]:
     """Runs (of one experiment, or all) left RUNNING by a process of this host that no longer exists (SIGKILL, a
-    full disk that refused even the run's closing, power loss) → KILLED."""
+    full disk that refused even the run's closing, power loss) → KILLED.
+
+    The local SQLite store only: its runs are this machine's. A tracking server's runs come from many machines, and a
+    host name and a pid do not tell them apart (containers of one image share a host name; a pid of another machine
+    means nothing here): there a dead machine's runs are closed by the Prefect server's automations, once its flow
+    run stops sending heartbeats (rnnlab/runtime/automations.py, flows/dead_runs.py)."""
+    if not is_local_store(tracking_uri()):
+        return []
     mlflow = mlflow or client()
     host = socket.gethostname()
     orphans = []
@@ -455,6 +462,27 @@ def running_cells(experiment: str) -> list[Any]:
     return mlflow.search_runs(
         [found.experiment_id], "attributes.status = 'RUNNING' and tags.`rnnlab.role` = 'cell'", max_results=1000
     )
+
+
+def runs_of_flow_run(flow_run_id: str) -> list[Any]:
+    """The RUNNING runs that a Prefect flow run opened, in any experiment: those tagged with its id (a study's parent
+    run and cells, a training run), and the RUNNING children of any run so tagged (a cell whose worker ran outside the
+    flow run's context). Children first, so that a parent is closed only after its cells."""
+    mlflow = client()
+    experiments = [e.experiment_id for e in mlflow.search_experiments(max_results=50000)]
+    if not experiments:
+        return []
+    tagged = mlflow.search_runs(experiments, f"tags.`prefect.flow_run_id` = '{flow_run_id}'", max_results=50000)
+    found = {run.info.run_id: run for run in tagged if run.info.status == "RUNNING"}
+    children = {}
+    for parent in (run for run in tagged if "mlflow.parentRunId" not in run.data.tags):  # a study's parent run
+        for run in mlflow.search_runs(
+            experiments,
+            f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and attributes.status = 'RUNNING'",
+            max_results=50000,
+        ):
+            children[run.info.run_id] = run
+    return [*children.values(), *(run for run_id, run in found.items() if run_id not in children)]
 
 
 def mark_killed(run_id: str, reason: str) -> None:
