@@ -404,6 +404,34 @@ def private_cluster(password: str):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def test_the_servers_databases_are_created_on_postgresql_once_or_named_for_a_dba(monkeypatch):
+    """Quick (no server starts): on a private cluster, `rnnlab server start --database`'s preparation creates a
+    database per store, again finds them, names a wrong password without it, and says what a user who may not create
+    databases must ask for."""
+    import psycopg2
+
+    with private_cluster("cluster-pass-1234") as cluster:
+        monkeypatch.setenv("PGPASSWORD", "cluster-pass-1234")  # as a team would keep it out of the URL
+        address = f"127.0.0.1:{cluster['port']}"
+        auth = servers.Auth(f"{USER}:{PASSWORD}", USER, PASSWORD)
+        for _ in range(2):  # created, then found
+            servers.prepare(servers.database(f"postgresql://rnnlab@{address}/team"), auth)
+        dsn = f"postgresql://rnnlab@{address}/postgres"
+        with contextlib.closing(psycopg2.connect(dsn)) as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE 'team%' ORDER BY datname")
+            assert [row[0] for row in cursor.fetchall()] == ["team_mlflow", "team_mlflow_auth", "team_prefect"]
+            cursor.execute("CREATE ROLE member LOGIN PASSWORD 'member-pass-99'")  # no CREATEDB
+            connection.commit()
+        with pytest.raises(servers.ServerError, match="password authentication failed") as refused:
+            servers.prepare(servers.database(f"postgresql://rnnlab:wrong-pass-77@{address}/team"), None)
+        assert "wrong-pass-77" not in str(refused.value)
+        with pytest.raises(servers.ServerError) as refused:
+            servers.prepare(servers.database(f"postgresql://member:member-pass-99@{address}/other"), None)
+        assert "cannot create the database(s) other_prefect, other_mlflow" in str(refused.value)
+        assert "grant that user CREATEDB" in str(refused.value) and "member-pass-99" not in str(refused.value)
+
+
+@pytest.mark.slow  # 47-59 s measured on 2 shared cores: the quick test above runs by default
 def test_both_servers_on_postgresql_record_a_run_and_read_it_back_then_leave_nothing(tmp_path, monkeypatch):
     """A private cluster; `rnnlab server start --database` with credentials (the database's password only in
     PGPASSWORD); a run with an artifact recorded and read back, a Prefect flow run created and read back; each store

@@ -17,7 +17,9 @@ credentials: MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (12+ characte
   both servers ask every request for them (Prefect's basic authentication, MLflow's basic-auth app, whose admin user
   they are); a --host beyond loopback is refused without them. Every client needs them in its environment: rnnlab
   commands, Prefect workers and the flow runs they start pass them on. Plain HTTP sends them in the clear: beyond a
-  trusted network, put the servers behind a TLS proxy."""
+  trusted network, put the servers behind a TLS proxy.
+host names: MLflow answers requests addressed to localhost or a private IP only; name others in
+  MLFLOW_SERVER_ALLOWED_HOSTS (e.g. "lab-server:*,localhost:*") in the environment of `rnnlab server start`."""
 
 
 def register(commands: argparse._SubParsersAction) -> None:
