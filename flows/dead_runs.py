@@ -57,13 +57,13 @@ def closer_deployment():
 def deploy_closer_to_pool(pool: str, source: str | Path, store: str) -> UUID:
     """The same deployment on a work pool, whose workers run it (from `source`, as the studies' deployments, and
     closing runs in the tracking server `store`, named without credentials)."""
-    from rnnlab.runtime.store import without_credentials
+    from rnnlab.runtime.env import without_userinfo
 
     return close_dead_runs.from_source(source=str(source), entrypoint="flows/dead_runs.py:close_dead_runs").deploy(
         name=CLOSING_FLOW,
         tags=["rnnlab"],
         work_pool_name=pool,
-        job_variables={"env": {"MLFLOW_TRACKING_URI": without_credentials(store)}},
+        job_variables={"env": {"MLFLOW_TRACKING_URI": without_userinfo(store)[0]}},
         build=False,
         push=False,
         print_next_steps=False,

@@ -107,7 +107,7 @@ def deploy_to_pool(path: str | Path, pool: str, source: str | Path, store: str) 
 
     from flows.dead_runs import deploy_closer_to_pool, ensure_dead_run_closing
     from flows.study import study_flow
-    from rnnlab.runtime.store import without_credentials
+    from rnnlab.runtime.env import without_userinfo
 
     schedules = load_schedules(path)  # every study validated before anything is registered
     with get_client(sync_client=True) as prefect:
@@ -125,7 +125,7 @@ def deploy_to_pool(path: str | Path, pool: str, source: str | Path, store: str) 
                 flow.deploy(
                     **deployment_fields(schedule, study_file, root),
                     work_pool_name=pool,
-                    job_variables={"env": {"MLFLOW_TRACKING_URI": without_credentials(store)}},
+                    job_variables={"env": {"MLFLOW_TRACKING_URI": without_userinfo(store)[0]}},
                     build=False,
                     push=False,
                     print_next_steps=False,

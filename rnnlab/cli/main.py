@@ -23,6 +23,7 @@ from rnnlab.runtime.env import (
     disk_full,
     pause_gc_in_spawned_worker,
     project_dir,
+    redact,
     release_reserve,
 )
 from rnnlab.runtime.processes import Interrupts, abandon_prefect_api
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             abandon_prefect_api()  # a server this command launched and never needed (it failed first): stopped now
     except (LookupError, servers.ServerError, EnvironmentProblem) as err:
-        print(f"rnnlab: error: {err}", file=sys.stderr)
+        print(f"rnnlab: error: {redact(str(err))}", file=sys.stderr)
         return 2
     except Exception as err:
         # lazy: only on an error (pydantic ~0.1 s, torch): --help and a kept answer stay light
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         from tasks.data.corpus_files import DataError
 
         if isinstance(err, (ConfigError, DataError)):
-            print(f"rnnlab: error: {err}", file=sys.stderr)
+            print(f"rnnlab: error: {redact(str(err))}", file=sys.stderr)
             return 2
         full = disk_full(err)
         if full:

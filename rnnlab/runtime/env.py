@@ -8,6 +8,7 @@ import ctypes
 import errno
 import gc
 import os
+import re
 import shutil
 import signal
 import sys
@@ -145,6 +146,7 @@ def configure(verbose: bool = False, read_only: bool = False) -> Path:
     }
     for key, value in {**defaults, **QUIET}.items():
         os.environ.setdefault(key, value)
+    share_credentials()
     if os.environ.get("PREFECT_API_URL"):
         flow_heartbeats()
     if verbose:  # asked for on the command line: over any quiet level inherited from the environment
@@ -166,6 +168,75 @@ def flow_heartbeats() -> None:
     server dies with the process, and nothing watches the beats. Before Prefect is imported (it reads its settings
     once). A user's own setting wins; one over ZOMBIE_SECONDS / 3 gets live runs marked CRASHED by the automation."""
     os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_SECONDS))
+
+
+# Credentials for servers that ask for them (`rnnlab server start` with credentials) are the clients' own variables,
+# which MLflow's and Prefect's clients read in every process: each command, cell worker, Prefect worker and the flow
+# runs it starts passes them without rnnlab's help.
+MLFLOW_USER, MLFLOW_PASSWORD, PREFECT_AUTH = (
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "PREFECT_API_AUTH_STRING",
+)
+USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@\s:]*)(?::(?P<password>[^/@\s]*))?@")
+
+
+def without_userinfo(url: str) -> tuple[str, str | None, str | None]:
+    """`url` without its `user:password@`, and the user and password it held (URL-decoded), None where absent."""
+    from urllib.parse import unquote
+
+    found = USERINFO.match(url)
+    if not found:
+        return url, None, None
+    password = found["password"]
+    return (
+        found["scheme"] + url[found.end() :],
+        unquote(found["user"]),
+        unquote(password) if password is not None else None,
+    )
+
+
+def share_credentials() -> None:
+    """Credentials in one place only, and never inside a URL that something logs:
+    - a `user:password@` in MLFLOW_TRACKING_URI or PREFECT_API_URL moves to the client's own variables
+      (MLFLOW_TRACKING_USERNAME/PASSWORD, PREFECT_API_AUTH_STRING), unless those are set already, and leaves the URL:
+      the libraries log their URLs (errors, retries), and rnnlab prints them;
+    - either pair serves both servers when the other is not set (one team login: `rnnlab server start` gives both
+      servers the same), except beside a PREFECT_API_KEY (Prefect Cloud), which an auth string would override."""
+    for variable in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL"):
+        url, user, password = without_userinfo(os.environ.get(variable, ""))
+        if user is None:
+            continue
+        os.environ[variable] = url
+        if variable == "MLFLOW_TRACKING_URI":
+            os.environ.setdefault(MLFLOW_USER, user)
+            if password is not None:
+                os.environ.setdefault(MLFLOW_PASSWORD, password)
+        elif password is not None:
+            os.environ.setdefault(PREFECT_AUTH, f"{user}:{password}")
+    user, password = os.environ.get(MLFLOW_USER), os.environ.get(MLFLOW_PASSWORD)
+    auth = os.environ.get(PREFECT_AUTH)
+    if user and password and not auth and not os.environ.get("PREFECT_API_KEY"):
+        os.environ[PREFECT_AUTH] = f"{user}:{password}"
+    elif auth and ":" in auth and not user and not password:
+        os.environ[MLFLOW_USER], os.environ[MLFLOW_PASSWORD] = auth.split(":", 1)
+
+
+def secrets() -> list[str]:
+    """The secret values this process holds (passwords, auth strings, the database's), longest first."""
+    values = {os.environ.get(name, "") for name in (MLFLOW_PASSWORD, PREFECT_AUTH, "PGPASSWORD", "PREFECT_API_KEY")}
+    auth = os.environ.get(PREFECT_AUTH, "")
+    values.add(auth.partition(":")[2])
+    return sorted((v for v in values if len(v) >= 4), key=len, reverse=True)
+
+
+def redact(text: str) -> str:
+    """`text` (a message, an error to record) without credentials: a URL's `user:password@` becomes `***@` (a user
+    alone stays), and any secret value of this process's environment `***`."""
+    text = USERINFO.sub(lambda m: m[0] if m["password"] is None else f"{m['scheme']}***@", text)
+    for secret in secrets():
+        text = text.replace(secret, "***")
+    return text
 
 
 _TUNED = False

@@ -54,6 +54,7 @@ def start_prefect_api(timeout: float = 120.0, wait: bool = True) -> str | None:
     `wait=False` only launches it: a command launches it first and calls again, waiting, once it needs it, so the
     server's start (6 s; 21 s with a new database) overlaps the command's imports and data preparation."""
     if os.environ.get("PREFECT_API_URL"):
+        quiet_interrupt_reports()  # with a Prefect server of its own too
         return None
     from prefect.server.api.server import SubprocessASGIServer  # lazy: Prefect (~1 s), not for --help
 
@@ -226,9 +227,10 @@ REPORTED_BY_RNNLAB = (
 
 
 def quiet_interrupt_reports() -> None:
-    """An interrupt, or a full disk, is reported in one line by rnnlab: not also as Prefect's "Crash detected!"
-    errors and MLflow's database errors, with their tracebacks, for every task, flow and write that it stopped
-    (they show with -v)."""
+    """An interrupt, a full disk, or an unfit environment (`EnvironmentProblem`, e.g. an experiment that a tracking
+    server cannot take) is reported in one line by rnnlab: not also as Prefect's "Crash detected!" or "Task run
+    failed" errors and MLflow's database errors, with their tracebacks, for every task, flow and write that it
+    stopped (they show with -v)."""
     if verbose():
         return
     from prefect.logging.configuration import ensure_logging_setup  # lazy: Prefect (~1 s), not for --help
@@ -236,8 +238,10 @@ def quiet_interrupt_reports() -> None:
     ensure_logging_setup()  # Prefect sets its handlers up on first use: add the filter to them, not to none
 
     def not_reported_by_rnnlab(record: logging.LogRecord) -> bool:
-        text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info and record.exc_info[1] else "")
-        return not any(sign in text for sign in REPORTED_BY_RNNLAB)
+        error = record.exc_info[1] if record.exc_info else None
+        text = record.getMessage() + (str(error) if error else "")
+        reported = isinstance(error, EnvironmentProblem) or EnvironmentProblem.__name__ in text
+        return not reported and not any(sign in text for sign in REPORTED_BY_RNNLAB)
 
     for logger in (logging.getLogger(), logging.getLogger("mlflow")):  # Prefect's console handler is the root's
         for handler in logger.handlers:

@@ -8,7 +8,6 @@ import os
 import sqlite3
 import tempfile
 import urllib.error
-import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -25,16 +24,6 @@ def is_local_store(uri: str) -> bool:
 
 def is_server(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
-
-
-def without_credentials(uri: str) -> str:
-    """`uri` with any `user:password@` taken out: what may be written down (a deployment, a tag, a log line)."""
-    parts = urllib.parse.urlsplit(uri)
-    if not parts.username and not parts.password:
-        return uri
-    host = parts.hostname or ""
-    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ import math
 import os
 import platform
 import random
+import shlex
 import socket
 import subprocess
 import sys
@@ -37,6 +38,7 @@ from rnnlab.runtime.env import (
     disk_full,
     pid_alive,
     project_dir,
+    redact,
     release_reserve,
     source_files,
 )
@@ -89,11 +91,13 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 def experiment_id(name: str, mlflow: MlflowClient | None = None, description: str | None = None) -> str:
     """The experiment `name` (created if new), tagged as model development, with `description` (a study's
-    question) as the description the UI shows above its runs."""
+    question) as the description the UI shows above its runs. Through a tracking server, an experiment whose
+    artifacts would go to a local path is refused (see `check_artifact_root`)."""
     mlflow = mlflow or client()
     found = mlflow.get_experiment_by_name(name)
     if found is None:
-        # With SQLite the artifact root would otherwise be relative to whatever the cwd happens to be.
+        # With SQLite the artifact root would otherwise be relative to whatever the cwd happens to be; a tracking
+        # server roots the experiment where it serves artifacts (mlflow-artifacts:/).
         location = (project_dir() / "mlruns" / "artifacts" / name).as_uri() if is_local_store(tracking_uri()) else None
         try:
             mlflow.create_experiment(name, artifact_location=location)
@@ -101,6 +105,7 @@ def experiment_id(name: str, mlflow: MlflowClient | None = None, description: st
             if mlflow.get_experiment_by_name(name) is None:
                 raise
         found = mlflow.get_experiment_by_name(name)
+    check_artifact_root(found)
     wanted = {**EXPERIMENT_KIND, **({"mlflow.note.content": description} if description else {})}
     for key, value in wanted.items():  # also on experiments recorded before rnnlab set them
         if found.tags.get(key) != value:
@@ -110,6 +115,34 @@ def experiment_id(name: str, mlflow: MlflowClient | None = None, description: st
                 if mlflow.get_experiment(found.experiment_id).tags.get(key) != value:
                     raise
     return found.experiment_id
+
+
+def local_artifact_root(location: str) -> bool:
+    """A `file:` URI or a bare path: a place on the disk of whichever machine writes the artifacts."""
+    if location.startswith("file:"):
+        return True
+    return bool(location) and "://" not in location and not location.startswith("mlflow-artifacts:")
+
+
+def check_artifact_root(experiment: Any) -> None:
+    """Recording through a tracking server (http or https), an experiment must not keep its artifacts on a local
+    path: MLflow's client writes them straight to that path on its own machine (the experiment's root was fixed when
+    it was created, e.g. by a command on the server's own store), so a run's checkpoints and plots would land on
+    each worker's disk, out of the server's reach. An experiment's root cannot be changed; a new experiment under
+    the old name can take the server's (mlflow-artifacts:/) once the old one is renamed; deleting it would not free
+    the name (MLflow keeps a deleted experiment's name until `mlflow gc` purges it from the database)."""
+    uri = tracking_uri()
+    location = experiment.artifact_location or ""
+    if not uri.startswith(("http://", "https://")) or not local_artifact_root(location):
+        return
+    raise EnvironmentProblem(
+        f"experiment '{experiment.name}' keeps its artifacts at {location}, a local path, which a command recording "
+        f"through the tracking server {uri} would write on its own machine; record under another name (the study's "
+        "or the run config's experiment), or rename the old experiment so that rnnlab creates a new one under this "
+        f"name on the server's artifact store: MLFLOW_TRACKING_URI={uri} mlflow experiments rename --experiment-id "
+        f"{experiment.experiment_id} --new-name {shlex.quote(experiment.name + ' (local artifacts)')} (its runs stay "
+        "with it)"
+    )
 
 
 def code_version() -> str:
@@ -317,7 +350,7 @@ def closing(run_id: str) -> Iterator[str]:
         # On a full disk even this may fail: the error that matters is the disk's (the next command marks the run)
         with contextlib.suppress(Exception) if full else contextlib.nullcontext():
             try:
-                set_tags(run_id, {"rnnlab.error": f"{type(err).__name__}: {err}"[:5000]})
+                set_tags(run_id, {"rnnlab.error": redact(f"{type(err).__name__}: {err}")[:5000]})
             finally:
                 close_run(run_id, "KILLED" if killed else "FAILED")
         raise
