@@ -20,6 +20,8 @@ CELLS = {"rnn_tanh": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 Hidden = list[Any]  # one state per layer: a tensor, or (h, c) for an LSTM
 # Checkpoint key: every validation token's loss as measured by the validation pass at the checkpoint's step.
 VALID_TOKEN_NLL = "valid_token_nll"
+# Checkpoint key: the hidden state carried into the next training segment (None at an epoch's start).
+TRAIN_HIDDEN = "train_hidden"
 
 
 class RNNLM(nn.Module):
@@ -70,6 +72,12 @@ def detach(hidden: Hidden | None) -> Hidden | None:
     return [tuple(t.detach() for t in h) if isinstance(h, tuple) else h.detach() for h in hidden]
 
 
+def to_device(hidden: Hidden | None, device: torch.device) -> Hidden | None:
+    if hidden is None:
+        return None
+    return [tuple(t.to(device) for t in h) if isinstance(h, tuple) else h.to(device) for h in hidden]
+
+
 def token_nll(
     model: RNNLM, inputs: torch.Tensor, targets: torch.Tensor, hidden: Hidden | None
 ) -> tuple[torch.Tensor, Hidden]:
@@ -97,8 +105,11 @@ class LanguageModel(optim.ReuseNormForClipping, metrics.ValidationNLL, pl.Lightn
     def tokens_in(batch: tuple[torch.Tensor, ...]) -> int:
         return batch[1].numel()
 
-    def on_train_epoch_start(self) -> None:
+    def on_train_epoch_start(self) -> None:  # not called when a fit resumes mid-epoch: the restored state goes on
         self._train_hidden = None
+
+    def on_train_start(self) -> None:  # a restored state was read onto the CPU, before the model was moved
+        self._train_hidden = to_device(self._train_hidden, self.device)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         inputs, targets = batch
@@ -128,6 +139,11 @@ class LanguageModel(optim.ReuseNormForClipping, metrics.ValidationNLL, pl.Lightn
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._valid_token_nll is not None:
             checkpoint[VALID_TOKEN_NLL] = self._valid_token_nll
+        # A checkpoint mid-epoch resumes mid-epoch: its next segment continues the context of the one before.
+        checkpoint[TRAIN_HIDDEN] = self._train_hidden
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._train_hidden = checkpoint.get(TRAIN_HIDDEN)
 
     def recurrent_layers(self) -> dict[str, nn.Module]:
         """The stack's layers, lowest first, by the names their gradient norms are logged under."""

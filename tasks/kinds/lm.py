@@ -29,6 +29,7 @@ from tasks.kinds.base import TaskKind
 from tasks.record.tracking import log_artifact, log_metrics
 from tasks.training.fitting import FitResult, fit_module, load_trained, seed_and_threads
 from tasks.training.model_settings import as_dict, optim_settings, pick
+from tasks.training.resuming import ResumableLoader
 from tasks.training.scoring import metric_name, recorded_config, run_file, score_each_split
 from tasks.training.timing import CELL_SECONDS, EVAL_SPEEDUP, measuring, timed
 
@@ -75,7 +76,8 @@ def segment_loader(ids: torch.Tensor, eos_id: int, batch_size: int, bptt: int, p
     if not pad:
         tensors = tensors[:2]
     # Order matters: the hidden state carried between segments only makes sense if they arrive in sequence.
-    return DataLoader(Segments(tensors, bptt), batch_size=None, shuffle=False)
+    # Resumable: in the fixed order it is the training loader.
+    return ResumableLoader(Segments(tensors, bptt), batch_size=None, shuffle=False)
 
 
 def sentence_spans(ids: torch.Tensor, eos_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,7 +148,7 @@ def training_loader(ids: torch.Tensor, eos_id: int, batch_size: int, bptt: int, 
     if order == "fixed":
         return segment_loader(ids, eos_id, batch_size, bptt, pad=False)
     segments = ShuffledSegments(ids, eos_id, batch_size, bptt, seed)
-    return DataLoader(segments, batch_size=None, sampler=EpochInOrder(segments))
+    return ResumableLoader(segments, batch_size=None, sampler=EpochInOrder(segments))
 
 
 def lm_settings(cfg: LMRunConfig) -> LMSettings:

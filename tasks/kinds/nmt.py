@@ -33,6 +33,7 @@ from tasks.kinds.base import TaskKind
 from tasks.record.tracking import log_artifact, log_metrics, set_tags
 from tasks.training.fitting import FitResult, fit_module, load_trained, seed_and_threads
 from tasks.training.model_settings import as_dict, optim_settings, pick
+from tasks.training.resuming import ResumableLoader
 from tasks.training.scoring import metric_name, recorded_config, run_file, score_each_split
 from tasks.training.timing import CELL_SECONDS, measuring, timed
 
@@ -155,7 +156,7 @@ def fit_nmt(
     seed_and_threads(cfg)
     train, valid = corpus.load("train"), corpus.load("valid")
     lengths = [len(t) for t in train["tgt"]]
-    train_loader = DataLoader(
+    train_loader = ResumableLoader(
         PairDataset(train), batch_sampler=BucketBatches(lengths, cfg.train.batch_size, cfg.seed), collate_fn=collate
     )
     valid_loader = DataLoader(PairDataset(valid), batch_size=cfg.eval.batch_size, collate_fn=collate)

@@ -29,6 +29,7 @@ from tasks.record import hardware
 from tasks.record.metrics_logger import MlflowMetricsLogger
 from tasks.record.outcome import uniform_loss
 from tasks.record.tracking import log_metrics, set_tags
+from tasks.training.resuming import LastValidation, RandomStates
 
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated", category=FutureWarning)
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # rnnlab prints its own progress lines
@@ -213,12 +214,14 @@ class GradientStats(Callback):
             "max_norm": self.max_norm,
             "layer_sums": dict(self.layer_sums),
             "layer_counts": dict(self.layer_counts),
+            "last": dict(self.last),  # the lr is logged when it changes: not again at a resumed run's first step
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.steps, self.clipped, self.max_norm = state["steps"], state["clipped"], state["max_norm"]
         # checkpoints written before per-layer norms were logged have none: the means then cover the resumed part
         self.layer_sums, self.layer_counts = dict(state.get("layer_sums", {})), dict(state.get("layer_counts", {}))
+        self.last = dict(state.get("last", {}))
 
 
 class TrainingLoss(Callback):
@@ -257,6 +260,13 @@ class TrainingLoss(Callback):
                 f"{mean:.1f} nats per token, above {self.ratio:g} × {self.uniform_loss:.2f} (a uniform "
                 f"guess) = {self.limit:.1f} (the blow-up rule, train.blowup_*); stopped at step {step}",
             )
+
+    def state_dict(self) -> dict[str, Any]:  # the window the blow-up rule and the final loss are taken over
+        return {"recent": list(self.recent), "last": self.last}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.recent = deque(state["recent"], maxlen=self.window)
+        self.last = state["last"]
 
     @property
     def final(self) -> float | None:
@@ -375,12 +385,13 @@ def fit_module(
     workdir: str | Path | None = None,
     validation_words: Callable[[Mapping[str, Any]], list[str]] | None = None,
 ) -> FitResult:
-    """Fit with the house callbacks (best/last checkpoints by `monitor`, progress, loss and gradient stats, divergence
-    and blow-up stop against a uniform guess over `vocab_size` words), metrics batched to the run, and a summary of
-    the fit logged at the end.
+    """Fit with the house callbacks (the best checkpoint by `monitor`, the last one at every validation, progress,
+    loss and gradient stats, divergence and blow-up stop against a uniform guess over `vocab_size` words, what an exact
+    resume needs: tasks/training/resuming.py), metrics batched to the run, and a summary of the fit logged at the end.
 
     `workdir` holds the checkpoints (default: one fresh directory per run); when it already holds a `last.ckpt`
-    (a study cell that was interrupted), training continues from it instead of starting again."""
+    (a study cell that was interrupted), training continues from it instead of starting again, exactly as it would
+    have gone on (the train loader a `ResumableLoader`)."""
     # A study cell's checkpoints (it has a workdir of its own) travel with its run when the store is a server that
     # several machines share: any of them can resume it (tasks/record/shipped.py). On a local store, the local
     # workdir is all a resume needs.
@@ -391,16 +402,23 @@ def fit_module(
     set_tags(run_id, {"torch.threads": str(torch.get_num_threads())})  # as set for this run (train.num_threads)
     if resume_from:
         set_tags(run_id, {"rnnlab.resumed_from_step": resume_from[1], "rnnlab.resumed_from": resume_from[0]})
-    best = ModelCheckpoint(
-        dirpath=checkpoints, filename="best", monitor=monitor, mode=mode, save_last=True, enable_version_counter=False
-    )
+    # Both written as a validation ends, the epoch's last included, never at the epoch's end (Lightning's default when
+    # validating once an epoch): a fit resumed from a checkpoint of an epoch's end, with a step budget, sets its
+    # sampler's epoch one too far (lightning/pytorch/loops/fit_loop.py, measured); from one of the epoch's last batch,
+    # as from any other batch, it goes on exactly. `last.ckpt` at every validation, improved or not: a resumed fit
+    # repeats no more than the steps since. After `best` (Lightning keeps the checkpoint callbacks' order), so it
+    # holds best's choice.
+    at_validation = {"dirpath": checkpoints, "save_on_train_epoch_end": False, "enable_version_counter": False}
+    best = ModelCheckpoint(filename="best", monitor=monitor, mode=mode, **at_validation)
+    last = ModelCheckpoint(filename="last", monitor=None, **at_validation)
     gradients = GradientStats(cfg.train.clip)
     losses = TrainingLoss(
         uniform_loss(vocab_size), cfg.train.blowup_ratio, cfg.train.blowup_window, cfg.train.blowup_after
     )
     progress = Progress(gradients, losses, label=cfg.run_name, validation_words=validation_words)
     logger = MlflowMetricsLogger(run_id, ship_checkpoints=ship)
-    trainer = build_trainer(cfg, workdir, [*callbacks, best, losses, gradients, progress], logger)
+    resume = [RandomStates(), LastValidation()]
+    trainer = build_trainer(cfg, workdir, [*callbacks, best, last, losses, gradients, progress, *resume], logger)
     started = time.perf_counter()
     trainer.fit(module, train_loader, valid_loader, ckpt_path=resume_from[0] if resume_from else None)
     fit_seconds = time.perf_counter() - started
