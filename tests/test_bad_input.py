@@ -475,7 +475,7 @@ CASES = [
         text("t.txt", "a\n"),
     ),
     ("ui port too large", ["ui", "--port", "99999"], "argument --port: invalid port '99999'"),
-    ("ui port 0", ["ui", "--port", "0"], "expected a whole number from 1 to 65535"),
+    ("ui port too high", ["ui", "--port", "65536"], "expected a whole number from 0 (any free port) to 65535"),
     ("server prefect port", ["server", "start", "--prefect-port", "70000"], "argument --prefect-port: invalid port"),
     ("server mlflow port", ["server", "status", "--mlflow-port", "http"], "argument --mlflow-port: invalid port"),
     ("worker limit 0", ["worker", "--pool", "p", "--limit", "0"], "argument --limit: invalid value '0'"),

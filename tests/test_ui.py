@@ -3,6 +3,7 @@ runner, listening within 10 s), serving the runs' artifacts, and gone, with ever
 SIGTERM. Real processes on a real tiny study (`ui_study`, conftest)."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,12 +18,6 @@ import pytest
 from conftest import REPO, SESSION_MARK, processes_left, rnnlab_command
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as response:
@@ -31,17 +26,27 @@ def answers(url: str) -> bool:
         return False
 
 
+def unused_port() -> int:
+    """A port free at the moment of asking (for MLflow's own CLI, which binds its port itself: rnnlab cannot hand it a
+    bound socket as it does to the web worker; a small race with another program, in one slow test)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 class UI:
     """`rnnlab ui` started as a person starts it in a terminal: its own process group (the terminal's Ctrl-C goes to
     that group), its processes marked so that what is left of them can be found."""
 
-    def __init__(self, home: Path, *args: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+    def __init__(self, home: Path, *args: str, port: int = 0):
+        """`port` 0: the system picks a free one, which rnnlab binds and says in its first line (no port is guessed
+        here, and none can be taken between a guess and the server's start)."""
+        self.url = f"http://127.0.0.1:{port}" if port else None
+        self.first_line: str | None = None
         self.mark = f"ui-{uuid.uuid4().hex[:8]}"
         self.started = time.monotonic()
         self.process = subprocess.Popen(
-            rnnlab_command("ui", *args, "--port", str(self.port)),
+            rnnlab_command("ui", *args, "--port", str(port)),
             cwd=REPO,
             env={**os.environ, "RNNLAB_HOME": str(home), SESSION_MARK: self.mark},
             stdout=subprocess.DEVNULL,
@@ -51,7 +56,12 @@ class UI:
         )
 
     def wait_listening(self, timeout: float = 120) -> float:
-        """Seconds from the command's start until the server answers."""
+        """Seconds from the command's start until the server answers (with --port 0: until it says where)."""
+        if self.url is None:
+            self.first_line = self.process.stderr.readline().rstrip("\n")  # printed once the server answers
+            found = re.search(r" at (http://127\.0\.0\.1:\d+) \(", self.first_line)
+            assert found, f"rnnlab ui said no address: {self.first_line}{self.process.stderr.read()[-3000:]}"
+            self.url = found[1]
         while not answers(self.url + "/health"):
             assert self.process.poll() is None, f"rnnlab ui exited: {self.process.stderr.read()[-3000:]}"
             assert time.monotonic() - self.started < timeout, "rnnlab ui did not answer"
@@ -88,7 +98,7 @@ def test_it_listens_in_2_processes_without_a_job_runner(ui):
 
 
 def test_it_prints_its_address_and_the_studys_runs_page(ui, ui_study):
-    first, second = ui.lines(2)
+    first, (second,) = ui.first_line, ui.lines(1)
     assert first.startswith("rnnlab: MLflow UI for sqlite:///") and first.endswith(f"at {ui.url} (Ctrl-C stops it)")
     page = f"{ui.url}/#/experiments/{ui_study['experiment_id']}/runs?workflowType=machine_learning"
     assert second == f"rnnlab: study 'tiny_ui': {page}"  # what it shows there: tests/test_browser.py
@@ -135,7 +145,7 @@ def test_an_unknown_study_is_named_with_the_experiments_there_and_nothing_starts
 
 @pytest.mark.slow  # ~15 s and 2 GB: MLflow's CLI, its job runner and 7 job consumers
 def test_with_jobs_mlflows_job_runner_runs_too_and_a_signal_stops_all_of_it(ui_study):
-    ui = UI(ui_study["home"], "--jobs")
+    ui = UI(ui_study["home"], "--jobs", port=unused_port())  # MLflow's own CLI binds the port: one is named
     ui.wait_listening()
     deadline = time.monotonic() + 60
     while not any("_job_runner" in " ".join(p.cmdline()) for p in processes_left(mark=ui.mark)):

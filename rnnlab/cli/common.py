@@ -24,6 +24,13 @@ def port(text: str) -> int:
     return int(text)
 
 
+def listen_port(text: str) -> int:
+    """An argparse type: a TCP port to listen on, or 0 for any free one (the system picks it)."""
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: expected a whole number from 0 (any free port) to 65535")
+    return int(text)
+
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number of at least 1 (a beam of 0 or less has nothing to search with)."""
     if not text.isdigit() or int(text) < 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rnnlab.cli.common import port
+from rnnlab.cli.common import listen_port
 from rnnlab.runtime import servers, store
 from rnnlab.runtime.processes import Interrupts
 
@@ -14,7 +14,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("ui", help="the MLflow UI over this project's store (127.0.0.1 by default), until Ctrl-C")
     p.add_argument("study", nargs="?", help="a study (its MLflow experiment): also print the address of its runs")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=port, default=5000)
+    p.add_argument("--port", type=listen_port, default=5000, help="port to listen on (default 5000; 0: any free one)")
     p.add_argument(
         "--jobs",
         action="store_true",

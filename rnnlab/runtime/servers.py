@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -486,8 +487,9 @@ def project_urls() -> dict[str, str]:
 UI_GRACE = 5.0  # seconds the server has to stop once asked before its process group is killed
 
 
-def ui_command(uri: str, host: str, port: int, jobs: bool) -> tuple[list[str], dict[str, str]]:
-    """The command that serves the MLflow UI over `uri`, and the environment it needs besides this process's."""
+def ui_command(uri: str, host: str, port: int, jobs: bool, fd: int | None = None) -> tuple[list[str], dict[str, str]]:
+    """The command that serves the MLflow UI over `uri`, and the environment it needs besides this process's.
+    `fd`: a listening socket this process has bound, which the web worker serves (not with `jobs`)."""
     quiet = [] if verbose() else ["--log-level", "warning", "--no-access-log"]  # a line per request: only with -v
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true" if jobs else "false"}
     if not verbose() and "PYTHONWARNINGS" not in os.environ:  # Starlette's deprecation of what MLflow uses, every start
@@ -521,10 +523,7 @@ def ui_command(uri: str, host: str, port: int, jobs: bool) -> tuple[list[str], d
         sys.executable,
         "-m",
         "uvicorn",
-        "--host",
-        host,
-        "--port",
-        str(port),
+        *(["--fd", str(fd)] if fd is not None else ["--host", host, "--port", str(port)]),
         "--workers",
         "1",
         *quiet,
@@ -553,18 +552,30 @@ def run_ui(uri: str, host: str, port: int, jobs: bool, on_ready: Callable[[str],
     reaches rnnlab alone, which asks the whole group to stop (SIGTERM) and kills what is left of it after UI_GRACE
     seconds (with --jobs, MLflow's job runner and consumers too), and a SIGKILLed rnnlab takes the server with it.
     Returns the server's exit code; an interrupt propagates (KeyboardInterrupt) once the group is gone."""
-    if port_taken(host, port):
-        raise ServerError(
-            f"cannot start the MLflow UI: port {port} on {host} is already taken by another program; "
-            "choose another with --port"
-        )
-    command, env = ui_command(uri, host, port, jobs)
+    if jobs:  # MLflow's own CLI binds its port itself
+        if port == 0 or port_taken(host, port):
+            raise ServerError(
+                f"cannot start the MLflow UI with --jobs on port {port} of {host}: "
+                + ("it needs a port number" if port == 0 else "that port is already taken by another program")
+                + "; choose another with --port"
+            )
+        listener = None
+    else:  # bound here and handed to the web worker: no port can be taken between a check and the server's bind
+        listener = bind_listener(host, port)
+        port = listener.getsockname()[1]  # --port 0: the one the system chose
+    command, env = ui_command(uri, host, port, jobs, listener.fileno() if listener else None)
     url = local_url(host, port)
     process = None
     try:
         process = subprocess.Popen(
-            guarded(command), env={**os.environ, **env}, stdin=subprocess.DEVNULL, start_new_session=True
+            guarded(command),
+            env={**os.environ, **env},
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            pass_fds=(listener.fileno(),) if listener else (),
         )
+        if listener:
+            listener.close()  # the server has its own copy
         deadline = time.monotonic() + timeout
         while not healthy(url + "/health", timeout=1.0):
             if process.poll() is not None:
@@ -582,6 +593,24 @@ def run_ui(uri: str, host: str, port: int, jobs: bool, on_ready: Callable[[str],
             # SIGTERM, for a Ctrl-C too: the stop request that servers take quietly (uvicorn stops the same way on
             # either; with --jobs, MLflow's job runner printed a KeyboardInterrupt traceback for a SIGINT).
             stop_group(process, signal.SIGTERM)
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on `host`:`port` (0: a free port the system picks), or one line saying why not."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: past a closed server's TIME_WAIT
+    try:
+        listener.bind((host, port))
+        listener.listen(2048)  # uvicorn's default backlog
+    except OSError as err:
+        listener.close()
+        raise ServerError(
+            f"cannot start the MLflow UI on {host}:{port}: "
+            + ("the port is already taken by another program" if err.errno == errno.EADDRINUSE else err.strerror)
+            + "; choose another with --port"
+        ) from None
+    return listener
 
 
 def stop_group(process: subprocess.Popen, sig: int, grace: float = UI_GRACE) -> None:
