@@ -541,3 +541,22 @@ def test_a_cell_that_failed_to_learn_is_recorded_counted_and_kept_out_of_the_sta
     assert store(tmp_path).get_run(result["parent_run_id"]).data.tags["rnnlab.failed_to_learn"] == str(len(failed))
     (row,) = [row for row in result["table"] if "0.0001" in row["variant"]]
     assert (row["trained"], row["failed_to_learn"], row["valid_ppl_mean"]) == (0, 1, None) and not row["best"]
+
+
+def test_a_cells_result_counts_only_when_its_run_is_finished_in_the_studys_own_store(tmp_path, monkeypatch):
+    """A worker that recorded elsewhere (its own local store: a Dask worker without the study's tracking URI) or left
+    its run unfinished gives the study a failure, not a result: the study then exits 1 instead of 0."""
+    monkeypatch.setenv("RNNLAB_HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    from flows.study import recorded_elsewhere
+    from tasks.record import tracking
+
+    finished = tracking.open_run("elsewhere", "finished", {}, {})
+    tracking.close_run(finished)
+    running = tracking.open_run("elsewhere", "running", {}, {})
+    assert recorded_elsewhere({"run_id": finished}) is None
+    assert recorded_elsewhere({"run_id": running}) == f"its run {running} is RUNNING in the study's store"
+    missing = recorded_elsewhere({"run_id": "0" * 32})
+    assert missing.startswith(f"its run {'0' * 32} is not in the study's tracking store sqlite:///{tmp_path}")
+    assert "give the workers MLFLOW_TRACKING_URI" in missing
+    tracking.close_run(running)

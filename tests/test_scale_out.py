@@ -15,16 +15,11 @@ import yaml
 from conftest import REPO, TINY, rnnlab_command
 from mlflow import MlflowClient
 from test_flows_study import tiny_study
+from test_team_servers import start_servers
 
 from rnnlab.runtime.env import pid_alive
 
 pytestmark = pytest.mark.servers
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def rnnlab(*args, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -55,11 +50,7 @@ def servers(tmp_path_factory):
     home = tmp_path_factory.mktemp("servers-home")
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
     env["RNNLAB_HOME"] = str(home)
-    started = rnnlab(
-        "server", "start", "--prefect-port", str(free_port()), "--mlflow-port", str(free_port()), "--json", env=env
-    )
-    assert started.returncode == 0, started.stderr[-3000:]
-    state = json.loads(started.stdout.splitlines()[-1])
+    state = start_servers(env)["state"]  # on ports the system picked (again on others if one was taken meanwhile)
     remote = {**env, "PREFECT_API_URL": state["prefect"]["url"], "MLFLOW_TRACKING_URI": state["mlflow"]["url"]}
     try:
         yield home, env, remote, state

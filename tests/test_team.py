@@ -12,6 +12,7 @@ outlives them, the PostgreSQL cluster included."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -97,9 +98,8 @@ def team(tmp_path_factory):
     folder = tmp_path_factory.mktemp("team")
     with private_cluster(DB_PASSWORD) as cluster:
         server_env = clean_env(folder / "servers", **LOGIN, PGPASSWORD=DB_PASSWORD)
-        state = start_servers(server_env, "--database", f"postgresql://rnnlab@127.0.0.1:{cluster['port']}/team")[
-            "state"
-        ]
+        database = f"postgresql://rnnlab@127.0.0.1:{cluster['port']}/team"
+        state = start_servers(server_env, "--database", database)["state"]
         try:
             urls = {"PREFECT_API_URL": state["prefect"]["url"], "MLFLOW_TRACKING_URI": state["mlflow"]["url"]}
             homes = [folder / "machine-1", folder / "machine-2"]
@@ -109,7 +109,14 @@ def team(tmp_path_factory):
             ]
             for home in homes:
                 home.mkdir(parents=True, exist_ok=True)
-            yield {"state": state, "urls": urls, "machines": machines, "folder": folder, "server_env": server_env}
+            yield {
+                "state": state,
+                "urls": urls,
+                "machines": machines,
+                "folder": folder,
+                "server_env": server_env,
+                "database": database,
+            }
         finally:
             stop_servers(server_env, state)
     assert not pid_alive(cluster["postmaster"])
@@ -135,6 +142,12 @@ def test_both_servers_refuse_a_request_without_the_team_login(team):
     assert status_code(f"{mlflow}/api/2.0/mlflow/experiments/search?max_results=1", f"{USER}:{PASSWORD}") == 200
 
 
+def test_the_prefect_server_keeps_the_claims_leases_in_files(team):
+    """So that a restarted server still knows who holds which cell (the slow test below restarts one)."""
+    environ = Path(f"/proc/{team['state']['prefect']['pid']}/environ").read_bytes().split(b"\0")
+    assert b"PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=prefect.server.concurrency.lease_storage.filesystem" in environ
+
+
 def test_one_study_started_on_two_machines_at_once_trains_each_cell_once(team, tmp_path):
     """Both exit 0; one FINISHED run per cell key, nothing RUNNING; the executions' trained counts sum to the cells,
     whoever won each; and once the second machine's home is deleted, every run's artifacts still come through the
@@ -146,8 +159,6 @@ def test_one_study_started_on_two_machines_at_once_trains_each_cell_once(team, t
     outputs = [p.communicate(timeout=600)[0] for p in started]
     for machine, process in zip((one, two), started):
         assert process.returncode == 0, (tmp_path / f"{machine.name}.log").read_text()[-4000:]
-    import json
-
     results = [json.loads(out.splitlines()[-1]) for out in outputs]
     client = tracking(team)
     cells = runs_of(client, "team_twice", "cell")
@@ -267,8 +278,6 @@ def test_a_dask_worker_without_a_tracking_uri_records_its_cells_on_the_server(te
         while not (tmp_path / "scheduler.json").is_file():
             assert time.monotonic() < deadline and scheduler.poll() is None, scheduler_log.read_text()[-2000:]
             time.sleep(0.2)
-        import json
-
         address = json.loads((tmp_path / "scheduler.json").read_text())["address"]
         port = int(address.rsplit(":", 1)[1])
         worker_env = {k: v for k, v in two.env.items() if k != "MLFLOW_TRACKING_URI"}  # the README's worker: no URI
@@ -292,3 +301,60 @@ def test_a_dask_worker_without_a_tracking_uri_records_its_cells_on_the_server(te
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, signal.SIGKILL)
     assert port
+
+
+HOLD = """
+import sys, time
+from rnnlab.runtime.env import configure
+configure()
+from rnnlab.runtime.cell_claim import in_prefect
+with in_prefect(sys.argv[1], "probe"):
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+print("released", flush=True)
+"""
+
+
+@pytest.mark.slow  # ~1.5 min: a claim must outlive the restart by one lease renewal (every 45 s)
+def test_a_claim_outlives_a_restart_of_the_prefect_server(team, tmp_path):
+    """A machine holds a cell's claim; the Prefect server restarts; the holder's next renewals still find its lease
+    (in files, not the old server's memory), so it keeps the claim (nobody else gets it meanwhile) and then frees it."""
+    from prefect.concurrency.sync import concurrency
+
+    from rnnlab.runtime import servers
+    from rnnlab.runtime.cell_claim import LEASE_SECONDS, limit_name
+
+    one, _ = team["machines"]
+    key = "f00d" + os.urandom(6).hex()
+    holder = subprocess.Popen(
+        one.command(os.sys.executable, "-c", HOLD, key, str(LEASE_SECONDS + 20)),
+        cwd=REPO, env=one.env, stdout=subprocess.PIPE, stderr=open(tmp_path / "holder.log", "w"), text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held", (tmp_path / "holder.log").read_text()[-3000:]
+        prefect = team["state"]["prefect"]
+        servers.stop_pid(prefect["pid"])  # the server goes down, and comes back on the same store and port
+        again = subprocess.run(
+            rnnlab_command(
+                "server", "start", "--prefect-port", str(prefect["port"]), "--mlflow-port",
+                str(team["state"]["mlflow"]["port"]), "--database", team["database"], "--json",
+            ),
+            capture_output=True, text=True, cwd=REPO, env=team["server_env"], timeout=300,
+        )  # fmt: skip
+        assert again.returncode == 0, again.stderr[-3000:]
+        team["state"]["prefect"] = json.loads(again.stdout.splitlines()[-1])["prefect"]
+        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+        login = {PREFECT_API_URL: team["urls"]["PREFECT_API_URL"], PREFECT_API_AUTH_STRING: f"{USER}:{PASSWORD}"}
+        with temporary_settings(login):
+            with pytest.raises(TimeoutError):  # still held: the restarted server gives nobody else the slot
+                with concurrency(limit_name(key), occupy=1, timeout_seconds=3, strict=True):
+                    pass
+            out, _ = holder.communicate(timeout=LEASE_SECONDS + 120)
+            assert holder.returncode == 0 and out.strip() == "released", (tmp_path / "holder.log").read_text()[-3000:]
+            with concurrency(limit_name(key), occupy=1, timeout_seconds=10, strict=True):
+                pass  # freed by its holder, through the restarted server
+    finally:
+        if holder.poll() is None:
+            os.killpg(holder.pid, signal.SIGKILL)
