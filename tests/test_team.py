@@ -303,58 +303,41 @@ def test_a_dask_worker_without_a_tracking_uri_records_its_cells_on_the_server(te
     assert port
 
 
-HOLD = """
-import sys, time
-from rnnlab.runtime.env import configure
-configure()
-from rnnlab.runtime.cell_claim import in_prefect
-with in_prefect(sys.argv[1], "probe"):
-    print("held", flush=True)
-    time.sleep(float(sys.argv[2]))
-print("released", flush=True)
-"""
-
-
-@pytest.mark.slow  # ~1.5 min: a claim must outlive the restart by one lease renewal (every 45 s)
-def test_a_claim_outlives_a_restart_of_the_prefect_server(team, tmp_path):
-    """A machine holds a cell's claim; the Prefect server restarts; the holder's next renewals still find its lease
-    (in files, not the old server's memory), so it keeps the claim (nobody else gets it meanwhile) and then frees it."""
+@pytest.mark.slow  # ~45 s: the Prefect server is stopped and started again
+def test_a_claims_lease_outlives_a_restart_of_the_prefect_server(team):
+    """A cell's claim is a slot of its Prefect limit on a lease. The Prefect server restarts: it still knows the lease
+    (kept in files, not the old server's memory), so the holder's next renewal succeeds, nobody else gets the slot
+    meanwhile, and the holder's release frees it. (With Prefect's in-memory lease storage the renewal after the
+    restart is refused: the holder would stop, and the slot stay taken until its lease is swept.)"""
     from prefect.concurrency.sync import concurrency
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     from rnnlab.runtime import servers
-    from rnnlab.runtime.cell_claim import LEASE_SECONDS, limit_name
+    from rnnlab.runtime.cell_claim import LEASE_SECONDS, create_limit, limit_name
 
-    one, _ = team["machines"]
-    key = "f00d" + os.urandom(6).hex()
-    holder = subprocess.Popen(
-        one.command(os.sys.executable, "-c", HOLD, key, str(LEASE_SECONDS + 20)),
-        cwd=REPO, env=one.env, stdout=subprocess.PIPE, stderr=open(tmp_path / "holder.log", "w"), text=True,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "held", (tmp_path / "holder.log").read_text()[-3000:]
-        prefect = team["state"]["prefect"]
-        servers.stop_pid(prefect["pid"])  # the server goes down, and comes back on the same store and port
+    name = limit_name("f00d" + os.urandom(6).hex())
+    login = {PREFECT_API_URL: team["urls"]["PREFECT_API_URL"], PREFECT_API_AUTH_STRING: f"{USER}:{PASSWORD}"}
+    with temporary_settings(login):
+        with prefect_client(team["urls"]["PREFECT_API_URL"], f"{USER}:{PASSWORD}") as prefect:
+            create_limit(prefect, name)
+            taken = prefect.increment_concurrency_slots_with_lease([name], 1, "concurrency", LEASE_SECONDS).json()
+            lease = taken["lease_id"]
+        state = team["state"]["prefect"]
+        servers.stop_pid(state["pid"])  # the server goes down, and comes back on the same store and port
         again = subprocess.run(
             rnnlab_command(
-                "server", "start", "--prefect-port", str(prefect["port"]), "--mlflow-port",
+                "server", "start", "--prefect-port", str(state["port"]), "--mlflow-port",
                 str(team["state"]["mlflow"]["port"]), "--database", team["database"], "--json",
             ),
             capture_output=True, text=True, cwd=REPO, env=team["server_env"], timeout=300,
         )  # fmt: skip
         assert again.returncode == 0, again.stderr[-3000:]
         team["state"]["prefect"] = json.loads(again.stdout.splitlines()[-1])["prefect"]
-        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
-
-        login = {PREFECT_API_URL: team["urls"]["PREFECT_API_URL"], PREFECT_API_AUTH_STRING: f"{USER}:{PASSWORD}"}
-        with temporary_settings(login):
-            with pytest.raises(TimeoutError):  # still held: the restarted server gives nobody else the slot
-                with concurrency(limit_name(key), occupy=1, timeout_seconds=3, strict=True):
+        with prefect_client(team["urls"]["PREFECT_API_URL"], f"{USER}:{PASSWORD}") as prefect:
+            prefect.renew_concurrency_lease(lease, LEASE_SECONDS)  # raises (404) for a lease the server forgot
+            with pytest.raises(TimeoutError):  # still held: nobody else gets the slot
+                with concurrency(name, occupy=1, timeout_seconds=3, strict=True):
                     pass
-            out, _ = holder.communicate(timeout=LEASE_SECONDS + 120)
-            assert holder.returncode == 0 and out.strip() == "released", (tmp_path / "holder.log").read_text()[-3000:]
-            with concurrency(limit_name(key), occupy=1, timeout_seconds=10, strict=True):
-                pass  # freed by its holder, through the restarted server
-    finally:
-        if holder.poll() is None:
-            os.killpg(holder.pid, signal.SIGKILL)
+            prefect.release_concurrency_slots_with_lease(lease)
+        with concurrency(name, occupy=1, timeout_seconds=10, strict=True):
+            pass  # freed by its holder, through the restarted server
