@@ -54,7 +54,7 @@ def test_the_reference_names_every_key_command_and_option():
         assert f"## `rnnlab {name}`" in pages["cli.md"]
         for action in command._actions:
             for option in action.option_strings:
-                assert option == "-h" or f"`{option}`" in pages["cli.md"], (name, option)
+                assert option in ("-h", "--help") or f"`{option}`" in pages["cli.md"], (name, option)
 
 
 def readme() -> str:
