@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # The corpora: ../shared/data when it sits beside the checkout, else data/ (missing corpora are downloaded).
 export RNNLAB_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),$(CURDIR)/data)
 
-.PHONY: install demo lint test test-all bench ui clean
+.PHONY: install demo lint docs test test-all bench ui clean
 
 install: $(VENV)/.installed
 
@@ -25,7 +25,11 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 
-test: install lint
+# The docs site (mkdocs.yml, docs/): --strict fails on a broken link or anchor; build/ is git-ignored.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
+
+test: install lint docs
 	$(BIN)/python -m pytest
 
 test-all: install

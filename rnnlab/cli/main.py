@@ -36,7 +36,9 @@ READ_ONLY_COMMANDS = ("compare", "report", "ui")  # they create nothing in the p
 COMMANDS = (train, study, compare, report, server, deploy, evaluate, probe, ui, data)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: every command's arguments, from its module (docs/gen_reference.py writes the
+    command-line reference from it)."""
     parser = argparse.ArgumentParser(
         prog="rnnlab", description="A reproducible ablation lab for recurrent language and translation models."
     )
@@ -50,13 +52,24 @@ def main(argv: list[str] | None = None) -> int:
             action="store_true",
             help="also show the libraries' own logs (Prefect, MLflow, Lightning), hidden by default",
         )
+    return parser
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Command name → its parser."""
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    commands = subcommands(parser)
     args, extra = parser.parse_known_args(argv)
     # Overrides may follow options (`rnnlab train run.yaml --json train.lr=1`), where argparse leaves them over with
     # anything it does not know: key=value items go to a command that takes overrides; the rest is still an error.
     takes_overrides = hasattr(args, "overrides")
     stray = [item for item in extra if not (takes_overrides and "=" in item and not item.startswith("-"))]
     if stray:
-        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(stray)}")
+        commands[args.command].error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
     try:

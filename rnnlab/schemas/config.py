@@ -76,7 +76,14 @@ class LMModelConfig(
     section(
         "LMModelFields",
         LMSettings,
-        after={"residual": {"bidirectional": (bool, Field(False, description="always rejected for a language model"))}},
+        after={
+            "residual": {
+                "bidirectional": (
+                    bool,
+                    Field(False, description="always rejected for a language model: it would see the future"),
+                )
+            }
+        },
     )
 ):
     @model_validator(mode="after")
@@ -98,15 +105,19 @@ class LMModelConfig(
 class TrainConfig(section("OptimFields", OptimSettings)):
     """Shared by both tasks; the defaults are the language-model ones (see NMTTrainConfig)."""
 
-    batch_size: int = Field(20, ge=1)
-    max_epochs: int = Field(13, ge=1)
-    max_steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(
+        20, ge=1, description="language model: the training text is laid out as this many columns, read side by side"
+    )
+    max_epochs: int = Field(13, ge=1, description="training budget: epochs")
+    max_steps: int | None = Field(None, ge=1, description="training budget: optimizer steps (null = none)")
     max_minutes: float | None = Field(None, gt=0.0, description="wall-clock training budget (null = none)")
     clip_norm: float | None = Field(0.25, gt=0.0, description="clip the total gradient norm; null = off")
     clip_value: float | None = Field(None, gt=0.0, description="clip each gradient element; null = off")
     val_every_n_steps: int | None = Field(None, ge=1, description="also validate every n steps (null = once per epoch)")
-    log_every_n_steps: int = Field(1, ge=1)
-    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    log_every_n_steps: int = Field(1, ge=1, description="metric logging interval (metrics are sent in batches)")
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field(
+        "auto", description="Lightning's accelerator (auto: a GPU when there is one)"
+    )
     precision: Literal["32-true", "bf16-mixed"] = Field(
         "32-true",
         description="32-true: fp32 throughout; bf16-mixed: matmuls and recurrences in bf16 under autocast "
@@ -159,11 +170,11 @@ class NMTTrainConfig(
         clip_norm=1.0,
     )
 ):
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="label smoothing of the training loss")
 
 
 class EvalConfig(Section):
-    batch_size: int = Field(10, ge=1)
+    batch_size: int = Field(10, ge=1, description="batch size of the evaluation after training")
     splits: tuple[Literal["valid", "test"], ...] = Field(
         ("valid", "test"), description="splits scored after training (test skipped if the corpus has none)"
     )
@@ -182,9 +193,9 @@ class ParallelDataConfig(Section):
         description="a known parallel corpus (multi30k, chr_en) or a directory with train/valid[/test].<lang> files",
     )
     dir: str | None = Field(None, description="data directory; null = $RNNLAB_DATA_DIR, else <project>/data")
-    download: bool = True
-    src: str = Field("de", min_length=1)
-    tgt: str = Field("en", min_length=1)
+    download: bool = Field(True, description="fetch a missing known corpus from its public source (sha256-checked)")
+    src: str = Field("de", min_length=1, description="the source language: the suffix of its files")
+    tgt: str = Field("en", min_length=1, description="the target language: the suffix of its files")
     vocab_size: int = Field(
         8000, ge=16, description="SentencePiece vocabulary per language, trained on the train split"
     )
@@ -201,9 +212,9 @@ class NMTModelConfig(section("NMTModelFields", Seq2SeqShape)):
 
 
 class NMTEvalConfig(Section):
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, description="sentences per batch when translating")
     beam: int = Field(5, ge=1, description="beam size for the final test translation (1 = greedy)")
-    length_penalty: float = Field(1.0, ge=0.0)
+    length_penalty: float = Field(1.0, ge=0.0, description="beam search's GNMT length penalty")
     max_len_ratio: float = Field(2.0, gt=0.0, description="at most ratio × source length + 10 subwords are produced")
     min_bleu: float = Field(
         3.0,
@@ -211,7 +222,9 @@ class NMTEvalConfig(Section):
         description="a run whose validation BLEU stays below this failed to learn: "
         "one constant sentence ('A man in a blue shirt is standing .') scores 2.9 on Multi30k",
     )
-    splits: tuple[Literal["valid", "test"], ...] = ("valid", "test")
+    splits: tuple[Literal["valid", "test"], ...] = Field(
+        ("valid", "test"), description="splits scored after training (test skipped if the corpus has none)"
+    )
     floor: Literal["unigram", "uniform"] = Field(
         "unigram",
         description="what a run must beat to count as trained: "
@@ -239,9 +252,11 @@ class RunBase(Section):
     """What every run config has. Each task kind's config (below) is that kind's schema, and says what its runs
     log: the kind's code (tasks/kinds/) writes those metrics, a study is decided by one of them."""
 
-    experiment: str = Field("rnnlab", min_length=1)
-    run_name: str | None = None
-    seed: int = 1
+    experiment: str = Field("rnnlab", min_length=1, description="the MLflow experiment")
+    run_name: str | None = Field(None, description="the MLflow run's name")
+    seed: int = Field(
+        1, description="seed for everything: the initialisation, the training data's order (data.order), dropout"
+    )
 
     DURING: ClassVar[tuple[str, ...]] = ()  # the selected checkpoint's validation scores
     SCORES: ClassVar[tuple[str, ...]] = ()  # each evaluation split's final scores, as `<split>_<score>`
@@ -270,7 +285,7 @@ class RunBase(Section):
 
 
 class LMRunConfig(RunBase):
-    task: Literal["lm"] = "lm"
+    task: Literal["lm"] = Field("lm", description="language modelling")
     data: DataConfig = DataConfig()
     model: LMModelConfig = LMModelConfig()
     train: LMTrainConfig = LMTrainConfig()
@@ -281,7 +296,7 @@ class LMRunConfig(RunBase):
 
 
 class NMTRunConfig(RunBase):
-    task: Literal["nmt"] = "nmt"
+    task: Literal["nmt"] = Field("nmt", description="translation")
     data: ParallelDataConfig = ParallelDataConfig()
     model: NMTModelConfig = NMTModelConfig()
     train: NMTTrainConfig = NMTTrainConfig()

@@ -81,9 +81,9 @@ def log_scale_metric(name: str) -> bool:
 class Budget(Section):
     """Per-cell training budget, applied on top of the base config (steps keep results machine-independent)."""
 
-    max_epochs: int | None = Field(None, ge=1)
-    max_steps: int | None = Field(None, ge=1)
-    max_minutes: float | None = Field(None, gt=0.0, description="wall-clock cap per cell")
+    max_epochs: int | None = Field(None, ge=1, description="epochs per cell (train.max_epochs)")
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps per cell (train.max_steps)")
+    max_minutes: float | None = Field(None, gt=0.0, description="wall-clock cap per cell (train.max_minutes)")
 
 
 class Runner(Section):
@@ -102,9 +102,9 @@ class Runner(Section):
 class Range(Section):
     """One tuned key's range: exactly one of `log_uniform` or `uniform` ([low, high], floats), or `int_uniform`."""
 
-    log_uniform: tuple[float, float] | None = None
-    uniform: tuple[float, float] | None = None
-    int_uniform: tuple[int, int] | None = None
+    log_uniform: tuple[float, float] | None = Field(None, description="[low, high], sampled on a log scale")
+    uniform: tuple[float, float] | None = Field(None, description="[low, high], sampled on a linear scale")
+    int_uniform: tuple[int, int] | None = Field(None, description="[low, high], whole numbers")
 
     @model_validator(mode="after")
     def _one_range(self) -> Range:
@@ -148,8 +148,13 @@ class Tune(Section):
     )
     trials: int = Field(ge=1, description="trials per arm, the same for every arm")
     budget: Budget = Field(Budget(), description="per trial: the study's `budget` unless set")
-    sampler: Sampler = Sampler()
-    pruner: Pruner = Pruner()
+    sampler: Sampler = Field(Sampler(), description="Optuna's sampler, the same for every arm")
+    pruner: Pruner = Field(Pruner(), description="Optuna's pruner: stops unpromising trials early")
+
+
+def cpu_count() -> int:
+    """the machine's CPU count"""
+    return os.cpu_count() or 1
 
 
 class StudyConfig(Section):
@@ -158,16 +163,20 @@ class StudyConfig(Section):
     base: str = Field(min_length=1, description="the base run config, relative to the study file")
     overrides: dict[str, Any] = Field(default_factory=dict, description="dotted run-config keys applied on the base")
     factors: dict[str, list[Any]] = Field(description="run-config key → values; the grid is their product")
-    exclude: list[dict[str, Any]] = Field(default_factory=list, description="factor combinations to leave out")
-    seeds: list[int] = Field([1], min_length=1)
-    metric: Metric = Metric()
+    exclude: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="rules, each a mapping of factor keys to values: a variant that matches every key of a rule is "
+        "left out of the grid",
+    )
+    seeds: list[int] = Field([1], min_length=1, description="every variant trains once per seed")
+    metric: Metric = Field(Metric(), description="the metric that decides, and which way is better")
     effect: Effect = Field(
         Effect(),
         description="the smallest effect worth detecting and the equivalence margin: "
         "perplexity ratios (e.g. {smallest: 1.05, margin: 1.02}) or points",
     )
     budget: Budget = Budget()
-    concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, description="cells trained at once")
+    concurrency: int = Field(default_factory=cpu_count, ge=1, description="cells trained at once")
     runner: Runner = Field(
         Runner(),
         description="where cells run: `process` (local worker processes, the default) or `dask` (a Dask cluster)",

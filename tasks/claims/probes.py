@@ -45,7 +45,7 @@ SHUFFLE_WINDOW = 300  # Khandelwal et al. (2018): a 300-token window whose words
 GRADIENT_STEPS = 100  # k = 0 … 100
 BURN_IN = 50  # tokens read (without gradient) before the stepped window, so its first state is a typical one
 TOLERANCES = {"1pct": 0.01, "5pct": 0.05}
-# Sized to answer in well under a minute for ptb_small on one CPU thread (measured: README, "Measured")
+# Sized to answer in well under a minute for ptb_small on one CPU thread (measured: docs/results.md)
 DEFAULT_POSITIONS = {"context": 500, "gradient_flow": 200}
 
 
