@@ -27,7 +27,9 @@ def port(text: str) -> int:
 def listen_port(text: str) -> int:
     """An argparse type: a TCP port to listen on, or 0 for any free one (the system picks it)."""
     if not text.isdigit() or not 0 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"invalid port {text!r}: expected a whole number from 0 (any free port) to 65535")
+        raise argparse.ArgumentTypeError(
+            f"invalid port {text!r}: expected a whole number from 0 (any free port) to 65535"
+        )
     return int(text)
 
 
