@@ -237,6 +237,18 @@ def param_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def param_from_text(text: str) -> Any:
+    """A param's value from its text, as `param_value` wrote it: JSON read back (`null` → None, `0.25` → 0.25,
+    `["valid"]` → a list), anything else the string it was (`lstm`). A string that reads as JSON itself (a corpus
+    named `2024`) comes back as what it reads as: the API keeps the config's text fields as text
+    (rnnlab/api/results.py)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return text if isinstance(value, str) else value
+
+
 def log_params(run_id: str, params: Mapping[str, Any], mlflow: MlflowClient | None = None) -> None:
     mlflow = mlflow or client()
     # MlflowClient.log_batch splits a batch into the chunks the store accepts

@@ -1,0 +1,92 @@
+"""`run_study`: run (or resume) a study from Python, as `rnnlab study FILE` does, and return its results."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rnnlab.api.packages import rnnlab_packages
+from rnnlab.api.results import StudyResults, load_study
+
+
+def override_items(overrides: Mapping[str, Any] | Sequence[str] | None) -> list[str]:
+    """Overrides as the command line takes them (`key=value`, the value in YAML), from those strings or from a
+    mapping of key → value (`{"seeds": [1, 2], "train.clip_norm": None}`)."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, str):
+        raise TypeError(f"overrides: a list of 'key=value' strings or a dict, not the string {overrides!r}")
+    if not isinstance(overrides, Mapping):
+        return [str(item) for item in overrides]
+    import yaml
+
+    def flow_yaml(value: Any) -> str:  # one line, read back as the same value (1e38 as a float, "1" as text)
+        return yaml.safe_dump(value, default_flow_style=True, width=2**30).removesuffix("\n...\n").strip()
+
+    return [f"{key}={flow_yaml(value)}" for key, value in overrides.items()]
+
+
+def run_study(
+    path: str | Path, overrides: Mapping[str, Any] | Sequence[str] | None = None, force: bool = False
+) -> StudyResults:
+    """Run (or resume) the study in file `path`, as `rnnlab study` does, and return its results (`load_study`'s
+    object, for this execution). `overrides`: study fields or run-config keys, as `{"seeds": [1, 2],
+    "train.max_epochs": 2}` or as the command line writes them, `["seeds=[1,2]", "train.max_epochs=2"]`. Cells
+    already finished with the same config, data and code are reused; `force=True` trains every cell again.
+
+    Every cell is validated and the data prepared before anything trains (a bad file or key raises ConfigError, a
+    ValueError). The runs are recorded in the project's store (MLFLOW_TRACKING_URI, else `$RNNLAB_HOME/mlruns`,
+    else `./mlruns`), its Prefect state in `.prefect/`, its report under `reports/<study>/`. Progress goes to
+    stderr. Where some cells fail, the others are recorded and `flows.study.StudyFailed` is raised;
+    `rnnlab.load_study(name)` then reads what was recorded. A call that is interrupted is resumed by the next:
+    finished cells are reused, interrupted ones continue from their last checkpoint."""
+    items = override_items(overrides)
+    with rnnlab_packages():
+        from rnnlab.runtime import store
+        from rnnlab.runtime.env import check_project, configure
+        from rnnlab.runtime.processes import abandon_prefect_api, start_prefect_api
+
+        configure()
+        from rnnlab.schemas.config import ConfigError, read_yaml
+        from rnnlab.schemas.study import load_study as read_study
+
+        tree = read_yaml(path)
+        if "claims" in tree:
+            raise ConfigError(
+                f"{path} is a claims file (a top-level `claims:` list): run it with `rnnlab study {path}`; "
+                "rnnlab.run_study runs a study file"
+            )
+        study = read_study(path, items, tree)  # every cell validated here, before anything starts
+        try:
+            if study.config.runner.address:  # the cells' machines must reach the stores
+                from rnnlab.runtime.workers import check_remote_cells_can_record
+
+                check_remote_cells_can_record()
+            # What `rnnlab study` checks first (rnnlab/cli/common.py check_environment): the project, Prefect's
+            # temporary server launched to start meanwhile, the store, runs a dead process left RUNNING.
+            check_project()
+            start_prefect_api(wait=False)
+            store.check_store()
+            from tasks.record import tracking
+
+            tracking.mark_orphans()
+            from rnnlab.runtime.workers import threads_per_cell
+            from tasks.kinds.estimate import estimate_lines
+            from tasks.kinds.steps import prepare_study
+
+            corpora = prepare_study(study.cells)  # bad data fails here, before Prefect or MLflow start
+            print(
+                f"rnnlab: study '{study.name}': {len(study.variants)} variants × {len(study.config.seeds)} seed(s) "
+                f"= {len(study.cells)} cells, {study.config.concurrency} at a time",
+                file=sys.stderr,
+            )
+            print(*estimate_lines(study, corpora, threads_per_cell(study))[-1:], file=sys.stderr)
+            start_prefect_api()
+            from flows.study import run_study as study_flow
+
+            result = study_flow(study, corpora, force)
+        finally:
+            abandon_prefect_api()  # launched but never waited for (a check failed first): stopped
+    return load_study(study.name, result["parent_run_id"])
