@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -22,7 +23,9 @@ from prefect.task_runners import TaskRunner
 from flows.train import run_steps
 from flows.tune import search_arms, search_digest, tuned_cells
 from rnnlab.runtime.cell_claim import claimed, holder
+from rnnlab.runtime.cell_status import output_to, status_dir
 from rnnlab.runtime.env import project_dir
+from rnnlab.runtime.live import StudyDisplay
 from rnnlab.runtime.progress import StudyProgress
 from rnnlab.runtime.store import is_local_store, tracking_at
 from rnnlab.runtime.workers import (
@@ -39,13 +42,14 @@ from tasks.analysis.answer import answer
 from tasks.analysis.compare import as_json, cell_results, compare, log_comparison, metric_key, summary_metrics
 from tasks.analysis.held_out import NAMED_TAG, SCORED_TAG, SPLIT_TAG, named_variants, runs_to_score
 from tasks.analysis.tuned_answer import expected_best, trial_values, tuned_answer
+from tasks.kinds.registry import kind_of
 from tasks.kinds.steps import check_cells_fit, corpus_here, has_split, prepare_data, score_held_out
 from tasks.kinds.steps import data_key as corpus_key
 from tasks.record import tracking
 from tasks.record.orphans import close_stale, sweep_orphans
 from tasks.record.outcome import DIVERGED, FAILED_TO_LEARN
 from tasks.record.shipped import fetch_shipped
-from tasks.training.fitting import cell_dir
+from tasks.training.fitting import StatusFile, cell_dir
 from tasks.training.tuning import storage_url
 
 # What a local cell worker imports as it starts, while its collector is paused: this flow (and so everything a cell
@@ -126,6 +130,8 @@ def run_cell(
     store: str,
     shared_prefect: bool,
     fresh_since_ms: int | None = None,
+    status: str | None = None,
+    log: str | None = None,
 ) -> dict[str, Any]:
     """Train one cell, unless another process is training it (then wait for it) or has finished it meanwhile (then
     reuse its run). `store`: the study's tracking URI, where the cell records whatever its worker's environment says
@@ -133,7 +139,8 @@ def run_cell(
     `shared_prefect`: the study talks to a Prefect server (which other machines may share), so the claim on the cell
     is held there too, not only on this machine.
     `fresh_since_ms` (with --force): only a run started after that counts as finished, and the cell's old
-    checkpoints are discarded."""
+    checkpoints are discarded. `status`: the file its progress is written to for the study's display
+    (rnnlab/runtime/cell_status.py); `log`: where its output goes meanwhile (the display draws on the terminal)."""
     tags = {
         "rnnlab.role": "cell",
         "rnnlab.study": study,
@@ -145,6 +152,7 @@ def run_cell(
     }
     try:
         with (
+            output_to(log),
             in_cell_worker(threads),
             tracking_at(store),
             claimed(key, cell.name, cell_dir(key).with_suffix(".lock"), shared_prefect),
@@ -166,7 +174,8 @@ def run_cell(
                 shipped_by = fetch_shipped(study, key, checkpoints, cell.name)  # interrupted on another machine
                 if shipped_by:
                     tags["rnnlab.resumed_from_run"] = shipped_by
-            return run_steps(cell.config, corpus, parent_run_id, tags, str(cell_dir(key)))
+            callbacks = (StatusFile(status, cell.name),) if status else ()
+            return run_steps(cell.config, corpus, parent_run_id, tags, str(cell_dir(key)), callbacks=callbacks)
     except (KeyboardInterrupt, SystemExit) as err:  # its run is closed as KILLED by now
         # As an Exception: the process pool hands a BaseException from a worker to no one (a traceback on a thread
         # of the study, and a cell that never completes).
@@ -178,12 +187,24 @@ class CellInterrupted(RuntimeError):
 
 
 def tune_arms(
-    study: Study, corpora: dict[str, Any], parent_run_id: str, runner: TaskRunner, code: str
+    study: Study,
+    corpora: dict[str, Any],
+    parent_run_id: str,
+    runner: TaskRunner,
+    code: str,
+    display: StudyDisplay,
+    todo: list[tuple[Cell, str]],
 ) -> tuple[Study, list[str]]:
     """Search every arm with the same budget (flows/tune.py); record each arm's best values on the parent; return the
-    study with its final cells: each arm over the seeds at its best values (tuned) and at the base recipe (base)."""
+    study with its final cells: each arm over the seeds at its best values (tuned) and at the base recipe (base).
+    `todo`: the base cells left to train, for the display's ETA (the tuned cells are counted at their budget)."""
     storage = storage_url(tracking.tracking_uri(), project_dir())
-    best = search_arms(study, corpora, parent_run_id, runner, storage, threads_per_cell(study), interrupt_workers)
+    display.progress.plan(
+        sum(cell_steps(cell, corpora) for cell, _ in todo) + sum(cell_steps(cell, corpora) for cell in study.cells)
+    )
+    best = search_arms(
+        study, corpora, parent_run_id, runner, storage, threads_per_cell(study), interrupt_workers, display
+    )
     digest = search_digest(study)
     tracking.log_text(parent_run_id, json.dumps(best, indent=1, default=str), "tuning.json")
     tracking.set_tags(parent_run_id, {"rnnlab.search": digest, "rnnlab.optuna_storage": storage})
@@ -279,6 +300,20 @@ def split_reused(study: Study, keys: list[str], force: bool) -> tuple[list[dict[
     return reused, todo
 
 
+def cell_steps(cell: Cell, corpora: dict[str, Any]) -> int:
+    """The optimizer steps of a cell's budget (tasks/kinds/estimate.py counts them the same way)."""
+    return kind_of(cell.config).steps(cell.config, corpora[data_key(cell)])
+
+
+def study_progress(study: Study, reused: int, parent_run_id: str) -> StudyProgress:
+    """What the display counts: the cells (a tuned study's twice: at the base recipe and tuned), and the runs' status
+    files, where the study can read them (not from cells on the machines of a remote Dask cluster)."""
+    remote = study.config.runner.kind == "dask" and bool(study.config.runner.address)
+    cells = len(study.cells) * (2 if study.config.tune else 1)
+    folder = None if remote else status_dir(parent_run_id)
+    return StudyProgress(study.name, cells, reused, study.config.concurrency, DIVERGED, FAILED_TO_LEARN, folder)
+
+
 def run_grid(
     study: Study,
     corpora: dict[str, Any],
@@ -288,35 +323,37 @@ def run_grid(
     runner: TaskRunner,
     fresh_since_ms: int | None,
     shared_prefect: bool,
+    display: StudyDisplay,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     results = list(reused)
     failures: list[str] = []
     slots = max(1, min(study.config.concurrency, len(todo)))
-    progress = StudyProgress(len(study.cells), len(results), slots, DIVERGED, FAILED_TO_LEARN)
+    progress = display.progress
+    progress.cells(len(study.cells), len(results), slots)
     if results:
         print(f"rnnlab: study: reusing {len(results)} finished cell(s); training {len(todo)}", file=sys.stderr)
     threads = threads_per_cell(study)
-    futures = {
-        runner.submit(
-            run_cell,
-            {
-                "cell": cell,
-                "corpus": corpora[data_key(cell)],
-                "study": study.name,
-                "parent_run_id": parent_run_id,
-                "key": key,
-                "threads": threads,
-                "store": tracking.tracking_uri(),
-                "shared_prefect": shared_prefect,
-                "fresh_since_ms": fresh_since_ms,
-            },
-        ): (cell, key)
-        for cell, key in todo
-    }
+    futures = {}
+    for cell, key in todo:
+        status = progress.submitted(key, cell.name, cell_steps(cell, corpora))
+        arguments = {
+            "cell": cell,
+            "corpus": corpora[data_key(cell)],
+            "study": study.name,
+            "parent_run_id": parent_run_id,
+            "key": key,
+            "threads": threads,
+            "store": tracking.tracking_uri(),
+            "shared_prefect": shared_prefect,
+            "fresh_since_ms": fresh_since_ms,
+            "status": status,
+            "log": log_beside(status) if display.live else None,
+        }
+        futures[runner.submit(run_cell, arguments)] = (cell, key)
     pending = set(futures)
-    print(progress.line(), file=sys.stderr, flush=True)
+    display.show(line=True)
     try:
-        collect(pending, futures, study, results, failures, progress)
+        collect(pending, futures, study, results, failures, display)
     except BaseException:  # Ctrl-C or SIGTERM: interrupt the cells as well, so each records its run as KILLED
         interrupt_workers(list(futures))
         close_stale(study.name, None, "the study was interrupted")
@@ -330,11 +367,12 @@ def collect(
     study: Study,
     results: list[dict[str, Any]],
     failures: list[str],
-    progress: StudyProgress,
+    display: StudyDisplay,
 ) -> None:
-    """Wait for the cells, one progress line per completion (and every 30 s)."""
+    """Wait for the cells: a progress line per completion (and every 30 s), or the live display redrawn every
+    second with a line above it as each cell ends."""
     while pending:
-        done, pending = wait(list(pending), timeout=30)
+        done, pending = wait(list(pending), timeout=display.every)
         for future in done:
             cell, key = futures[future]
             try:
@@ -350,8 +388,41 @@ def collect(
                     result = None
                 else:
                     results.append(result)
-            progress.finished(result)
-        print(progress.line(), file=sys.stderr, flush=True)
+            display.progress.finished(result, key)
+            display.event(cell_ended(cell, result, failures[-1] if result is None else "", study.config.metric.name))
+        display.show(line=True)
+
+
+def cell_ended(cell: Cell, result: dict[str, Any] | None, failure: str, metric: str) -> str:
+    """A cell's end in a line (above the live display)."""
+    if result is None:
+        return f"✗ {failure}"[:300]
+    words = [result["outcome"].replace("_", " ")]
+    if result["metrics"].get("diverged_step") is not None:
+        words[0] += f" at step {int(result['metrics']['diverged_step'])}"
+    value = result["metrics"].get(metric)
+    if isinstance(value, int | float) and math.isfinite(value):
+        words.append(f"{metric} {value:,.2f}")
+    if result.get("reused"):
+        words.append("finished by another execution")
+    return f"✓ {cell.name}: " + " · ".join(words)
+
+
+def log_beside(status: str | None) -> str | None:
+    """Where a run's output goes while the live display draws on the terminal: beside its status file."""
+    return str(Path(status).with_suffix(".log")) if status else None
+
+
+def forget_status(progress: StudyProgress, keep_logs: bool) -> None:
+    """The runs' status files are read: removed with their folder, unless a run's log tells why it failed."""
+    if progress.folder is None or not progress.folder.is_dir():
+        return
+    if not keep_logs:
+        shutil.rmtree(progress.folder, ignore_errors=True)
+        return
+    for path in progress.folder.glob("*.json"):
+        path.unlink(missing_ok=True)
+    print(f"rnnlab: the cells' output is in {progress.folder}", file=sys.stderr)
 
 
 def recorded_elsewhere(result: dict[str, Any]) -> str | None:
@@ -383,12 +454,13 @@ def study_flow(study_file: str, overrides: list[str] | None = None, force: bool 
 
 # validate_parameters=False: the study and its corpora are already validated objects; Prefect records them as JSON.
 @flow(name="study", log_prints=False, validate_parameters=False)
-def run_study(study: Study, corpora: dict[str, Any], force: bool = False) -> dict[str, Any]:
-    """Run (or resume) a loaded study on its prepared corpora (by data key: tasks/kinds/steps.py prepare_study)."""
-    return execute(study, {data_key(cell): corpora[data_key(cell)] for cell in study.cells}, force)
+def run_study(study: Study, corpora: dict[str, Any], force: bool = False, live: bool = False) -> dict[str, Any]:
+    """Run (or resume) a loaded study on its prepared corpora (by data key: tasks/kinds/steps.py prepare_study);
+    `live`: its progress as a live display on the terminal (rnnlab/runtime/live.py), not plain lines."""
+    return execute(study, {data_key(cell): corpora[data_key(cell)] for cell in study.cells}, force, live)
 
 
-def execute(study: Study, corpora: dict[str, Any], force: bool) -> dict[str, Any]:
+def execute(study: Study, corpora: dict[str, Any], force: bool, live: bool = False) -> dict[str, Any]:
     started = time.perf_counter()
     fresh_since_ms = int(time.time() * 1000) if force else None
     code = tracking.code_version()
@@ -400,12 +472,14 @@ def execute(study: Study, corpora: dict[str, Any], force: bool) -> dict[str, Any
         parent_run_id = open_study_run(study, keys, corpora)
         with tracking.closing(parent_run_id):
             sweep_orphans(study.name)
-            if study.config.tune:  # first the search; then the arms at their best settings beside the base recipe
-                study, keys = tune_arms(study, corpora, parent_run_id, runner, code)
-                reused, todo = split_reused(study, keys, force)
-            results, failures = run_grid(
-                study, corpora, todo, reused, parent_run_id, runner, fresh_since_ms, shared_prefect
-            )
+            with StudyDisplay(study_progress(study, len(reused), parent_run_id), live) as display:
+                if study.config.tune:  # first the search; then the arms at their best settings beside the base recipe
+                    study, keys = tune_arms(study, corpora, parent_run_id, runner, code, display, todo)
+                    reused, todo = split_reused(study, keys, force)
+                results, failures = run_grid(
+                    study, corpora, todo, reused, parent_run_id, runner, fresh_since_ms, shared_prefect, display
+                )
+            forget_status(display.progress, keep_logs=live and bool(failures))
             compared = compare_and_log(study.name, parent_run_id)
             test_after_decision(study, corpora, parent_run_id)
             reused_here = sum(r.get("reused", False) for r in results)

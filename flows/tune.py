@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -20,12 +21,15 @@ from prefect.futures import wait
 from prefect.task_runners import TaskRunner
 
 from flows.train import run_steps
+from rnnlab.runtime.cell_status import output_to
+from rnnlab.runtime.live import StudyDisplay
 from rnnlab.schemas.config import RunConfig, build, deep_merge
 from rnnlab.schemas.study import Cell, Study, dotted, run_name, show
 from tasks.analysis.tuned_answer import PRUNED, draw_value, worst_score
 from tasks.kinds.registry import kind_of
 from tasks.kinds.steps import data_key
 from tasks.record import tracking
+from tasks.training.fitting import StatusFile
 from tasks.training.tuning import (
     PruneBySteps,
     counted,
@@ -114,8 +118,31 @@ def run_trial(
     name: str,
     search: str,
     threads: int,
+    status: str | None = None,
+    log: str | None = None,
 ) -> dict[str, Any]:
-    """One trial: the arm at the sampled values, trained for the per-trial budget, reported to Optuna by step."""
+    """One trial: the arm at the sampled values, trained for the per-trial budget, reported to Optuna by step.
+    `status` and `log`: as a study cell's (flows/study.py run_cell)."""
+    with output_to(log):
+        return train_trial(
+            study, arm, number, trial_id, params, corpus, parent_run_id, storage, name, search, threads, status
+        )
+
+
+def train_trial(
+    study: Study,
+    arm: Arm,
+    number: int,
+    trial_id: int,
+    params: dict[str, Any],
+    corpus: Any,
+    parent_run_id: str,
+    storage: str,
+    name: str,
+    search: str,
+    threads: int,
+    status: str | None,
+) -> dict[str, Any]:
     if threads:
         torch.set_num_threads(threads)
     cfg = trial_config(study, arm, params, number)
@@ -138,7 +165,7 @@ def run_trial(
         parent_run_id,
         tags,
         params={f"tuned.{k}": v for k, v in params.items()} | search_params(study),
-        callbacks=(pruner,),
+        callbacks=(pruner, *([StatusFile(status, cfg.run_name or "")] if status else [])),
     )
     outcome = result["outcome"]
     if pruner.pruned_at is not None:
@@ -181,9 +208,11 @@ def search_arms(
     storage: str,
     threads: int,
     on_interrupt: Callable[[list], None],
+    display: StudyDisplay,
 ) -> dict[str, dict[str, Any]]:
     """Every arm's trials, round robin over the arms, `concurrency` at a time; resumes a killed search (never more
-    than `trials` counted trials per arm, never a trial number twice). Returns, per arm, its best values and trials."""
+    than `trials` counted trials per arm, never a trial number twice). Returns, per arm, its best values and trials.
+    The progress: a line per finished trial, or the live `display` (a line above it as each trial ends)."""
     tune, cfg = study.config.tune, study.config
     digest = search_digest(study)
     arms = arms_of(study)
@@ -197,6 +226,13 @@ def search_arms(
     started, resumed = time.monotonic(), finished
     if finished:
         print(f"rnnlab: tuning: {finished}/{total} trials already finished (a resumed search)", file=sys.stderr)
+    progress = display.progress
+    steps = {  # each arm's trial budget in optimizer steps, for the display's ETA
+        a.id: kind_of(a.cells[0].config).steps(trial_config(study, a, {}, 0), corpora[data_key(a.cells[0].config)])
+        for a in arms
+    }
+    progress.trials(total, finished)
+    progress.plan(sum(max(0, tune.trials - done[a.id]) * steps[a.id] for a in arms))
 
     def launch() -> bool:
         busy = {a.id: sum(1 for arm, _ in running.values() if arm.id == a.id) for a in arms}
@@ -205,6 +241,8 @@ def search_arms(
                 search = searches[arm.id]
                 trial = search.ask(space)
                 name = search_name(cfg.study, arm.id, digest)
+                label = f"{arm.label} trial {trial.number}"
+                status = progress.submitted(f"{arm.id} trial {trial.number}", label, steps[arm.id], trial=True)
                 future = runner.submit(
                     run_trial,
                     {
@@ -219,6 +257,8 @@ def search_arms(
                         "name": name,
                         "search": digest,
                         "threads": threads,
+                        "status": status,
+                        "log": str(Path(status).with_suffix(".log")) if status and display.live else None,
                     },
                 )
                 running[future] = (arm, trial)
@@ -233,10 +273,12 @@ def search_arms(
             ended = []  # (count, what happened), printed once their successors are launched: "running" is then true
             for future in ready:
                 arm, trial = running.pop(future)
+                key = f"{arm.id} trial {trial.number}"
                 try:
                     result = future.result()
                 except Exception as err:  # a crashed trial: recorded as failed, and it is tried again
                     searches[arm.id].tell(trial.number, state=optuna.trial.TrialState.FAIL)
+                    progress.ended(key)
                     print(
                         f"rnnlab: [{arm.label} trial {trial.number}] crashed: {type(err).__name__}: {err}",
                         file=sys.stderr,
@@ -250,6 +292,7 @@ def search_arms(
                     searches[arm.id].tell(trial.number, objective_value(study, result, vocab))
                 done[arm.id] += 1
                 finished += 1
+                progress.trial_finished(key)
                 value = result["value"]
                 shown = f" {cfg.metric.name} {value:,.2f}" if value is not None and math.isfinite(value) else ""
                 ended.append(
@@ -265,12 +308,16 @@ def search_arms(
             while len(running) < cfg.concurrency and launch():
                 pass
             for count, what in ended:
-                print(
-                    f"rnnlab: tuning: {count}/{total} trials done · {len(running)} running · "
-                    f"{trial_clock(started, count - resumed, total - count)} · {what}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                if display.live:
+                    display.event(f"✓ {what.removeprefix('[').replace('] ', ': ', 1)}")
+                else:
+                    print(
+                        f"rnnlab: tuning: {count}/{total} trials done · {len(running)} running · "
+                        f"{trial_clock(started, count - resumed, total - count)} · {what}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            display.show()
     except BaseException:
         on_interrupt(list(running))
         raise

@@ -4,6 +4,7 @@ claims file, run its studies, probes and verdicts."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from rnnlab.cli.common import answer_block, check_environment, finish, quietly
@@ -95,7 +96,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         from flows.study import StudyFailed, run_study  # lazy: Lightning, only once the data is ready
 
         try:
-            result = run_study(study, corpora, args.force)  # what was loaded and prepared here: not again
+            # what was loaded and prepared here, not again; its progress live on a terminal, else as plain lines
+            result = run_study(study, corpora, args.force, live=not args.json and live_terminal())
         except StudyFailed as err:
             print(f"rnnlab: study '{study.name}' failed: {err}", file=sys.stderr)
             return 1
@@ -115,6 +117,11 @@ def cmd_study(args: argparse.Namespace) -> int:
         f"rnnlab: report in {result['report']} (and .html); compare again with `rnnlab compare {study.name}`; "
         f"browse with `rnnlab ui`",
     )
+
+
+def live_terminal() -> bool:
+    """Whether stderr is a terminal that can hold a live display (not a pipe, a file or a dumb terminal)."""
+    return sys.stderr.isatty() and os.environ.get("TERM", "") != "dumb"
 
 
 def cmd_claims(args: argparse.Namespace, tree: dict) -> int:

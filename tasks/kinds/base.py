@@ -41,6 +41,11 @@ class TaskKind(ABC):
         """The estimated wall seconds of one run of `cfg` on this machine (tasks/kinds/estimate.py), timing what it
         must; `timings` keeps what was timed, for the runs that share it."""
 
+    @abstractmethod
+    def steps(self, cfg: RunConfig, corpus: PreparedCorpus, max_steps: int | None = None) -> int:
+        """The optimizer steps of `cfg`'s whole budget on the corpus (at most `max_steps`): what a study's display
+        counts down (a run that stops early, diverged or pruned, has none left)."""
+
     def tunable(self) -> bool:
         """Whether a tuned study of this kind can be estimated before it runs."""
         return False

@@ -307,11 +307,17 @@ def training_speed(cfg: LMRunConfig, vocab_size: int, threads: int, steps: int =
         return tokens[1:].numel() / timed(step, steps)
 
 
+def budget_steps(cfg: LMRunConfig, corpus: LMCorpus, max_steps: int | None = None) -> tuple[int, int]:
+    """(the optimizer steps of the run's budget, the steps of one epoch: the training split laid out as
+    train.batch_size columns, its remainder trimmed, cut into train.bptt segments, the last one shorter)."""
+    per_epoch = max(1, math.ceil(corpus.tokens["train"] // cfg.train.batch_size / cfg.train.bptt))
+    return min(x for x in (max_steps, cfg.train.max_steps, cfg.train.max_epochs * per_epoch) if x), per_epoch
+
+
 def run_seconds(cfg: LMRunConfig, corpus: LMCorpus, speed: float, max_steps: int | None = None) -> float:
     """A run's whole budget: its optimizer steps, its validation passes and its final score of the valid split."""
     per_step = cfg.train.batch_size * cfg.train.bptt
-    per_epoch = max(1, corpus.tokens["train"] // per_step)
-    steps = min(x for x in (max_steps, cfg.train.max_steps, cfg.train.max_epochs * per_epoch) if x)
+    steps, per_epoch = budget_steps(cfg, corpus, max_steps)
     every = cfg.train.val_every_n_steps or per_epoch
     validations = math.ceil(steps / every) + 1
     return steps * per_step / speed + validations * corpus.tokens["valid"] / (EVAL_SPEEDUP * speed) + CELL_SECONDS
@@ -343,6 +349,9 @@ class LanguageModelling(TaskKind):
 
     def run_seconds(self, cfg: LMRunConfig, corpus: LMCorpus, threads: int, timings: dict) -> float:
         return run_seconds(cfg, corpus, self.speed(cfg, corpus, threads, timings))
+
+    def steps(self, cfg: LMRunConfig, corpus: LMCorpus, max_steps: int | None = None) -> int:
+        return budget_steps(cfg, corpus, max_steps)[0]
 
     def tunable(self) -> bool:
         return True

@@ -301,6 +301,12 @@ def evaluate_pair(run_id: str, src: str | Path, ref: str | Path) -> dict[str, fl
     return metrics
 
 
+def budget_steps(cfg: NMTRunConfig, corpus: ParallelCorpus, max_steps: int | None = None) -> tuple[int, int]:
+    """(the Adam steps of the run's budget, the steps of one epoch: a batch of sentence pairs each)."""
+    per_epoch = math.ceil(corpus.pairs["train"] / cfg.train.batch_size)
+    return min(x for x in (max_steps, cfg.train.max_steps, cfg.train.max_epochs * per_epoch) if x), per_epoch
+
+
 def translation_run_seconds(cfg: NMTRunConfig, corpus: ParallelCorpus, threads: int) -> float:
     """A translation run's whole budget on this machine: its Adam steps (a batch of sentence pairs of the training
     split's mean lengths, random subwords), a greedy translation and a scoring pass of the valid split at every
@@ -340,8 +346,7 @@ def translation_run_seconds(cfg: NMTRunConfig, corpus: ParallelCorpus, threads: 
 
         greedy = decode_seconds(1)
         beam = decode_seconds(cfg.eval.beam) if cfg.eval.beam > 1 else greedy
-    per_epoch = math.ceil(corpus.pairs["train"] / cfg.train.batch_size)
-    steps = min(x for x in (cfg.train.max_steps, cfg.train.max_epochs * per_epoch) if x)
+    steps, per_epoch = budget_steps(cfg, corpus)
     training = steps * step_seconds
     if cfg.train.max_minutes:
         training = min(training, cfg.train.max_minutes * 60)
@@ -369,6 +374,9 @@ class Translation(TaskKind):
 
     def score(self, cfg: NMTRunConfig, corpus: ParallelCorpus, run_id: str, fitted: FitResult) -> dict[str, float]:
         return score_nmt(cfg, corpus, run_id, fitted)
+
+    def steps(self, cfg: NMTRunConfig, corpus: ParallelCorpus, max_steps: int | None = None) -> int:
+        return budget_steps(cfg, corpus, max_steps)[0]
 
     def run_seconds(self, cfg: NMTRunConfig, corpus: ParallelCorpus, threads: int, timings: dict) -> float:
         """Timed once per recipe (the seeds of a variant share it)."""

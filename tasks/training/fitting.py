@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from models.metrics import perplexity
+from rnnlab.runtime.cell_status import write_status
 from rnnlab.runtime.env import keep_freed_memory, project_dir, verbose
 from rnnlab.runtime.store import is_local_store, tracking_uri
 from rnnlab.schemas.config import RunConfig
@@ -116,12 +117,76 @@ class Progress(Callback):
             parts.append(f"lr {g['lr']:.3g}")
         if now > self._last and self._window_tokens:
             parts.append(f"{self._window_tokens / (now - self._last):,.0f} tok/s")
-        if valid and "valid_nll" in m:
-            parts.append(f"valid ppl {readable(perplexity(float(m['valid_nll'])))}")
-        if valid and self.validation_words:  # the task kind's own scores (translation: BLEU)
-            parts += self.validation_words(m)
+        if valid:
+            parts += self.valid_words(m)
         print(self.prefix + " · ".join(parts), file=sys.stderr, flush=True)
         self._last, self._window_tokens = now, 0
+
+    def valid_words(self, metrics: Mapping[str, Any]) -> list[str]:
+        """A validation's scores in words: the perplexity, and the task kind's own (translation: BLEU)."""
+        words = [f"valid ppl {readable(perplexity(float(metrics['valid_nll'])))}"] if "valid_nll" in metrics else []
+        return words + (self.validation_words(metrics) if self.validation_words else [])
+
+    def tokens_per_second(self) -> float:
+        """Over the whole training so far (a resumed run's included), validation excluded."""
+        state = self.state_dict()
+        return state["tokens"] / state["train_seconds"] if state["train_seconds"] > 0 else 0.0
+
+
+class StatusFile(Callback):
+    """The run's progress for a study's display in another process (rnnlab/runtime/cell_status.py): its step of its
+    budget, the last training loss, the latest validation and its throughput, rewritten every `every_seconds`, at
+    each validation and at its end. A flow adds it to a run's callbacks; it reads the house `Progress` and
+    `TrainingLoss` callbacks of the same trainer."""
+
+    def __init__(self, path: str | Path, label: str, every_seconds: float = 1.0):
+        self.path, self.label, self.every_seconds = Path(path), label, every_seconds
+        self.progress: Progress | None = None
+        self.losses: TrainingLoss | None = None
+        self.from_step, self.total, self.valid = 0, None, None
+        self._last = 0.0
+
+    def on_fit_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.progress = next((c for c in trainer.callbacks if isinstance(c, Progress)), None)
+        self.losses = next((c for c in trainer.callbacks if isinstance(c, TrainingLoss)), None)
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.from_step = trainer.global_step  # a resumed run's steps before it were not trained now
+        total = trainer.estimated_stepping_batches  # the budget's steps, as Lightning counts them
+        self.total = int(total) if math.isfinite(total) else None
+        self.write(trainer)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if time.monotonic() - self._last >= self.every_seconds:
+            self.write(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking and self.progress is not None:
+            self.valid = " · ".join(self.progress.valid_words(trainer.callback_metrics)) or None
+            self.write(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.write(trainer, ended=True)
+
+    def write(self, trainer: pl.Trainer, ended: bool = False) -> None:
+        loss = self.losses.last if self.losses else None
+        write_status(
+            self.path,
+            {
+                "label": self.label,
+                "step": trainer.global_step,
+                "from_step": self.from_step,
+                "total": self.total,
+                "epoch": trainer.current_epoch + 1,
+                "loss": loss if loss is not None and math.isfinite(loss) else None,
+                "valid": self.valid,
+                "tokens_per_second": self.progress.tokens_per_second() if self.progress else None,
+                "ended": ended,
+                "stopped": self.losses.stop_reason if self.losses else None,
+                "time": time.time(),
+            },
+        )
+        self._last = time.monotonic()
 
 
 def readable(value: float) -> str:
