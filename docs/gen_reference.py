@@ -69,7 +69,9 @@ def bounds_words(metadata: list[Any]) -> str:
     for item in metadata:
         for kind, sign in BOUNDS.items():
             if isinstance(item, kind):
-                words.append(f"{sign} {getattr(item, dataclasses.fields(item)[0].name)}")
+                # `:g`: Python's typing caches Annotated[float, Gt(0.0)] and Annotated[float, Gt(0)] as one (the bounds
+                # compare equal), so which of 0 and 0.0 a field shows depends on what was imported first
+                words.append(f"{sign} {getattr(item, dataclasses.fields(item)[0].name):g}")
         if isinstance(item, annotated_types.MinLen) and item.min_length:
             words.append(f"at least {item.min_length} long" if item.min_length > 1 else "not empty")
     return ", ".join(words)
