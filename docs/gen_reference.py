@@ -230,7 +230,7 @@ def argument_rows(parser: argparse.ArgumentParser) -> list[str]:
 
 
 def cli_page() -> str:
-    parser = build_parser()
+    parser, _ = build_parser()
     parts = [
         HEADER.format(source="the parser of rnnlab/cli/main.py and each command's `register`"),
         "# Command line\n\n",

@@ -156,6 +156,8 @@ def both(*setups):
 
 TRAIN = ["train", "{run}", *TINY]
 NMT_CONFIG = REPO / "conf" / "runs" / "multi30k_deen.yaml"
+STUDY_FILE = REPO / "conf" / "studies" / "quick.yaml"
+CLAIMS_FILE = REPO / "conf" / "studies" / "lecture.yaml"
 ON_TINY = [*TRAIN, "data.corpus={tiny}"]
 ON_CORPUS = [*TRAIN, "data.corpus={tmp}/corpus"]
 NOT_UTF8 = "train:\n  lr: caf\xe9\n".encode("latin-1")
@@ -233,6 +235,44 @@ CASES = [
         "model.hidden_size=3 must be even",
     ),
     ("language-model key in a translation run", ["train", "{nmt}", "train.bptt=5"], "unknown key 'train.bptt'"),
+    # strict scalar types: a bool is not a number, nor a number or a word a bool (YAML 1.2: `yes` is a word)
+    (
+        "bool as an integer",
+        [*TRAIN, "train.max_epochs=true"],
+        "train.max_epochs: Input should be a valid integer, not a boolean (got True)",
+    ),
+    ("bool as a number", [*TRAIN, "train.lr=true"], "train.lr: Input should be a valid number, not a boolean"),
+    ("bool as a seed", [*TRAIN, "seed=false"], "seed: Input should be a valid integer, not a boolean (got False)"),
+    (
+        "bool as an integer in a file",
+        ["train", "{tmp}/c.yaml"],
+        "{tmp}/c.yaml: invalid config: train.max_epochs: Input should be a valid integer, not a boolean",
+        text("c.yaml", "train:\n  max_epochs: true\n"),
+    ),
+    (
+        "number as a bool",
+        [*TRAIN, "model.tied=1"],
+        "model.tied: Input should be a valid boolean, true or false (got 1)",
+    ),
+    ("yes as a bool", [*TRAIN, "data.download=yes"], "data.download: Input should be a valid boolean, true or false"),
+    (
+        "bool among the seeds",
+        ["study", "{tmp}/study.yaml", "seeds=[1,true]"],
+        "seeds: Input should be a valid integer, not a boolean",
+        study(),
+    ),
+    # a file given to the other command
+    (
+        "run config given to study",
+        ["study", "{run}"],
+        "{run} is a run config, not a study file: train it with `rnnlab train {run}`",
+    ),
+    (
+        "study file given to train",
+        ["train", str(STUDY_FILE)],
+        f"{STUDY_FILE} is a study file, not a run config: run it with `rnnlab study {STUDY_FILE}`",
+    ),
+    ("claims file given to train", ["train", str(CLAIMS_FILE)], "is a claims file, not a run config: run it with"),
     # overrides
     ("override without =", [*TRAIN, "train"], "override 'train' is not of the form key=value"),
     ("override without key", [*TRAIN, "=3"], "override '=3' is not of the form key=value"),
@@ -247,6 +287,13 @@ CASES = [
     ("override to a command without overrides", ["compare", "pplx", "a=1"], "unrecognized arguments: a=1"),
     # corpora
     ("unknown corpus", [*TRAIN, "data.corpus=ptbx"], "data.corpus='ptbx' is neither a known corpus"),
+    ("data unknown corpus", ["data", "data.corpus=ptbx"], "'ptbx' is neither a known corpus (ptb, wikitext-2)"),
+    (
+        "data unknown parallel corpus",
+        ["data", "task=nmt", "data.corpus=multi31k"],
+        "'multi31k' is neither a known parallel corpus (multi30k, chr_en)",
+    ),
+    ("study unknown corpus", ["study", "{tmp}/study.yaml", "data.corpus=ptbx"], "neither a known corpus", study()),
     ("corpus directory missing", [*TRAIN, "data.corpus={tmp}/nowhere"], "{tmp}/nowhere"),
     ("corpus split missing", ON_CORPUS, "missing valid split", corpus(valid=None)),
     ("corpus file empty", ON_CORPUS, "{tmp}/corpus/train.txt: file is empty", corpus(train="")),
@@ -431,6 +478,22 @@ CASES = [
         "give either --file",
         text("t.txt", "a b\n"),
     ),
+    ("probe unknown run", ["probe", "nosuchrun", "context"], "no run 'nosuchrun'", recorded),
+    (
+        "unknown run: the studies named",
+        ["evaluate", "nosuchrun", "--file", "{tmp}/t.txt"],
+        "'pplx' (3 runs)",
+        both(recorded, text("t.txt", "a b\n")),
+    ),
+    ("report unknown study", ["report", "nosuchstudy"], "no study 'nosuchstudy' in the tracking store", recorded),
+    ("runs unknown study", ["runs", "nosuchstudy"], "no study 'nosuchstudy'", recorded),
+    ("runs near a study's name", ["runs", "pplxx"], "did you mean 'pplx'?", recorded),
+    (
+        "runs in an empty project",
+        ["runs", "x"],
+        "no tracking store at {tmp}/empty/mlruns/mlflow.db",
+        environ(RNNLAB_HOME="{tmp}/empty"),
+    ),
     # files
     (
         "evaluate --file missing",
@@ -479,6 +542,7 @@ CASES = [
     ("server prefect port", ["server", "start", "--prefect-port", "70000"], "argument --prefect-port: invalid port"),
     ("server mlflow port", ["server", "status", "--mlflow-port", "http"], "argument --mlflow-port: invalid port"),
     ("worker limit 0", ["worker", "--pool", "p", "--limit", "0"], "argument --limit: invalid value '0'"),
+    ("--json to a command without JSON", ["--json", "ui"], "--json: `rnnlab ui` has no JSON output"),
     # the environment, checked before any data is prepared
     (
         "tracking server unreachable",

@@ -50,7 +50,7 @@ def test_the_reference_names_every_key_command_and_option():
     for schema in gen.SCHEMAS.values():
         assert [key for key in known_keys(schema) if f"| `{key}` |" not in pages["run-config.md"]] == []
         assert all(f"`{m}`" in pages["run-config.md"] for m in schema().logged_metrics())
-    for name, command in gen.subcommands(gen.build_parser()).items():
+    for name, command in gen.subcommands(gen.build_parser()[0]).items():
         assert f"## `rnnlab {name}`" in pages["cli.md"]
         for action in command._actions:
             for option in action.option_strings:

@@ -159,7 +159,10 @@ def test_bad_input_fails_before_any_run_is_created(overrides, message):
     done = rnnlab("train", str(RUN_CONFIG), "experiment=bad-input", *overrides, "--json")
     assert done.returncode == 2
     assert message in done.stderr
-    assert done.stdout == ""
+    assert json.loads(done.stdout) == {
+        "error": done.stderr.partition("rnnlab: error: ")[2].rstrip("\n"),
+        "exit_code": 2,
+    }
     assert runs("bad-input") == []
 
 

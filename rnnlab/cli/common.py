@@ -9,11 +9,12 @@ import json
 import math
 import sys
 import textwrap
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from rnnlab.runtime import store
-from rnnlab.runtime.env import check_project
+from rnnlab.runtime.env import check_project, is_project
 from rnnlab.runtime.processes import start_prefect_api
 
 
@@ -76,6 +77,15 @@ def check_environment(launch_prefect: bool = False) -> None:
     tracking.mark_orphans()
 
 
+def check_corpora(configs: Iterable[Any]) -> None:
+    """Each corpus of these run configs is a known one or a folder that exists, checked once each before torch is
+    imported: a misspelt name is refused in a fraction of a second, naming the known corpora."""
+    from tasks.data.corpus_files import check_corpus  # light: pydantic, no torch
+
+    for data in dict.fromkeys(cfg.data for cfg in configs):
+        check_corpus(data)
+
+
 def quietly(as_json: bool) -> contextlib.AbstractContextManager:
     """Keep stdout for the JSON line: anything libraries print goes to stderr instead."""
     return contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
@@ -87,6 +97,44 @@ def answer_block(question: str, answer: str, factors: list[str]) -> str:
     lines.append(f"Answer: {answer}")
     lines += [f"- {line}" for line in factors]
     return "\n".join(textwrap.fill(line, width=110, subsequent_indent="  ") for line in lines)
+
+
+# The folder that holds the rnnlab package: a checkout, or site-packages. (rnnlab.runtime.env.CODE_ROOT, one level too
+# deep since env.py moved into runtime/, is the package itself.)
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def version_line() -> str:
+    """`rnnlab 0.1.0 (commit 1a2b3c4)`: the version of the code that runs (its checkout's pyproject.toml, else the
+    installed distribution's), with the commit of that checkout where it is one (`+ changes` where its tracked files
+    differ from it)."""
+    import importlib.metadata
+    import subprocess
+    import tomllib
+
+    try:
+        project = tomllib.loads((CHECKOUT / "pyproject.toml").read_text(encoding="utf-8")).get("project", {})
+    except (OSError, ValueError):
+        project = {}
+    version = project.get("version") if project.get("name") == "rnnlab" else None
+    if version is None:
+        try:
+            version = importlib.metadata.version("rnnlab")
+        except importlib.metadata.PackageNotFoundError:
+            version = "unknown"
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=CHECKOUT, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    found = (git("rev-parse", "--show-toplevel", "--short", "HEAD") or "").splitlines() if is_project(CHECKOUT) else []
+    if len(found) != 2 or Path(found[0]).resolve() != CHECKOUT:  # not a checkout of rnnlab's own (an installed copy)
+        return f"rnnlab {version}"
+    changed = git("status", "--porcelain", "--untracked-files=no")
+    return f"rnnlab {version} (commit {found[1]}{' + changes' if changed else ''})"
 
 
 class Exit:

@@ -47,6 +47,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 0
+    store.read_only()
+    store.check_study(args.study)  # an unknown one: refused in SQLite's time, not MLflow's
     with quietly(True):
         with collector_paused():
             from tasks.analysis.answer import answer
@@ -54,8 +56,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
             from tasks.record.tracking import import_store
 
             import_store()  # SQLAlchemy's store, inside the pause too (`client()` would import it after it)
-
-        store.read_only()
 
         c = comparison(args.study, args.parent_run)
         result = answer(c)

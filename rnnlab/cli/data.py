@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from rnnlab.cli.common import finish, quietly
+from rnnlab.cli.common import check_corpora, finish, quietly
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -22,6 +22,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     from rnnlab.schemas import config  # lazy, as every heavy import in a command: --help loads none of them
 
     cfg = config.load(None, args.overrides)
+    check_corpora([cfg])  # a misspelt corpus: refused before torch is imported
     with quietly(args.json):
         from tasks.kinds.steps import prepare_corpus  # lazy: torch, Prefect (~6 s)
 

@@ -7,6 +7,7 @@ import contextlib
 import sys
 
 from rnnlab.cli.common import existing_file, finish, positive_int, quietly
+from rnnlab.runtime import store
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -34,6 +35,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if bool(args.file) == bool(args.src or args.ref) or bool(args.src) != bool(args.ref):
         raise LookupError("give either --file (language model) or both --src and --ref (translation)")
+    store.check_run(args.run_id)  # an unknown id: refused in SQLite's time, not torch's
     with quietly(args.json):
         if args.file:
             from tasks.kinds.lm import evaluate_file  # lazy: torch, Lightning (~5 s)
@@ -54,6 +56,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
+    store.check_run(args.run_id)
     with contextlib.redirect_stdout(sys.stderr):
         from tasks.kinds.nmt import translate_file  # lazy: torch, Lightning (~5 s)
 

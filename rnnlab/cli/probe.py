@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from rnnlab.cli.common import finish, positive_int, quietly
+from rnnlab.runtime import store
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -36,6 +37,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
+    store.check_run(args.run_id)  # an unknown id: refused in SQLite's time, not torch's
     with quietly(args.json):
         from tasks.claims import probes  # lazy: torch, Lightning, matplotlib (~5 s)
 

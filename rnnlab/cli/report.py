@@ -34,12 +34,13 @@ def cmd_report(args: argparse.Namespace) -> int:
             f"{'not a folder' if not existing.is_dir() else 'not writable'}); choose a writable folder "
             "with --out"
         )
+    store.read_only()
+    store.check_study(args.study)  # an unknown one: refused in SQLite's time, not MLflow's
     with quietly(True):
         from tasks.claims.report import is_claims_study  # lazy: MLflow, matplotlib, scipy (~6 s)
         from tasks.claims.report import render as render_claims
         from tasks.reporting.study_report import log_report, render
 
-        store.read_only()
         claims = is_claims_study(args.study)
         path, parent_run_id = (render_claims if claims else render)(args.study, args.parent_run, folder)
         try:

@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 
-from rnnlab.cli.common import answer_block, check_environment, finish, quietly
+from rnnlab.cli.common import answer_block, check_corpora, check_environment, finish, quietly
 from rnnlab.runtime.processes import start_prefect_api
 
 
@@ -35,6 +35,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_study)
 
 
+# A run config's top-level keys, none of which a study file has (its run keys sit under `overrides:`).
+RUN_CONFIG_KEYS = {"task", "experiment", "run_name", "seed", "data", "model", "train", "eval"}
+
+
 def dry_run(study) -> int:
     """What `rnnlab study` would run (cells, trials) and about how long it would take here; trains and records
     nothing (the corpora are prepared: their sizes enter the estimate)."""
@@ -57,21 +61,25 @@ def dry_run(study) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from rnnlab.schemas.config import read_yaml  # lazy: pydantic, not needed by --help
+    from rnnlab.schemas.config import ConfigError, read_yaml  # lazy: pydantic, not needed by --help
     from rnnlab.schemas.study import load_study
 
     tree = read_yaml(args.study)  # read once: to tell a claims file from a study file, then loaded from it
     if "claims" in tree:
         return cmd_claims(args, tree)
-    if args.recorded:
-        print(
-            f"rnnlab: error: --recorded: {args.study} is a study file; the option is for a claims file (one with a "
-            "top-level `claims:` list), whose studies it judges as recorded",
-            file=sys.stderr,
+    if "study" not in tree and "factors" not in tree and tree.keys() & RUN_CONFIG_KEYS:
+        raise ConfigError(
+            f"{args.study} is a run config, not a study file: train it with `rnnlab train {args.study}` "
+            "(`rnnlab study` takes a study file, e.g. conf/studies/quick.yaml)"
         )
-        return 2
+    if args.recorded:
+        raise ConfigError(
+            f"--recorded: {args.study} is a study file; the option is for a claims file (one with a "
+            "top-level `claims:` list), whose studies it judges as recorded"
+        )
 
     study = load_study(args.study, args.overrides, tree)  # every cell is validated here, before anything trains
+    check_corpora(cell.config for cell in study.cells)  # a misspelt corpus: refused before torch is imported
     if args.dry_run:
         return dry_run(study)
     with quietly(args.json):
@@ -130,6 +138,7 @@ def cmd_claims(args: argparse.Namespace, tree: dict) -> int:
     from tasks.claims.claims_file import load_claims  # lazy: pydantic, not needed by --help
 
     lecture = load_claims(args.study, args.overrides, tree)  # every study's cells and every criterion validated here
+    check_corpora(cell.config for study in lecture.studies.values() for cell in study.cells)
     with quietly(args.json):
         check_environment()
         from tasks.kinds.steps import prepare_study  # lazy: torch, Prefect (~6 s)

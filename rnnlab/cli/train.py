@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from rnnlab.cli.common import check_environment, finish, quietly
+from rnnlab.cli.common import check_corpora, check_environment, finish, quietly
 from rnnlab.runtime.processes import start_prefect_api
 
 
@@ -19,7 +19,15 @@ def register(commands: argparse._SubParsersAction) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from rnnlab.schemas import config  # lazy, as every heavy import in a command: --help loads none of them
 
-    cfg = config.load(args.config, args.overrides)
+    tree = config.read_yaml(args.config)
+    if "claims" in tree or "study" in tree or "factors" in tree:  # neither is a run config's key
+        kind = "claims file" if "claims" in tree else "study file"
+        raise config.ConfigError(
+            f"{args.config} is a {kind}, not a run config: run it with `rnnlab study {args.config}` "
+            "(`rnnlab train` takes one run's config, e.g. conf/runs/ptb_small.yaml)"
+        )
+    cfg = config.load(args.config, args.overrides, tree)
+    check_corpora([cfg])  # a misspelt corpus: refused before torch and MLflow are imported
     with quietly(args.json):
         check_environment(launch_prefect=True)
         from tasks.kinds.steps import prepare_corpus  # lazy: torch, Prefect (~6 s), after the cheap checks

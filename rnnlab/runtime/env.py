@@ -32,8 +32,38 @@ def source_files() -> list[Path]:
 
 
 def project_dir() -> Path:
-    """The project whose stores (mlruns/, .prefect/, .cache/) a command uses: $RNNLAB_HOME, else the cwd."""
-    return Path(os.environ.get("RNNLAB_HOME") or os.getcwd()).resolve()
+    """The project whose stores (mlruns/, .prefect/, .cache/) a command uses: $RNNLAB_HOME, else the nearest
+    directory from the current one upwards that is a project (`is_project`), as git finds its checkout; else the
+    current directory, where a new project begins."""
+    home = os.environ.get("RNNLAB_HOME")
+    if home:
+        return Path(home).resolve()
+    here = Path(os.getcwd()).resolve()
+    return next((folder for folder in (here, *here.parents) if is_project(folder)), here)
+
+
+# What marks a project directory (written in `rnnlab --help`): its MLflow store, the reserve that every command which
+# writes there leaves (RESERVE, below), or rnnlab's own checkout. Not `.prefect/` or `mlruns/` alone: Prefect keeps
+# ~/.prefect by default and MLflow makes mlruns/ wherever it runs, so they would make $HOME, or some other tool's
+# folder, the project of everything below it.
+PROJECT_MARKS = ("mlruns/mlflow.db", ".rnnlab-reserve", "pyproject.toml (of rnnlab)")
+
+
+def is_project(folder: Path) -> bool:
+    """Whether `folder` holds a project's marks (PROJECT_MARKS)."""
+    # os.path.isfile: False, not an error, in a folder this user may not enter
+    if os.path.isfile(folder / "mlruns" / "mlflow.db") or os.path.isfile(folder / RESERVE):
+        return True
+    pyproject = folder / "pyproject.toml"
+    if not os.path.isfile(pyproject):
+        return False
+    import tomllib  # lazy: only where a pyproject.toml is met
+
+    try:
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project")
+    except (OSError, ValueError):  # unreadable, not UTF-8, not TOML: not rnnlab's
+        return False
+    return isinstance(project, dict) and project.get("name") == "rnnlab"
 
 
 # What a user cannot act on stays off the console unless asked for (`rnnlab … -v`): Prefect's per-task INFO lines,
@@ -124,6 +154,9 @@ def configure(verbose: bool = False, read_only: bool = False) -> Path:
             f"the project directory {home} is a file, not a directory (RNNLAB_HOME, else the "
             "current directory): set RNNLAB_HOME to a directory"
         )
+    # Found once (by its marks, upwards from the current directory), then the same for this process and the ones it
+    # starts (servers, workers), wherever they run from.
+    os.environ.setdefault("RNNLAB_HOME", str(home))
     if not read_only:
         try:
             home.mkdir(parents=True, exist_ok=True)
@@ -146,6 +179,8 @@ def configure(verbose: bool = False, read_only: bool = False) -> Path:
     }
     for key, value in {**defaults, **QUIET}.items():
         os.environ.setdefault(key, value)
+    with contextlib.suppress(OSError):  # Prefect makes its home at import, but not its parents: it warns instead
+        Path(os.environ["PREFECT_HOME"]).expanduser().parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     share_credentials()
     if os.environ.get("PREFECT_API_URL"):
         flow_heartbeats()

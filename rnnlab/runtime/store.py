@@ -4,6 +4,7 @@ MLflow here: a SQLite header and two pragmas, or one HTTP request), so an unfit 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
 import sqlite3
 import tempfile
@@ -102,10 +103,10 @@ def check_local_store(uri: str, write: bool) -> None:
         raise EnvironmentProblem(damaged.format(f"it is cut short ({size:,} of {pages:,} bytes)"))
 
 
-def experiments(uri: str) -> dict[str, str]:
-    """Name → id of the live experiments of a SQLite store, read with SQLite alone: `rnnlab ui` must listen within
-    seconds, and MLflow's client costs ~3 s of imports before its first query. The store is checked first (a missing
-    one, a damaged one), and a SQLite file without MLflow's tables is named as such."""
+def query(uri: str, sql: str, *params: object) -> list[tuple]:
+    """Rows of a SQLite store, read with SQLite alone (MLflow's client costs ~3 s of imports before its first query):
+    the store is checked first (a missing one, a damaged one), and a SQLite file without MLflow's tables is named as
+    such."""
     path = store_path(uri)
     check_local_store(uri, write=False)
     if not path.is_file():
@@ -115,15 +116,104 @@ def experiments(uri: str) -> dict[str, str]:
         )
     try:
         with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=30)) as db:
-            rows = db.execute(
-                "SELECT name, experiment_id FROM experiments WHERE lifecycle_stage = 'active' ORDER BY experiment_id"
-            ).fetchall()
+            return db.execute(sql, params).fetchall()
     except sqlite3.Error as err:
         raise EnvironmentProblem(
             f"MLflow store {path} is not an MLflow store, or a damaged one (SQLite says: {err}); "
             f"move it aside (mv {path} {path}.damaged), or restore it from a backup"
         ) from None
+
+
+def experiments(uri: str) -> dict[str, str]:
+    """Name → id of the live experiments of a SQLite store, read with SQLite alone: `rnnlab ui` must listen within
+    seconds."""
+    rows = query(
+        uri, "SELECT name, experiment_id FROM experiments WHERE lifecycle_stage = 'active' ORDER BY experiment_id"
+    )
     return {name: str(experiment_id) for name, experiment_id in rows}
+
+
+def check_study(name: str) -> None:
+    """A study (an MLflow experiment) that the project's SQLite store does not hold is refused at once, naming the
+    ones it does, before a command imports MLflow. A tracking server's are left to MLflow's client."""
+    uri = tracking_uri()
+    if is_local_store(uri):
+        check_study_in(uri, name)
+
+
+def check_study_in(uri: str, name: str) -> None:
+    found = experiments(uri)
+    if name not in found:
+        close = difflib.get_close_matches(name, list(found), n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise LookupError(
+            f"no study '{name}' in the tracking store {uri}; {hint}there are: {', '.join(sorted(found)) or 'none'}"
+        )
+
+
+def check_run(run_id: str) -> None:
+    """A run id that the project's SQLite store does not hold is refused at once, before a command imports torch or
+    MLflow, with what the store holds (its studies, how many runs each) and how to list their ids. A tracking
+    server's are left to MLflow's client."""
+    uri = tracking_uri()
+    if not is_local_store(uri):
+        return
+    rows = query(
+        uri, "SELECT run_uuid FROM runs WHERE substr(run_uuid, 1, length(?)) = ? ORDER BY start_time", run_id, run_id
+    )
+    ids = [row[0] for row in rows]
+    if run_id in ids:
+        return
+    if len(ids) == 1 and len(run_id) >= 4:
+        hint = f"did you mean '{ids[0]}' (the whole id)?"
+    else:
+        counts = query(
+            uri,
+            "SELECT e.name, count(*) FROM runs r JOIN experiments e ON e.experiment_id = r.experiment_id "
+            "WHERE r.lifecycle_stage = 'active' AND e.lifecycle_stage = 'active' GROUP BY e.name "
+            "ORDER BY max(r.start_time) DESC",
+        )
+        shown = ", ".join(f"'{name}' ({n} run{'s' if n != 1 else ''})" for name, n in counts[:10])
+        more = f" and {len(counts) - 10} more" if len(counts) > 10 else ""
+        hint = (
+            f"its studies and experiments: {shown}{more}; list one's run ids with `rnnlab runs STUDY`"
+            if counts
+            else "it holds no run yet"
+        )
+    raise LookupError(f"no run {run_id!r} in the tracking store {uri}; {hint}")
+
+
+RUN_TAGS = ("rnnlab.role", "rnnlab.variant", "rnnlab.outcome", "rnnlab.metric", "rnnlab.trial", "mlflow.parentRunId")
+
+
+def study_runs(uri: str, name: str) -> list[dict]:
+    """Every live run of a study (an MLflow experiment) of a SQLite store, oldest first: its id, name, status, start
+    time (ms), the tags of RUN_TAGS, its `seed` param and its latest metrics; read with SQLite alone."""
+    check_study_in(uri, name)
+    scope = (
+        "JOIN runs r ON r.run_uuid = x.run_uuid JOIN experiments e ON e.experiment_id = r.experiment_id "
+        "WHERE e.name = ? AND e.lifecycle_stage = 'active' AND r.lifecycle_stage = 'active'"
+    )
+    runs: dict[str, dict] = {}
+    for run_id, run_name, status, start in query(
+        uri, f"SELECT x.run_uuid, x.name, x.status, x.start_time FROM runs x {scope} ORDER BY x.start_time", name
+    ):
+        runs[run_id] = {"run_id": run_id, "name": run_name, "status": status, "start_time": start}
+        runs[run_id].update(tags={}, params={}, metrics={})
+    marks = ", ".join("?" * len(RUN_TAGS))
+    for run_id, key, value in query(
+        uri, f"SELECT x.run_uuid, x.key, x.value FROM tags x {scope} AND x.key IN ({marks})", name, *RUN_TAGS
+    ):
+        runs[run_id]["tags"][key] = value
+    for run_id, key, value in query(
+        uri, f"SELECT x.run_uuid, x.key, x.value FROM params x {scope} AND x.key = 'seed'", name
+    ):
+        runs[run_id]["params"][key] = value
+    for run_id, key, value, is_nan in query(
+        uri, f"SELECT x.run_uuid, x.key, x.value, x.is_nan FROM latest_metrics x {scope}", name
+    ):
+        runs[run_id]["metrics"][key] = float("nan") if is_nan else value
+    return list(runs.values())
 
 
 def check_remote_store(uri: str, timeout: float = 5.0) -> None:

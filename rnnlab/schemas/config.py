@@ -10,11 +10,20 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
+import types
 from pathlib import Path
-from typing import Any, ClassVar, Literal, get_type_hints
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 
 from models.settings import LMSettings, OptimSettings, Seq2SeqShape, check_encoder_split
@@ -22,6 +31,88 @@ from models.settings import LMSettings, OptimSettings, Seq2SeqShape, check_encod
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key and what is allowed."""
+
+
+def scalar_kinds(annotation: Any) -> set[type]:
+    """The types a field's annotation admits, through Optional, unions and Annotated: bool, int and float as
+    themselves, any other (str, a Literal, a section) as `object`."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return scalar_kinds(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return set().union(*(scalar_kinds(a) for a in get_args(annotation)))
+    if annotation is type(None):
+        return set()
+    return {annotation} if annotation in (bool, int, float) else {object}
+
+
+def element_kinds(annotation: Any) -> set[type]:
+    """The scalar kinds of the elements of a list or tuple field (`seeds: list[int]`, `uniform: tuple[float, float]`),
+    through Optional; empty for any other field."""
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return set().union(*(element_kinds(a) for a in get_args(annotation)))
+    if origin in (list, tuple):
+        return set().union(*(scalar_kinds(a) for a in get_args(annotation) if a is not Ellipsis))
+    return set()
+
+
+def model_in(annotation: Any) -> type[BaseModel] | None:
+    """The one model (a section) a field holds, through Optional and Annotated; None for anything else."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return model_in(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        found = [m for m in map(model_in, get_args(annotation)) if m is not None]
+        others = [a for a in get_args(annotation) if a is not type(None) and model_in(a) is None]
+        return found[0] if len(found) == 1 and not others else None
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def mixed_scalar(kinds: set[type], value: Any) -> str | None:
+    """What is wrong with a bool where a number is expected, or anything but a bool where only a bool is: pydantic's
+    lax mode would take `true` as 1, and 1 or "yes" as true."""
+    if isinstance(value, bool):
+        if bool not in kinds and float in kinds:
+            return "Input should be a valid number, not a boolean"
+        if bool not in kinds and int in kinds:
+            return "Input should be a valid integer, not a boolean"
+    elif kinds == {bool}:
+        return "Input should be a valid boolean, true or false"
+    return None
+
+
+def scalar_problems(model: type[BaseModel], tree: Any, prefix: str = "") -> list[str]:
+    """Strict scalar types, as `key: problem (got value)` lines: a bool is not a number (`train.max_epochs=true` is
+    not 1 epoch), and a number or a word not a bool (`model.tied=1`), through the sections (and a dict of sections,
+    such as a tuning space). Everything else keeps pydantic's own conversions (`train.lr=1` is 1.0)."""
+    if not isinstance(tree, dict):
+        return []
+    found = []
+    for name, value in tree.items():
+        field = model.model_fields.get(name) if isinstance(name, str) else None
+        if field is None or value is None:
+            continue
+        key = f"{prefix}{name}"
+        inner = model_in(field.annotation)
+        if inner is not None:
+            found += scalar_problems(inner, value, f"{key}.")
+            continue
+        if get_origin(field.annotation) is dict and isinstance(value, dict):
+            each = model_in(get_args(field.annotation)[-1])
+            if each is not None:
+                found += [line for k, v in value.items() for line in scalar_problems(each, v, f"{key}.{k}.")]
+                continue
+        problem = mixed_scalar(scalar_kinds(field.annotation), value)
+        if problem is None and isinstance(value, list | tuple):
+            kinds = element_kinds(field.annotation)
+            problem = next(filter(None, (mixed_scalar(kinds, v) for v in value)), None)
+        if problem:
+            found.append(f"{key}: {problem} (got {value!r})")
+    return found
+
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 class Section(BaseModel):
@@ -56,6 +147,8 @@ def recipe(base: type[Section], name: str, **defaults: Any) -> type[Section]:
 
 
 class DataConfig(Section):
+    KNOWN: ClassVar[tuple[str, ...]] = ("ptb", "wikitext-2")  # tasks/data/lm_corpus.py KNOWN_CORPORA's names
+
     corpus: str = Field(
         "ptb", description="a known corpus (ptb, wikitext-2) or a directory with train/valid[/test] text files"
     )
@@ -188,6 +281,8 @@ class EvalConfig(Section):
 
 
 class ParallelDataConfig(Section):
+    KNOWN: ClassVar[tuple[str, ...]] = ("multi30k", "chr_en")  # tasks/data/nmt_corpus.py KNOWN_PARALLEL's names
+
     corpus: str = Field(
         "multi30k",
         description="a known parallel corpus (multi30k, chr_en) or a directory with train/valid[/test].<lang> files",
@@ -277,7 +372,7 @@ class RunBase(Section):
         return flatten(self.model_dump(mode="json"))
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        return dump_yaml(self.model_dump(mode="json"))
 
     def digest(self) -> str:
         """Identity of the resolved config (part of a run's identity with data checksum and code version)."""
@@ -379,8 +474,64 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-class UniqueKeyLoader(yaml.SafeLoader):
-    """Safe YAML that refuses a key given twice in one mapping: PyYAML would keep the last value without a word,
+# YAML 1.2's core schema, not PyYAML's YAML 1.1: only true/false are booleans (`run_name=no` stays the word "no"),
+# `010` is ten, `1e-3` a number, `1:20` and `2026-12-06` stay strings. (tag, pattern, the characters it can start with)
+YAML12_SCALARS = [
+    ("tag:yaml.org,2002:bool", r"true|True|TRUE|false|False|FALSE", "tTfF"),
+    ("tag:yaml.org,2002:int", r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+", "-+0123456789"),
+    (
+        "tag:yaml.org,2002:float",
+        r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)",
+        "-+0123456789.",
+    ),
+    ("tag:yaml.org,2002:null", r"~|null|Null|NULL|", ["~", "n", "N", ""]),
+    ("tag:yaml.org,2002:merge", r"<<", "<"),  # `<<: *base`, as before
+]
+YAML12_PATTERNS = [(tag, re.compile(f"^(?:{pattern})$")) for tag, pattern, _ in YAML12_SCALARS]
+
+
+class Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's core schema (YAML12_SCALARS) for plain scalars."""
+
+    yaml_implicit_resolvers: ClassVar[dict] = {}  # its own, not SafeLoader's YAML 1.1 ones
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        text = self.construct_scalar(node)
+        try:
+            return int(text, 0) if text.lstrip("+-")[:2] in ("0o", "0x") else int(text, 10)
+        except ValueError:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{text!r} is not a whole number", node.start_mark
+            ) from None
+
+
+for _tag, _pattern, _first in YAML12_SCALARS:
+    Yaml12Loader.add_implicit_resolver(_tag, re.compile(f"^(?:{_pattern})$"), list(_first))
+Yaml12Loader.add_constructor("tag:yaml.org,2002:int", Yaml12Loader.construct_yaml_int)
+
+
+class Yaml12Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, quoting every string that either YAML 1.1 or 1.2 would read as another type (`'no'`,
+    `'1e3'`): what it writes reads back the same with either loader."""
+
+    def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
+        tag = super().resolve(kind, value, implicit)
+        if kind is yaml.ScalarNode and implicit[0] and tag == "tag:yaml.org,2002:str":
+            tag = next((t for t, pattern in YAML12_PATTERNS if pattern.match(value)), tag)
+        return tag
+
+
+def load_yaml(text: str) -> Any:
+    """YAML text (a file or an artifact rnnlab wrote), read with YAML 1.2's core schema."""
+    return yaml.load(text, Loader=Yaml12Loader)
+
+
+def dump_yaml(tree: Any) -> str:
+    return yaml.dump(tree, Dumper=Yaml12Dumper, sort_keys=False, allow_unicode=False)
+
+
+class UniqueKeyLoader(Yaml12Loader):
+    """Safe YAML 1.2 that refuses a key given twice in one mapping: PyYAML would keep the last value without a word,
     so `lr: 1` further up a file would silently lose to another `lr:` below it."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -437,15 +588,24 @@ def schema_for(tree: dict[str, Any], source: str) -> type[RunBase]:
 
 
 def build(tree: dict[str, Any], source: str = "config") -> RunConfig:
-    schema = schema_for(tree, source)
+    return validated(schema_for(tree, source), tree, source)
+
+
+def validated(schema: type[Model], tree: dict[str, Any], source: str) -> Model:
+    """`tree` validated by `schema`, with strict scalar types (scalar_problems): every problem in one ConfigError."""
+    problems = scalar_problems(schema, tree)
     try:
-        return schema.model_validate(tree)
+        model = schema.model_validate(tree)
     except ValidationError as err:
-        raise ConfigError(describe(err, source, schema)) from None
+        raise ConfigError(describe(err, source, schema, problems)) from None
+    if problems:
+        raise ConfigError(describe(None, source, schema, problems))
+    return model
 
 
-def load(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    tree = read_yaml(path) if path is not None else {}
+def load(path: str | Path | None = None, overrides: list[str] | None = None, tree: dict | None = None) -> RunConfig:
+    """A run config from its file (or `tree`, the file's YAML where the caller has read it) and overrides."""
+    tree = tree if tree is not None else read_yaml(path) if path is not None else {}
     tree = deep_merge(tree, parse_overrides(overrides or []))
     return build(tree, str(path) if path is not None else "config")
 
@@ -472,11 +632,16 @@ def suggest(written: str, keys: list[str]) -> str | None:
     return None
 
 
-def describe(err: ValidationError, source: str, schema: type[BaseModel]) -> str:
+def describe(err: ValidationError | None, source: str, schema: type[BaseModel], first: list[str] | None = None) -> str:
+    """The problems of a config, one line each: `first` (lines already written, such as scalar_problems'), then
+    pydantic's errors, unknown keys with the nearest known one."""
     keys = known_keys(schema)
-    lines = []
-    for e in err.errors():
+    lines = list(first or [])
+    named = {line.partition(": ")[0] for line in lines}  # a key named there: not again for what followed from it
+    for e in err.errors() if err is not None else []:
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if key in named:
+            continue
         if e["type"] == "extra_forbidden":
             # An unknown section arrives whole ({'modle': {'cell': 'gru'}}): one key under it is judged as the user
             # wrote it (modle.cell → model.cell) where that matches a known key; else the section's name is judged.

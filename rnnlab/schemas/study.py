@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from rnnlab.schemas.config import (
     ConfigError,
@@ -22,7 +21,7 @@ from rnnlab.schemas.config import (
     Section,
     build,
     deep_merge,
-    describe,
+    dump_yaml,
     flatten,
     known_keys,
     parse_overrides,
@@ -30,6 +29,7 @@ from rnnlab.schemas.config import (
     schema_for,
     set_dotted,
     suggest,
+    validated,
 )
 
 # Run-config keys that a study sets in every cell itself, and what to do instead of setting them.
@@ -290,7 +290,7 @@ class Study:
         return list(dict.fromkeys(c.id for c in self.cells))
 
     def definition(self) -> str:
-        return yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False)
+        return dump_yaml(self.config.model_dump(mode="json"))
 
 
 def show(value: Any) -> str:
@@ -417,10 +417,7 @@ def load_study(path: str | Path, overrides: list[str] | None = None, tree: dict 
 def read_study(path: Path, overrides: list[str] | None = None, tree: dict | None = None) -> Study:
     study_over, run_over = split_overrides(overrides or [])
     tree = deep_merge(read_yaml(path) if tree is None else tree, study_over)
-    try:
-        cfg = StudyConfig.model_validate(tree)
-    except ValidationError as err:
-        raise ConfigError(describe(err, str(path), StudyConfig)) from None
+    cfg = validated(StudyConfig, tree, str(path))
     base = (path.parent / cfg.base).resolve()
     base_tree = read_yaml(base)
     run_keys = known_keys(schema_for(deep_merge(base_tree, run_over), str(base)))

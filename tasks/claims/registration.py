@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from rnnlab.schemas.config import load_yaml
+
 COMMITTED, UNCOMMITTED, UNKNOWN = "committed", "uncommitted", "unknown"
 
 
@@ -52,7 +54,7 @@ def history(path: Path) -> list[tuple[str, str, Any]] | None:
         commit, _, date = line.partition("\t")
         text = git(folder, "show", f"{commit}:{prefix.strip()}{path.name}")
         try:
-            tree = yaml.safe_load(text) if text is not None else None
+            tree = load_yaml(text) if text is not None else None
         except yaml.YAMLError:
             tree = None  # a version that did not parse carries no criterion
         found.append((commit, date, tree))
@@ -103,7 +105,7 @@ def timeline(claims_file: str | Path, claim_ids: list[str], published: dict[str,
     """What the evidence records about time: per claim its criterion's commit; per study, its `published` commits
     with their dates."""
     path = Path(claims_file)
-    current = yaml.safe_load(path.read_text(encoding="utf-8"))
+    current = load_yaml(path.read_text(encoding="utf-8"))
     commits = history(path)
     folder = path.resolve().parent
     return {

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 from prefect import task
 
+from rnnlab.schemas.config import load_yaml
 from tasks.analysis.compare import md_table, read_text
 from tasks.claim_kinds.base import REFERENCE_GAP, Evidence
 from tasks.claims.claims_file import ClaimsConfig
@@ -45,7 +45,7 @@ def is_claims_study(study: str) -> bool:
 
 
 def results_of(parent_run_id: str) -> tuple[ClaimsConfig, Evidence, list[ClaimResult]]:
-    config = ClaimsConfig.model_validate(yaml.safe_load(read_text(parent_run_id, "claims.yaml")))
+    config = ClaimsConfig.model_validate(load_yaml(read_text(parent_run_id, "claims.yaml")))
     ev = Evidence.from_json(json.loads(read_text(parent_run_id, "evidence.json")))
     return config, ev, claim_results(config.claims, ev)
 

@@ -91,6 +91,16 @@ def user_folder(corpus: str, known: Iterable[str], kind: str = "") -> Path:
     return folder
 
 
+def check_corpus(cfg: DataConfig | ParallelDataConfig) -> None:
+    """What can be checked of a config's corpus before torch is imported: a name is a known corpus or an existing
+    directory, and the data directory is not a file (the command line checks this first: `rnnlab data`, `train`,
+    `study`)."""
+    if cfg.corpus in cfg.KNOWN:
+        data_dir(cfg)
+    else:
+        user_folder(cfg.corpus, cfg.KNOWN, "parallel " if isinstance(cfg, ParallelDataConfig) else "")
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("RNNLAB_CACHE_DIR") or project_dir() / ".cache" / "rnnlab").resolve()
 

@@ -20,9 +20,9 @@ from typing import Any
 import markdown
 import numpy as np
 import pandas as pd
-import yaml
 from prefect import task
 
+from rnnlab.schemas.config import load_yaml
 from tasks.analysis import held_out, stats, tuned_answer
 from tasks.analysis.answer import Answer, answer, declared, effect_size, factor
 from tasks.analysis.compare import Comparison, as_markdown, cell_results, compare, md_table, number, read_text
@@ -405,7 +405,7 @@ def render(study: str, parent_run_id: str | None, out: Path) -> tuple[Path, str]
     """Write report.md, report.html and the PNGs into `out`; return the Markdown file and the execution's run id."""
     parent, grid, runs = cell_results(study, parent_run_id)
     c = compare(study, parent, grid, runs)
-    definition = yaml.safe_load(read_text(c.parent_run_id, "study.yaml"))
+    definition = load_yaml(read_text(c.parent_run_id, "study.yaml"))
     result = answer(c)
     tuned = "rnnlab.search" in parent.data.tags
     if tuned:

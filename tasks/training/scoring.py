@@ -7,10 +7,9 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import yaml
 from mlflow.exceptions import MlflowException
 
-from rnnlab.schemas.config import RunBase, RunConfig, build
+from rnnlab.schemas.config import RunBase, RunConfig, build, load_yaml
 from tasks.record.tracking import download_artifact, get_run, log_metrics
 
 
@@ -61,9 +60,7 @@ def recorded_config(run_id: str, tmp: str, schema: type[RunBase], purpose: str, 
     """(run, config) of a FINISHED run whose config is of the task kind's `schema`; `otherwise` ends the message for
     a run of another kind (how that one is used instead)."""
     run = finished_run(run_id, purpose)
-    cfg: RunConfig = build(
-        yaml.safe_load(run_file(run_id, "config.yaml", tmp).read_text()), f"run {run_id} config.yaml"
-    )
+    cfg: RunConfig = build(load_yaml(run_file(run_id, "config.yaml", tmp).read_text()), f"run {run_id} config.yaml")
     if not isinstance(cfg, schema):
         raise LookupError(f"run {run_id} is a {cfg.task} run{otherwise}")
     return run, cfg
