@@ -352,3 +352,26 @@ def test_the_report_opened_from_disk_offline_shows_every_plot_with_data(browser,
     finally:
         context.close()
     assert all(url.startswith(("file:", "data:")) for url in fetched), fetched  # nothing from the network
+
+
+def test_the_reports_table_of_contents_takes_the_reader_to_each_section(browser, ui_study):
+    from playwright.sync_api import expect
+
+    report = ui_study["home"] / "reports" / ui_study["study"] / "report.html"
+    context = browser.new_context(viewport={"width": 1200, "height": 900}, offline=True)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    try:
+        page.goto(report.as_uri())
+        contents = page.get_by_role("navigation", name="Contents")
+        expect(contents).to_be_in_viewport()  # under the title, where a reader starts
+        names = contents.get_by_role("link").all_inner_texts()
+        headings = page.locator("h2[id], h3[id]").all_inner_texts()  # the report's sections and its plots
+        assert names == headings and names[:3] == ["Answer", "The grid", "Results"], names
+        assert {"Effect of each factor", "Plots", "training loss", "Runs"} <= set(names), names
+        for name in ("Plots", "training loss", "Runs"):
+            contents.get_by_role("link", name=name, exact=True).click()
+            expect(page.get_by_role("heading", name=name, exact=True)).to_be_in_viewport()
+        screenshot(page, "report-contents")
+    finally:
+        context.close()
