@@ -68,8 +68,8 @@ def browser(chromium):
 def ui(chromium, ui_study):
     """`rnnlab ui tiny_ui`, and the address of the study's runs that it printed (what a person opens)."""
     started = UI(ui_study["home"], ui_study["study"])
-    started.wait_listening()
-    started.study_url = started.lines(2)[1].rpartition(": ")[2]
+    started.wait_listening()  # reads its first line, the server's address
+    started.study_url = started.lines(1)[0].rpartition(": ")[2]  # the second: the study's runs
     yield started
     started.stop()
     assert not processes_left(grace=10, mark=started.mark)

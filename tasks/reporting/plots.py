@@ -117,6 +117,8 @@ def panels(settings: dict[str, dict[str, Any]], factors: dict[str, list[Any]]) -
         fixed = dict(zip(keys[1:], (row, *column)))
         variants[(r, c)] = [v for v, s in settings.items() if all(s.get(k) == x for k, x in fixed.items())]
         titles[(r, c)] = ", ".join(f"{k.rpartition('.')[2]}={x}" for k, x in fixed.items())
+    if sum(len(v) for v in variants.values()) != len(settings):  # a variant in no panel is drawn in one with all
+        return one_panel(list(settings))
     return Panels(len(rows), len(columns), variants, titles)
 
 
