@@ -363,7 +363,7 @@ def test_two_studies_started_together_on_one_store_both_finish(tmp_path, tiny_co
         assert all(r.info.status == "FINISHED" for r in runs)
 
 
-REPORT_FILES = {"report.md", "report.html", "curve.png", "train_loss.png", "grad_norm.png", "final.png"}
+REPORT_FILES = {"report.md", "report.html", "effects.png", "curve.png", "train_loss.png", "grad_norm.png", "final.png"}
 
 
 def test_the_study_builds_its_report_and_logs_it_to_the_parent_run(clipping_study):
@@ -421,7 +421,7 @@ def test_a_report_from_the_store_is_byte_identical_when_rebuilt_and_its_numbers_
 
     parser = Images()
     parser.feed((first / "report.html").read_text())
-    assert len(parser.sources) == 4 and all(s.startswith("data:image/png;base64,") for s in parser.sources)
+    assert len(parser.sources) == 5 and all(s.startswith("data:image/png;base64,") for s in parser.sources)
     assert "<table>" in (first / "report.html").read_text()
 
 

@@ -91,3 +91,121 @@ def test_the_factor_table_names_each_test_and_states_power_for_the_declared_smal
     assert f"| {stats.power(np.log(1.05), row['sd'], 3):.0%} " in text and f"| {needed} " in text
     without = effects_section(comparison(CELLS), answer(comparison(CELLS)).effects)
     assert "power for ×" not in without and "declared no smallest effect" in without
+
+
+# ---- issue 29: what the report draws, and how a reader finds it ----
+
+
+def study_frame(c, **params: str) -> pd.DataFrame:
+    """The runs' tags and params as MLflow gives them to the report's figures."""
+    variants = c.runs["variant"]
+    return pd.DataFrame(
+        {
+            "run_id": c.runs["run_id"],
+            "tags.rnnlab.cell": variants,
+            "params.train.clip_norm": [v.rpartition("=")[2] for v in variants],
+            "tags.data.vocab_size": "10000",
+            **{f"params.{k}": v for k, v in params.items()},
+        }
+    )
+
+
+def logged_histories(monkeypatch, histories: dict[str, dict[str, list[tuple[int, float]]]]) -> None:
+    """What MLflow returns for each run's metric histories: run id → key → (step, value)."""
+    from tasks.reporting import study_report
+
+    monkeypatch.setattr(
+        study_report.tracking, "metric_history", lambda run_id, key: histories.get(run_id, {}).get(key, [])
+    )
+
+
+def test_a_study_that_never_validated_during_training_draws_no_curve_from_its_summaries_and_says_so(
+    tmp_path, monkeypatch
+):
+    from tasks.reporting.study_report import figures, plots_section
+
+    c = comparison(CELLS)
+    # the summaries, logged once at the end at step 0, and the training loss, logged every step
+    logged_histories(
+        monkeypatch,
+        {
+            r.run_id: {
+                "valid_ppl": [(0, r.valid_ppl)],
+                "train/loss": [(s, 9.2 - 0.1 * s) for s in range(20)],
+                "train/grad_norm": [(s, 1.0 + s % 3) for s in range(20)],
+            }
+            for r in c.runs.itertuples()
+        },
+    )
+    shown = figures(c, study_frame(c, **{"train.val_every_n_steps": "500", "train.max_steps": "20"}), tmp_path)
+    assert not (tmp_path / "curve.png").exists()
+    assert {p.name for p in tmp_path.iterdir()} == {"train_loss.png", "grad_norm.png", "final.png"}
+    text = plots_section(shown, several=False)
+    assert (
+        "### valid_ppl during training\n\nNo curve: no run validated more than once during training "
+        "(`train.val_every_n_steps` 500; `train.max_steps` 20), so there is no valid_ppl curve to draw." in text
+    )
+    assert "![training loss](train_loss.png)" in text
+
+
+def test_a_study_that_validated_during_training_draws_its_curve_over_the_steps_it_validated(tmp_path, monkeypatch):
+    from tasks.reporting import plots
+    from tasks.reporting.study_report import figures
+
+    c = comparison(CELLS)
+    logged_histories(
+        monkeypatch,
+        {
+            r.run_id: {"valid_ppl": [(0, r.valid_ppl)], "valid/ppl": [(100, 2 * r.valid_ppl), (200, r.valid_ppl)]}
+            for r in c.runs.itertuples()
+        },
+    )
+    limits = {}
+    save = plots.save
+    monkeypatch.setattr(
+        plots, "save", lambda fig, path: (limits.setdefault(path.name, fig.axes[0].get_xlim()), save(fig, path))[1]
+    )
+    figures(c, study_frame(c), tmp_path)
+    low, high = limits["curve.png"]
+    assert low > 90 and 200 < high < 210  # its validations' steps, not a summary's step 0
+
+
+def test_a_summary_logged_at_step_0_is_no_validation_curve():
+    from tasks.analysis.compare import legacy_curve, validation_curves
+
+    assert legacy_curve([(0, 412.0)]) == []
+    assert legacy_curve([(250, 600.0), (500, 412.0)]) == [(250, 600.0), (500, 412.0)]
+    c = comparison(CELLS)
+    summaries = {r.run_id: [(0, r.valid_ppl)] for r in c.runs.itertuples()}
+    assert validation_curves(
+        c.runs, "valid_ppl", lambda run_id, key: summaries[run_id] if key == "valid_ppl" else []
+    ).empty
+    older = {r.run_id: [(250, 2 * r.valid_ppl), (500, r.valid_ppl)] for r in c.runs.itertuples()}  # before valid/ppl
+    found = validation_curves(c.runs, "valid_ppl", lambda run_id, key: older[run_id] if key == "valid_ppl" else [])
+    assert sorted(set(found["step"])) == [250, 500]
+
+
+def test_the_effect_section_draws_the_forest_plot_or_says_why_there_is_none(tmp_path):
+    from tasks.reporting.study_report import effects_figure
+
+    c = comparison(CELLS)
+    assert effects_figure(c, answer(c).effects, tmp_path) == "![effect of each factor on valid_ppl](effects.png)\n\n"
+    assert (tmp_path / "effects.png").stat().st_size > 10_000
+    nothing = comparison({LSTM_OFF: [("diverged", np.inf)] * 2, LSTM_ON: [("failed_to_learn", 900.0)] * 2})
+    text = effects_figure(nothing, answer(nothing).effects, tmp_path / "none")
+    assert text.startswith("No effect plot: no factor has a pair of runs") and not (tmp_path / "none").exists()
+
+
+def test_the_html_report_opens_with_a_table_of_contents_that_links_to_every_section(tmp_path):
+    import re
+
+    from tasks.reporting.study_report import html
+
+    text = "# Study `s`\n\n## Answer\n\nyes\n\n## Plots\n\n### training loss\n\nno plot\n\n## Runs\n\nnone\n"
+    page = html(text, tmp_path, "s")
+    nav = re.search(r'<nav class="toc" aria-label="Contents">(.*?)</nav>', page, re.S)
+    assert nav and page.index("</h1>") < nav.start() < page.index('<h2 id="answer">')
+    links = re.findall(r'<a href="#([^"]+)">([^<]+)</a>', nav.group(1))
+    assert links == [("answer", "Answer"), ("plots", "Plots"), ("training-loss", "training loss"), ("runs", "Runs")]
+    for anchor, _ in links:
+        assert re.search(rf'<h[23] id="{anchor}">', page), anchor

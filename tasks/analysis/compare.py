@@ -163,16 +163,23 @@ def curve_key(metric: str) -> str | None:
 Points = Callable[[str, str], list[tuple[int, float]]]  # (run id, metric key) → (step, value) in step order
 
 
+def legacy_curve(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """A curve logged under a summary's name (`valid_ppl`), as runs recorded before the curves had names of their
+    own did: kept where it has a point after step 0; values all at step 0 are the run's summary, logged once at its
+    end (tracking logs summaries at step 0), and no curve."""
+    return points if any(step > 0 for step, _ in points) else []
+
+
 def validation_curves(frame: pd.DataFrame, metric: str, points: Points | None = None) -> pd.DataFrame:
     """The validation curve of every trained run in `frame` (run_frame): variant, seed, step, value. Runs recorded
     before the curves had names of their own logged it under the metric's name (`valid_ppl`), the final evaluation
-    repeating the last step: the first value at a step is kept."""
+    repeating the last step: the first value at a step is kept (and a summary at step 0 is no curve: legacy_curve)."""
     key = curve_key(metric)
     points = points or tracking.metric_history
     rows = []
     for run in frame[frame["outcome"] == TRAINED].itertuples(index=False):
         found = (points(run.run_id, key) if key else []) or (
-            points(run.run_id, metric) if metric.startswith("valid_") else []
+            legacy_curve(points(run.run_id, metric)) if metric.startswith("valid_") else []
         )
         seen = set()
         for step, value in found:

@@ -3,12 +3,16 @@ version metadata, so the same data gives byte-identical files.
 
 Every figure shows its data: the axes are scaled to the runs that trained, perplexities on a log axis, and a run
 that diverged or failed to learn is drawn as a marked point (×) at its last step, on the edge of the axes when its
-value lies beyond them, instead of stretching the axes until the other runs flatten into a line.
+value lies beyond them, instead of stretching the axes until the other runs flatten into a line. A study of three
+or more factors draws its curves as small multiples (`panels`): one panel per setting of all factors but the first,
+whose values are the lines within each panel. No two pieces of text overlap (`overlapping_texts` checks).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +22,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib import transforms  # noqa: E402
+from matplotlib import ticker, transforms  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
 
-from tasks.record.outcome import TRAINED, WORDS  # noqa: E402
+from tasks.record.outcome import DIVERGED, FAILED_TO_LEARN, TRAINED, WORDS  # noqa: E402
 
 STYLE = {
     "figure.figsize": (7.5, 4.2),
@@ -47,12 +52,23 @@ def colours(variants: list[str]) -> dict[str, tuple]:
     return {v: palette(i % palette.N) for i, v in enumerate(variants)}
 
 
+def factor_colours(factors: list[str]) -> dict[str, tuple]:
+    """A colour per factor, from a palette of its own (Dark2): no factor looks like a variant (tab10)."""
+    palette = plt.get_cmap("Dark2")
+    return {f: palette(i % palette.N) for i, f in enumerate(factors)}
+
+
 def save(fig: plt.Figure, path: Path) -> Path:
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # a figure of panels lays itself out (constrained layout)
+        fig.tight_layout()
     legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
     fig.savefig(
-        path, format="png", metadata={"Software": None}, bbox_inches="tight", bbox_extra_artists=legends
-    )  # a legend below the axes is taken into the image
+        path,
+        format="png",
+        metadata={"Software": None},
+        bbox_inches="tight",
+        bbox_extra_artists=fig.get_default_bbox_extra_artists() + legends,
+    )  # a legend below the axes is taken into the image, and every text of the figure (titles, notes)
     plt.close(fig)
     return path
 
@@ -65,6 +81,126 @@ def legend(ax: plt.Axes) -> None:
     else:
         below = ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
         below.set_in_layout(False)  # the axes keep their size; the saved image grows to take the legend in
+
+
+@dataclass(frozen=True)
+class Panels:
+    """Small multiples: the variants each panel draws, on a grid of `rows` × `columns` panels keyed (row, column),
+    and each panel's title (the setting it holds fixed). One panel with every variant, untitled, for a study of
+    fewer than three factors."""
+
+    rows: int
+    columns: int
+    variants: dict[tuple[int, int], list[str]]
+    titles: dict[tuple[int, int], str]
+
+    @property
+    def single(self) -> bool:
+        return self.rows == self.columns == 1
+
+
+def one_panel(variants: list[str]) -> Panels:
+    return Panels(1, 1, {(0, 0): list(variants)}, {(0, 0): ""})
+
+
+def panels(settings: dict[str, dict[str, Any]], factors: dict[str, list[Any]]) -> Panels:
+    """The small multiples of a study: `settings` gives each variant's value of each factor, `factors` each factor's
+    values in the grid's order. With three or more factors the first one's values are the lines within a panel,
+    the second's values the rows and the others' combinations the columns, so each panel compares the first factor
+    at one setting of all the others; with fewer, one panel."""
+    keys = list(factors)
+    if len(keys) < 3:
+        return one_panel(list(settings))
+    rows, columns = factors[keys[1]], list(itertools.product(*(factors[k] for k in keys[2:])))
+    variants, titles = {}, {}
+    for (r, row), (c, column) in itertools.product(enumerate(rows), enumerate(columns)):
+        fixed = dict(zip(keys[1:], (row, *column)))
+        variants[(r, c)] = [v for v, s in settings.items() if all(s.get(k) == x for k, x in fixed.items())]
+        titles[(r, c)] = ", ".join(f"{k.rpartition('.')[2]}={x}" for k, x in fixed.items())
+    if sum(len(v) for v in variants.values()) != len(settings):  # a variant in no panel is drawn in one with all
+        return one_panel(list(settings))
+    return Panels(len(rows), len(columns), variants, titles)
+
+
+def panel_figure(layout: Panels) -> tuple[plt.Figure, dict[tuple[int, int], plt.Axes]]:
+    """One axes for one panel; a grid of axes sharing both scales for several, each titled with its setting (a
+    panel with no variant, all excluded, says so)."""
+    if layout.single:
+        fig, ax = plt.subplots()
+        return fig, {(0, 0): ax}
+    fig, grid = plt.subplots(
+        layout.rows,
+        layout.columns,
+        figsize=(max(7.5, 3.3 * layout.columns), 1.2 + 2.6 * layout.rows),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+        layout="constrained",
+    )
+    axes = {(r, c): grid[r, c] for r in range(layout.rows) for c in range(layout.columns)}
+    for key, ax in axes.items():
+        ax.set_title(layout.titles[key], loc="left", fontsize=9, pad=10)
+        if not layout.variants[key]:
+            ax.text(0.5, 0.5, "no cell: excluded", transform=ax.transAxes, ha="center", color="0.4")
+    return fig, axes
+
+
+def panel_legend(
+    fig: plt.Figure, axes: dict[tuple[int, int], plt.Axes], title: str, note: str, variants: list[str]
+) -> None:
+    """The figure's title, and one legend for all panels below them, headed by the note on how to read them: the
+    variants' entries in `variants`' order (panel by panel), then the lines drawn in every panel (a floor), once."""
+    entries: dict[str, Any] = {}
+    for ax in axes.values():
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+
+    def place(label: str) -> int:
+        return next(
+            (i for i, v in enumerate(variants) if label.startswith(f"{v}:") or label.startswith(f"{v} ")), len(variants)
+        )
+
+    entries = dict(sorted(entries.items(), key=lambda item: place(item[0])))
+    fig.suptitle(title, x=0.01, ha="left", fontsize=11)
+    longest = max((len(label) for label in entries), default=1)  # characters; ~0.07 in each at 8 pt
+    fig.legend(
+        list(entries.values()),
+        list(entries),
+        loc="outside lower center",
+        ncol=max(1, min(3, int(fig.get_figwidth() / (0.07 * longest + 0.5)))),
+        frameon=False,
+        title=note,
+        title_fontsize=7,
+    )
+
+
+def drawn_texts(fig: plt.Figure) -> list[Text]:
+    """Every piece of text the figure shows: titles, labels, annotations, legend entries, and the tick labels of
+    the ticks inside each axes' limits (matplotlib keeps others that it does not draw)."""
+    fig.canvas.draw()
+    ticks, shown = set(), []
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                ticks.update({id(tick.label1), id(tick.label2)})
+                inside = low - 1e-9 * (high - low) <= tick.get_loc() <= high + 1e-9 * (high - low)
+                shown += [t for t in (tick.label1, tick.label2) if inside and t.get_visible() and tick.get_visible()]
+    shown += [t for t in fig.findobj(Text) if id(t) not in ticks and t.get_visible()]
+    return [t for t in dict.fromkeys(shown) if t.get_text().strip()]
+
+
+def overlapping_texts(fig: plt.Figure, among: list[Text] | None = None) -> list[tuple[str, str]]:
+    """The pairs of texts (of `among`, by default all that the figure shows) whose boxes, as the renderer draws
+    them, overlap."""
+    texts = among if among is not None else drawn_texts(fig)
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    return [
+        (texts[i].get_text(), texts[j].get_text())
+        for i, j in itertools.combinations(range(len(texts)), 2)
+        if boxes[i].overlaps(boxes[j])
+    ]
 
 
 def log_axis(values: list[float], log: bool) -> bool:
@@ -134,6 +270,32 @@ def draw_floor(ax: plt.Axes, floor: float | None) -> None:
         ax.axhline(floor, color="0.25", linestyle="--", linewidth=1.1, label=f"unigram model (floor): {floor:,.1f}")
 
 
+def finish(
+    fig: plt.Figure,
+    axes: dict[tuple[int, int], plt.Axes],
+    layout: Panels,
+    title: str,
+    note: str,
+    xlabel: str,
+    ylabel: str,
+    path: Path,
+) -> Path:
+    """Titles, labels and the legend, for one panel (the title left, the note right, above the axes) or for small
+    multiples (one title, the axis labels and one legend for the figure); then saved."""
+    if layout.single:
+        ax = axes[(0, 0)]
+        ax.set(xlabel=xlabel, ylabel=ylabel)
+        ax.set_title(title, loc="left", pad=12)  # above the × on the top edge
+        ax.set_title(note, loc="right", fontsize=7, color="0.35")
+        legend(ax)
+    else:
+        for (r, _), ax in axes.items():
+            ax.set_xlabel(xlabel if r == layout.rows - 1 else "")
+        fig.supylabel(ylabel, fontsize=9)
+        panel_legend(fig, axes, title, note, [v for key in sorted(layout.variants) for v in layout.variants[key]])
+    return save(fig, path)
+
+
 def metric_curves(
     curves: dict[str, list[tuple[str, pd.Series]]],
     stops: dict[str, list[tuple[str, int]]],
@@ -142,60 +304,69 @@ def metric_curves(
     colour: dict[str, tuple],
     path: Path,
     floor: float | None = None,
+    layout: Panels | None = None,
 ) -> Path:
     """The validation metric vs step. `curves`: per variant, (outcome, series by step) per run; `stops`: per variant,
     (outcome, step) for runs that stopped before any validation. Runs that trained: the mean over seeds (geometric for
-    perplexities), band min–max. The others: one × each at their last point. `floor`: the unigram model's score."""
+    perplexities), band min–max. The others: one × each at their last point. `floor`: the unigram model's score.
+    `layout`: the small multiples (one panel by default), all panels on the same axes."""
+    layout = layout or one_panel(list(curves))
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots()
+        fig, axes = panel_figure(layout)
         values = [v for runs in curves.values() for o, s in runs if o == TRAINED for v in s] or [
             v for runs in curves.values() for _, s in runs for v in s
         ]
         values += [floor] if floor is not None else []
         log = log_axis(values, log)
         lim = limits(values, log) or (1.0, 10.0)
-        taken: dict[tuple[int, float], int] = {}
-        for variant, runs in curves.items():
-            good = [s for o, s in runs if o == TRAINED and len(s)]
-            if good:
-                frame = pd.concat(good, axis=1, join="inner").sort_index()
-                middle = np.exp(np.log(frame).mean(axis=1)) if log else frame.mean(axis=1)
-                ax.plot(
-                    frame.index,
-                    middle,
-                    color=colour[variant],
-                    marker="o",
-                    markersize=3,
-                    label=f"{variant} (trained: {len(good)})",
-                )
-                if len(good) > 1:
-                    ax.fill_between(
-                        frame.index, frame.min(axis=1), frame.max(axis=1), color=colour[variant], alpha=0.2, linewidth=0
+        steps = [s for runs in curves.values() for _, c in runs for s in c.index]
+        marked = False
+        for key, ax in axes.items():
+            taken: dict[tuple[int, float], int] = {}
+            for variant in layout.variants[key]:
+                runs = curves.get(variant, [])
+                good = [s for o, s in runs if o == TRAINED and len(s)]
+                if good:
+                    frame = pd.concat(good, axis=1, join="inner").sort_index()
+                    middle = np.exp(np.log(frame).mean(axis=1)) if log else frame.mean(axis=1)
+                    ax.plot(
+                        frame.index,
+                        middle,
+                        color=colour[variant],
+                        marker="o",
+                        markersize=3,
+                        label=f"{variant} (trained: {len(good)})",
                     )
-            ended = [(o, int(s.index[-1]), float(s.iloc[-1])) for o, s in runs if o != TRAINED and len(s)]
-            ended += [(o, step, None) for o, step in stops.get(variant, [])]
-            if ended:
-                how = ", ".join(dict.fromkeys(WORDS[o] for o, _, _ in ended))
-                mark_beyond(ax, [(step, y) for _, step, y in ended], lim, colour[variant], f"{variant}: {how}", taken)
-        draw_floor(ax, floor)
-        if log:
-            ax.set_yscale("log")
-        ax.set_ylim(*lim)
-        steps = [step for step, _ in taken] + [s for runs in curves.values() for _, c in runs for s in c.index]
-        if steps:  # the × are drawn shifted, which autoscaling ignores: take their steps in by hand
-            span = max(max(steps) - min(steps), 1)
-            ax.set_xlim(min(steps) - 0.04 * span, max(steps) + 0.06 * span)
-        ax.set(xlabel="training step", ylabel=metric)
-        ax.set_title(f"{metric} during training", loc="left", pad=12)  # above the × on the top edge
-        ax.set_title(
-            f"line: {'geometric ' if log else ''}mean of the seeds that trained, band: min–max"
-            + ("\n×: a run that did not train, at its last validation (or where it stopped)" if taken else ""),
-            loc="right",
-            fontsize=7,
-            color="0.35",
+                    if len(good) > 1:
+                        ax.fill_between(
+                            frame.index,
+                            frame.min(axis=1),
+                            frame.max(axis=1),
+                            color=colour[variant],
+                            alpha=0.2,
+                            linewidth=0,
+                        )
+                ended = [(o, int(s.index[-1]), float(s.iloc[-1])) for o, s in runs if o != TRAINED and len(s)]
+                ended += [(o, step, None) for o, step in stops.get(variant, [])]
+                if ended:
+                    how = ", ".join(dict.fromkeys(WORDS[o] for o, _, _ in ended))
+                    mark_beyond(
+                        ax, [(step, y) for _, step, y in ended], lim, colour[variant], f"{variant}: {how}", taken
+                    )
+            draw_floor(ax, floor)
+            steps += [step for step, _ in taken]
+            marked = marked or bool(taken)
+        for ax in axes.values():
+            if log:
+                ax.set_yscale("log")
+            ax.set_ylim(*lim)
+            if steps:  # the × are drawn shifted, which autoscaling ignores: take their steps in by hand
+                span = max(max(steps) - min(steps), 1)
+                ax.set_xlim(min(steps) - 0.04 * span, max(steps) + 0.06 * span)
+        note = f"line: {'geometric ' if log else ''}mean of the seeds that trained, band: min–max" + (
+            "\n×: a run that did not train, at its last validation (or where it stopped)" if marked else ""
         )
-        legend(ax)
-        return save(fig, path)
+        return finish(fig, axes, layout, f"{metric} during training", note, "training step", metric, path)
 
 
 def binned_band(curves: list[pd.Series], points: int) -> tuple[np.ndarray, ...]:
@@ -219,29 +390,40 @@ def gradient_norms(
     colour: dict[str, tuple],
     path: Path,
     points: int = 300,
+    layout: Panels | None = None,
 ) -> Path:
     """Pre-clip total gradient norm vs step, log scale: per variant the geometric mean over seeds (binned to at most
-    `points` steps, median per bin), band min–max; the clipping threshold dashed in the variant's colour."""
+    `points` steps, median per bin), band min–max; the clipping threshold dashed in the variant's colour.
+    `layout`: the small multiples (one panel by default)."""
+    layout = layout or one_panel(list(histories))
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots()
-        for variant, curves in histories.items():
-            finite = [c[np.isfinite(c) & (c > 0)] for c in curves]
-            finite = [c for c in finite if len(c)]
-            if not finite:
-                continue
-            steps, mean, low, high = binned_band([np.log10(c) for c in finite], points)
-            ax.plot(steps, 10**mean, color=colour[variant], label=variant, linewidth=1.2)
-            ax.fill_between(steps, 10**low, 10**high, color=colour[variant], alpha=0.15, linewidth=0)
-        for threshold in sorted({t for t in thresholds.values() if t}):  # one line per threshold, not per variant
-            ax.axhline(threshold, color="0.3", linestyle="--", linewidth=1, label=f"clipping threshold {threshold:g}")
-        ax.set_yscale("log")
-        ax.set(
-            xlabel="training step",
-            ylabel="total gradient norm before clipping",
-            title="pre-clip gradient norm (geometric mean over seeds, band: min–max)",
+        fig, axes = panel_figure(layout)
+        for key, ax in axes.items():
+            for variant in layout.variants[key]:
+                finite = [c[np.isfinite(c) & (c > 0)] for c in histories.get(variant, [])]
+                finite = [c for c in finite if len(c)]
+                if not finite:
+                    continue
+                steps, mean, low, high = binned_band([np.log10(c) for c in finite], points)
+                ax.plot(steps, 10**mean, color=colour[variant], label=variant, linewidth=1.2)
+                ax.fill_between(steps, 10**low, 10**high, color=colour[variant], alpha=0.15, linewidth=0)
+            # one line per threshold, not per variant
+            for threshold in sorted({thresholds.get(v) for v in layout.variants[key] if thresholds.get(v)}):
+                ax.axhline(
+                    threshold, color="0.3", linestyle="--", linewidth=1, label=f"clipping threshold {threshold:g}"
+                )
+            if ax.has_data():
+                ax.set_yscale("log")
+        return finish(
+            fig,
+            axes,
+            layout,
+            "pre-clip gradient norm",
+            "line: geometric mean over seeds, band: min–max",
+            "training step",
+            "total gradient norm before clipping",
+            path,
         )
-        legend(ax)
-        return save(fig, path)
 
 
 def training_losses(
@@ -251,60 +433,111 @@ def training_losses(
     uniform: float | None = None,
     floor: float | None = None,
     points: int = 300,
+    layout: Panels | None = None,
 ) -> Path:
-    """The training loss (nats per token) vs step, every step as logged. Per variant, the runs that trained: the mean
-    over seeds (binned to at most `points` steps, median per bin), band min–max. Each run that did not train: a thin
-    line of its own to where it stopped. The axis ends a little above `uniform` (the loss of a uniform guess over the
-    vocabulary), so a run that blew up leaves through the top instead of flattening the others; `floor`, the log of
-    the unigram model's validation perplexity, is drawn dashed as the level to get below."""
+    """The training loss (nats per token) vs step, every step as logged. Per variant, the runs that ran their budget
+    (trained, solid; failed to learn, dashed): the mean over seeds (binned to at most `points` steps, median per
+    bin), band min–max. Each run that diverged: a thin line of its own to where it stopped (a mean over losses that
+    blow up at different steps would describe no run). The axis ends a little above `uniform` (the loss of a uniform
+    guess over the vocabulary), so a run that blew up leaves through the top instead of flattening the others;
+    `floor`, the log of the unigram model's validation perplexity, is drawn dashed as the level to get below.
+    `layout`: the small multiples (one panel by default)."""
+    layout = layout or one_panel(list(histories))
+    ended = {o for runs in histories.values() for o, s in runs if len(s)}
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots()
+        fig, axes = panel_figure(layout)
         shown: list[float] = []
-        for variant, runs in histories.items():
-            runs = [(o, s[np.isfinite(s)]) for o, s in runs]
-            good = [s for o, s in runs if o == TRAINED and len(s)]
-            if good:
-                steps, mean, low, high = binned_band(good, points)
-                ax.plot(steps, mean, color=colour[variant], linewidth=1.2, label=f"{variant} (trained: {len(good)})")
-                ax.fill_between(steps, low, high, color=colour[variant], alpha=0.15, linewidth=0)
-                shown += [*low, *high]
-            others = [(o, s) for o, s in runs if o != TRAINED and len(s)]
-            for i, (_, s) in enumerate(others):
-                how = ", ".join(
-                    f"{WORDS[o]} {sum(x == o for x, _ in others)}" for o in dict.fromkeys(o for o, _ in others)
+        for key, ax in axes.items():
+            for variant in layout.variants[key]:
+                runs = [(o, s[np.isfinite(s)]) for o, s in histories.get(variant, [])]
+                for outcome, style in ((TRAINED, "-"), (FAILED_TO_LEARN, "--")):
+                    mine = [s for o, s in runs if o == outcome and len(s)]
+                    if mine:
+                        steps, mean, low, high = binned_band(mine, points)
+                        ax.plot(
+                            steps,
+                            mean,
+                            color=colour[variant],
+                            linewidth=1.2,
+                            linestyle=style,
+                            label=f"{variant} ({WORDS[outcome]}: {len(mine)})",
+                        )
+                        ax.fill_between(steps, low, high, color=colour[variant], alpha=0.15, linewidth=0)
+                        shown += [*low, *high]
+                others = [(o, s) for o, s in runs if o not in (TRAINED, FAILED_TO_LEARN) and len(s)]
+                for i, (_, s) in enumerate(others):
+                    how = ", ".join(
+                        f"{WORDS[o]} {sum(x == o for x, _ in others)}" for o in dict.fromkeys(o for o, _ in others)
+                    )
+                    ends = sorted({int(r.index[-1]) + 1 for _, r in others})  # the loss of step n is logged at n - 1
+                    after = f"{ends[0]}" if len(ends) == 1 else f"{ends[0]}–{ends[-1]}"
+                    ax.plot(
+                        s.index,
+                        s.to_numpy(),
+                        color=colour[variant],
+                        linewidth=0.8,
+                        alpha=0.8,
+                        label=f"{variant}: {how}, ended after {after} steps (a line each)" if i == 0 else None,
+                    )
+                    shown += [float(s.iloc[0])]
+            if uniform is not None:
+                ax.axhline(
+                    uniform, color="0.55", linestyle=":", linewidth=1, label=f"uniform guess: ln V = {uniform:.2f}"
                 )
-                ends = sorted({int(r.index[-1]) + 1 for _, r in others})  # the loss of step n is logged at n - 1
-                after = f"{ends[0]}" if len(ends) == 1 else f"{ends[0]}–{ends[-1]}"
-                ax.plot(
-                    s.index,
-                    s.to_numpy(),
-                    color=colour[variant],
-                    linewidth=0.8,
-                    alpha=0.8,
-                    label=f"{variant}: {how}, ended after {after} steps (a line each)" if i == 0 else None,
+            if floor is not None:
+                ax.axhline(
+                    floor,
+                    color="0.3",
+                    linestyle="--",
+                    linewidth=1,
+                    label=f"unigram model (floor): ln {math.exp(floor):.1f} = {floor:.2f}",
                 )
-                shown += [float(s.iloc[0])]
-        if uniform is not None:
-            ax.axhline(uniform, color="0.55", linestyle=":", linewidth=1, label=f"uniform guess: ln V = {uniform:.2f}")
-            shown.append(uniform)
-        if floor is not None:
-            ax.axhline(
-                floor,
-                color="0.3",
-                linestyle="--",
-                linewidth=1,
-                label=f"unigram model (floor): ln {math.exp(floor):.1f} = {floor:.2f}",
-            )
-            shown.append(floor)
+        shown += [v for v in (uniform, floor) if v is not None]
         if shown:
             low, high = min(shown), max(shown)
             top = uniform * 1.15 if uniform is not None else high
-            ax.set_ylim(low - 0.05 * (top - low), top)
-        ax.set(xlabel="training step", ylabel="training loss (nats per token)")
-        ax.set_title("training loss", loc="left", pad=12)
-        ax.set_title("line: mean of the seeds that trained, band: min–max", loc="right", fontsize=7, color="0.35")
-        legend(ax)
-        return save(fig, path)
+            for ax in axes.values():
+                ax.set_ylim(low - 0.05 * (top - low), top)
+        return finish(
+            fig,
+            axes,
+            layout,
+            "training loss",
+            "line: mean over the seeds"
+            + (" (solid: trained, dashed: failed to learn)" if FAILED_TO_LEARN in ended else "")
+            + ", band: min–max"
+            + ("\nthin lines: a run that diverged, each" if DIVERGED in ended else ""),
+            "training step",
+            "training loss (nats per token)",
+            path,
+        )
+
+
+def fit_columns(fig: plt.Figure, ax: plt.Axes, texts: list[Text], widest: float = 60.0) -> None:
+    """Widen the figure until no two of `texts` (a column's labels: its tick label and the words above it)
+    overlap: the columns are spaced by the figure's width, so each try scales it by how much the worst pair lacks,
+    and the renderer checks again."""
+    for _ in range(8):
+        clashes = overlapping_texts(fig, texts)
+        width = fig.get_figwidth()
+        if not clashes or width >= widest:
+            return
+        renderer = fig.canvas.get_renderer()
+        boxes = [t.get_window_extent(renderer) for t in texts]
+        need = max(
+            (a.width + b.width) / 2 / max(abs((a.x0 + a.x1) - (b.x0 + b.x1)) / 2, 1.0)
+            for i, a in enumerate(boxes)
+            for b in boxes[i + 1 :]
+            if a.overlaps(b)
+        )
+        fig.set_figwidth(min(widest, width * max(1.1, need * 1.15)))
+
+
+def headroom(lim: tuple[float, float], log: bool, share: float) -> tuple[float, float]:
+    """Axis limits raised at the top so that the data's old range takes the lower 1 − `share` of the axis."""
+    low, high = (math.log10(v) for v in lim) if log else lim
+    top = low + (high - low) / (1 - share)
+    return (lim[0], 10**top) if log else (low, top)
 
 
 def final_metric(
@@ -317,9 +550,11 @@ def final_metric(
     floor: float | None = None,
 ) -> Path:
     """The deciding metric per variant: each trained seed as a dot, the (geometric) mean with its 95% interval;
-    a variant that did not train in some seed says so in words above its place; `floor`: the unigram model's score."""
+    a variant that did not train in some seed says so in words at the top of its column, in its colour; `floor`:
+    the unigram model's score, in a legend below the plot. The figure is made wide enough that no column's words
+    or tick label reach into the next one's (checked with the renderer: `fit_columns`)."""
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(max(7.5, 1.1 * len(table)), 4.2))
+        fig, ax = plt.subplots(figsize=(max(7.5, 1.1 * len(table)), 4.2), layout="constrained")
         trained = runs[runs["outcome"] == TRAINED]
         values = (
             list(trained[metric].dropna())
@@ -327,34 +562,54 @@ def final_metric(
             + list(table[f"{metric}_high"].dropna())
             + ([floor] if floor is not None else [])
         )
+        failed = runs[(runs["outcome"] == FAILED_TO_LEARN) & np.isfinite(runs[metric].astype(float))]
+        if trained[metric].dropna().empty:  # nothing trained: the axes show how far the others stayed from learning
+            values += list(failed[metric])
         use_log = log_axis(values, log)
         lim = limits(values, use_log, pad=0.15) or (0.0, 1.0)
+        lines = max(
+            (
+                sum(bool(getattr(row, o)) for o in (DIVERGED, FAILED_TO_LEARN)) or 1
+                for row in table.itertuples()
+                if row.trained < row.seeds
+            ),
+            default=0,
+        )
+        if lines:  # room above the data for the words at the top of the columns (~5% of the height a line)
+            lim = headroom(lim, use_log, 0.055 * lines + 0.04)
+        words, crosses = [], 0
         for i, row in enumerate(table.itertuples(index=False)):
             seeds = trained[trained["variant"] == row.variant][metric].dropna()
             ax.plot([i] * len(seeds), seeds, "o", color=colour[row.variant], alpha=0.45, markersize=5)
+            unlearned = failed[failed["variant"] == row.variant][metric]
+            unlearned = unlearned[(unlearned >= lim[0]) & (unlearned <= lim[1])]  # beyond the axes: the words say
+            ax.plot([i] * len(unlearned), unlearned, "x", color=colour[row.variant], markersize=7, markeredgewidth=1.5)
+            crosses += len(unlearned)
             mean, low, high = (getattr(row, f"{metric}_{k}") for k in ("mean", "low", "high"))
             if not math.isnan(mean):
                 error = None if math.isnan(low) else [[mean - low], [high - mean]]
                 ax.errorbar(i, mean, yerr=error, fmt="D", color=colour[row.variant], capsize=6, markersize=7)
             if row.trained < row.seeds:
-                words = "\n".join(
+                said = "\n".join(
                     f"{getattr(row, o)} {WORDS[o]}" for o in ("diverged", "failed_to_learn") if getattr(row, o)
                 )
-                ax.annotate(
-                    words or "no result",
-                    (i, 1.0),
-                    xycoords=("data", "axes fraction"),
-                    xytext=(0, -6),
-                    textcoords="offset points",
-                    ha="center",
-                    va="top",
-                    fontsize=8,
-                    color=colour[row.variant],
-                    fontweight="bold",
+                words.append(
+                    ax.annotate(
+                        said or "no result",
+                        (i, 1.0),
+                        xycoords=("data", "axes fraction"),
+                        xytext=(0, -6),
+                        textcoords="offset points",
+                        ha="center",
+                        va="top",
+                        fontsize=8,
+                        color=colour[row.variant],
+                        fontweight="bold",
+                    )
                 )
-        draw_floor(ax, floor)
         if floor is not None:
-            legend(ax)
+            draw_floor(ax, floor)
+            fig.legend(loc="outside lower center", frameon=False)
         if use_log:
             ax.set_yscale("log")
         ax.set_ylim(*lim)
@@ -363,11 +618,161 @@ def final_metric(
         ax.set(ylabel=metric)
         ax.set_title(f"final {metric} per variant", loc="left")
         ax.set_title(
-            f"dots: the seeds that trained\ndiamond: {'geometric ' if log else ''}mean and 95% CI",
+            f"dots: the seeds that trained\ndiamond: {'geometric ' if log else ''}mean and 95% CI"
+            + ("\n×: a seed that failed to learn" if crosses else ""),
             loc="right",
             fontsize=7,
             color="0.35",
         )
+        fit_columns(fig, ax, words + list(ax.get_xticklabels()))
+        return save(fig, path)
+
+
+def effect_words(value: float, log: bool) -> str:
+    """A paired effect as the report's table writes it: a ratio (×0.878) or a difference in points (+1.23)."""
+    if not log:
+        return f"{value:+.2f}"
+    ratio = math.exp(value)
+    return f"×{ratio:#.3g}" if abs(ratio - 1) >= 0.01 else f"×{ratio:.4f}"
+
+
+def ratio_ticks(low: float, high: float) -> list[float]:
+    """Ticks for a log axis of ratios from `low` to `high`: 1-2-5 steps over a wide range, evenly spaced ones over a
+    narrow one (where a log axis looks linear and has no decade inside)."""
+    if high / low > 4:
+        ticks = [
+            m * 10.0**e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1) for m in (1, 2, 5)
+        ]
+    else:
+        ticks = list(ticker.MaxNLocator(6).tick_values(low, high))
+    return [t for t in ticks if low <= t <= high]
+
+
+def factor_effects(
+    effects: pd.DataFrame, metric: str, log: bool, better: str, path: Path, smallest: float | None = None
+) -> Path:
+    """A forest plot of each factor's paired effect (stats.factor_effects): one panel per change of a factor (from
+    its first value to another), one row in it per setting of the other factors and the pooled row last; each row
+    the mean paired effect (a geometric mean ratio on a log axis for a perplexity, else a difference) with its 95%
+    interval, filled where the interval excludes no change; its numbers and pairs written at the right. A row with
+    no pair in which both runs trained has no mark: it says so, with the runs that trained at each value.
+    `smallest`: the declared smallest effect (on the comparison scale), shaded on either side of no change."""
+    groups = [group for _, group in effects.groupby(["factor", "from", "to"], sort=False)]
+    colour = factor_colours(list(dict.fromkeys(effects["factor"])))
+    back = np.exp if log else (lambda v: v)
+    none = 1.0 if log else 0.0
+    ends = [v for v in (*effects["ci_low"], *effects["ci_high"], *effects["mean_difference"]) if math.isfinite(v)]
+    if smallest is not None:
+        ends += [-abs(smallest), abs(smallest)]
+    xs = [float(back(v)) for v in ends] + [none]
+    lim = limits(xs, log, pad=0.1) or (0.5, 2.0)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(
+            len(groups),
+            2,
+            sharex="col",
+            squeeze=False,
+            figsize=(10.5, 1.2 + sum(0.34 * len(g) + 0.5 for g in groups)),
+            height_ratios=[len(g) + 0.6 for g in groups],
+            width_ratios=[3, 2],
+            layout="constrained",
+        )
+        for (ax, column), group in zip(axes, groups):  # the forest, and its numbers in a column beside it
+            column.set_axis_off()
+            column.set_ylim(len(group) - 0.4, -0.6)
+            first = group.iloc[0]
+            tone = colour[first["factor"]]
+            labels = []
+            for y, row in enumerate(group.itertuples(index=False)):
+                pooled = row.stratum == "all"
+                labels.append(
+                    ("pooled over the settings" if len(group) > 1 else "all pairs") if pooled else row.stratum
+                )
+                trained = f"trained {row.trained_from}/{row.runs_from} → {row.trained_to}/{row.runs_to}"
+                if not math.isfinite(row.mean_difference):
+                    words, shade = f"no pair in which both runs trained ({trained})", "0.45"
+                else:
+                    mean = float(back(row.mean_difference))
+                    interval = math.isfinite(row.ci_low)
+                    clear = interval and (row.ci_low > 0 or row.ci_high < 0)
+                    if interval:
+                        ax.plot(
+                            [back(row.ci_low), back(row.ci_high)],
+                            [y, y],
+                            color=tone,
+                            linewidth=2.2,
+                            solid_capstyle="butt",
+                        )
+                    ax.plot(
+                        [mean],
+                        [y],
+                        marker="D" if pooled else "o",
+                        markersize=8 if pooled else 7,
+                        color=tone,
+                        markerfacecolor=tone if clear else "white",
+                        markeredgewidth=1.6,
+                        linestyle="none",
+                        zorder=3,
+                    )
+                    pairs = f"{row.pairs} pair{'s' if row.pairs != 1 else ''}"
+                    words = (
+                        f"{effect_words(row.mean_difference, log)} "
+                        f"[{effect_words(row.ci_low, log)}, {effect_words(row.ci_high, log)}], {pairs}"
+                        if interval
+                        else f"{effect_words(row.mean_difference, log)}, {pairs}: no interval"
+                    )
+                    shade = "0.1"
+                column.text(
+                    0.0,
+                    y,
+                    words,
+                    va="center",
+                    fontsize=8,
+                    color=shade,
+                    fontweight="bold" if pooled else "normal",
+                )
+            ax.axvline(none, color="0.2", linewidth=1)
+            if smallest is not None:
+                ax.axvspan(back(-abs(smallest)), back(abs(smallest)), color="0.85", zorder=0, linewidth=0)
+            ax.set_yticks(range(len(group)), labels, fontsize=8)
+            ax.set_ylim(len(group) - 0.4, -0.6)
+            ax.grid(axis="y", visible=False)
+            ax.set_title(f"{first['factor']}: {first['from']} → {first['to']}", loc="left", fontsize=9, color=tone)
+        bottom = axes[-1, 0]
+        axes[0, 1].set_title("paired effect [95% CI], pairs that both trained", loc="left", fontsize=8, color="0.35")
+        if log:
+            bottom.set_xscale("log")
+            ticks = ratio_ticks(*lim)
+            bottom.xaxis.set_major_locator(ticker.FixedLocator(ticks))
+            bottom.xaxis.set_major_formatter(ticker.FixedFormatter([f"×{t:g}" for t in ticks]))
+            bottom.xaxis.set_minor_locator(ticker.NullLocator())
+        bottom.set_xlim(*lim)
+        worse = "higher" if better == "lower" else "lower"
+        bottom.set_xlabel(
+            f"← {metric} lower    "
+            + (
+                "ratio, changed / original (geometric mean of the paired ratios)"
+                if log
+                else "difference, changed − original (mean of the paired differences)"
+            )
+            + f"    {metric} higher →"
+        )
+        fig.suptitle(
+            f"effect of each factor on {metric}, paired on the other factors and the seed",
+            x=0.01,
+            ha="left",
+            fontsize=11,
+        )
+        note = (
+            f"mark: mean paired effect, line: its 95% CI (Student t); filled where the CI excludes no change "
+            f"({better} is better, {worse} is worse); diamond: pooled over the other factors' settings"
+            + (
+                f"; grey band: within the declared smallest effect, {effect_words(abs(smallest), log)} either way"
+                if smallest is not None
+                else ""
+            )
+        )
+        fig.text(0.01, 0.0, note, fontsize=7, color="0.35", ha="left", va="top", wrap=True)
         return save(fig, path)
 
 

@@ -25,7 +25,16 @@ from prefect import task
 from rnnlab.schemas.config import load_yaml
 from tasks.analysis import held_out, stats, tuned_answer
 from tasks.analysis.answer import Answer, answer, declared, effect_size, factor
-from tasks.analysis.compare import Comparison, as_markdown, cell_results, compare, md_table, number, read_text
+from tasks.analysis.compare import (
+    Comparison,
+    as_markdown,
+    cell_results,
+    compare,
+    legacy_curve,
+    md_table,
+    number,
+    read_text,
+)
 from tasks.record import tracking
 from tasks.record.outcome import TRAINED, WORDS
 from tasks.reporting import plots
@@ -39,9 +48,13 @@ def curve_name(metric: str) -> str:
 
 
 def history(run_id: str, metric: str) -> pd.Series:
-    """The curve of `metric` over training steps; runs recorded before the curves had names of their own logged it
-    under the metric's name, with the final evaluation repeating the last step."""
-    points = tracking.metric_history(run_id, curve_name(metric)) or tracking.metric_history(run_id, metric)
+    """The curve of `metric` over training steps, from its curve's name (`valid/ppl`, `train/loss`); runs recorded
+    before the curves had names of their own logged it under the metric's name, with the final evaluation repeating
+    the last step. Never a summary: values logged only at step 0 under the metric's name are the run's end result
+    (legacy_curve), drawn in final.png and not as a curve."""
+    points = tracking.metric_history(run_id, curve_name(metric)) or legacy_curve(
+        tracking.metric_history(run_id, metric)
+    )
     series = pd.Series([v for _, v in points], index=[s for s, _ in points], dtype=float)
     return series[~series.index.duplicated(keep="first")]
 
@@ -328,8 +341,24 @@ def runs_section(c: Comparison) -> str:
     return md_table(shown)
 
 
-def figures(c: Comparison, runs: pd.DataFrame, out: Path) -> list[tuple[str, str]]:
+DRAWN = ("effects.png", "curve.png", "train_loss.png", "grad_norm.png", "final.png", "expected_best.png")
+
+
+def layout(c: Comparison) -> plots.Panels:
+    """The curves' small multiples: one panel per setting of all factors but the first for three or more factors."""
+    settings = {row["variant"]: {k: row[k] for k in c.factors} for _, row in c.table.iterrows()}
+    return plots.panels(settings, c.factors)
+
+
+def param_words(runs: pd.DataFrame, key: str) -> str | None:
+    values = sorted(set(runs.get(f"params.{key}", pd.Series(dtype=object)).dropna().astype(str)))
+    return f"`{key}` {', '.join(values)}" if values else None
+
+
+def figures(c: Comparison, runs: pd.DataFrame, out: Path) -> list[tuple[str, str, str]]:
+    """Draw the study's plots into `out`: (file, or "" where there is nothing to draw; title; a note in words) each."""
     colour = plots.colours(list(c.table["variant"]))
+    panels = layout(c)
     shown = []
     if c.metric.startswith("valid_"):
         curves: dict[str, list] = {v: [] for v in c.table["variant"]}
@@ -340,10 +369,24 @@ def figures(c: Comparison, runs: pd.DataFrame, out: Path) -> list[tuple[str, str
                 curves[row.variant].append((row.outcome, series))
             elif not math.isnan(row.diverged_step):
                 stops[row.variant].append((row.outcome, int(row.diverged_step)))
-        if any(len(series) > 1 for runs_of in curves.values() for _, series in runs_of):  # one point is no curve:
-            # a study that validates only at its end (the demo) shows that point in final.png
-            plots.metric_curves(curves, stops, c.metric, c.log_scale, colour, out / "curve.png", c.floor.get(c.metric))
-            shown.append(("curve.png", f"{c.metric} vs step"))
+        title = f"{c.metric} during training"
+        if any(len(series) > 1 for runs_of in curves.values() for _, series in runs_of):
+            plots.metric_curves(
+                curves, stops, c.metric, c.log_scale, colour, out / "curve.png", c.floor.get(c.metric), panels
+            )
+            shown.append(("curve.png", title, ""))
+        else:  # one point is no curve: a study that validates only at its end shows that point in final.png
+            how = [w for w in (param_words(runs, "train.val_every_n_steps"), param_words(runs, "train.max_steps")) if w]
+            shown.append(
+                (
+                    "",
+                    title,
+                    "No curve: no run validated more than once during training"
+                    + (f" ({'; '.join(how)})" if how else "")
+                    + f", so there is no {c.metric} curve to draw. Each run's {c.metric} at the end of its training "
+                    "is in the final plot below.",
+                )
+            )
     losses = {
         v: [(row.outcome, history(row.run_id, "loss")) for row in c.runs[c.runs["variant"] == v].itertuples()]
         for v in c.table["variant"]
@@ -357,8 +400,11 @@ def figures(c: Comparison, runs: pd.DataFrame, out: Path) -> list[tuple[str, str
             out / "train_loss.png",
             math.log(vocab.iloc[0]) if len(vocab) else None,
             math.log(floor) if floor else None,
+            layout=panels,
         )
-        shown.append(("train_loss.png", "training loss vs step"))
+        shown.append(("train_loss.png", "training loss", ""))
+    else:
+        shown.append(("", "training loss", "No run logged its training loss (`train/loss`)."))
     norms = {v: [history(r, "grad_norm") for r in c.runs[c.runs["variant"] == v]["run_id"]] for v in c.table["variant"]}
     clip = {
         v: runs[runs["tags.rnnlab.cell"] == v]["params.train.clip_norm"].iloc[0]
@@ -366,11 +412,36 @@ def figures(c: Comparison, runs: pd.DataFrame, out: Path) -> list[tuple[str, str
         if (runs["tags.rnnlab.cell"] == v).any()
     }
     thresholds = {v: None if value in (None, "null") else float(value) for v, value in clip.items()}
-    plots.gradient_norms(norms, thresholds, colour, out / "grad_norm.png")
-    shown.append(("grad_norm.png", "pre-clip gradient norm vs step"))
+    plots.gradient_norms(norms, thresholds, colour, out / "grad_norm.png", layout=panels)
+    shown.append(("grad_norm.png", "pre-clip gradient norm", ""))
     plots.final_metric(c.table, c.runs, c.metric, c.log_scale, colour, out / "final.png", c.floor.get(c.metric))
-    shown.append(("final.png", f"final {c.metric} per variant"))
+    shown.append(("final.png", f"final {c.metric} per variant", ""))
     return shown
+
+
+def plots_section(shown: list[tuple[str, str, str]], several: bool) -> str:
+    """One subsection per plot: its note, then the image (or the note alone where nothing could be drawn)."""
+    lead = (
+        "With three or more factors the curves are small multiples: one panel per setting of all factors but the "
+        "first, whose values are the lines within each panel; every panel has the same axes.\n\n"
+        if several
+        else ""
+    )
+    return lead + "\n".join(
+        f"### {title}\n\n" + "\n\n".join(part for part in (note, f"![{title}]({name})" if name else "") if part) + "\n"
+        for name, title, note in shown
+    )
+
+
+def effects_figure(c: Comparison, effects: pd.DataFrame, out: Path) -> str:
+    """The forest plot of the factor effects (effects.png) as the Markdown that shows it, or why there is none."""
+    if effects.empty or not effects["mean_difference"].map(math.isfinite).any():
+        return (
+            "No effect plot: no factor has a pair of runs (same seed and other factors) in which both trained, "
+            "so there is no paired effect to draw; the table below counts the outcomes.\n\n"
+        )
+    plots.factor_effects(effects, c.metric, c.log_scale, c.better, out / "effects.png", declared(c, c.smallest_effect))
+    return f"![effect of each factor on {c.metric}](effects.png)\n\n"
 
 
 def tuning_section(c: Comparison, parent: Any, out: Path) -> tuple[str, list[tuple[str, str]]]:
@@ -412,6 +483,8 @@ def render(study: str, parent_run_id: str | None, out: Path) -> tuple[Path, str]
         base = compare(study, *cell_results(study, c.parent_run_id, recipe="base"))
         result = tuned_answer.tuned_answer(c, result, base, answer(base))
     out.mkdir(parents=True, exist_ok=True)
+    for name in DRAWN:  # a plot an earlier build drew and this one has no data for must not outlive it
+        (out / name).unlink(missing_ok=True)
 
     sections = [f"# Study `{study}`\n", "## Answer\n", answer_section(c, result)]
     grid_rows = [(k, ", ".join(f"`{v}`" for v in vals)) for k, vals in c.factors.items()]
@@ -443,15 +516,18 @@ def render(study: str, parent_run_id: str | None, out: Path) -> tuple[Path, str]
             "At the base recipe (the base config's values of the tuned keys):\n\n" + as_markdown(base),
         ]
     if not c.runs.empty:
-        sections += ["## Effect of each factor\n", effects_section(c, result.effects)]
+        sections += [
+            "## Effect of each factor\n",
+            effects_figure(c, result.effects, out) + effects_section(c, result.effects),
+        ]
         sections += ["## Held-out test\n", held_out.section(c, parent, runs)]
         sections += [
             "## Significance on the evaluation data\n",
             significance_section(c, significance(c, parent.data.tags.get("rnnlab.task", "lm"))),
         ]
         with np.errstate(all="ignore"):  # a diverged run's logged values may be inf: drawn on the axes' edge
-            shown = figures(c, runs, out) + tuning_shown
-        sections += ["## Plots\n", "\n".join(f"![{alt}]({name})\n" for name, alt in shown)]
+            shown = figures(c, runs, out) + [(name, title, "") for name, title in tuning_shown]
+        sections += ["## Plots\n", plots_section(shown, not layout(c).single)]
         sections += ["## Environment\n", environment_section(runs, parent)]
         sections += ["## Runs\n", runs_section(c)]
     sections += [
@@ -471,12 +547,21 @@ CSS = (
     "table{border-collapse:collapse;margin:1rem 0;font-size:.9rem}th,td{border:1px solid #ccc;padding:.3rem .6rem}"
     "th{background:#f4f4f4}img{max-width:100%}"
     "blockquote{color:#555;border-left:4px solid #ddd;margin:0;padding-left:1rem}"
+    "nav.toc{background:#f8f8f8;border:1px solid #e2e2e2;padding:.4rem 1rem;margin:1rem 0}"
+    "nav.toc h2{font-size:1rem;margin:.3rem 0}nav.toc ul{margin:.2rem 0;padding-left:1.2rem}"
 )
 
 
 def html(text: str, folder: Path, title: str) -> str:
-    """The Markdown as one offline HTML file: the PNGs embedded as data URIs."""
-    body = markdown.markdown(text, extensions=["tables"])
+    """The Markdown as one offline HTML file: a table of contents of its sections and subsections (links to their
+    headings) under the title, and the PNGs embedded as data URIs."""
+    converter = markdown.Markdown(extensions=["tables", "toc"], extension_configs={"toc": {"toc_depth": "2-3"}})
+    body = converter.convert(text)
+    if converter.toc_tokens:
+        contents = f'<nav class="toc" aria-label="Contents">\n<h2>Contents</h2>\n{converter.toc}</nav>\n'
+        heading = body.find("</h1>")
+        at = heading + len("</h1>\n") if heading >= 0 else 0
+        body = body[:at] + contents + body[at:]
 
     def embed(match: re.Match) -> str:
         data = base64.b64encode((folder / match.group(1)).read_bytes()).decode("ascii")
