@@ -191,3 +191,12 @@ def test_a_refusal_that_is_not_a_lost_race_is_raised_at_once():
     with pytest.raises(MlflowException, match="not found"):
         tracking.log_datasets("run", DATASET, mlflow=server)
     assert server.calls == 1
+
+
+def test_the_code_version_hashes_every_package_of_rnnlabs_own_source():
+    """A cell's identity includes the code version: it must cover the code that trains it (it once hashed no file)."""
+    from rnnlab.runtime.env import CODE_PACKAGES, CODE_ROOT, source_files
+
+    files = source_files()
+    assert {path.relative_to(CODE_ROOT).parts[0] for path in files} == set(CODE_PACKAGES)
+    assert CODE_ROOT / "flows" / "study.py" in files and CODE_ROOT / "models" / "lm.py" in files

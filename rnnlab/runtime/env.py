@@ -22,7 +22,7 @@ class EnvironmentProblem(RuntimeError):
     full disk); the message names it and says what to do. Reported as one line, exit 2."""
 
 
-CODE_ROOT = Path(__file__).resolve().parent.parent
+CODE_ROOT = Path(__file__).resolve().parents[2]  # the checkout: rnnlab/runtime/env.py → rnnlab/runtime → rnnlab → here
 CODE_PACKAGES = ("rnnlab", "flows", "tasks", "models")
 
 
