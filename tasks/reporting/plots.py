@@ -566,7 +566,7 @@ def final_metric(
         if trained[metric].dropna().empty:  # nothing trained: the axes show how far the others stayed from learning
             values += list(failed[metric])
         use_log = log_axis(values, log)
-        lim = limits(values, use_log, pad=0.15) or (0.0, 1.0)
+        lim = shown = limits(values, use_log, pad=0.15) or (0.0, 1.0)  # `shown`: the data's part of the axis
         lines = max(
             (
                 sum(bool(getattr(row, o)) for o in (DIVERGED, FAILED_TO_LEARN)) or 1
@@ -582,7 +582,7 @@ def final_metric(
             seeds = trained[trained["variant"] == row.variant][metric].dropna()
             ax.plot([i] * len(seeds), seeds, "o", color=colour[row.variant], alpha=0.45, markersize=5)
             unlearned = failed[failed["variant"] == row.variant][metric]
-            unlearned = unlearned[(unlearned >= lim[0]) & (unlearned <= lim[1])]  # beyond the axes: the words say
+            unlearned = unlearned[(unlearned >= shown[0]) & (unlearned <= shown[1])]  # beyond: the words say it
             ax.plot([i] * len(unlearned), unlearned, "x", color=colour[row.variant], markersize=7, markeredgewidth=1.5)
             crosses += len(unlearned)
             mean, low, high = (getattr(row, f"{metric}_{k}") for k in ("mean", "low", "high"))
