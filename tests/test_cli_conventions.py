@@ -174,6 +174,45 @@ def test_what_rnnlab_writes_reads_back_the_same_with_either_yaml():
     assert config.load_yaml(text) == tree and yaml.safe_load(text) == tree
 
 
+CLAIMS_FILE = """\
+study: strictness
+claims:
+  - id: context
+    quote: a simple RNN conditions ~7 tokens back
+    studies: [quick.yaml]
+    measure: {kind: effective_context, study: quick, subject: rnn_tanh, reference: lstm, level: k_5pct}
+    criterion:
+      supported_range: {low: 3, high: 15}
+      refuted_outside: {low: 2, high: 30}
+      max_ratio: 0.5
+      refuted_ratio: 1.0
+      min_seeds: %s
+    verdicts: {supported: yes it does, not_supported: it does not, inconclusive: cannot say}
+"""
+
+
+@pytest.mark.parametrize(
+    "value, problem",
+    [
+        ("true", "claims.0.criterion.min_seeds: Input should be a valid integer, not a boolean (got True)"),
+        ("2", None),
+    ],
+)
+def test_a_claims_file_has_strict_scalars_too(tmp_path, value, problem):
+    (tmp_path / "quick.yaml").write_text(
+        (REPO / "conf" / "studies" / "quick.yaml").read_text().replace("../runs/", f"{REPO}/conf/runs/")
+    )
+    (tmp_path / "claims.yaml").write_text(CLAIMS_FILE % value)
+    if problem is None:
+        lecture = load_claims(tmp_path / "claims.yaml")
+        assert lecture.config.claims[0].rule().min_seeds == 2
+        assert lecture.config.claims[0].verdicts.supported == "yes it does"  # YAML 1.2: `yes` is a word
+    else:
+        with pytest.raises(config.ConfigError) as refused:
+            load_claims(tmp_path / "claims.yaml")
+        assert str(refused.value) == f"{tmp_path / 'claims.yaml'}: invalid claims file: {problem}"
+
+
 def test_every_shipped_config_loads():
     for path in sorted((REPO / "conf" / "runs").glob("*.yaml")):
         config.load(path)

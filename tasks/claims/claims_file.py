@@ -17,7 +17,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from rnnlab.schemas.config import ConfigError, Section, read_yaml
+from rnnlab.schemas.config import ConfigError, Section, read_yaml, scalar_problems
 from rnnlab.schemas.study import Study, load_study
 from tasks.claims.registry import KINDS
 
@@ -89,6 +89,23 @@ def problems(err: ValidationError) -> str:
     return "; ".join(found)
 
 
+def claims_scalar_problems(tree: Any) -> list[str]:
+    """Strict scalar types in a claims file, as in run configs and study files (a bool is not a number, and only
+    true/false are bools): through each claim's measure and criterion, by the models of its measure's kind."""
+    found = scalar_problems(ClaimsConfig, tree)
+    claims = tree.get("claims") if isinstance(tree, dict) else None
+    for i, claim in enumerate(claims if isinstance(claims, list) else []):
+        if not isinstance(claim, dict):
+            continue
+        found += scalar_problems(Claim, claim, f"claims.{i}.")
+        measure = claim.get("measure")
+        kind = KINDS.get(measure.get("kind")) if isinstance(measure, dict) else None
+        if kind is not None:
+            found += scalar_problems(kind.measurement, measure, f"claims.{i}.measure.")
+            found += scalar_problems(kind.criterion, claim.get("criterion"), f"claims.{i}.criterion.")
+    return found
+
+
 @dataclass(frozen=True)
 class Lecture:
     """A loaded claims file: its config, and each named study (by its name) loaded with its overrides."""
@@ -135,6 +152,9 @@ def load_claims(path: str | Path, overrides: list[str] | None = None, tree: dict
     `tree`: the file's YAML, where the caller has read it already."""
     path = Path(path)
     tree = read_yaml(path) if tree is None else tree
+    strict = claims_scalar_problems(tree)
+    if strict:
+        raise ConfigError(f"{path}: invalid claims file: {'; '.join(strict)}")
     try:
         cfg = ClaimsConfig.model_validate(tree)
     except ValidationError as err:
