@@ -37,8 +37,9 @@ def three_cells(folder, clock) -> tuple[StudyProgress, dict[str, str]]:
     return progress, {key: progress.submitted(key, f"cell {key}", 100) for key in "abc"}
 
 
-def status(step: int, from_step: int = 0, **more) -> dict:
-    return {"step": step, "from_step": from_step, "total": 100, **more}
+def status(step: int, started: float, at: float, from_step: int = 0, **more) -> dict:
+    """A run's status as its worker writes it: `started` training at that time, written `at` that time."""
+    return {"step": step, "from_step": from_step, "total": 100, "started": started, "time": at, **more}
 
 
 def test_the_eta_is_the_steps_left_at_the_rate_trained_and_a_diverged_cell_has_none_left(tmp_path):
@@ -46,12 +47,12 @@ def test_the_eta_is_the_steps_left_at_the_rate_trained_and_a_diverged_cell_has_n
     progress, paths = three_cells(tmp_path, clock)
     assert progress.eta() == "?" and progress.steps() == (0, 300)
     clock.now = 10.0  # the workers started: a and b begin training
-    write_status(paths["a"], status(0))
-    write_status(paths["b"], status(0))
+    write_status(paths["a"], status(0, started=10, at=10))
+    write_status(paths["b"], status(0, started=10, at=10))
     progress.poll()
     clock.now = 20.0  # a blew up at step 10; b is at step 20
-    write_status(paths["a"], status(10, stopped="the training loss became nan at step 10"))
-    write_status(paths["b"], status(20))
+    write_status(paths["a"], status(10, started=10, at=20, stopped="the training loss became nan at step 10"))
+    write_status(paths["b"], status(20, started=10, at=20))
     progress.finished({"outcome": "diverged"}, "a")
     progress.poll()
     # a's steps count as done: its whole budget, none left; 30 steps trained in 10 s, 80 + 100 left at 3 steps/s
@@ -62,14 +63,28 @@ def test_the_eta_is_the_steps_left_at_the_rate_trained_and_a_diverged_cell_has_n
         "ETA 1.0 min"
     )
     clock.now = 30.0  # c resumed from a checkpoint at step 50: only the steps trained now count towards the rate
-    write_status(paths["b"], status(40))
-    write_status(paths["c"], status(70, from_step=50))
+    write_status(paths["b"], status(40, started=10, at=30))
+    write_status(paths["c"], status(70, started=25, at=30, from_step=50))
     progress.poll()
     assert progress.steps_left() == 60 + 30
     assert progress.eta_seconds() == pytest.approx(90 / ((10 + 40 + 20) / 20))
     progress.finished({"outcome": "trained"}, "b")
     progress.finished({"outcome": "trained"}, "c")
     assert progress.steps() == (300, 300) and progress.eta_seconds() == 0.0
+
+
+def test_the_rate_is_timed_by_the_runs_not_by_when_the_study_read_them(tmp_path):
+    """Without a terminal the study reads the status files only when it prints a line (a cell's end, every 30 s):
+    two runs that trained 150 steps between them in 50 s run at 3 steps/s, however late the study looks."""
+    clock = Clock()
+    progress, paths = three_cells(tmp_path, clock)
+    clock.now = 60.0  # the first look: a and b started at 5 s and have been training for 50 s
+    write_status(paths["a"], status(100, started=5, at=55, stopped="blew up"))
+    write_status(paths["b"], status(50, started=5, at=55))
+    progress.finished({"outcome": "diverged"}, "a")
+    progress.poll()
+    # 150 steps in 50 s: 3 steps/s; left: b's 50 and c's 100
+    assert progress.steps_left() == 150 and progress.eta_seconds() == pytest.approx(50.0)
 
 
 def test_without_status_files_the_eta_falls_back_to_the_cells_done():
@@ -92,12 +107,14 @@ def test_the_display_is_a_study_bar_and_a_line_per_running_cell(tmp_path):
     clock = Clock()
     progress, paths = three_cells(tmp_path, clock)
     clock.now = 10.0
-    write_status(paths["a"], status(0))
-    write_status(paths["b"], status(0))
+    write_status(paths["a"], status(0, started=10, at=10))
+    write_status(paths["b"], status(0, started=10, at=10))
     progress.poll()
     clock.now = 20.0
-    write_status(paths["a"], status(10))
-    write_status(paths["b"], status(20, loss=5.1234, valid="valid ppl 180.20", tokens_per_second=3210.4))
+    write_status(paths["a"], status(10, started=10, at=20))
+    write_status(
+        paths["b"], status(20, started=10, at=20, loss=5.1234, valid="valid ppl 180.20", tokens_per_second=3210.4)
+    )
     progress.finished({"outcome": "diverged"}, "a")
     progress.poll()
     lines = rendered(progress)
@@ -128,13 +145,15 @@ def test_a_tuned_studys_display_counts_its_trials(tmp_path):
 def test_a_status_file_is_replaced_whole_or_not_at_all(tmp_path):
     path = tmp_path / "runs" / "a.json"
     assert read_status(path) is None  # not started
-    assert write_status(path, status(3)) and read_status(path) == status(3)
-    assert write_status(path, status(4)) and read_status(path) == status(4)
+    assert write_status(path, status(3, started=0, at=3)) and read_status(path) == status(3, started=0, at=3)
+    assert write_status(path, status(4, started=0, at=4)) and read_status(path) == status(4, started=0, at=4)
     assert sorted(p.name for p in path.parent.iterdir()) == ["a.json"]  # no temporary file left
     path.write_text('{"step": 5, "fr')  # what a reader would see of a file rewritten in place
     assert read_status(path) is None
     (tmp_path / "a file").write_text("")
-    assert write_status(tmp_path / "a file" / "b.json", status(1)) is False  # a run trains on regardless
+    assert (
+        write_status(tmp_path / "a file" / "b.json", status(1, started=0, at=1)) is False
+    )  # a run trains on regardless
 
 
 def test_a_run_writes_its_progress_as_it_trains_and_ends(tiny_cfg, tmp_path, monkeypatch):
@@ -161,6 +180,8 @@ def test_a_run_writes_its_progress_as_it_trains_and_ends(tiny_cfg, tmp_path, mon
     assert written[0]["step"] == 0 and written[0]["valid"] is None  # at the start of training
     steps = [s["step"] for s in written]
     assert steps == sorted(steps) and len(written) > result.steps  # every batch (every_seconds=0) and at the end
+    # the ETA's clock: one start of training, written with every status, and each status's time after it
+    assert len({s["started"] for s in written}) == 1 and all(s["time"] >= s["started"] for s in written)
 
     cfg = tiny_cfg("train.clip_norm=null", "train.lr=1e38", "model.cell=rnn_tanh", "model.init_range=1.0")
     run_id = tracking.open_run(cfg.experiment, None, cfg.flat(), {})

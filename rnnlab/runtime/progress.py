@@ -69,7 +69,6 @@ class StudyProgress:
         self.trials_total = self.trials_done = 0
         self.runs: dict[str, Run] = {}
         self.later = 0  # steps of runs planned but not yet submitted (trials to come, the cells after a search)
-        self.training_since: float | None = None  # when the first run's status appeared
 
     # what the flow tells it
 
@@ -123,8 +122,6 @@ class StudyProgress:
         status = read_status(run.path) if run.path else None
         if status is not None:
             run.status = status
-            if self.training_since is None:
-                self.training_since = self.clock()
 
     # what it shows
 
@@ -141,14 +138,17 @@ class StudyProgress:
         return sum(run.left for run in self.runs.values()) + self.later
 
     def eta_seconds(self) -> float | None:
-        """Steps left ÷ the steps per second trained so far across the runs (in parallel, as they run); before
-        any status was read (cells on other machines), cells left × the mean wall time per finished cell. None
-        until there is a rate."""
+        """Steps left ÷ the steps per second trained so far across the runs (in parallel, as they run): the steps
+        trained over the span from the first run's start to the latest status, by the times the runs wrote (not
+        when this process read them: without a terminal it reads them only when it prints a line). Before any
+        status was read (cells on other machines), cells left × the mean wall time per finished cell. None until
+        there is a rate."""
         elapsed = self.clock() - self.started
         left = self.steps_left()
-        if self.training_since is not None:
+        timed = [run.status for run in self.runs.values() if run.status and run.status.get("started")]
+        if timed:
             trained = sum(run.trained for run in self.runs.values())
-            seconds = self.clock() - self.training_since
+            seconds = max(s["time"] for s in timed) - min(s["started"] for s in timed)
             if not left:
                 return 0.0
             return left / (trained / seconds) if trained and seconds > 0 else None

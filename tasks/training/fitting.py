@@ -143,7 +143,7 @@ class StatusFile(Callback):
         self.path, self.label, self.every_seconds = Path(path), label, every_seconds
         self.progress: Progress | None = None
         self.losses: TrainingLoss | None = None
-        self.from_step, self.total, self.valid = 0, None, None
+        self.from_step, self.total, self.valid, self.started = 0, None, None, None
         self._last = 0.0
 
     def on_fit_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
@@ -152,6 +152,7 @@ class StatusFile(Callback):
 
     def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self.from_step = trainer.global_step  # a resumed run's steps before it were not trained now
+        self.started = time.time()  # the study's ETA: steps trained since then, by this clock (not when it read)
         total = trainer.estimated_stepping_batches  # the budget's steps, as Lightning counts them
         self.total = int(total) if math.isfinite(total) else None
         self.write(trainer)
@@ -183,6 +184,7 @@ class StatusFile(Callback):
                 "tokens_per_second": self.progress.tokens_per_second() if self.progress else None,
                 "ended": ended,
                 "stopped": self.losses.stop_reason if self.losses else None,
+                "started": self.started,
                 "time": time.time(),
             },
         )
