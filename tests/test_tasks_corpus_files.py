@@ -30,6 +30,16 @@ def test_data_dir_comes_from_the_config_key_else_the_environment(monkeypatch, tm
     assert data_dir(DataConfig(dir=str(tmp_path / "from-key"))) == tmp_path / "from-key"
 
 
+def test_without_either_the_data_is_shared_data_beside_the_project_else_its_own_data_folder(monkeypatch, tmp_path):
+    """As the README says for every command (not only under make): ../shared/data when it sits beside the project."""
+    monkeypatch.delenv("RNNLAB_DATA_DIR")
+    monkeypatch.setenv("RNNLAB_HOME", str(tmp_path / "project"))
+    (tmp_path / "project").mkdir()
+    assert data_dir(DataConfig()) == tmp_path / "project" / "data"
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    assert data_dir(DataConfig()) == tmp_path / "shared" / "data"
+
+
 def test_empty_file_is_named(tmp_path):
     corpus = cut_corpus(tmp_path / "c")
     (corpus / "test.txt").write_text("\n\n")

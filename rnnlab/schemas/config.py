@@ -152,7 +152,11 @@ class DataConfig(Section):
     corpus: str = Field(
         "ptb", description="a known corpus (ptb, wikitext-2) or a directory with train/valid[/test] text files"
     )
-    dir: str | None = Field(None, description="data directory; null = $RNNLAB_DATA_DIR, else <project>/data")
+    dir: str | None = Field(
+        None,
+        description="data directory; null = $RNNLAB_DATA_DIR, else ../shared/data beside the project if it exists, "
+        "else <project>/data",
+    )
     download: bool = Field(True, description="fetch a missing known corpus from its public source (sha256-checked)")
     # A seed that only changes the initialisation understates how much results move between seeds (Bouthillier et al.
     # 2021): the order of the training data moves them too.
@@ -287,7 +291,11 @@ class ParallelDataConfig(Section):
         "multi30k",
         description="a known parallel corpus (multi30k, chr_en) or a directory with train/valid[/test].<lang> files",
     )
-    dir: str | None = Field(None, description="data directory; null = $RNNLAB_DATA_DIR, else <project>/data")
+    dir: str | None = Field(
+        None,
+        description="data directory; null = $RNNLAB_DATA_DIR, else ../shared/data beside the project if it exists, "
+        "else <project>/data",
+    )
     download: bool = Field(True, description="fetch a missing known corpus from its public source (sha256-checked)")
     src: str = Field("de", min_length=1, description="the source language: the suffix of its files")
     tgt: str = Field("en", min_length=1, description="the target language: the suffix of its files")

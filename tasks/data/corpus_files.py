@@ -67,6 +67,8 @@ def data_dir(cfg: DataConfig | ParallelDataConfig) -> Path:
         origin, root = "data.dir", Path(cfg.dir)
     elif os.environ.get("RNNLAB_DATA_DIR"):
         origin, root = "RNNLAB_DATA_DIR", Path(os.environ["RNNLAB_DATA_DIR"])
+    elif (project_dir().parent / "shared" / "data").is_dir():  # the README's (and make's) rule, for any command
+        origin, root = "../shared/data beside the project", project_dir().parent / "shared" / "data"
     else:
         origin, root = "the default data directory", project_dir() / "data"
     root = root.expanduser().resolve()
