@@ -47,7 +47,7 @@ from tasks.kinds.steps import check_cells_fit, corpus_here, has_split, prepare_d
 from tasks.kinds.steps import data_key as corpus_key
 from tasks.record import tracking
 from tasks.record.orphans import close_stale, sweep_orphans
-from tasks.record.outcome import DIVERGED, FAILED_TO_LEARN
+from tasks.record.outcome import DIVERGED, FAILED_TO_LEARN, TRAINED
 from tasks.record.shipped import fetch_shipped
 from tasks.training.fitting import StatusFile, cell_dir
 from tasks.training.tuning import storage_url
@@ -405,7 +405,8 @@ def cell_ended(cell: Cell, result: dict[str, Any] | None, failure: str, metric: 
         words.append(f"{metric} {value:,.2f}")
     if result.get("reused"):
         words.append("finished by another execution")
-    return f"✓ {cell.name}: " + " · ".join(words)
+    mark = "✓" if result["outcome"] == TRAINED else "!"  # a finding (diverged, failed to learn), not a success
+    return f"{mark} {cell.name}: " + " · ".join(words)
 
 
 def log_beside(status: str | None) -> str | None:

@@ -258,7 +258,7 @@ def test_a_study_in_a_terminal_shows_one_live_display(tmp_path, tiny_corpus):
     cell_lines = [line for line in lines if re.match(r"  lr=1\.0 s1 +[━╸╺ ]+ step \d+/\d+ · loss ", line)]
     assert study_bars and cell_lines, screen[-4000:]
     assert re.match(r"study tiny_live .* 2/2 cells · 0 running · 1 diverged · .* ETA 0:00", study_bars[-1])
-    assert any(re.match(r"✓ lr=1\S*38 s1: diverged at step \d+$", line) for line in lines), screen[-4000:]
+    assert any(re.match(r"! lr=1\S*38 s1: diverged at step \d+$", line) for line in lines), screen[-4000:]
     assert any(re.match(r"✓ lr=1\.0 s1: trained · valid_ppl [\d,.]+$", line) for line in lines), screen[-4000:]
     assert not [line for line in lines if line.startswith(("rnnlab: [", "rnnlab: study: "))], screen[-4000:]
     assert "Answer: " in screen  # the study's end as ever, below the display
