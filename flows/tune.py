@@ -124,73 +124,54 @@ def run_trial(
     """One trial: the arm at the sampled values, trained for the per-trial budget, reported to Optuna by step.
     `status` and `log`: as a study cell's (flows/study.py run_cell)."""
     with output_to(log):
-        return train_trial(
-            study, arm, number, trial_id, params, corpus, parent_run_id, storage, name, search, threads, status
+        if threads:
+            torch.set_num_threads(threads)
+        cfg = trial_config(study, arm, params, number)
+        budget_steps = cfg.train.max_steps or 0
+        pruner = PruneBySteps(
+            storage, name, trial_id, make_pruner(study.config.tune.pruner, budget_steps or None), curve_key(study)
         )
-
-
-def train_trial(
-    study: Study,
-    arm: Arm,
-    number: int,
-    trial_id: int,
-    params: dict[str, Any],
-    corpus: Any,
-    parent_run_id: str,
-    storage: str,
-    name: str,
-    search: str,
-    threads: int,
-    status: str | None,
-) -> dict[str, Any]:
-    if threads:
-        torch.set_num_threads(threads)
-    cfg = trial_config(study, arm, params, number)
-    budget_steps = cfg.train.max_steps or 0
-    pruner = PruneBySteps(
-        storage, name, trial_id, make_pruner(study.config.tune.pruner, budget_steps or None), curve_key(study)
-    )
-    tags = {
-        "rnnlab.role": "trial",
-        "rnnlab.study": study.name,
-        "rnnlab.arm": arm.id,
-        "rnnlab.variant": arm.label,
-        "rnnlab.trial": str(number),
-        "rnnlab.search": search,
-        **{f"factor.{k}": show(v) for k, v in arm.factors.items()},
-    }
-    result = run_steps(
-        cfg,
-        corpus,
-        parent_run_id,
-        tags,
-        params={f"tuned.{k}": v for k, v in params.items()} | search_params(study),
-        callbacks=(pruner, *([StatusFile(status, cfg.run_name or "")] if status else [])),
-    )
-    outcome = result["outcome"]
-    if pruner.pruned_at is not None:
-        outcome = PRUNED
-        tracking.set_tags(
-            result["run_id"],
-            {
-                "rnnlab.outcome": PRUNED,
-                "rnnlab.outcome_reason": f"pruned by the {study.config.tune.pruner.name} pruner at step "
-                f"{pruner.pruned_at}",
-                "rnnlab.pruned_step": str(pruner.pruned_at),
-            },
+        tags = {
+            "rnnlab.role": "trial",
+            "rnnlab.study": study.name,
+            "rnnlab.arm": arm.id,
+            "rnnlab.variant": arm.label,
+            "rnnlab.trial": str(number),
+            "rnnlab.search": search,
+            **{f"factor.{k}": show(v) for k, v in arm.factors.items()},
+        }
+        result = run_steps(
+            cfg,
+            corpus,
+            parent_run_id,
+            tags,
+            params={f"tuned.{k}": v for k, v in params.items()} | search_params(study),
+            callbacks=(pruner, *([StatusFile(status, cfg.run_name or "")] if status else [])),
         )
-    value = result["metrics"].get(study.config.metric.name)
-    steps = int(result["metrics"].get("train_steps") or pruner.pruned_at or 0)
-    return {
-        "arm": arm.id,
-        "number": number,
-        "run_id": result["run_id"],
-        "outcome": outcome,
-        "value": value,
-        "steps": steps,
-        "budget_steps": budget_steps,
-        "params": params,
-    }
+        outcome = result["outcome"]
+        if pruner.pruned_at is not None:
+            outcome = PRUNED
+            tracking.set_tags(
+                result["run_id"],
+                {
+                    "rnnlab.outcome": PRUNED,
+                    "rnnlab.outcome_reason": f"pruned by the {study.config.tune.pruner.name} pruner at step "
+                    f"{pruner.pruned_at}",
+                    "rnnlab.pruned_step": str(pruner.pruned_at),
+                },
+            )
+        value = result["metrics"].get(study.config.metric.name)
+        steps = int(result["metrics"].get("train_steps") or pruner.pruned_at or 0)
+        return {
+            "arm": arm.id,
+            "number": number,
+            "run_id": result["run_id"],
+            "outcome": outcome,
+            "value": value,
+            "steps": steps,
+            "budget_steps": budget_steps,
+            "params": params,
+        }
 
 
 def objective_value(study: Study, trial: dict[str, Any], vocab: int) -> float:
