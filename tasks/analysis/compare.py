@@ -394,7 +394,9 @@ def as_markdown(c: Comparison) -> str:
         else ""
     )
     return (
-        md_table(formatted(c)) + f"\n\\* best {c.metric} among variants with a trained seed. "
+        md_table(formatted(c))
+        + f"\n\\* the {'lowest' if c.goal == 'min' else 'highest'} mean {c.metric} among variants with a trained "
+        "seed: a mark, not a verdict (the answer says which differences the seeds can tell apart). "
         "Statistics are over the seeds that trained, and no others; a perplexity is a geometric mean (its 95% "
         f"interval is a Student-t interval on log perplexity), other figures mean ± std.{floor}\n"
     )
