@@ -23,7 +23,7 @@ from prefect.task_runners import TaskRunner
 from flows.train import run_steps
 from flows.tune import search_arms, search_digest, tuned_cells
 from rnnlab.runtime.cell_claim import claimed, holder
-from rnnlab.runtime.cell_status import output_to, status_dir
+from rnnlab.runtime.cell_status import forget_stale_status, output_to, status_dir
 from rnnlab.runtime.env import project_dir
 from rnnlab.runtime.live import StudyDisplay
 from rnnlab.runtime.progress import StudyProgress
@@ -311,6 +311,8 @@ def study_progress(study: Study, reused: int, parent_run_id: str) -> StudyProgre
     remote = study.config.runner.kind == "dask" and bool(study.config.runner.address)
     cells = len(study.cells) * (2 if study.config.tune else 1)
     folder = None if remote else status_dir(parent_run_id)
+    if folder is not None:
+        forget_stale_status(folder.parent)
     return StudyProgress(study.name, cells, reused, study.config.concurrency, DIVERGED, FAILED_TO_LEARN, folder)
 
 
@@ -473,14 +475,19 @@ def execute(study: Study, corpora: dict[str, Any], force: bool, live: bool = Fal
         parent_run_id = open_study_run(study, keys, corpora)
         with tracking.closing(parent_run_id):
             sweep_orphans(study.name)
-            with StudyDisplay(study_progress(study, len(reused), parent_run_id), live) as display:
-                if study.config.tune:  # first the search; then the arms at their best settings beside the base recipe
-                    study, keys = tune_arms(study, corpora, parent_run_id, runner, code, display, todo)
-                    reused, todo = split_reused(study, keys, force)
-                results, failures = run_grid(
-                    study, corpora, todo, reused, parent_run_id, runner, fresh_since_ms, shared_prefect, display
-                )
-            forget_status(display.progress, keep_logs=live and bool(failures))
+            progress = study_progress(study, len(reused), parent_run_id)
+            try:
+                with StudyDisplay(progress, live) as display:
+                    if study.config.tune:  # the search first; then the arms at their best settings and the base recipe
+                        study, keys = tune_arms(study, corpora, parent_run_id, runner, code, display, todo)
+                        reused, todo = split_reused(study, keys, force)
+                    results, failures = run_grid(
+                        study, corpora, todo, reused, parent_run_id, runner, fresh_since_ms, shared_prefect, display
+                    )
+            except BaseException:  # interrupted, or a step failed: its status files go too (the logs tell what ran)
+                forget_status(progress, keep_logs=live)
+                raise
+            forget_status(progress, keep_logs=live and bool(failures))
             compared = compare_and_log(study.name, parent_run_id)
             test_after_decision(study, corpora, parent_run_id)
             reused_here = sum(r.get("reused", False) for r in results)

@@ -211,6 +211,8 @@ def test_sigterm_stops_a_study_and_its_cells_with_one_line_and_exit_143(tmp_path
     runs = store(tmp_path).search_runs([store(tmp_path).get_experiment_by_name("tiny_term").experiment_id])
     assert len(runs) == 3 and {r.info.status for r in runs} == {"KILLED"}  # the parent and both cells
     assert not processes_left(grace=10.0, mark=study.mark)
+    progress = tmp_path / ".cache" / "rnnlab" / "progress"  # the display's status files went with the study
+    assert not list(progress.glob("*/*")), list(progress.glob("*/*"))
 
 
 def in_namespace(script: str) -> list[str]:

@@ -18,7 +18,7 @@ from conftest import REPO, rnnlab_command
 from rich.console import Console
 from test_flows_study import tiny_study
 
-from rnnlab.runtime.cell_status import output_to, read_status, write_status
+from rnnlab.runtime.cell_status import forget_stale_status, output_to, read_status, write_status
 from rnnlab.runtime.live import render
 from rnnlab.runtime.progress import StudyProgress
 
@@ -154,6 +154,17 @@ def test_a_status_file_is_replaced_whole_or_not_at_all(tmp_path):
     assert (
         write_status(tmp_path / "a file" / "b.json", status(1, started=0, at=1)) is False
     )  # a run trains on regardless
+
+
+def test_status_folders_nothing_wrote_to_for_a_week_are_removed(tmp_path):
+    """Those of a study killed before it could remove its own; a recent one (a study running now) is kept."""
+    old, recent = tmp_path / "old-parent-run", tmp_path / "running-parent-run"
+    for folder in (old, recent):
+        write_status(folder / "cell.json", status(1, started=0, at=1))
+    week_ago = time.time() - 8 * 86400
+    os.utime(old / "cell.json", (week_ago, week_ago))
+    forget_stale_status(tmp_path)
+    assert not old.exists() and read_status(recent / "cell.json")["step"] == 1
 
 
 def test_a_run_writes_its_progress_as_it_trains_and_ends(tiny_cfg, tmp_path, monkeypatch):

@@ -14,7 +14,9 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,20 @@ from rnnlab.runtime.env import project_dir
 def status_dir(parent_run_id: str) -> Path:
     """Where the runs of one study execution (its parent run) leave their status files."""
     return project_dir() / ".cache" / "rnnlab" / "progress" / parent_run_id
+
+
+def forget_stale_status(root: Path, older_than_days: float = 7.0) -> None:
+    """Remove the status folders under `root` that nothing has written to for `older_than_days`: those of studies
+    killed before they could remove their own (a live study rewrites its runs' files every second while they
+    train; a crashed cell's log is kept this long)."""
+    cutoff = time.time() - older_than_days * 86400
+    for folder in root.glob("*") if root.is_dir() else []:
+        try:
+            newest = max((f.stat().st_mtime for f in folder.iterdir()), default=folder.stat().st_mtime)
+        except OSError:
+            continue  # removed meanwhile, or not a folder
+        if newest < cutoff:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def status_path(folder: Path, key: str) -> Path:
