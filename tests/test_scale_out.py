@@ -14,6 +14,7 @@ import pytest
 import yaml
 from conftest import REPO, TINY, rnnlab_command
 from mlflow import MlflowClient
+from test_cli_conventions import PROBE
 from test_flows_study import tiny_study
 from test_team_servers import start_servers
 
@@ -267,6 +268,35 @@ def test_every_command_works_against_the_mlflow_server_artifacts_included(server
     reported = rnnlab("report", "tiny_remote", "--out", str(tmp_path / "reports"), env=remote)
     assert reported.returncode == 0, reported.stderr[-3000:]
     assert (tmp_path / "reports" / "tiny_remote" / "report.html").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (["evaluate", "nosuchrun", "--file", "{file}"], "no run 'nosuchrun' on the tracking server"),
+        (["probe", "nosuchrun", "context"], "no run 'nosuchrun' on the tracking server"),
+        (["translate", "nosuchrun", "--input", "{file}"], "no run 'nosuchrun' on the tracking server"),
+        (["report", "nosuchstudy"], "no study 'nosuchstudy' on the tracking server"),
+        (["compare", "Defaul"], "did you mean 'Default'? there are: Default"),
+        (["runs", "nosuchstudy"], "there are: Default"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else None,
+)
+def test_on_a_tracking_server_unknown_runs_and_studies_are_refused_before_mlflow_is_imported(
+    servers, tmp_path, argv, said
+):
+    """One request to the server's REST API, as SQLite answers for the project's store (test_cli_conventions)."""
+    _, _, remote, _ = servers
+    (tmp_path / "t.txt").write_text("a b\n")
+    argv = [a.replace("{file}", str(tmp_path / "t.txt")) for a in argv]
+    env = {k: v for k, v in remote.items() if k != "PREFECT_API_URL"}
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(argv)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["code"] == 2 and said in result["err"], result["err"]
+    assert result["heavy"] == []
 
 
 def test_cells_run_on_a_local_dask_cluster_each_exactly_once(tiny_corpus, tmp_path):

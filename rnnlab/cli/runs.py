@@ -32,6 +32,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def cmd_runs(args: argparse.Namespace) -> int:
     store.read_only()
     uri = store.tracking_uri()
+    store.check_study(args.study)  # an unknown one: refused in one request to a server, before MLflow is imported
     runs = store.study_runs(uri, args.study) if store.is_local_store(uri) else server_runs(uri, args.study)
     metric = deciding_metric(runs)
     rows = [row(run, metric) for run in runs]
