@@ -120,11 +120,13 @@ def test_the_display_is_a_study_bar_and_a_line_per_running_cell(tmp_path):
     lines = rendered(progress)
     assert len(lines) == 2, lines  # the study, and b: not a (ended), nor c (not started)
     assert re.fullmatch(
-        r"study tiny +[━╸╺ ]{24} 1/3 cells · 1 running · 1 diverged · 0:20 elapsed · ETA 1:00 *", lines[0]
+        r"study tiny +[━╸╺ ]{24} 1/3 cells · ETA 1:00 · 0:20 elapsed · 1 running · 1 diverged *", lines[0]
     ), lines[0]
     assert re.fullmatch(
         r"  cell b +[━╸╺ ]{24} step 20/100 · loss 5\.123 · valid ppl 180\.20 · 3,210 tok/s *", lines[1]
     ), lines[1]
+    narrow = rendered(progress, width=80)  # a common terminal: the line's end is cut, the ETA stays
+    assert "1/3 cells · ETA 1:00 · 0:20 elapsed" in narrow[0] and len(narrow[0]) <= 80, narrow
 
 
 def test_a_tuned_studys_display_counts_its_trials(tmp_path):
@@ -138,7 +140,7 @@ def test_a_tuned_studys_display_counts_its_trials(tmp_path):
     write_status(path, {"step": 30, "from_step": 0, "total": 60})
     progress.poll()
     lines = rendered(progress)
-    assert "0/8 cells · 2/6 trials · 1 running · 0:00 elapsed" in lines[0], lines
+    assert "0/8 cells · 2/6 trials · ETA ? · 0:00 elapsed · 1 running" in lines[0], lines
     assert re.fullmatch(r"  clip=0\.25 trial 2 +[━╸╺ ]{24} step 30/60 *", lines[1]), lines
 
 
@@ -268,7 +270,7 @@ def test_a_study_in_a_terminal_shows_one_live_display(tmp_path, tiny_corpus):
     study_bars = [line for line in lines if re.match(r"study tiny_live +[━╸╺ ]+ [0-2]/2 cells · ", line)]
     cell_lines = [line for line in lines if re.match(r"  lr=1\.0 s1 +[━╸╺ ]+ step \d+/\d+ · loss ", line)]
     assert study_bars and cell_lines, screen[-4000:]
-    assert re.match(r"study tiny_live .* 2/2 cells · 0 running · 1 diverged · .* ETA 0:00", study_bars[-1])
+    assert re.match(r"study tiny_live .* 2/2 cells · ETA 0:00 · .* elapsed · 0 running · 1 diverged", study_bars[-1])
     assert any(re.match(r"! lr=1\S*38 s1: diverged at step \d+$", line) for line in lines), screen[-4000:]
     assert any(re.match(r"✓ lr=1\.0 s1: trained · valid_ppl [\d,.]+$", line) for line in lines), screen[-4000:]
     assert not [line for line in lines if line.startswith(("rnnlab: [", "rnnlab: study: "))], screen[-4000:]

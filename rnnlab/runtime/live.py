@@ -23,9 +23,12 @@ def clock(seconds: float | None) -> str:
 
 
 def study_words(progress: StudyProgress) -> str:
+    """The counts and times first, the outcomes after: a narrow terminal cuts the line's end (80 columns keep the
+    ETA)."""
     words = [f"{progress.done}/{progress.total} cells"]
     if progress.trials_total:
         words.append(f"{progress.trials_done}/{progress.trials_total} trials")
+    words.append(f"ETA {clock(progress.eta_seconds())} · {clock(progress.elapsed())} elapsed")
     words.append(f"{len(progress.running())} running")
     for count, what in (
         (progress.diverged, "diverged"),
@@ -34,7 +37,6 @@ def study_words(progress: StudyProgress) -> str:
     ):
         if count:
             words.append(f"{count} {what}")
-    words.append(f"{clock(progress.elapsed())} elapsed · ETA {clock(progress.eta_seconds())}")
     return " · ".join(words)
 
 
