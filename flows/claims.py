@@ -13,7 +13,7 @@ from typing import Any
 
 from prefect import flow, task
 
-from flows.study import StudyFailed, run_study
+from flows.study import run_study
 from rnnlab.runtime.env import project_dir
 from tasks.claim_kinds.base import CONTEXT, GRADIENT_FLOW, LM_REFUSAL, SPECTRAL, Evidence
 from tasks.claim_kinds.bidirectional import refusal
@@ -25,7 +25,7 @@ from tasks.claims.steps import probe_context, probe_gradient_flow, probe_spectra
 from tasks.claims.verdicts import claim_results, run_records
 from tasks.kinds.steps import prepare_study
 from tasks.record import tracking
-from tasks.record.outcome import TRAINED
+from tasks.record.outcome import TRAINED, StudyFailed
 
 
 @task(name="open-claims-run")

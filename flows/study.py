@@ -47,7 +47,7 @@ from tasks.kinds.steps import check_cells_fit, corpus_here, has_split, prepare_d
 from tasks.kinds.steps import data_key as corpus_key
 from tasks.record import tracking
 from tasks.record.orphans import close_stale, sweep_orphans
-from tasks.record.outcome import DIVERGED, FAILED_TO_LEARN, TRAINED
+from tasks.record.outcome import DIVERGED, FAILED_TO_LEARN, TRAINED, StudyFailed
 from tasks.record.shipped import fetch_shipped
 from tasks.training.fitting import StatusFile, cell_dir
 from tasks.training.tuning import storage_url
@@ -55,10 +55,6 @@ from tasks.training.tuning import storage_url
 # What a local cell worker imports as it starts, while its collector is paused: this flow (and so everything a cell
 # needs) and the cells' store.
 CELL_WORKER_PRELOAD = ("flows.study", "tasks.record.tracking:import_store")
-
-
-class StudyFailed(RuntimeError):
-    """Some cells failed (not diverged: crashed); every other cell was trained and recorded."""
 
 
 def cell_key(cell: Cell, data_checksum: str, code_version: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,14 +38,13 @@ def run_study(
     Every cell is validated and the data prepared before anything trains (a bad file or key raises ConfigError, a
     ValueError). The runs are recorded in the project's store (MLFLOW_TRACKING_URI, else `$RNNLAB_HOME/mlruns`,
     else `./mlruns`), its Prefect state in `.prefect/`, its report under `reports/<study>/`. Progress goes to
-    stderr. Where some cells fail, the others are recorded and `flows.study.StudyFailed` is raised;
+    stderr. Where some cells fail, the others are recorded and `tasks.record.outcome.StudyFailed` is raised;
     `rnnlab.load_study(name)` then reads what was recorded. A call that is interrupted is resumed by the next:
     finished cells are reused, interrupted ones continue from their last checkpoint."""
     items = override_items(overrides)
     with rnnlab_packages():
-        from rnnlab.runtime import store
-        from rnnlab.runtime.env import check_project, configure
-        from rnnlab.runtime.processes import abandon_prefect_api, start_prefect_api
+        from rnnlab.runtime.env import configure
+        from rnnlab.runtime.processes import abandon_prefect_api
 
         configure()
         from rnnlab.schemas.config import ConfigError, read_yaml
@@ -60,33 +58,9 @@ def run_study(
             )
         study = read_study(path, items, tree)  # every cell validated here, before anything starts
         try:
-            if study.config.runner.address:  # the cells' machines must reach the stores
-                from rnnlab.runtime.workers import check_remote_cells_can_record
+            from flows.launch import run_loaded_study  # as `rnnlab study` does: checks, data, Prefect, the flow
 
-                check_remote_cells_can_record()
-            # What `rnnlab study` checks first (rnnlab/cli/common.py check_environment): the project, Prefect's
-            # temporary server launched to start meanwhile, the store, runs a dead process left RUNNING.
-            check_project()
-            start_prefect_api(wait=False)
-            store.check_store()
-            from tasks.record import tracking
-
-            tracking.mark_orphans()
-            from rnnlab.runtime.workers import threads_per_cell
-            from tasks.kinds.estimate import estimate_lines
-            from tasks.kinds.steps import prepare_study
-
-            corpora = prepare_study(study.cells)  # bad data fails here, before Prefect or MLflow start
-            print(
-                f"rnnlab: study '{study.name}': {len(study.variants)} variants × {len(study.config.seeds)} seed(s) "
-                f"= {len(study.cells)} cells, {study.config.concurrency} at a time",
-                file=sys.stderr,
-            )
-            print(*estimate_lines(study, corpora, threads_per_cell(study))[-1:], file=sys.stderr)
-            start_prefect_api()
-            from flows.study import run_study as study_flow
-
-            result = study_flow(study, corpora, force)
+            result = run_loaded_study(study, force)
         finally:
             abandon_prefect_api()  # launched but never waited for (a check failed first): stopped
     return load_study(study.name, result["parent_run_id"])

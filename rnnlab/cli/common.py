@@ -1,4 +1,4 @@
-"""What the commands of `rnnlab` share: argparse types, the summary line (and --json), the environment's checks,
+"""What the commands of `rnnlab` share: argparse types, the summary line (and --json),
 the answer block, and the exit flag that `rnnlab.cli.main.run` reads. Light: --help imports it."""
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from rnnlab.runtime import store
-from rnnlab.runtime.env import check_project, is_project
-from rnnlab.runtime.processes import start_prefect_api
+from rnnlab.runtime.env import is_project
 
 
 def port(text: str) -> int:
@@ -61,20 +59,6 @@ def json_default(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return str(value)
-
-
-def check_environment(launch_prefect: bool = False) -> None:
-    """Before any data is prepared: the project directory can be written and has room, the tracking store is
-    reachable and sound; and runs that a dead process left RUNNING (a SIGKILL, a full disk) are marked KILLED.
-    `launch_prefect`: also launch Prefect's temporary server (a command that trains waits for it later), so that its
-    start overlaps these checks and the data's preparation; it is stopped with the command, on a failure too."""
-    check_project()
-    if launch_prefect:
-        start_prefect_api(wait=False)
-    store.check_store()  # before the heavy imports below: an unreachable server fails the command in a second
-    from tasks.record import tracking  # lazy: MLflow and Prefect (~5 s of imports), after the store answered
-
-    tracking.mark_orphans()
 
 
 def check_corpora(configs: Iterable[Any]) -> None:

@@ -7,7 +7,8 @@ import argparse
 import os
 import sys
 
-from rnnlab.cli.common import answer_block, check_corpora, check_environment, finish, quietly
+from flows.launch import check_environment, run_loaded_study
+from rnnlab.cli.common import answer_block, check_corpora, finish, quietly
 from rnnlab.runtime.processes import start_prefect_api
 
 
@@ -63,6 +64,7 @@ def dry_run(study) -> int:
 def cmd_study(args: argparse.Namespace) -> int:
     from rnnlab.schemas.config import ConfigError, read_yaml  # lazy: pydantic, not needed by --help
     from rnnlab.schemas.study import load_study
+    from tasks.record.outcome import StudyFailed
 
     tree = read_yaml(args.study)  # read once: to tell a claims file from a study file, then loaded from it
     if "claims" in tree:
@@ -83,29 +85,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.dry_run:
         return dry_run(study)
     with quietly(args.json):
-        if study.config.runner.address:  # before anything starts: the cells' machines must reach the stores
-            from rnnlab.runtime.workers import check_remote_cells_can_record
-
-            check_remote_cells_can_record()
-        check_environment(launch_prefect=True)
-        from tasks.kinds.steps import prepare_study  # lazy: torch, Prefect (~6 s)
-
-        corpora = prepare_study(study.cells)  # bad data fails here, before Prefect or MLflow start
-        print(
-            f"rnnlab: study '{study.name}': {len(study.variants)} variants × {len(study.config.seeds)} seed(s) "
-            f"= {len(study.cells)} cells, {study.config.concurrency} at a time",
-            file=sys.stderr,
-        )
-        from rnnlab.runtime.workers import threads_per_cell  # lazy: loaded by the flow next anyway
-        from tasks.kinds.estimate import estimate_lines
-
-        print(*estimate_lines(study, corpora, threads_per_cell(study))[-1:], file=sys.stderr)
-        start_prefect_api()
-        from flows.study import StudyFailed, run_study  # lazy: Lightning, only once the data is ready
-
         try:
-            # what was loaded and prepared here, not again; its progress live on a terminal, else as plain lines
-            result = run_study(study, corpora, args.force, live=not args.json and live_terminal())
+            result = run_loaded_study(study, args.force, live=not args.json and live_terminal())
         except StudyFailed as err:
             print(f"rnnlab: study '{study.name}' failed: {err}", file=sys.stderr)
             return 1

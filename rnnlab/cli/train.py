@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from rnnlab.cli.common import check_corpora, check_environment, finish, quietly
+from flows.launch import check_environment
+from rnnlab.cli.common import check_corpora, finish, quietly
 from rnnlab.runtime.processes import start_prefect_api
 
 

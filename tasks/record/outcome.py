@@ -23,6 +23,10 @@ OUTCOMES = (TRAINED, DIVERGED, FAILED_TO_LEARN)
 WORDS = {TRAINED: "trained", DIVERGED: "diverged", FAILED_TO_LEARN: "failed to learn"}
 
 
+class StudyFailed(RuntimeError):
+    """Some of a study's cells failed (not diverged: crashed); every other cell was trained and recorded."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     kind: str
