@@ -273,7 +273,7 @@ def test_every_command_works_against_the_mlflow_server_artifacts_included(server
 @pytest.mark.parametrize(
     "argv, said",
     [
-        (["evaluate", "nosuchrun", "--file", "{file}"], "no run 'nosuchrun' on the tracking server"),
+        (["evaluate", "nosuchrun", "--file", "{file}"], "its studies and experiments: Default"),
         (["probe", "nosuchrun", "context"], "no run 'nosuchrun' on the tracking server"),
         (["translate", "nosuchrun", "--input", "{file}"], "no run 'nosuchrun' on the tracking server"),
         (["report", "nosuchstudy"], "no study 'nosuchstudy' on the tracking server"),

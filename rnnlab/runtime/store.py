@@ -158,6 +158,12 @@ def server_answer(uri: str, endpoint: str, **params: str) -> tuple[int, dict] | 
         return None
 
 
+def server_experiments(uri: str) -> list[str]:
+    """The names of a tracking server's live experiments (the first 1,000), or none where it does not say."""
+    listed = server_answer(uri, "experiments/search", max_results="1000")
+    return [e["name"] for e in (listed[1].get("experiments", []) if listed and listed[0] == 200 else [])]
+
+
 def check_study(name: str) -> None:
     """A study (an MLflow experiment) that the project's store does not hold is refused at once, naming the ones it
     does, before a command imports MLflow: read with SQLite alone, or with one request to a tracking server."""
@@ -167,8 +173,7 @@ def check_study(name: str) -> None:
     elif is_server(uri):
         answer = server_answer(uri, "experiments/get-by-name", experiment_name=name)
         if answer is not None and answer[1].get("error_code") == "RESOURCE_DOES_NOT_EXIST":
-            listed = server_answer(uri, "experiments/search", max_results="1000")
-            found = [e["name"] for e in (listed[1].get("experiments", []) if listed and listed[0] == 200 else [])]
+            found = server_experiments(uri)
             close = difflib.get_close_matches(name, found, n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
             raise LookupError(
@@ -194,8 +199,10 @@ def check_run(run_id: str) -> None:
     if is_server(uri):
         answer = server_answer(uri, "runs/get", run_id=run_id)
         if answer is not None and answer[1].get("error_code") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            found = sorted(server_experiments(uri))
             raise LookupError(
-                f"no run {run_id!r} on the tracking server {uri}; list a study's run ids with `rnnlab runs STUDY`"
+                f"no run {run_id!r} on the tracking server {uri}; its studies and experiments: "
+                f"{', '.join(found) or 'none'}; list one's run ids with `rnnlab runs STUDY`"
             )
         return
     if not is_local_store(uri):
