@@ -209,3 +209,79 @@ def test_the_html_report_opens_with_a_table_of_contents_that_links_to_every_sect
     assert links == [("answer", "Answer"), ("plots", "Plots"), ("training-loss", "training loss"), ("runs", "Runs")]
     for anchor, _ in links:
         assert re.search(rf'<h[23] id="{anchor}">', page), anchor
+
+
+def fake_report(content: bytes, wait=None, drawn=("curve.png",), pages=None):
+    """A renderer that draws plots holding `content`, waits (for another build to be mid-way), then embeds its own
+    plots in its HTML page (kept in `pages` by run id too), as study_report.render does."""
+    from pathlib import Path
+
+    from tasks.reporting.study_report import html
+
+    def render_into(study: str, parent_run_id: str | None, out: Path):
+        out.mkdir(parents=True, exist_ok=True)
+        for name in drawn:
+            (out / name).write_bytes(content)
+        if wait:
+            wait()
+        text = f"# Study `{study}`\n\n" + "".join(f"![plot]({name})\n\n" for name in drawn)
+        (out / "report.md").write_text(text)
+        page = html(text, out, study)
+        (out / "report.html").write_text(page)
+        if pages is not None:
+            pages[parent_run_id] = page
+        return out / "report.md", parent_run_id
+
+    return render_into
+
+
+def test_two_builds_of_one_report_at_once_each_embed_their_own_plots_and_one_whole_report_is_left(tmp_path):
+    """A cron execution and a manual one finishing together: neither reads nor deletes the other's half-drawn plots."""
+    import base64
+    import threading
+
+    from tasks.reporting.study_report import rendered
+
+    both_drawn = threading.Barrier(2, timeout=30)
+    results, errors, pages = {}, [], {}
+
+    def build(content: bytes, run_id: str):
+        try:
+            render = fake_report(content, both_drawn.wait, pages=pages)
+            results[run_id] = rendered(render, "s", run_id, tmp_path / "s", log=False)
+        except Exception as err:  # noqa: BLE001 -- surfaced by the assertion below
+            errors.append(err)
+
+    threads = [threading.Thread(target=build, args=(c, r)) for c, r in ((b"first", "r1"), (b"second", "r2"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and sorted(results) == ["r1", "r2"]
+
+    def embedded(page: str) -> bytes:
+        return base64.b64decode(page.split("data:image/png;base64,")[1].split('"')[0])
+
+    assert embedded(pages["r1"]) == b"first" and embedded(pages["r2"]) == b"second"  # each its own plot
+    assert embedded((tmp_path / "s" / "report.html").read_text()) in (b"first", b"second")  # one whole page left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]  # no private folder left behind
+
+
+def test_a_failed_build_leaves_the_last_report_whole_and_a_new_one_removes_plots_it_no_longer_draws(tmp_path):
+    import pytest
+
+    from tasks.reporting.study_report import rendered
+
+    rendered(fake_report(b"old", drawn=("curve.png", "final.png")), "s", "r1", tmp_path / "s", log=False)
+
+    def broken():
+        raise RuntimeError("the store went away mid-build")
+
+    with pytest.raises(RuntimeError, match="went away"):
+        rendered(fake_report(b"new", broken), "s", "r2", tmp_path / "s", log=False)
+    assert (tmp_path / "s" / "curve.png").read_bytes() == b"old" and (tmp_path / "s" / "report.md").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
+
+    rendered(fake_report(b"new", drawn=("curve.png",)), "s", "r3", tmp_path / "s", log=False)
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["curve.png", "report.html", "report.md"]
+    assert (tmp_path / "s" / "curve.png").read_bytes() == b"new"

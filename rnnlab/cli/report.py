@@ -39,15 +39,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     with quietly(True):
         from tasks.claims.report import is_claims_study  # lazy: MLflow, matplotlib, scipy (~6 s)
         from tasks.claims.report import render as render_claims
-        from tasks.reporting.study_report import log_report, render
+        from tasks.reporting.study_report import render, rendered
 
         claims = is_claims_study(args.study)
-        path, parent_run_id = (render_claims if claims else render)(args.study, args.parent_run, folder)
-        try:
-            log_report(parent_run_id, folder)
-            logged = "logged to the parent run under report/"
-        except Exception as err:  # a read-only store: the report is written all the same
-            logged = f"not logged to the parent run (the store cannot be written: {str(err).splitlines()[0][:200]})"
+        path, parent_run_id, not_logged = rendered(
+            render_claims if claims else render, args.study, args.parent_run, folder
+        )
+        logged = (
+            f"not logged to the parent run (the store cannot be written: {not_logged})"
+            if not_logged
+            else "logged to the parent run under report/"
+        )
     return finish(
         {"study": args.study, "parent_run_id": parent_run_id, "report": str(path), "html": str(folder / "report.html")},
         args.json,

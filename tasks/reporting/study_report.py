@@ -12,6 +12,7 @@ import base64
 import json
 import math
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -483,8 +484,6 @@ def render(study: str, parent_run_id: str | None, out: Path) -> tuple[Path, str]
         base = compare(study, *cell_results(study, c.parent_run_id, recipe="base"))
         result = tuned_answer.tuned_answer(c, result, base, answer(base))
     out.mkdir(parents=True, exist_ok=True)
-    for name in DRAWN:  # a plot an earlier build drew and this one has no data for must not outlive it
-        (out / name).unlink(missing_ok=True)
 
     sections = [f"# Study `{study}`\n", "## Answer\n", answer_section(c, result)]
     grid_rows = [(k, ", ".join(f"`{v}`" for v in vals)) for k, vals in c.factors.items()]
@@ -579,12 +578,47 @@ def log_report(parent_run_id: str, folder: Path) -> None:
         tracking.log_artifact(parent_run_id, path, "report")
 
 
-def write_report(render_into: Callable[[str, str, Path], Any], study: str, parent_run_id: str, out: str) -> str:
+def rendered(
+    render_into: Callable[[str, str | None, Path], tuple[Path, str]],
+    study: str,
+    parent_run_id: str | None,
+    folder: Path,
+    log: bool = True,
+) -> tuple[Path, str, str | None]:
+    """Render a report in a private folder beside `folder`, log it to its parent run, then publish it into `folder`
+    file by file with atomic renames: two executions of one study (a cron one meeting a manual one) finishing at
+    once never read or delete each other's half-drawn plots, and a failed build leaves the last report whole.
+    Returns the published Markdown, the execution's run id, and why the report could not be logged (None if it was)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    private = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        _, run_id = render_into(study, parent_run_id, private)
+        not_logged = None
+        if log:
+            try:
+                log_report(run_id, private)
+            except Exception as err:  # a read-only store: the report is written all the same
+                not_logged = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        folder.mkdir(exist_ok=True)
+        drawn = {p.name for p in private.iterdir()}
+        for name in DRAWN:  # a plot an earlier build drew and this one has no data for must not outlive it
+            if name not in drawn:
+                (folder / name).unlink(missing_ok=True)
+        for path in sorted(private.iterdir(), key=lambda p: p.name.startswith("report.")):  # the pages last
+            path.replace(folder / path.name)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+    return folder / "report.md", run_id, not_logged
+
+
+def write_report(
+    render_into: Callable[[str, str | None, Path], tuple[Path, str]], study: str, parent_run_id: str, out: str
+) -> str:
     """A report rendered into `out` (a study's, or a claims study's) and logged to its parent run: its Markdown."""
-    folder = Path(out)
-    render_into(study, parent_run_id, folder)
-    log_report(parent_run_id, folder)
-    return str(folder / "report.md")
+    path, _, not_logged = rendered(render_into, study, parent_run_id, Path(out))
+    if not_logged:
+        raise RuntimeError(f"the report of {study} could not be logged to run {parent_run_id}: {not_logged}")
+    return str(path)
 
 
 @task(name="report")
