@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from rnnlab.runtime.env import is_project
+from rnnlab.runtime.env import CODE_ROOT, git_output, is_project
 
 
 def port(text: str) -> int:
@@ -83,21 +83,15 @@ def answer_block(question: str, answer: str, factors: list[str]) -> str:
     return "\n".join(textwrap.fill(line, width=110, subsequent_indent="  ") for line in lines)
 
 
-# The folder that holds the rnnlab package: a checkout, or site-packages. (rnnlab.runtime.env.CODE_ROOT, one level too
-# deep since env.py moved into runtime/, is the package itself.)
-CHECKOUT = Path(__file__).resolve().parents[2]
-
-
 def version_line() -> str:
     """`rnnlab 0.1.0 (commit 1a2b3c4)`: the version of the code that runs (its checkout's pyproject.toml, else the
     installed distribution's), with the commit of that checkout where it is one (`+ changes` where its tracked files
     differ from it)."""
     import importlib.metadata
-    import subprocess
     import tomllib
 
     try:
-        project = tomllib.loads((CHECKOUT / "pyproject.toml").read_text(encoding="utf-8")).get("project", {})
+        project = tomllib.loads((CODE_ROOT / "pyproject.toml").read_text(encoding="utf-8")).get("project", {})
     except (OSError, ValueError):
         project = {}
     version = project.get("version") if project.get("name") == "rnnlab" else None
@@ -107,17 +101,10 @@ def version_line() -> str:
         except importlib.metadata.PackageNotFoundError:
             version = "unknown"
 
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", *args], cwd=CHECKOUT, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    found = (git("rev-parse", "--show-toplevel", "--short", "HEAD") or "").splitlines() if is_project(CHECKOUT) else []
-    if len(found) != 2 or Path(found[0]).resolve() != CHECKOUT:  # not a checkout of rnnlab's own (an installed copy)
-        return f"rnnlab {version}"
-    changed = git("status", "--porcelain", "--untracked-files=no")
+    found = (git_output("rev-parse", "--show-toplevel", "--short", "HEAD") or "").splitlines()
+    if not is_project(CODE_ROOT) or len(found) != 2 or Path(found[0]).resolve() != CODE_ROOT:
+        return f"rnnlab {version}"  # not a checkout of rnnlab's own (an installed copy)
+    changed = git_output("status", "--porcelain", "--untracked-files=no")
     return f"rnnlab {version} (commit {found[1]}{' + changes' if changed else ''})"
 
 

@@ -26,6 +26,17 @@ CODE_ROOT = Path(__file__).resolve().parents[2]  # the checkout: rnnlab/runtime/
 CODE_PACKAGES = ("rnnlab", "flows", "tasks", "models")
 
 
+def git_output(*args: str) -> str | None:
+    """What `git ARGS` prints in the code's folder (stripped), or None where git is missing or refuses (no checkout)."""
+    import subprocess  # lazy: only the commands that record or print the code's version ask git
+
+    try:
+        done = subprocess.run(["git", *args], cwd=CODE_ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
 def source_files() -> list[Path]:
     """rnnlab's own source files, in a fixed order: what identifies the code (with or without a git checkout)."""
     return [path for package in CODE_PACKAGES for path in sorted((CODE_ROOT / package).glob("**/*.py"))]

@@ -17,7 +17,6 @@ import platform
 import random
 import shlex
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -36,6 +35,7 @@ from rnnlab.runtime.env import (
     CODE_ROOT,
     EnvironmentProblem,
     disk_full,
+    git_output,
     pid_alive,
     project_dir,
     redact,
@@ -155,17 +155,13 @@ def code_version() -> str:
 
 
 def git_state() -> dict[str, str]:
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", *args], cwd=CODE_ROOT, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    commit = git("rev-parse", "--verify", "HEAD")
+    commit = git_output("rev-parse", "--verify", "HEAD")
     if not commit:
         return {"git.commit": "unknown"}
-    return {"git.commit": commit, "git.dirty": str(bool(git("status", "--porcelain", "--untracked-files=no"))).lower()}
+    return {
+        "git.commit": commit,
+        "git.dirty": str(bool(git_output("status", "--porcelain", "--untracked-files=no"))).lower(),
+    }
 
 
 def provenance_tags() -> dict[str, str]:
