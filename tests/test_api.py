@@ -243,3 +243,33 @@ def test_run_study_from_a_folder_holding_a_notebooks_own_models_tasks_and_flows(
     assert found["root"] == root and found["kept"] == ["flows", "models", "tasks"]
     assert found["kept_from"] == [f"{root}/flows", f"{root}/models", f"{root}/tasks"]
     assert "rnnlab: study 'tiny_api': 1 variants × 1 seed(s) = 1 cells" in done.stderr
+
+
+def test_a_script_calling_run_study_without_a_main_guard_runs_once_and_its_study_finishes(tiny_corpus, tmp_path):
+    """Python's spawn start of the cell workers imports the parent's `__main__`: an unguarded script would start
+    the study again in each worker. It runs once, and the study's two cells train in two workers."""
+    home = tmp_path / "home"
+    home.mkdir()
+    path = tiny_study(home, "tiny_script", tiny_corpus, {"model.cell": ["rnn_tanh", "gru"]}, **{"train.max_steps": 10})
+    ran = tmp_path / "ran.txt"
+    script = tmp_path / "analysis.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os
+            import rnnlab
+
+            with open({str(ran)!r}, "a") as log:  # one line per time this file runs
+                log.write(f"{{os.getpid()}}\\n")
+            study = rnnlab.run_study({str(path)!r})
+            print(len(study.runs), *sorted(study.runs["outcome"]))
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=python_env(home), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert len(ran.read_text().splitlines()) == 1, ran.read_text()  # not again in a worker
+    assert done.stdout.split() == ["2", "trained", "trained"], done.stdout
+    assert "bootstrapping phase" not in done.stderr

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,28 @@ def override_items(overrides: Mapping[str, Any] | Sequence[str] | None) -> list[
         return yaml.safe_dump(value, default_flow_style=True, width=2**30).removesuffix("\n...\n").strip()
 
     return [f"{key}={flow_yaml(value)}" for key, value in overrides.items()]
+
+
+@contextmanager
+def workers_without_the_callers_script() -> Iterator[None]:
+    """While a study runs, the caller's script is not run again in each worker process it starts. Python's "spawn"
+    start (the study's cell workers, a local Dask cluster's) imports the parent's `__main__` from its file, or by
+    its module name under `python -m`: a script calling `run_study` without an `if __name__ == "__main__":` guard
+    would start the study again in every worker. The workers run rnnlab's own functions only, never the script's,
+    so the script is hidden from that start for the call's length (a notebook's `__main__` has no file: nothing
+    to hide)."""
+    main = sys.modules.get("__main__")
+    hidden = {key: vars(main)[key] for key in ("__file__", "__spec__") if main is not None and key in vars(main)}
+    for key in hidden:
+        if key == "__file__":
+            del main.__file__
+        else:
+            main.__spec__ = None
+    try:
+        yield
+    finally:
+        for key, value in hidden.items():
+            setattr(main, key, value)
 
 
 def run_study(
@@ -60,7 +84,8 @@ def run_study(
         try:
             from flows.launch import run_loaded_study  # as `rnnlab study` does: checks, data, Prefect, the flow
 
-            result = run_loaded_study(study, force)
+            with workers_without_the_callers_script():
+                result = run_loaded_study(study, force)
         finally:
             abandon_prefect_api()  # launched but never waited for (a check failed first): stopped
     return load_study(study.name, result["parent_run_id"])
