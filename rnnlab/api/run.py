@@ -37,18 +37,15 @@ def workers_without_the_callers_script() -> Iterator[None]:
     would start the study again in every worker. The workers run rnnlab's own functions only, never the script's,
     so the script is hidden from that start for the call's length (a notebook's `__main__` has no file: nothing
     to hide)."""
-    main = sys.modules.get("__main__")
-    hidden = {key: vars(main)[key] for key in ("__file__", "__spec__") if main is not None and key in vars(main)}
-    for key in hidden:
-        if key == "__file__":
-            del main.__file__
-        else:
-            main.__spec__ = None
+    main = sys.modules["__main__"]
+    file, spec = vars(main).pop("__file__", None), getattr(main, "__spec__", None)
+    main.__spec__ = None
     try:
         yield
     finally:
-        for key, value in hidden.items():
-            setattr(main, key, value)
+        main.__spec__ = spec
+        if file is not None:
+            main.__file__ = file
 
 
 def run_study(

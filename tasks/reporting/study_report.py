@@ -584,11 +584,13 @@ def rendered(
     parent_run_id: str | None,
     folder: Path,
     log: bool = True,
+    tolerate_unlogged: bool = False,
 ) -> tuple[Path, str, str | None]:
-    """Render a report in a private folder beside `folder`, log it to its parent run, then publish it into `folder`
-    file by file with atomic renames: two executions of one study (a cron one meeting a manual one) finishing at
-    once never read or delete each other's half-drawn plots, and a failed build leaves the last report whole.
-    Returns the published Markdown, the execution's run id, and why the report could not be logged (None if it was)."""
+    """Render a report in a private folder beside `folder`, log it to its parent run (`log`), then publish it into
+    `folder` file by file with atomic renames: two executions of one study (a cron one meeting a manual one)
+    finishing at once never read or delete each other's half-drawn plots, and a failed build leaves the last report
+    whole. Returns the published Markdown, the execution's run id, and why the report could not be logged: None if
+    it was; where it could not, the error is raised unless `tolerate_unlogged` (a read-only store)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     private = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
@@ -597,7 +599,9 @@ def rendered(
         if log:
             try:
                 log_report(run_id, private)
-            except Exception as err:  # a read-only store: the report is written all the same
+            except Exception as err:
+                if not tolerate_unlogged:
+                    raise
                 not_logged = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
         folder.mkdir(exist_ok=True)
         drawn = {p.name for p in private.iterdir()}
@@ -615,10 +619,7 @@ def write_report(
     render_into: Callable[[str, str | None, Path], tuple[Path, str]], study: str, parent_run_id: str, out: str
 ) -> str:
     """A report rendered into `out` (a study's, or a claims study's) and logged to its parent run: its Markdown."""
-    path, _, not_logged = rendered(render_into, study, parent_run_id, Path(out))
-    if not_logged:
-        raise RuntimeError(f"the report of {study} could not be logged to run {parent_run_id}: {not_logged}")
-    return str(path)
+    return str(rendered(render_into, study, parent_run_id, Path(out))[0])
 
 
 @task(name="report")
